@@ -1,0 +1,1 @@
+"""Datasets: manifests and shards in, decoded fixed-size arrays out (plus the built-in datasets)."""

@@ -1,0 +1,1 @@
+"""Towers (image, text, audio, video) and the multi-tower contrastive model."""

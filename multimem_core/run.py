@@ -1,0 +1,224 @@
+"""The run directory: the contract between the engine and the dashboard (DESIGN §6).
+
+    RUN/config.json          how the run was made (enough to reproduce it)
+    RUN/samples.parquet      one row a sample: id, role, input columns, label, injected
+    RUN/scores.parquet       one row a scored sample: multimem, cmc_in, cmc_out, pair__a__b, contrib__m, base__*
+    RUN/diagnostics/         sim_in.npy / sim_out.npy: [N_scored, n, n] modality similarity, rows as scores.parquet
+    RUN/embeddings/<model>/  <modality>.npy (float16, clean view) and ids.txt (row order)
+    RUN/projection.parquet   id, x, y (UMAP of the joint embedding), optional x__<m>, y__<m>
+    RUN/models/<model>/      checkpoint.pt (training state, resumable), model.safetensors (final weights)
+    RUN/mitigation/<name>/   config.json, metrics.json
+    RUN/review.sqlite        flags
+    RUN/errors.parquet       samples that could not be loaded and why
+    RUN/timings.json         seconds per stage
+    RUN/progress.json        what the engine is doing now (stage, epoch, samples/s, eta), for the New-run page
+
+Everything here is plain files; the app reads them through `RunDir` and never imports training code.
+Writes go to a temporary name and are renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROLES_PAPER = ("S_S", "S_C", "S_I", "H")
+HELDOUT = "H"
+
+
+def fold_role(k: int) -> str:
+    return f"fold{k}"
+
+
+def pair_column(a: str, b: str) -> str:
+    return f"pair__{a}__{b}"
+
+
+def contrib_column(m: str) -> str:
+    return f"contrib__{m}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory. Cheap to construct; every accessor reads from disk when called."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike):
+        object.__setattr__(self, "path", Path(path).expanduser().resolve())
+
+    # --- locations -------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / "samples.parquet"
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / "scores.parquet"
+
+    @property
+    def errors_path(self) -> Path:
+        return self.path / "errors.parquet"
+
+    @property
+    def projection_path(self) -> Path:
+        return self.path / "projection.parquet"
+
+    @property
+    def review_path(self) -> Path:
+        return self.path / "review.sqlite"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path / "models"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.path / "embeddings"
+
+    @property
+    def diagnostics_dir(self) -> Path:
+        return self.path / "diagnostics"
+
+    @property
+    def mitigation_dir(self) -> Path:
+        return self.path / "mitigation"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    @property
+    def timings_path(self) -> Path:
+        return self.path / "timings.json"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.path / "progress.json"
+
+    # --- reading ---------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.config_path.is_file() and self.samples_path.is_file()
+
+    def is_complete(self) -> bool:
+        return self.exists() and self.scores_path.is_file()
+
+    def config(self) -> dict:
+        if not self.config_path.is_file():
+            raise RunDirError(f"{self.path} is not a run directory: it has no config.json")
+        return json.loads(self.config_path.read_text())
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.config()["modalities"])
+
+    @property
+    def dataset_root(self) -> Path:
+        """The folder media paths in samples.parquet are relative to; the app serves nothing outside it."""
+        return Path(self.config()["dataset_root"])
+
+    def samples(self) -> pd.DataFrame:
+        return pd.read_parquet(self.samples_path)
+
+    def scores(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self.scores_path) if self.scores_path.is_file() else None
+
+    def errors(self) -> pd.DataFrame:
+        if self.errors_path.is_file():
+            return pd.read_parquet(self.errors_path)
+        return pd.DataFrame(columns=["id", "row", "modality", "path", "reason"])
+
+    def projection(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self.projection_path) if self.projection_path.is_file() else None
+
+    def timings(self) -> dict[str, float]:
+        return json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+
+    def progress(self) -> dict | None:
+        try:
+            return json.loads(self.progress_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def embedding_models(self) -> list[str]:
+        if not self.embeddings_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.embeddings_dir.iterdir() if (p / "ids.txt").is_file())
+
+    def embeddings(self, model: str, modality: str, *, mmap: bool = True) -> tuple[list[str], np.ndarray]:
+        """(ids, float16 [N, d]) of one model and modality, clean view, L2-normalised."""
+        folder = self.embeddings_dir / model
+        ids = (folder / "ids.txt").read_text().splitlines()
+        array = np.load(folder / f"{modality}.npy", mmap_mode="r" if mmap else None)
+        return ids, array
+
+    def similarity_matrices(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per scored sample, the n×n modality similarity under the models that saw it and the one that did not."""
+        a, b = self.diagnostics_dir / "sim_in.npy", self.diagnostics_dir / "sim_out.npy"
+        if not (a.is_file() and b.is_file()):
+            return None
+        return np.load(a, mmap_mode="r"), np.load(b, mmap_mode="r")
+
+    # --- writing (engine side) ---------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.config_path, config)
+
+    def write_samples(self, df: pd.DataFrame) -> None:
+        atomic_write_parquet(self.samples_path, df)
+
+    def write_scores(self, df: pd.DataFrame) -> None:
+        atomic_write_parquet(self.scores_path, df)
+
+    def write_errors(self, df: pd.DataFrame) -> None:
+        atomic_write_parquet(self.errors_path, df)
+
+    def write_projection(self, df: pd.DataFrame) -> None:
+        atomic_write_parquet(self.projection_path, df)
+
+    def record_timing(self, stage: str, seconds: float) -> None:
+        timings = self.timings()
+        timings[stage] = round(timings.get(stage, 0.0) + seconds, 3)
+        atomic_write_json(self.timings_path, timings)
+
+    def write_progress(self, **fields: Any) -> None:
+        atomic_write_json(self.progress_path, {"updated": time.time(), "pid": os.getpid(), **fields})
