@@ -60,3 +60,239 @@ def umap_projection(vectors: np.ndarray, *, seed: int = 0, n_neighbors: int = 15
         # random_state disables parallelism; umap warns about that every call, which is expected here.
         warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
         return np.asarray(reducer.fit_transform(x), dtype=np.float32)
+
+
+# --- the weakest pair, in words ----------------------------------------------------------------------
+
+def _and_list(words: Sequence[str]) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def weakest_pair(sim: np.ndarray, modalities: Sequence[str]) -> tuple[str, str, float]:
+    """The modality pair with the lowest off-diagonal similarity: (a, b, similarity), a before b."""
+    s = np.asarray(sim, dtype=np.float64)
+    n = len(modalities)
+    if s.shape != (n, n) or n < 2:
+        raise ValueError(f"similarity matrix of shape {s.shape} does not match {n} modalities {list(modalities)}")
+    iu = np.triu_indices(n, k=1)
+    k = int(np.argmin(s[iu]))
+    a, b = int(iu[0][k]), int(iu[1][k])
+    return modalities[a], modalities[b], float(s[a, b])
+
+
+def weakest_pair_sentence(sim: np.ndarray, modalities: Sequence[str], *, margin: float = 0.1) -> str:
+    """Say in words which modality disagrees: "audio disagrees with image and text".
+
+    With three or more modalities, the odd one out is the modality whose mean similarity to the others
+    is lowest; it "disagrees with" every modality it is less similar to than the other pairs are on
+    average, minus `margin`. If no single modality stands out, the weakest pair is named instead.
+    """
+    s = np.asarray(sim, dtype=np.float64)
+    n = len(modalities)
+    a, b, weakest = weakest_pair(s, modalities)
+    if n == 2:
+        return f"{a} and {b} agree (similarity {weakest:.2f})" if weakest >= 0.5 else \
+            f"{a} and {b} disagree (similarity {weakest:.2f})"
+    off = ~np.eye(n, dtype=bool)
+    row_mean = np.where(off, s, 0).sum(axis=1) / (n - 1)
+    odd = int(np.argmin(row_mean))
+    others = [j for j in range(n) if j != odd]
+    rest = s[np.ix_(others, others)][~np.eye(n - 1, dtype=bool)]
+    reference = float(rest.mean())  # how well the other modalities agree among themselves
+    against = [modalities[j] for j in others if s[odd, j] < reference - margin - 1e-9]
+    if against:
+        return (f"{modalities[odd]} disagrees with {_and_list(against)} "
+                f"(similarity {np.mean([s[odd, modalities.index(m)] for m in against]):.2f} vs "
+                f"{reference:.2f} among the others)")
+    spread = float(s[off].max() - s[off].min())
+    if spread < margin:
+        return f"no modality stands out (similarities {s[off].min():.2f} to {s[off].max():.2f})"
+    return f"the weakest pair is {a} and {b} (similarity {weakest:.2f})"
+
+
+# --- cross-modal neighbours ---------------------------------------------------------------------------
+
+class NeighbourIndex:
+    """Exact inner-product search (faiss IndexFlatIP) over one model's embeddings, one index per modality.
+
+    Embeddings are L2-normalised, so inner product = cosine. `neighbours(id, query="image",
+    target="text")` gives the captions this model would expect for the sample's image: for a wrong
+    caption, the top ones are the suggested fix.
+    """
+
+    def __init__(self, ids: Sequence[str], vectors: dict[str, np.ndarray], *, model: str = ""):
+        import faiss
+
+        self.model = model
+        self.ids = [str(i) for i in ids]
+        self._row = {sid: r for r, sid in enumerate(self.ids)}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._index: dict[str, "faiss.Index"] = {}
+        for m, v in vectors.items():
+            x = np.ascontiguousarray(v, dtype=np.float32)
+            if x.shape[0] != len(self.ids):
+                raise ValueError(f"{model}/{m}: {x.shape[0]} embeddings for {len(self.ids)} ids")
+            index = faiss.IndexFlatIP(x.shape[1])
+            index.add(x)
+            self._vectors[m], self._index[m] = x, index
+
+    @classmethod
+    def from_run(cls, run, model: str, modalities: Sequence[str] | None = None) -> "NeighbourIndex":
+        """Load `run`'s embeddings of `model` (a RunDir; see RunDir.embedding_models())."""
+        modalities = list(modalities or run.modalities)
+        vectors, ids = {}, None
+        for m in modalities:
+            ids_m, array = run.embeddings(model, m, mmap=False)
+            if ids is not None and ids_m != ids:
+                raise ValueError(f"{run.embeddings_dir / model}: ids differ between modalities")
+            ids, vectors[m] = ids_m, array
+        return cls(ids or [], vectors, model=model)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self._index)
+
+    def __contains__(self, sample_id: str) -> bool:
+        return str(sample_id) in self._row
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def vector(self, sample_id: str, modality: str) -> np.ndarray:
+        return self._vectors[modality][self._row[str(sample_id)]]
+
+    def search(self, queries: np.ndarray, target: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities [q, k], row indices [q, k]) of the nearest `target` embeddings."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        return self._index[target].search(q, min(k, len(self.ids)))
+
+    def neighbours(self, sample_id: str, *, query: str, target: str, k: int = 5,
+                   exclude_self: bool = True) -> pd.DataFrame:
+        """The k nearest `target` embeddings to the sample's `query` embedding: id, similarity, rank."""
+        sid = str(sample_id)
+        if sid not in self._row:
+            raise KeyError(f"sample {sid!r} has no embedding under model {self.model!r}")
+        sims, rows = self.search(self.vector(sid, query), target, k + int(exclude_self))
+        out = [(self.ids[r], float(s)) for s, r in zip(sims[0], rows[0]) if r >= 0 and not (exclude_self and self.ids[r] == sid)]
+        df = pd.DataFrame(out[:k], columns=["id", "similarity"])
+        df["rank"] = np.arange(1, len(df) + 1)
+        return df
+
+
+def unseen_model(role: str, models: Sequence[str], protocol: str) -> str | None:
+    """The model that did NOT train on a sample of this role (its honest view), or None if none did not.
+
+    crossfit: model "fold<k>" left fold k out. paper: g never saw S_C, f never saw S_I; S_S was seen by
+    both, and the held-out set by neither (any model is honest there)."""
+    models = list(models)
+    if not models:
+        return None
+    if protocol == "crossfit":
+        return role if role in models else (models[0] if role == "H" else None)
+    return {"S_C": "g", "S_I": "f", "H": models[0]}.get(role, None) if set(models) >= {"f", "g"} else models[0]
+
+
+# --- run-level summaries ------------------------------------------------------------------------------
+
+SCORE_PREFIXES = ("pair__", "contrib__", "base__")
+LOWER_IS_WORSE = ("base__cosine", "base__clipmem", "cmc_in", "cmc_out")  # as multimem_core.review
+
+
+def score_columns(scores: pd.DataFrame) -> list[str]:
+    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__* as they appear."""
+    head = [c for c in ("multimem", "cmc_in", "cmc_out") if c in scores.columns]
+    return head + [c for c in scores.columns if c.startswith(SCORE_PREFIXES)]
+
+
+def score_label(column: str) -> str:
+    """A human name for a score column."""
+    if column == "multimem":
+        return "MultiMem"
+    if column == "cmc_in":
+        return "CMC, models that saw it"
+    if column == "cmc_out":
+        return "CMC, model that did not"
+    if column.startswith("pair__"):
+        a, b = column[len("pair__"):].split("__")
+        return f"pair {a}–{b}"
+    if column.startswith("contrib__"):
+        return f"contribution of {column[len('contrib__'):]}"
+    if column.startswith("base__"):
+        return {"base__cosine": "baseline: cosine", "base__clipmem": "baseline: CLIPMem (image–text)",
+                "base__loss": "baseline: loss"}.get(column, "baseline: " + column[len("base__"):])
+    return column
+
+
+def suspicion(scores: pd.DataFrame, column: str) -> np.ndarray:
+    """The column oriented so that higher = more suspicious (memorized, misaligned)."""
+    v = scores[column].to_numpy(dtype=np.float64)
+    return -v if column in LOWER_IS_WORSE else v
+
+
+def auroc_table(scores: pd.DataFrame, injected: pd.Series, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """AUROC of each score at telling injected (non-empty `injected`) from clean samples, best first.
+    Rows align with `scores`; NaN scores are left out per column."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = (injected.fillna("").astype(str).to_numpy() != "")
+    rows = []
+    for c in columns or score_columns(scores):
+        s = suspicion(scores, c)
+        ok = np.isfinite(s)
+        y = positive[ok]
+        auc = float(roc_auc_score(y, s[ok])) if 0 < y.sum() < len(y) else float("nan")
+        rows.append({"score": c, "name": score_label(c), "auroc": auc, "injected": int(y.sum()), "clean": int((~y).sum())})
+    return pd.DataFrame(rows).sort_values("auroc", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def precision_at_k(scores: pd.DataFrame, injected: pd.Series, columns: Sequence[str], *,
+                   points: int = 100) -> pd.DataFrame:
+    """Precision among the k most suspicious samples, at up to `points` values of k: score, k, precision."""
+    positive = (injected.fillna("").astype(str).to_numpy() != "").astype(np.float64)
+    n = len(positive)
+    ks = np.unique(np.linspace(1, n, num=min(points, n)).astype(int)) if n else np.array([], dtype=int)
+    frames = []
+    for c in columns:
+        order = np.argsort(-np.nan_to_num(suspicion(scores, c), nan=-np.inf), kind="stable")
+        hits = np.cumsum(positive[order])
+        frames.append(pd.DataFrame({"score": c, "k": ks, "precision": hits[ks - 1] / ks}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["score", "k", "precision"])
+
+
+def contribution_ranking(scores: pd.DataFrame, modalities: Sequence[str]) -> pd.DataFrame:
+    """Mean per-modality contribution (drop in MultiMem without it), largest first: modality, mean, sem."""
+    rows = []
+    for m in modalities:
+        c = f"contrib__{m}"
+        if c in scores.columns:
+            v = scores[c].to_numpy(dtype=np.float64)
+            v = v[np.isfinite(v)]
+            rows.append({"modality": m, "mean": float(v.mean()) if len(v) else np.nan,
+                         "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0})
+    return pd.DataFrame(rows, columns=["modality", "mean", "sem"]).sort_values("mean", ascending=False).reset_index(drop=True)
+
+
+def pair_vs_all(scores: pd.DataFrame, *, mask: np.ndarray | None = None) -> pd.DataFrame:
+    """Mean MultiMem of every modality pair next to the all-modality score: score, name, mean, sem.
+    `mask` restricts to some rows (e.g. the injected ones, where the paper's gap shows)."""
+    cols = [c for c in scores.columns if c.startswith("pair__")] + (["multimem"] if "multimem" in scores else [])
+    sub = scores if mask is None else scores[mask]
+    rows = []
+    for c in cols:
+        v = sub[c].to_numpy(dtype=np.float64)
+        v = v[np.isfinite(v)]
+        rows.append({"score": c, "name": "all modalities" if c == "multimem" else score_label(c)[5:],
+                     "mean": float(v.mean()) if len(v) else np.nan,
+                     "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0})
+    return pd.DataFrame(rows, columns=["score", "name", "mean", "sem"])
+
+
+def histogram(values: np.ndarray, *, bins: int = 60, range_: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(bin centres, counts), NaNs dropped: plots send 60 bars to the browser, not 100,000 points."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return np.array([]), np.array([])
+    counts, edges = np.histogram(v, bins=bins, range=range_)
+    return (edges[:-1] + edges[1:]) / 2, counts
