@@ -1,0 +1,170 @@
+"""CMC and MultiMem (DESIGN §2): pure functions, tensors in, scores out, no I/O.
+
+For sample i with n modalities, Φ_i ∈ R^{n×d} stacks its L2-normalised embeddings:
+
+    CMC(i, H) = ½ E_aug[1ᵀ Φ_i Φ_iᵀ 1] / n²  −  ½ E_{h∈H}[1ᵀ Φ_i Φ_hᵀ 1] / n²
+    MultiMem(i) = CMC_f(i, H) − CMC_g(i, H)
+
+Everything reduces to two n×n matrices per sample, computed once:
+
+    gram[i]  = E_aug[Φ_i Φ_iᵀ]            (how each pair of its modalities agrees)
+    cross[i] = E_aug[Φ_i] (E_h Φ_h)ᵀ       (how each pair agrees with unrelated samples)
+
+so that CMC restricted to any subset S of modalities (a pair for the pairwise score, all but m for the
+per-modality contribution) is a masked sum: (Σ_S gram − Σ_S cross) / (2 |S|²). No loop over pairs of
+samples, and the terms are linear, so averaging CMC over several models equals averaging their terms.
+
+Shapes: `views` is [A, N, n, d] (A augmented views) or [N, n, d] (one view).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def _as_views(x: Tensor) -> Tensor:
+    if x.dim() == 3:
+        return x.unsqueeze(0)
+    if x.dim() != 4:
+        raise ValueError(f"expected embeddings of shape [A, N, n, d] or [N, n, d], got {tuple(x.shape)}")
+    return x
+
+
+@dataclass(frozen=True)
+class CMCTerms:
+    """The two n×n matrices per sample that every CMC variant is computed from."""
+
+    gram: Tensor   # [N, n, n]  E_aug[Φ_i Φ_iᵀ]
+    cross: Tensor  # [N, n, n]  E_aug[Φ_i] · mean_h(Φ_h)ᵀ
+
+    def __add__(self, other: "CMCTerms") -> "CMCTerms":
+        return CMCTerms(self.gram + other.gram, self.cross + other.cross)
+
+    def __truediv__(self, k: float) -> "CMCTerms":
+        return CMCTerms(self.gram / k, self.cross / k)
+
+
+def cmc_terms(views: Tensor, heldout_views: Tensor) -> CMCTerms:
+    """gram and cross for every sample of `views` against the held-out set, under one model.
+
+    views: [A, N, n, d] or [N, n, d]; heldout_views: [A', M, n, d] or [M, n, d] (views are averaged).
+    """
+    views = _as_views(views).float()
+    heldout = _as_views(heldout_views).float()
+    if views.shape[-2:] != heldout.shape[-2:]:
+        raise ValueError(f"sample embeddings {tuple(views.shape[-2:])} and held-out embeddings "
+                         f"{tuple(heldout.shape[-2:])} differ in modalities or dimension")
+    gram = torch.einsum("vimd,vind->imn", views, views) / views.shape[0]
+    heldout_mean = heldout.mean(dim=(0, 1))                     # [n, d]: E_h Φ_h
+    cross = torch.einsum("imd,nd->imn", views.mean(0), heldout_mean)
+    return CMCTerms(gram, cross)
+
+
+def cmc_from_terms(terms: CMCTerms, *, subset: Sequence[int] | None = None) -> Tensor:
+    """CMC of every sample, over all modalities or only those at the indices in `subset`."""
+    n = terms.gram.shape[-1]
+    idx = torch.arange(n) if subset is None else torch.as_tensor(list(subset), dtype=torch.long)
+    if idx.numel() == 0:
+        raise ValueError("subset must name at least one modality")
+    g = terms.gram[:, idx][:, :, idx].sum(dim=(1, 2))
+    c = terms.cross[:, idx][:, :, idx].sum(dim=(1, 2))
+    k2 = float(idx.numel()) ** 2
+    return 0.5 * g / k2 - 0.5 * c / k2
+
+
+def cmc(views: Tensor, heldout_views: Tensor, *, subset: Sequence[int] | None = None) -> Tensor:
+    """Cross-modal consistency of each sample under one model (DESIGN §2)."""
+    return cmc_from_terms(cmc_terms(views, heldout_views), subset=subset)
+
+
+def pair_name(a: str, b: str) -> str:
+    return f"pair__{a}__{b}"
+
+
+def contrib_name(m: str) -> str:
+    return f"contrib__{m}"
+
+
+def scores_from_terms(terms_in: CMCTerms, terms_out: CMCTerms, *, modalities: Sequence[str]) -> dict[str, Tensor]:
+    """MultiMem and its variants from the terms of the model(s) that saw each sample and the one that did not.
+
+    Returns columns: multimem, cmc_in, cmc_out, pair__<a>__<b> for every pair, contrib__<m> for every
+    modality (the drop in MultiMem when m is left out; defined when n ≥ 3, else the pair score for n = 2
+    has nothing to drop to and the contribution is MultiMem itself split evenly).
+    """
+    n = len(modalities)
+    if terms_in.gram.shape[-1] != n:
+        raise ValueError(f"{n} modality names for terms over {terms_in.gram.shape[-1]} modalities")
+    cmc_in = cmc_from_terms(terms_in)
+    cmc_out = cmc_from_terms(terms_out)
+    out = {"multimem": cmc_in - cmc_out, "cmc_in": cmc_in, "cmc_out": cmc_out}
+    for a, b in combinations(range(n), 2):
+        out[pair_name(modalities[a], modalities[b])] = (
+            cmc_from_terms(terms_in, subset=(a, b)) - cmc_from_terms(terms_out, subset=(a, b)))
+    for m in range(n):
+        rest = [k for k in range(n) if k != m]
+        if len(rest) >= 2:
+            without = cmc_from_terms(terms_in, subset=rest) - cmc_from_terms(terms_out, subset=rest)
+            out[contrib_name(modalities[m])] = out["multimem"] - without
+        else:
+            out[contrib_name(modalities[m])] = out["multimem"] / n
+    return out
+
+
+def multimem_scores(
+    in_views: Tensor | Sequence[Tensor],
+    out_views: Tensor,
+    heldout: tuple[Tensor | Sequence[Tensor], Tensor],
+    *,
+    modalities: Sequence[str],
+) -> dict[str, Tensor]:
+    """MultiMem of N samples from their embeddings (in the style of cleanlab's array functions).
+
+    in_views:  [A, N, n, d] embeddings under the model f that trained on the samples, or a list of such
+               tensors, one per model that saw them (crossfit: CMC_in is the mean over those models).
+    out_views: [A, N, n, d] under the model g that did not.
+    heldout:   (heldout_in, heldout_out): the held-out set H embedded by the same model(s) as in_views
+               (a list in the same order when in_views is a list) and by g.
+    """
+    in_list = [in_views] if isinstance(in_views, Tensor) else list(in_views)
+    h_in, h_out = heldout
+    h_in_list = [h_in] if isinstance(h_in, Tensor) else list(h_in)
+    if len(in_list) != len(h_in_list):
+        raise ValueError(f"{len(in_list)} in-models but held-out embeddings for {len(h_in_list)}")
+    terms_in = cmc_terms(in_list[0], h_in_list[0])
+    for v, h in zip(in_list[1:], h_in_list[1:]):
+        terms_in = terms_in + cmc_terms(v, h)
+    terms_in = terms_in / len(in_list)
+    return scores_from_terms(terms_in, cmc_terms(out_views, h_out), modalities=modalities)
+
+
+def mean_pair_cosine(gram: Tensor) -> Tensor:
+    """Mean cosine over the modality pairs of each sample (off-diagonal mean of its gram): the cosine baseline."""
+    n = gram.shape[-1]
+    if n < 2:
+        raise ValueError("need at least two modalities")
+    off = gram.sum(dim=(1, 2)) - torch.diagonal(gram, dim1=1, dim2=2).sum(-1)
+    return off / (n * (n - 1))
+
+
+def contrastive_loss_per_sample(emb: Tensor, reference: Tensor, *, logit_scale: float) -> Tensor:
+    """Per-sample symmetric InfoNCE over modality pairs, negatives from `reference` (the loss baseline).
+
+    emb: [N, n, d] clean-view embeddings of the samples; reference: [M, n, d] unrelated samples (H).
+    For each pair (a, b): the sample's own a–b match competes with a against every reference b, and the
+    other way round. Returns the mean over pairs and both directions, [N].
+    """
+    n = emb.shape[1]
+    losses = []
+    for a, b in combinations(range(n), 2):  # n ≤ 4: at most 6 pairs, each a batched matrix product
+        for x, y in ((a, b), (b, a)):
+            pos = (emb[:, x] * emb[:, y]).sum(-1, keepdim=True)          # [N, 1]
+            neg = emb[:, x] @ reference[:, y].T                          # [N, M]
+            logits = logit_scale * torch.cat([pos, neg], dim=1)
+            losses.append(torch.logsumexp(logits, dim=1) - logits[:, 0])
+    return torch.stack(losses).mean(0)

@@ -1,0 +1,141 @@
+"""`create_model(ModelConfig)`: the one entry point that builds a multi-tower contrastive model.
+
+In open_clip's style, architectures are small JSON files (model_configs/*.json) registered with
+open_clip, so `--image-tower mm-tiny` and `--image-tower ViT-B-32` go through the same code; a local
+checkpoint (`--pretrained PATH`) loads with weights_only=True. Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .towers import AudioTower, FrozenTextTower, ImageTower, OpenClipTextTower, VideoTower
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+FROZEN_TEXT_ENCODERS = ("minilm",)
+
+
+@lru_cache(maxsize=None)
+def register_builtin_configs() -> tuple[str, ...]:
+    """Make our tiny architectures known to open_clip by name (like its own model_configs)."""
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    return tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+
+
+@dataclass
+class ModelConfig:
+    """What to build. `embed_dim=None` takes the image architecture's own embedding size."""
+
+    modalities: Sequence[str] = ("image", "text")
+    image_tower: str = "mm-tiny"          # open_clip architecture (ours or built in)
+    text_tower: str = "mm-tiny"           # open_clip architecture, 'minilm', or a sentence-transformers path
+    pretrained: str | None = None         # local open_clip checkpoint for image/text towers of `image_tower`
+    embed_dim: int | None = None
+    image_size: int | None = None         # None: the architecture's own
+    video_frames: int = 8
+    audio_sample_rate: int = 16000
+    init_temperature: float = 0.07
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+
+def architecture(name: str) -> dict:
+    """The JSON config of an open_clip architecture (ours or open_clip's)."""
+    import open_clip
+
+    register_builtin_configs()
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip architecture {name!r}; "
+                         f"ours: {', '.join(register_builtin_configs())}; open_clip's: see open_clip.list_models()")
+    return json.loads(json.dumps(cfg))
+
+
+def build_clip(name: str, *, embed_dim: int | None = None, image_size: int | None = None,
+               pretrained: str | None = None) -> nn.Module:
+    """An open_clip model with its text tower as a module (`.text`), so each tower can be taken apart.
+
+    With `pretrained`, the local checkpoint is loaded (weights_only=True); open_clip converts a standard
+    CLIP state dict to this layout itself.
+    """
+    import open_clip
+
+    arch = architecture(name)
+    if pretrained is not None:
+        if not Path(pretrained).is_file():
+            raise FileNotFoundError(f"--pretrained {pretrained}: no such file (pretrained tags that download "
+                                    "from a hub are not supported here; give a local checkpoint path)")
+        if embed_dim not in (None, arch["embed_dim"]):
+            raise ValueError(f"the checkpoint of {name} fixes embed_dim={arch['embed_dim']}; leave it unset")
+        kwargs = {"force_image_size": image_size} if image_size else {}
+        return open_clip.create_model(name, pretrained=pretrained, force_custom_text=True,
+                                      weights_only=True, **kwargs)
+    cfg = dict(arch, embed_dim=embed_dim or arch["embed_dim"])
+    cfg["vision_cfg"] = dict(arch["vision_cfg"], image_size=image_size or arch["vision_cfg"]["image_size"])
+    cfg.pop("custom_text", None)
+    return open_clip.CustomTextCLIP(**cfg)
+
+
+class MultiTowerModel(nn.Module):
+    """Towers keyed by modality, one shared embedding space and one learnable temperature."""
+
+    def __init__(self, towers: dict[str, nn.Module], embed_dim: int, init_temperature: float = 0.07):
+        super().__init__()
+        self.towers = nn.ModuleDict(towers)
+        self.embed_dim = embed_dim
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / init_temperature))))
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.towers.keys())
+
+    def prepare(self, raw: dict) -> dict[str, Tensor]:
+        return {m: self.towers[m].prepare(raw[m]) for m in self.modalities}
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """L2-normalised embeddings per modality, [B, d] each."""
+        return {m: F.normalize(self.towers[m](batch[m]).float(), dim=-1) for m in self.modalities if m in batch}
+
+
+def create_model(cfg: ModelConfig) -> MultiTowerModel:
+    mods = list(cfg.modalities)
+    unknown = set(mods) - {"image", "text", "audio", "video"}
+    if unknown or len(mods) < 2:
+        raise ValueError(f"modalities must be ≥ 2 of image, text, audio, video; got {mods}")
+    arch = architecture(cfg.image_tower)
+    embed_dim = cfg.embed_dim or arch["embed_dim"]
+    image_size = cfg.image_size or arch["vision_cfg"]["image_size"]
+    towers: dict[str, nn.Module] = {}
+    clip = build_clip(cfg.image_tower, embed_dim=embed_dim, image_size=image_size, pretrained=cfg.pretrained)
+
+    if "image" in mods:
+        towers["image"] = ImageTower(clip.visual, image_size)
+    if "text" in mods:
+        if cfg.text_tower in FROZEN_TEXT_ENCODERS or Path(cfg.text_tower).exists():
+            towers["text"] = FrozenTextTower.create(cfg.text_tower, embed_dim)
+        else:
+            text_clip = clip if cfg.text_tower == cfg.image_tower else build_clip(cfg.text_tower, embed_dim=embed_dim)
+            towers["text"] = OpenClipTextTower(text_clip.text, text_clip.text.context_length)
+    if "audio" in mods:
+        towers["audio"] = AudioTower(embed_dim, sample_rate=cfg.audio_sample_rate)
+    if "video" in mods:
+        # Its own copy of the image architecture: moving frames are not the still images' distribution.
+        frame_visual = copy.deepcopy(clip.visual)
+        towers["video"] = VideoTower(ImageTower(frame_visual, image_size), embed_dim, cfg.video_frames)
+    ordered = {m: towers[m] for m in ("image", "text", "audio", "video") if m in towers}
+    return MultiTowerModel(ordered, embed_dim, cfg.init_temperature)

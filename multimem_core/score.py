@@ -1,0 +1,320 @@
+"""`score_run`: a dataset in, a run directory of MultiMem scores out (the pipeline of `multimem score`).
+
+    read input → decode once (cached) → assign roles (protocol) → train each model (resumable)
+    → embed every sample under every model, A augmented views, in chunks → metric → baselines
+    → write scores, diagnostics, embeddings, projection
+
+Memory grows with the model and the chunk, not the dataset: decoded media are memory-mapped, embeddings
+stream to .npy memmaps, and per sample only two n×n matrices per model are kept (metric.CMCTerms).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .augment import AugmentConfig, augment_batch
+from .data.manifest import ColumnKeys
+from .data.media import MediaSpec
+from .metric import CMCTerms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
+from .models.factory import ModelConfig, create_model
+from .protocol import Assignment, ProtocolConfig, assign
+from .run import HELDOUT, RunDir, atomic_save_npy
+from .train import TrainConfig, dist_info, init_distributed, select, train_model
+
+
+@dataclass
+class ScoreConfig:
+    input: str                                  # manifest file or folder of WebDataset shards
+    out: str
+    modalities: list[str] | None = None         # None: every modality the input has
+    keys: ColumnKeys = field(default_factory=ColumnKeys)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    media: MediaSpec = field(default_factory=MediaSpec)
+    augmentations: int = 8                      # A: random views in the CMC's first term
+    chunk_size: int = 256
+    projection: bool = True
+    projection_per_modality: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return {
+            "input": str(self.input), "out": str(self.out), "modalities": self.modalities,
+            "keys": asdict(self.keys), "protocol": self.protocol.to_dict(), "model": self.model.to_dict(),
+            "train": self.train.to_dict(), "media": asdict(self.media), "augmentations": self.augmentations,
+            "chunk_size": self.chunk_size, "projection": self.projection,
+            "projection_per_modality": self.projection_per_modality, "device": self.device,
+        }
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "multimem": __version__}
+    for name in ("torch", "torchvision", "open-clip-torch", "numpy", "pandas", "umap-learn", "faiss-cpu"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class Stages:
+    """Times each stage into RUN/timings.json and reports it in RUN/progress.json."""
+
+    def __init__(self, run: RunDir, enabled: bool):
+        self.run, self.enabled = run, enabled
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.enabled:
+            self.run.write_progress(stage=name)
+        t = time.perf_counter()
+        yield
+        if self.enabled:
+            self.run.record_timing(name, time.perf_counter() - t)
+
+    def report(self, **fields):
+        if self.enabled:
+            self.run.write_progress(**fields)
+
+
+def read_input(cfg: ScoreConfig):
+    from .data.manifest import read_manifest
+
+    path = Path(cfg.input).expanduser()
+    if path.is_dir() or str(path).endswith(".tar"):
+        from .data.shards import read_shards
+
+        return read_shards(path, keys=cfg.keys, modalities=cfg.modalities)
+    return read_manifest(path, keys=cfg.keys, modalities=cfg.modalities)
+
+
+def _decode(source, modalities, spec, cache_dir, progress):
+    if getattr(source, "format", None) == "webdataset":
+        from .data.shards import decode_shards
+
+        return decode_shards(source, modalities, spec, cache_dir, progress=progress)
+    from .data.decode import decode_manifest
+
+    return decode_manifest(source, modalities, spec, cache_dir, progress=progress)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n: int, views: int,
+                aug: AugmentConfig, seed: int, chunk: int, device, clean_out: dict[str, np.ndarray] | None,
+                progress: bool, desc: str) -> CMCTerms:
+    """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [n, d]) if given.
+
+    H is embedded first (its mean over views and samples is all the second term needs), then every
+    sample in chunks of `chunk`: A augmented views → gram, view mean · H mean → cross.
+    """
+    model.eval()
+    mods = model.modalities
+
+    def views_of(idx: np.ndarray, start: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 7919 + start)  # same views whatever the chunk order
+        batch = select(data, idx)
+        out = []
+        for _ in range(views):
+            emb = model({m: x.to(device) for m, x in augment_batch(batch, aug, gen).items()})
+            out.append(torch.stack([emb[m] for m in mods], dim=1).cpu())
+        return torch.stack(out)  # [A, B, n, d]
+
+    h_sum = torch.zeros(len(mods), model.embed_dim)
+    for s in range(0, len(heldout), chunk):
+        h_sum += views_of(heldout[s:s + chunk], -1 - s).mean(0).sum(0)
+    h_mean = h_sum / max(1, len(heldout))
+
+    gram = torch.zeros(n, len(mods), len(mods))
+    cross = torch.zeros(n, len(mods), len(mods))
+    for s in tqdm(range(0, n, chunk), desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True):
+        idx = np.arange(s, min(n, s + chunk))
+        v = views_of(idx, s)
+        gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
+        cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
+        if clean_out is not None:
+            emb = model({m: x.to(device) for m, x in select(data, idx).items()})
+            for m in mods:
+                clean_out[m][idx] = emb[m].cpu().numpy().astype(np.float16)
+    return CMCTerms(gram, cross)
+
+
+def score_run(cfg: ScoreConfig) -> RunDir:
+    distributed = init_distributed()
+    rank, world = dist_info()
+    run = RunDir(cfg.out)
+    run.path.mkdir(parents=True, exist_ok=True)
+    lead = rank == 0
+    stages = Stages(run, lead)
+    device = resolve_device(cfg.device)
+    progress = cfg.progress and lead
+
+    with stages("read"):
+        source = read_input(cfg)
+    modalities = list(cfg.modalities or source.modalities)
+    base_config = {
+        **cfg.to_dict(), "modalities": modalities, "status": "running", "versions": package_versions(),
+        "dataset_root": str(source.root),
+        "manifest": {"path": str(source.path), "format": source.format, "sha256": source.sha256,
+                     "source_columns": source.source_columns},
+        "dataset": _dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if lead:
+        run.write_config(base_config)
+
+    with stages("decode"):
+        if lead:
+            decoded = _decode(source, modalities, cfg.media, run.cache_dir, progress)
+        if distributed:
+            torch.distributed.barrier()
+        if not lead:
+            decoded = _decode(source, modalities, cfg.media, run.cache_dir, False)
+    n = len(decoded.ids)
+    if lead:
+        run.write_errors(decoded.errors)
+        if len(decoded.errors):
+            tqdm.write(f"skipped {decoded.errors['id'].nunique()} samples that could not be loaded "
+                       f"(reasons in {run.errors_path})")
+
+    assignment = assign(n, cfg.protocol)
+    if lead:
+        run.write_samples(_samples_table(source, decoded, assignment))
+
+    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
+                               "video_frames": cfg.media.video_frames,
+                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    with stages("prepare"):
+        torch.manual_seed(cfg.train.seed)
+        proto = create_model(model_cfg)
+        data = proto.prepare(decoded.arrays)  # tokenise / frozen features once, shared by every model
+    models = {}
+    with stages("train"):
+        for name, train_idx in assignment.train_sets.items():
+            torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
+            model = create_model(model_cfg).to(device)
+            stats = train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name,
+                                progress=progress, report=stages.report if lead else None)
+            models[name] = (model, stats)
+    if not lead:
+        return run
+
+    with stages("embed"):
+        terms, clean = {}, {}
+        for name, (model, _) in models.items():
+            folder = run.embeddings_dir / name
+            folder.mkdir(parents=True, exist_ok=True)
+            clean[name] = {m: np.lib.format.open_memmap(folder / f"{m}.npy", mode="w+", dtype=np.float16,
+                                                        shape=(n, model.embed_dim)) for m in modalities}
+            terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.augmentations,
+                                      aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
+                                      device=device, clean_out=clean[name], progress=progress,
+                                      desc=f"embed {name} ×{cfg.augmentations} views")
+            for arr in clean[name].values():
+                arr.flush()
+            (folder / "ids.txt").write_text("\n".join(decoded.ids) + "\n")
+
+    with stages("score"):
+        scores, sim_in, sim_out = _score_table(decoded.ids, assignment, terms, clean, models, modalities)
+        run.write_scores(scores)
+        atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
+        atomic_save_npy(run.diagnostics_dir / "sim_out.npy", sim_out)
+
+    if cfg.projection:
+        with stages("projection"):
+            run.write_projection(_projection(decoded.ids, clean[next(iter(models))], modalities, cfg))
+
+    final = {**base_config, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
+             "n_skipped": int(decoded.errors["id"].nunique()) if len(decoded.errors) else 0,
+             "models": {name: {"trained_on": sorted(set(assignment.roles[idx])), "n_train": int(len(idx)),
+                               **{k: v for k, v in stats.items() if k != "key"}}
+                        for (name, (_, stats)), idx in zip(models.items(), assignment.train_sets.values())}}
+    run.write_config(final)
+    run.write_progress(stage="done")
+    return run
+
+
+def _dataset_info(source) -> dict | None:
+    info = Path(source.root) / "dataset.json"
+    return json.loads(info.read_text()) if info.is_file() else None
+
+
+def _samples_table(source, decoded, assignment: Assignment) -> pd.DataFrame:
+    table = source.table.set_index("row", drop=False).loc[decoded.rows].reset_index(drop=True)
+    table["id"] = decoded.ids
+    table.insert(1, "role", assignment.roles)
+    if "injected" not in table:
+        table["injected"] = ""
+    table["injected"] = table["injected"].fillna("").astype(str)
+    return table
+
+
+def _score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, models, modalities):
+    """Scores of every scored sample; the models that saw it and the one that did not depend on its role."""
+    frames, sims_in, sims_out, order = [], [], [], []
+    h = assignment.heldout
+    for role, in_models in assignment.in_models.items():
+        idx = np.flatnonzero(assignment.roles == role)
+        if len(idx) == 0:
+            continue
+        t_in = terms[in_models[0]]
+        t_in = CMCTerms(t_in.gram[idx], t_in.cross[idx])
+        for name in in_models[1:]:
+            t_in = t_in + CMCTerms(terms[name].gram[idx], terms[name].cross[idx])
+        t_in = t_in / len(in_models)
+        t_out = CMCTerms(terms[assignment.out_model[role]].gram[idx], terms[assignment.out_model[role]].cross[idx])
+        cols = scores_from_terms(t_in, t_out, modalities=modalities)
+        cols["base__cosine"] = mean_pair_cosine(t_in.gram)
+        if "image" in modalities and "text" in modalities:
+            cols["base__clipmem"] = cols["pair__image__text"]
+        losses = []
+        for name in in_models:
+            emb = torch.stack([torch.from_numpy(np.asarray(clean[name][m][idx], dtype=np.float32)) for m in modalities], 1)
+            ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][h], dtype=np.float32)) for m in modalities], 1)
+            scale = float(models[name][0].logit_scale.detach().exp().clamp(max=100))
+            losses.append(contrastive_loss_per_sample(emb, ref, logit_scale=scale))
+        cols["base__loss"] = torch.stack(losses).mean(0)
+        frame = pd.DataFrame({k: v.numpy().astype(np.float64) for k, v in cols.items()})
+        frame.insert(0, "role", role)
+        frame.insert(0, "id", [ids[i] for i in idx])
+        frames.append(frame)
+        sims_in.append(t_in.gram.numpy())
+        sims_out.append(t_out.gram.numpy())
+        order.append(idx)
+    order = np.concatenate(order)
+    sort = np.argsort(order, kind="stable")  # rows in dataset order
+    scores = pd.concat(frames, ignore_index=True).iloc[sort].reset_index(drop=True)
+    return scores, np.concatenate(sims_in)[sort].astype(np.float32), np.concatenate(sims_out)[sort].astype(np.float32)
+
+
+def _projection(ids, clean: dict[str, np.ndarray], modalities, cfg: ScoreConfig) -> pd.DataFrame:
+    from .diagnose import umap_projection
+
+    joint = sum(np.asarray(clean[m], dtype=np.float32) for m in modalities)
+    joint /= np.linalg.norm(joint, axis=1, keepdims=True) + 1e-8
+    xy = umap_projection(joint, seed=cfg.train.seed)
+    out = pd.DataFrame({"id": ids, "x": xy[:, 0], "y": xy[:, 1]})
+    if cfg.projection_per_modality:
+        for m in modalities:
+            xy_m = umap_projection(np.asarray(clean[m], dtype=np.float32), seed=cfg.train.seed)
+            out[f"x__{m}"], out[f"y__{m}"] = xy_m[:, 0], xy_m[:, 1]
+    return out

@@ -1,0 +1,211 @@
+"""Contrastive training: one loop for every model a protocol needs.
+
+Loss: the mean over every pair of modalities of the symmetric InfoNCE, one learnable temperature.
+The loop is deterministic under a seed (the shuffle and the augmentations of epoch e come from a
+generator seeded with (seed, e)), checkpoints after every epoch and resumes from the last one when the
+same command runs again, and runs under torchrun with DDP (gloo on CPU, nccl on GPU): each rank takes
+its slice of every batch, rank 0 writes.
+
+`BatchPlan` is the hook mitigation uses to regroup samples into batches of their own and to augment
+only some of them; the default is plain shuffled batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .augment import AugmentConfig, augment_batch
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+
+def contrastive_loss(emb: dict[str, Tensor], logit_scale: Tensor) -> Tensor:
+    """Mean symmetric InfoNCE over all modality pairs of a batch of L2-normalised embeddings."""
+    mods = list(emb)
+    scale = logit_scale.exp().clamp(max=100)
+    target = torch.arange(next(iter(emb.values())).shape[0], device=logit_scale.device)
+    losses = []
+    for a, b in combinations(mods, 2):
+        logits = scale * emb[a] @ emb[b].T
+        losses.append((F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2)
+    return torch.stack(losses).mean()
+
+
+class BatchPlan(Protocol):
+    def __call__(self, epoch: int, indices: np.ndarray, batch_size: int, gen: torch.Generator
+                 ) -> list[tuple[np.ndarray, AugmentConfig | None]]:
+        """The batches of one epoch: sample indices, and an extra augmentation for that batch (or None)."""
+
+
+def shuffled_batches(epoch: int, indices: np.ndarray, batch_size: int, gen: torch.Generator):
+    order = indices[torch.randperm(len(indices), generator=gen).numpy()]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size // 4:  # a tiny last batch has almost no negatives
+        batches[-2] = np.concatenate([batches[-2], batches.pop()])
+    return [(b, None) for b in batches]
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay: a pure function of the step, so resuming needs no scheduler state."""
+    warm = max(1, int(total * cfg.warmup_frac))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> bool:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1). Returns whether we did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    return True
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def select(data: dict[str, Tensor], idx: np.ndarray) -> dict[str, Tensor]:
+    index = torch.from_numpy(np.sort(idx))  # sorted reads are friendlier to memory-mapped arrays
+    perm = torch.from_numpy(np.argsort(np.argsort(idx)))
+    return {m: x[index][perm] for m, x in data.items()}
+
+
+def train_model(
+    model: nn.Module,
+    data: dict[str, Tensor],
+    indices: np.ndarray,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    name: str = "model",
+    plan: BatchPlan = shuffled_batches,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    progress: bool = True,
+    report: Callable[..., None] | None = None,
+) -> dict:
+    """Train `model` on the rows `indices` of the prepared tensors `data`; returns training stats.
+
+    out_dir/checkpoint.pt holds the state after each epoch (resumed if its fingerprint matches);
+    out_dir/model.safetensors the final weights (training is skipped when it exists and matches).
+    """
+    from safetensors.torch import load_model, save_model
+
+    rank, world = dist_info()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, final_path, meta_path = out_dir / "checkpoint.pt", out_dir / "model.safetensors", out_dir / "train.json"
+    key = fingerprint({"cfg": cfg.to_dict(), "n": len(indices), "idx": fingerprint(indices.tolist()),
+                       "mods": sorted(data), "world": world})
+
+    if final_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+        load_model(model, final_path)
+        return json.loads(meta_path.read_text())
+
+    device = next(model.parameters()).device
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p.requires_grad]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    start_epoch, history = 0, []
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start_epoch, history = int(state["epoch"]) + 1, json.loads(state["history"])
+            if rank == 0 and progress:
+                tqdm.write(f"[{name}] resuming after epoch {start_epoch} from {ckpt_path}")
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+
+    steps_per_epoch = len(plan(0, indices, cfg.batch_size, torch.Generator().manual_seed(0)))
+    total = steps_per_epoch * cfg.epochs
+    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=f"train {name}", unit="step",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    t_start, seen = time.perf_counter(), 0
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        net.train()
+        epoch_loss, n_batches = 0.0, 0
+        for step_in_epoch, (idx, extra_aug) in enumerate(plan(epoch, indices, cfg.batch_size, gen)):
+            if world > 1:  # each rank its slice of the global batch
+                idx = np.array_split(idx, world)[rank]
+            batch = select(data, idx)
+            batch = augment_batch(batch, extra_aug or cfg.augment, gen)
+            batch = {m: x.to(device, non_blocking=True) for m, x in batch.items()}
+            step = epoch * steps_per_epoch + step_in_epoch
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+            loss = contrastive_loss(net(batch), model.logit_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            epoch_loss += float(loss)
+            n_batches += 1
+            seen += len(idx) * world
+            rate = seen / max(1e-9, time.perf_counter() - t_start)
+            bar.update(1)
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{float(loss):.3f}", samples_s=f"{rate:.0f}")
+            if report is not None and rank == 0:
+                left = (total - step - 1) * cfg.batch_size / max(rate, 1e-9)
+                report(stage="train", model=name, epoch=epoch + 1, epochs=cfg.epochs, samples_per_s=round(rate, 1),
+                       eta_s=round(left, 1), loss=round(float(loss), 4))
+        history.append({"epoch": epoch + 1, "loss": epoch_loss / max(1, n_batches)})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+        if rank == 0:
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "history": json.dumps(history)}, tmp)
+            os.replace(tmp, ckpt_path)
+        if world > 1:
+            dist.barrier()
+    bar.close()
+    stats = {"key": key, "epochs": cfg.epochs, "history": history, "samples": int(len(indices)),
+             "seconds": round(time.perf_counter() - t_start, 2),
+             "samples_per_s": round(seen / max(1e-9, time.perf_counter() - t_start), 1)}
+    if rank == 0:
+        save_model(model, str(final_path))
+        meta_path.write_text(json.dumps(stats, indent=2))
+    if world > 1:
+        dist.barrier()
+    return stats
