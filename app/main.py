@@ -1,0 +1,41 @@
+"""MultiMem Studio dashboard: the frame (page config, sidebar) and the router.
+
+    multimem app RUN_OR_RUNS_FOLDER          (or: streamlit run app/main.py -- --run RUN)
+
+Every page is one file in app/pages/. To add a page, append an `st.Page` to PAGES (within a section).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/main.py` from a checkout that is not pip-installed: make `app` importable.
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+import streamlit as st  # noqa: E402
+
+from app import common  # noqa: E402
+
+st.set_page_config(page_title="MultiMem Studio", page_icon="🧠", layout="wide",
+                   initial_sidebar_state="expanded")
+
+# Sections of the sidebar navigation; pages run in the order listed. Add yours here.
+PAGES: dict[str, list] = {
+    "Explore": [
+        st.Page("pages/overview.py", title="Overview", icon="📊", default=True),
+        st.Page("pages/samples.py", title="Samples", icon="🗂️"),
+        st.Page("pages/detail.py", title="Sample detail", icon="🔎"),
+        st.Page("pages/map.py", title="Map", icon="🗺️"),
+    ],
+    "Act": [
+        st.Page("pages/review_export.py", title="Review & export", icon="📤"),
+    ],
+}
+
+page = st.navigation(PAGES)
+common.sidebar()
+common.show_toast()
+page.run()

@@ -1,0 +1,162 @@
+"""Sample detail: every modality, why it scores as it does, what it should have been, and a flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import common
+from multimem_core import diagnose
+from multimem_core.review import LABELS
+
+data = common.current_run()
+t = data.table
+
+
+def default_id() -> str:
+    if "multimem" in t.columns and t["scored"].any():
+        return str(t.loc[t["multimem"].idxmax(), "id"])
+    return str(t["id"].iloc[0])
+
+
+# The sample: ?id=... (links from cards), else the last one viewed, else the most memorized.
+wanted = st.query_params.get("id") or st.session_state.get("detail_id") or default_id()
+st.title("Sample detail")
+c1, c2 = st.columns([3, 5])
+sid = c1.text_input("Sample id", value=str(wanted), key=f"detail_id_input_{wanted}").strip()
+row_i = data.row_of(sid)
+if row_i is None:
+    st.error(f"No sample with id {sid!r} in this run. Pick one on the Samples page or paste an id from it.")
+    st.stop()
+st.session_state["detail_id"] = sid
+if st.query_params.get("id") != sid:
+    st.query_params["id"] = sid
+row = t.iloc[row_i]
+
+labels = common.store(data).labels()
+state = labels.get(sid)
+facts = [f"role **{common.plain(common.role_label(str(row['role'])))}**"]
+if row.get("label"):
+    facts.append(f"label **{common.plain(row['label'])}**")
+if row.get("injected"):
+    facts.append(f"injected **{common.plain(row['injected'])}**")
+facts.append(f"flag **{common.FLAG_ICONS[state]} {state}**" if state else "not reviewed")
+c2.markdown("<div style='padding-top:2.1rem'></div>", unsafe_allow_html=True)
+c2.markdown(" · ".join(facts))
+
+if bool(row["scored"]):
+    m = st.columns(5)
+    m[0].metric("MultiMem", common.fmt(row["multimem"]), help="CMC in − CMC out; higher = more memorized")
+    m[1].metric("CMC, models that saw it", common.fmt(row.get("cmc_in")))
+    m[2].metric("CMC, model that did not", common.fmt(row.get("cmc_out")))
+    if "multimem" in t.columns:
+        pct = float((t["multimem"] < row["multimem"]).sum() / max(1, t["scored"].sum()))
+        m[3].metric("Percentile", f"{pct:.1%}", help="Share of scored samples with a lower MultiMem")
+    if "base__cosine" in row.index:
+        m[4].metric("Cosine (baseline)", common.fmt(row.get("base__cosine")))
+else:
+    st.info("This sample has no score: it is held out, or it could not be loaded. Its media are shown below.")
+
+# --- every modality at full size ------------------------------------------------------------------------
+st.subheader("What the sample contains")
+cols = st.columns(len(data.modalities), gap="medium")
+for col, m in zip(cols, data.modalities):
+    with col:
+        st.markdown(f"**{m}**")
+        common.show_media(data, row, m, compact=False)
+
+# --- similarity matrices ----------------------------------------------------------------------------------
+sims = common.similarity_matrices(str(data.run.path), data.stamp)
+k = int(data.score_row[row_i])
+if sims is not None and k >= 0:
+    sim_in, sim_out = np.asarray(sims[0][k], dtype=float), np.asarray(sims[1][k], dtype=float)
+    st.subheader("How the modalities agree")
+    sentence = diagnose.weakest_pair_sentence(sim_out, data.modalities)
+    st.info(f"Under the model that never trained on it, **{common.plain(sentence)}**.", icon="🧭")
+    off = ~np.eye(len(data.modalities), dtype=bool)
+    gain = float(sim_in[off].mean() - sim_out[off].mean())
+    if gain > 0.05:
+        st.caption(f"The models that trained on it pull its modalities together (mean pairwise similarity "
+                   f"{gain:+.2f} higher): they memorized this pairing.")
+    hm = st.columns(2, gap="large")
+    for col, (title, mat) in zip(hm, [("Models that saw it (in)", sim_in), ("Model that did not (out)", sim_out)]):
+        fig = go.Figure(go.Heatmap(z=mat, x=data.modalities, y=data.modalities, zmin=-1, zmax=1,
+                                   colorscale="RdBu", text=np.round(mat, 2), texttemplate="%{text:.2f}",
+                                   colorbar=dict(title="cosine"),
+                                   hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed")
+        fig.update_layout(title=dict(text=f"{title}: cosine similarity, mean over augmented views", x=0,
+                                     font=dict(size=14)), height=360, margin=dict(l=10, r=10, t=44, b=10),
+                          template="plotly_white")
+        col.plotly_chart(fig, width="stretch", key=f"heat_{title}")
+
+contrib_cols = [f"contrib__{m}" for m in data.modalities if f"contrib__{m}" in t.columns]
+if bool(row["scored"]) and contrib_cols:
+    st.subheader("Which modality drives its score")
+    means = t[contrib_cols].mean()
+    fig = go.Figure()
+    fig.add_bar(x=[c[9:] for c in contrib_cols], y=[row[c] for c in contrib_cols], name="this sample",
+                marker_color="#E45756", hovertemplate="%{x}: %{y:+.4f}<extra>this sample</extra>")
+    fig.add_bar(x=[c[9:] for c in contrib_cols], y=means.to_numpy(), name="run mean", marker_color="#9EB9D4",
+                hovertemplate="%{x}: %{y:+.4f}<extra>run mean</extra>")
+    fig.update_layout(barmode="group", height=300, template="plotly_white", margin=dict(l=10, r=10, t=44, b=10),
+                      title=dict(text="Contribution: drop in MultiMem when the modality is left out", x=0,
+                                 font=dict(size=14)), yaxis_title="Δ MultiMem", xaxis_title="modality left out",
+                      legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+    st.plotly_chart(fig, width="stretch", key="contrib_sample")
+
+# --- neighbours: what the model expected ---------------------------------------------------------------------
+models = data.run.embedding_models()
+model = diagnose.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
+if model:
+    st.subheader("What the model would expect")
+    st.caption(f"Nearest neighbours under model **{common.plain(model)}**, which did not train on this sample "
+               "(faiss, exact cosine). For a wrong caption, the captions its image is closest to are the "
+               "suggested fix.")
+    index = common.neighbour_index(str(data.run.path), data.stamp, model)
+    if sid not in index:
+        st.caption("This sample has no embedding under that model (it was skipped).")
+    else:
+        kn = st.slider("Neighbours per modality", 1, 8, 3, key="detail_k")
+        tabs = st.tabs([f"From its {m}" for m in data.modalities])
+        for tab, q in zip(tabs, data.modalities):
+            with tab:
+                targets = [m for m in data.modalities if m != q]
+                tcols = st.columns(len(targets), gap="medium")
+                for tcol, target in zip(tcols, targets):
+                    with tcol:
+                        st.markdown(f"**nearest {target}**")
+                        nb = index.neighbours(sid, query=q, target=target, k=kn)
+                        for _, n in nb.iterrows():
+                            r = data.row_of(n["id"])
+                            if r is None:
+                                continue
+                            other = t.iloc[r]
+                            st.caption(f"{int(n['rank'])}. {common.plain(n['id'])} · similarity {n['similarity']:.2f}")
+                            common.show_media(data, other, target, compact=True)
+
+# --- flag ----------------------------------------------------------------------------------------------------
+st.subheader("Your decision")
+
+
+def save_decision(sample_id: str) -> None:
+    """Form callback: runs before the page redraws, so the badge above shows the new state at once."""
+    label = st.session_state.get(f"detail_label_{sample_id}") or "noisy"
+    reason = st.session_state.get(f"detail_reason_{sample_id}") or ""
+    common.flag_ids(data, [sample_id], label, source="detail", reason=reason)
+
+
+with st.form(f"flag_form_{sid}", clear_on_submit=True, border=True):
+    fc1, fc2, fc3 = st.columns([2, 5, 1])
+    fc1.radio("Label", LABELS, horizontal=True, key=f"detail_label_{sid}")
+    fc2.text_input("Reason", key=f"detail_reason_{sid}", placeholder="e.g. the caption names another colour")
+    fc3.markdown("<div style='padding-top:1.7rem'></div>", unsafe_allow_html=True)
+    fc3.form_submit_button("Save", type="primary", width="stretch", on_click=save_decision, args=(sid,))
+history = common.store(data).history(sid)
+if len(history):
+    st.dataframe(history[["seq", "action", "label", "reason", "reviewer", "created_at", "undone_by"]],
+                 hide_index=True, width="stretch")
+else:
+    st.caption("No decisions on this sample yet.")

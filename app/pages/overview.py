@@ -1,0 +1,182 @@
+"""Overview: what the run measured, at a glance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import common
+from multimem_core import diagnose
+
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
+PAPER_ORDER = {"contrib__text": 0, "contrib__video": 1, "contrib__image": 2, "contrib__audio": 3}
+SCORE_AXIS = "score (raw difference of cosine similarities)"
+
+
+def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 340) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
+                      margin=dict(l=10, r=10, t=44, b=10), xaxis_title=x, yaxis_title=y,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+                      template="plotly_white", barmode="overlay", bargap=0.02)
+    return fig
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def summaries(path: str, stamp: tuple) -> dict:
+    """Everything Overview plots, computed once per run version (AUROC on 100k samples takes a moment)."""
+    data = common.load_run(path)
+    t = data.table[data.table["scored"]]
+    out: dict = {"n_scored": len(t)}
+    if len(t) == 0:
+        return out
+    groups = {}
+    if data.protocol == "paper":
+        for role in ("S_C", "S_I", "S_S"):
+            sel = t["role"] == role
+            if sel.any():
+                groups[common.role_label(role)] = t.loc[sel, "multimem"].to_numpy()
+        out["by_role"] = ("MultiMem by set (the paper's Figure 1)", "MultiMem", groups)
+    else:
+        out["by_role"] = ("CMC under the models that saw each sample vs the model that did not",
+                          "CMC", {"in: models that saw it": t["cmc_in"].to_numpy(),
+                                  "out: model that did not": t["cmc_out"].to_numpy()})
+    kinds = {}
+    if data.has_injected:
+        for kind, part in t.groupby(t["injected"].replace("", "clean")):
+            kinds[kind] = part["multimem"].to_numpy()
+    else:
+        kinds["all scored samples"] = t["multimem"].to_numpy()
+    out["by_kind"] = kinds
+    out["contrib"] = diagnose.contribution_ranking(t, data.modalities)
+    out["pairs_all"] = diagnose.pair_vs_all(t)
+    if data.has_injected:
+        inj = (t["injected"] != "").to_numpy()
+        out["pairs_inj"] = diagnose.pair_vs_all(t, mask=inj)
+        cols = [c for c in data.score_cols if not c.startswith("contrib__")]
+        out["auroc"] = diagnose.auroc_table(t, t["injected"], cols)
+        best_pair = next((c for c in out["auroc"]["score"] if c.startswith("pair__")), None)
+        curve_cols = [c for c in ["multimem", best_pair, "cmc_out", "base__cosine", "base__clipmem", "base__loss"]
+                      if c and c in t.columns]
+        out["pak"] = diagnose.precision_at_k(t, t["injected"], curve_cols, points=120)
+        out["base_rate"] = float(inj.mean())
+    return out
+
+
+def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str) -> go.Figure:
+    finite = [v[np.isfinite(v)] for v in groups.values() if len(v)]
+    allv = np.concatenate(finite) if finite else np.array([0.0])
+    lo, hi = np.percentile(allv, [0.2, 99.8]) if len(allv) else (0, 1)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    fig = go.Figure()
+    for i, (name, values) in enumerate(groups.items()):
+        centres, counts = diagnose.histogram(values, bins=60, range_=(lo, hi))
+        mean = float(np.nanmean(values)) if len(values) else float("nan")
+        fig.add_bar(x=centres, y=counts, name=f"{name} (n={len(values):,}, mean {mean:+.3f})",
+                    marker_color=PALETTE[i % len(PALETTE)], opacity=0.6,
+                    hovertemplate="%{x:.3f}: %{y:,} samples<extra>" + name + "</extra>")
+    return layout(fig, title, f"{xlabel}: {SCORE_AXIS}", "samples")
+
+
+data = common.current_run()
+cfg = data.config
+ds = cfg.get("dataset") or {}
+st.title(f"Overview · {data.name}")
+st.caption(f"Dataset **{common.plain(ds.get('name') or cfg.get('manifest', {}).get('path', '?'))}** · "
+           f"protocol **{data.protocol}**" + (f" with {cfg.get('folds')} folds" if data.protocol == "crossfit" else "")
+           + f" · modalities **{', '.join(data.modalities)}** · `{common.plain(str(data.run.path))}`")
+
+t = data.table
+n_scored = int(t["scored"].sum())
+labels = common.store(data).labels()
+c = st.columns(6)
+c[0].metric("Samples", f"{len(t):,}")
+c[1].metric("Scored", f"{n_scored:,}")
+c[2].metric("Held out", f"{int((t['role'] == 'H').sum()):,}")
+c[3].metric("Skipped", f"{data.errors['id'].nunique():,}", help="Samples whose media could not be loaded")
+c[4].metric("Injected", f"{int((t['injected'] != '').sum()):,}" if data.has_injected else "unknown",
+            help="Known misalignments (built-in datasets only)")
+c[5].metric("Flagged noisy", f"{sum(1 for v in labels.values() if v == 'noisy'):,}")
+
+if n_scored == 0:
+    st.info("This run has no scores yet. When the engine finishes scoring, this page fills in by itself on "
+            "the next reload.", icon="⏳")
+    st.stop()
+
+s = summaries(str(data.run.path), data.stamp)
+
+left, right = st.columns(2, gap="large")
+with left:
+    title, xlabel, groups = s["by_role"]
+    st.plotly_chart(overlay_hist(groups, title, xlabel), width="stretch", key="hist_role")
+with right:
+    st.plotly_chart(overlay_hist(s["by_kind"], "MultiMem by injected kind" if data.has_injected else
+                                 "MultiMem of all scored samples", "MultiMem"), width="stretch",
+                    key="hist_kind")
+
+left, right = st.columns(2, gap="large")
+with left:
+    contrib = s["contrib"]
+    fig = go.Figure(go.Bar(x=contrib["mean"], y=contrib["modality"], orientation="h",
+                           error_x=dict(type="data", array=contrib["sem"]), marker_color=PALETTE[0],
+                           hovertemplate="%{y}: %{x:+.4f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    st.plotly_chart(layout(fig, "Which modality drives memorization (mean contribution ± s.e.)",
+                           "drop in MultiMem when the modality is left out", ""), width="stretch",
+                    key="contrib")
+    order = " > ".join(contrib["modality"])
+    st.caption(f"This run: **{order}**. The paper found text > video > image > audio.")
+with right:
+    fig = go.Figure()
+    for i, (name, frame) in enumerate([("all scored", s["pairs_all"])] +
+                                      ([("injected only", s["pairs_inj"])] if "pairs_inj" in s else [])):
+        fig.add_bar(x=frame["name"], y=frame["mean"], error_y=dict(type="data", array=frame["sem"]), name=name,
+                    marker_color=PALETTE[i + 2], hovertemplate="%{x}: %{y:+.4f}<extra>" + name + "</extra>")
+    fig = layout(fig, "Pairwise vs all-modality MultiMem (mean ± s.e.)", "modalities scored", "mean MultiMem")
+    fig.update_layout(barmode="group")
+    st.plotly_chart(fig, width="stretch", key="pairs")
+
+if "auroc" in s:
+    st.subheader("How well each score finds the injected misalignments")
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        st.dataframe(s["auroc"][["name", "auroc", "injected", "clean"]], hide_index=True, width="stretch",
+                     column_config={
+                         "name": st.column_config.TextColumn("score"),
+                         "auroc": st.column_config.ProgressColumn("AUROC", min_value=0.0, max_value=1.0, format="%.3f"),
+                         "injected": st.column_config.NumberColumn("injected", format="%d"),
+                         "clean": st.column_config.NumberColumn("clean", format="%d")})
+        st.caption("AUROC: the chance that a random injected sample scores as more suspicious than a random clean "
+                   "one (0.5 = chance). Cosine and CMC count low values as suspicious.")
+    with right:
+        fig = go.Figure()
+        for i, (col, part) in enumerate(s["pak"].groupby("score", sort=False)):
+            fig.add_scatter(x=part["k"], y=part["precision"], mode="lines", name=diagnose.score_label(col),
+                            line=dict(color=PALETTE[i % len(PALETTE)], width=3 if col == "multimem" else 1.6),
+                            hovertemplate="top %{x:,}: %{y:.1%}<extra>" + diagnose.score_label(col) + "</extra>")
+        fig.add_hline(y=s["base_rate"], line_dash="dot", line_color="grey",
+                      annotation_text=f"base rate {s['base_rate']:.1%}", annotation_position="bottom right")
+        fig = layout(fig, "Precision at k: share of injected samples among the k most suspicious",
+                     "k (samples removed, most suspicious first)", "precision")
+        fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+        st.plotly_chart(fig, width="stretch", key="pak")
+else:
+    st.caption("No injected misalignments are known for this dataset, so AUROC and precision-at-k are not shown "
+               "(they need the ground truth of the built-in datasets).")
+
+if len(data.errors):
+    st.subheader(f"Skipped samples ({data.errors['id'].nunique():,})")
+    by = data.errors.groupby(["modality", "reason"]).size().reset_index(name="samples").sort_values("samples",
+                                                                                                    ascending=False)
+    left, right = st.columns([2, 3], gap="large")
+    left.dataframe(by, hide_index=True, width="stretch")
+    with right.expander("All skipped samples"):
+        st.dataframe(data.errors.head(5000), hide_index=True, width="stretch")
+
+timings = data.run.timings()
+if timings:
+    with st.expander("Where the time went"):
+        st.dataframe(pd.DataFrame({"stage": list(timings), "seconds": list(timings.values())}), hide_index=True,
+                     column_config={"seconds": st.column_config.NumberColumn(format="%.1f s")})

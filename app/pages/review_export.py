@@ -1,0 +1,122 @@
+"""Review & export: every decision with who and when, undo, and the cleaned dataset."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from app import common
+from multimem_core import diagnose
+from multimem_core.review import (FORMATS, LABELS, MANIFEST_FORMATS, DropRule, ReviewError, build_export,
+                                  default_format, write_export)
+
+FORMAT_NAMES = {"csv": "cleaned manifest, CSV", "tsv": "cleaned manifest, TSV", "jsonl": "cleaned manifest, JSONL",
+                "parquet": "cleaned manifest, Parquet", "ids": "removed ids, text (one a line)",
+                "ids-csv": "removed ids, CSV with score", "npy": "removed ids, sorted .npy (DataComp style)"}
+RULES = {"flagged": "Flagged as noisy", "top": "Top N by a score", "above": "Above a threshold",
+         "below": "Below a threshold", "selection": "Current map selection"}
+
+data = common.current_run()
+store = common.store(data)
+st.title("Review & export")
+
+# --- decisions -----------------------------------------------------------------------------------------------
+current = store.current()
+history = store.history()
+c = st.columns(4)
+for i, label in enumerate(LABELS):
+    c[i].metric(f"{common.FLAG_ICONS[label]} {label}", f"{int((current['label'] == label).sum()):,}")
+c[3].metric("Decisions recorded", f"{len(history):,}",
+            help="Every click is a row; undo adds a row too, so nothing is ever lost.")
+
+tab_now, tab_all = st.tabs(["Current flags", "Full history and undo"])
+with tab_now:
+    if len(current):
+        st.dataframe(current[["sample_id", "label", "reason", "reviewer", "created_at"]], hide_index=True,
+                     width="stretch", height=min(400, 38 + 35 * len(current)),
+                     column_config={"sample_id": "sample", "created_at": "time (UTC)"})
+    else:
+        st.info("No flags yet. Flag samples on the Samples, Sample detail or Map pages; they appear here.",
+                icon="🚩")
+with tab_all:
+    if len(history):
+        st.dataframe(history, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(history)),
+                     column_config={"sample_id": "sample", "created_at": "time (UTC)",
+                                    "undoes": st.column_config.NumberColumn("undoes #", format="%d"),
+                                    "undone_by": st.column_config.NumberColumn("undone by #", format="%d")})
+        undoable = history[(history["action"] == "flag") & history["undone_by"].isna()]
+        if len(undoable):
+            u1, u2 = st.columns([4, 1])
+            choice = u1.selectbox(
+                "Decision to undo", undoable["seq"].tolist(), key="undo_choice",
+                format_func=lambda s: (lambda r: f"#{s} · {r['sample_id']} · {r['label']} · {r['reviewer']} · "
+                                       f"{r['created_at']}")(undoable.set_index("seq").loc[s]))
+            u2.markdown("<div style='padding-top:1.7rem'></div>", unsafe_allow_html=True)
+            if u2.button("Undo", key="undo_button", width="stretch"):
+                try:
+                    store.undo(int(choice), reviewer=common.reviewer(), source="review")
+                    st.toast(f"Undid decision #{choice}")
+                    st.rerun()
+                except ReviewError as e:
+                    st.error(str(e))
+    else:
+        st.caption("The history is empty.")
+
+# --- export ------------------------------------------------------------------------------------------------------
+st.subheader("Export a cleaned dataset")
+info = data.config.get("manifest") or {}
+st.caption(f"Input manifest: `{common.plain(info.get('path', 'unknown'))}` ({info.get('format', '?')}). The "
+           "cleaned manifest keeps its format and column names, so your trainer reads it as before. "
+           "The same export on the command line: `multimem export RUN --out FILE --drop flagged|top:N|above:T`.")
+selection = st.session_state.get(common.SELECTION) or []
+rules = [r for r in RULES if r != "selection" or selection]
+if not data.score_cols:
+    rules = [r for r in rules if r in ("flagged", "selection")]
+e1, e2, e3 = st.columns([2, 2, 2])
+rule_kind = e1.radio("Drop", rules, format_func=lambda r: RULES[r] + (f" ({len(selection):,})" if r == "selection"
+                                                                      else ""), key="export_rule")
+score = "multimem"
+n, threshold = None, None
+if rule_kind in ("top", "above", "below"):
+    options = common.score_options(data)
+    score = e2.selectbox("Score", options, index=options.index("multimem") if "multimem" in options else 0,
+                         format_func=diagnose.score_label, key="export_score")
+    if rule_kind == "top":
+        n = int(e2.number_input("N", min_value=1, max_value=max(1, len(data.table)), value=min(100, len(data.table)),
+                                step=10, key="export_n"))
+    else:
+        v = data.table[score].dropna()
+        default = float(v.quantile(0.9)) if len(v) else 0.0
+        threshold = float(e2.number_input("Threshold", value=round(default, 4), format="%.4f", key="export_threshold"))
+formats = list(FORMATS)
+fmt_default = default_format(data.run)
+fmt = e3.selectbox("Format", formats, index=formats.index(fmt_default), format_func=FORMAT_NAMES.get,
+                   key="export_format")
+
+rule = DropRule("ids", ids=tuple(selection)) if rule_kind == "selection" else \
+    DropRule(rule_kind, n=n, threshold=threshold, score=score)
+
+if st.button("Build export", type="primary", key="export_build"):
+    try:
+        export = build_export(data.run, rule, format=fmt, store=store)
+        stem = "cleaned_manifest" if fmt in MANIFEST_FORMATS else "removed_ids"
+        out = data.run.path / "exports" / f"{stem}_{rule.kind}_{datetime.now():%Y%m%d-%H%M%S}{export.suffix}"
+        write_export(export, out)
+        st.session_state["export_result"] = (export, str(out), rule.describe())
+    except ReviewError as e:
+        st.session_state.pop("export_result", None)
+        st.error(str(e))
+
+result = st.session_state.get("export_result")
+if result:
+    export, out, described = result
+    st.success(f"Dropped **{len(export.dropped):,}** of {export.total:,} samples ({common.plain(described)}); "
+               f"kept {export.kept:,}. Written to `{common.plain(out)}`.", icon="✅")
+    d1, d2 = st.columns([1, 3])
+    d1.download_button("Download", export.data, file_name=out.rsplit("/", 1)[-1], key="export_download",
+                       icon="⬇️", width="stretch")
+    if export.dropped:
+        with d2.expander(f"Dropped ids ({len(export.dropped):,})"):
+            st.dataframe(pd.DataFrame({"id": export.dropped[:10_000]}), hide_index=True, width="stretch")
