@@ -61,6 +61,163 @@ def existing_path(text: str) -> Path:
 # `SUBCOMMANDS` lists them in the order `multimem --help` shows: (name, one-line help, add, cmd).
 SUBCOMMANDS: list = []
 
+# ---- score / demo / summary (multimem_core.score, multimem_core.summary) ----------------------------
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--modalities", help="comma-separated subset of image,text,audio,video (default: all the input has)")
+    for m in ("id", "text", "image", "audio", "video", "label"):
+        g.add_argument(f"--{m}-key", default=m, help=f"manifest column holding the {m}"
+                       + (" (e.g. filepath for an open_clip CSV)" if m == "image" else
+                          " (e.g. title for an open_clip CSV)" if m == "text" else ""))
+    g.add_argument("--image-size", type=int, default=32, help="pixels the images and video frames are decoded to")
+    g.add_argument("--frames", type=int, default=8, help="video frames sampled evenly per clip")
+    g.add_argument("--audio-seconds", type=float, default=1.0, help="audio clip length (cropped or zero-padded)")
+    g = p.add_argument_group("protocol")
+    g.add_argument("--protocol", choices=["crossfit", "paper"], default="crossfit",
+                   help="crossfit: K folds, every training sample scored; paper: S_S/S_C/S_I/H of the paper")
+    g.add_argument("--folds", type=int, default=2, help="K for crossfit: K models, each trained without one fold")
+    g.add_argument("--heldout-frac", type=float, default=0.1, help="share of samples held out as H (never trained on)")
+    g.add_argument("--augmentations", type=int, default=8, help="random views per sample in the CMC expectation")
+    g = p.add_argument_group("model and training")
+    g.add_argument("--image-tower", default="mm-tiny",
+                   help="open_clip architecture for image (and video frames): ours (mm-tiny, mm-small) or any open_clip name")
+    g.add_argument("--text-tower", default=None,
+                   help="open_clip architecture, 'minilm' (frozen all-MiniLM-L6-v2 + trained projection) or a "
+                        "local sentence-transformers path (default: same as --image-tower)")
+    g.add_argument("--pretrained", default=None, help="local open_clip checkpoint for the image/text towers")
+    g.add_argument("--embed-dim", type=int, default=None, help="shared embedding size (default: the architecture's)")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--lr", type=float, default=2e-3)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--hflip", action="store_true",
+                   help="allow horizontal flips (only when captions never mention left or right)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    g.add_argument("--no-projection", action="store_true", help="skip the UMAP map")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None = None):
+    from multimem_core.augment import AugmentConfig
+    from multimem_core.data.manifest import ColumnKeys
+    from multimem_core.data.media import MediaSpec
+    from multimem_core.models.factory import ModelConfig
+    from multimem_core.protocol import ProtocolConfig
+    from multimem_core.score import ScoreConfig
+    from multimem_core.train import TrainConfig
+
+    hflip = args.hflip or bool((dataset_hints or {}).get("allow_hflip", False))
+    try:
+        protocol = ProtocolConfig(args.protocol, folds=args.folds, heldout_frac=args.heldout_frac, seed=args.seed)
+    except ValueError as e:
+        raise CLIError(str(e))
+    mods = [m.strip() for m in args.modalities.split(",")] if args.modalities else None
+    return ScoreConfig(
+        input=input_path, out=out, modalities=mods,
+        keys=ColumnKeys(**{m: getattr(args, f"{m}_key") for m in ("id", "text", "image", "audio", "video", "label")}),
+        protocol=protocol,
+        model=ModelConfig(image_tower=args.image_tower, text_tower=args.text_tower or args.image_tower,
+                          pretrained=args.pretrained, embed_dim=args.embed_dim, image_size=args.image_size),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          augment=AugmentConfig(hflip=hflip)),
+        media=MediaSpec(image_size=args.image_size, video_frames=args.frames, audio_seconds=args.audio_seconds),
+        augmentations=args.augmentations, projection=not args.no_projection, device=args.device,
+        progress=not args.quiet,
+    )
+
+
+def run_score(cfg) -> "RunDir":
+    from multimem_core.data.manifest import ManifestError
+    from multimem_core.score import score_run
+
+    try:
+        return score_run(cfg)
+    except (ManifestError, FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e))
+
+
+def add_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="manifest (CSV, TSV, JSONL, Parquet) or a folder / list of WebDataset .tar shards")
+    p.add_argument("--out", required=True, help="run directory to write (rerun the same command to resume)")
+    add_model_options(p)
+
+
+def cmd_score(args) -> int:
+    run = run_score(score_config(args, args.input, args.out))
+    from multimem_core.train import dist_info
+
+    if dist_info()[0] == 0:
+        print_summary(run)
+        print(f"\nopen it:  multimem app {run.path}")
+    return 0
+
+
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="shapes", help="built-in dataset: shapes or emoji")
+    p.add_argument("--out", default="runs/demo", help="run directory (the dataset is built in OUT/data)")
+    p.add_argument("--samples", type=int, default=None, help="number of samples (default: the dataset's own)")
+    p.add_argument("--inject-rate", type=float, default=0.1, help="share of samples given an injected misalignment")
+    p.add_argument("--quick", action="store_true", help="a small, fast version (a few hundred samples, few epochs)")
+    add_model_options(p)
+
+
+def cmd_demo(args) -> int:
+    import json
+
+    from multimem_core.data import BUILTIN_DATASETS
+
+    if args.dataset not in BUILTIN_DATASETS:
+        raise CLIError(f"unknown dataset {args.dataset!r}: choose one of {', '.join(BUILTIN_DATASETS)}")
+    out = Path(args.out)
+    n = args.samples or (400 if args.quick else None)
+    if args.quick:
+        args.epochs = min(args.epochs, 8)
+        args.augmentations = min(args.augmentations, 4)
+    kwargs = {"inject_rate": args.inject_rate, "seed": args.seed, "progress": not args.quiet}
+    if n:
+        kwargs["n"] = n
+    print(f"building the {args.dataset} dataset in {out / 'data'} …")
+    manifest = BUILTIN_DATASETS[args.dataset](out / "data", **kwargs)
+    hints_path = Path(manifest).parent / "dataset.json"
+    hints = json.loads(hints_path.read_text()) if hints_path.is_file() else {}
+    run = run_score(score_config(args, str(manifest), str(out), dataset_hints=hints))
+    print_summary(run)
+    print(f"\nopen the dashboard:  multimem app {run.path}")
+    return 0
+
+
+def add_summary(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=existing_path, help="run directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def print_summary(run, as_json: bool = False) -> None:
+    import json
+
+    from multimem_core.summary import format_summary, summarize
+
+    s = summarize(run)
+    print(json.dumps(s, indent=2, default=str) if as_json else format_summary(s))
+
+
+def cmd_summary(args) -> int:
+    from multimem_core.run import RunDir, RunDirError
+
+    try:
+        print_summary(RunDir(args.run), args.json)
+    except RunDirError as e:
+        raise CLIError(str(e))
+    return 0
+
+
+SUBCOMMANDS += [
+    ("demo", "build a built-in dataset with injected misalignments, score it and print the summary", add_demo, cmd_demo),
+    ("score", "train the models a protocol needs and write MultiMem scores into a run directory", add_score, cmd_score),
+    ("summary", "counts, time per stage, mean scores by role and injected kind, AUROC of every score", add_summary,
+     cmd_summary),
+]
+
 # ---- app / export (app/, multimem_core.review) --------------------------------------------------------
 
 def _free_port(host: str, preferred: int) -> int:
@@ -87,16 +244,13 @@ def cmd_app(args) -> int:
     import os
     import subprocess
 
-    import app as app_package
+    from app import streamlit_command
 
-    main_py = Path(app_package.__file__).resolve().parent / "main.py"
     port = _free_port(args.host, args.port)
     if port != args.port:
         print(f"port {args.port} is taken; using {port}")
     run = Path(args.run).resolve()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(main_py), "--server.address", args.host,
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--", "--run", str(run)]
+    cmd = streamlit_command(run, host=args.host, port=port)
     shown = "localhost" if args.host == "127.0.0.1" else args.host
     print(f"MultiMem Studio for {run}\n  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
     env = {**os.environ, "MULTIMEM_RUN": str(run)}

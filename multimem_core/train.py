@@ -70,7 +70,8 @@ def shuffled_batches(epoch: int, indices: np.ndarray, batch_size: int, gen: torc
     order = indices[torch.randperm(len(indices), generator=gen).numpy()]
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < batch_size // 4:  # a tiny last batch has almost no negatives
-        batches[-2] = np.concatenate([batches[-2], batches.pop()])
+        last = batches.pop()
+        batches[-1] = np.concatenate([batches[-1], last])
     return [(b, None) for b in batches]
 
 
@@ -179,7 +180,7 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            epoch_loss += float(loss)
+            epoch_loss += loss.item()
             n_batches += 1
             seen += len(idx) * world
             rate = seen / max(1e-9, time.perf_counter() - t_start)

@@ -44,7 +44,7 @@ class ImageTower(nn.Module):
         self.register_buffer("std", _STD.clone(), persistent=False)
 
     def prepare(self, raw: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.asarray(raw))
+        return torch.from_numpy(np.ascontiguousarray(raw))
 
     def forward(self, x: Tensor) -> Tensor:
         x = _to_unit_float(x)
@@ -140,15 +140,14 @@ class AudioTower(nn.Module):
     modality = "audio"
 
     def __init__(self, embed_dim: int, *, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160,
-                 n_mels: int = 64, widths: Sequence[int] = (32, 64, 128)):
+                 n_mels: int = 64, widths: Sequence[int] = (16, 32, 64, 128)):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.register_buffer("mel", mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate), persistent=False)
         layers, c_in = [], 1
         for w in widths:
-            layers += [nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.GELU(),
-                       nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.GELU()]
+            layers += [nn.Conv2d(c_in, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.GELU()]
             c_in = w
         self.cnn = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, embed_dim)
@@ -180,7 +179,7 @@ class VideoTower(nn.Module):
                                                    norm_first=True, dropout=0.0)
 
     def prepare(self, raw: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.asarray(raw))
+        return torch.from_numpy(np.ascontiguousarray(raw))
 
     def forward(self, x: Tensor) -> Tensor:
         b, t = x.shape[:2]

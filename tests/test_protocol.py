@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from multimem_core.protocol import ProtocolConfig, assign
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+def test_crossfit_bookkeeping(folds):
+    a = assign(500, ProtocolConfig("crossfit", folds=folds, seed=3))
+    h = set(a.heldout)
+    assert h and all(a.roles[i] == "H" for i in h)
+    for name, train in a.train_sets.items():
+        assert not h & set(train), f"{name} trains on held-out samples"
+    scored = set(a.scored)
+    assert scored | h == set(range(500)), "crossfit scores every training sample"
+    for role, out_model in a.out_model.items():
+        members = set(np.flatnonzero(a.roles == role))
+        assert not members & set(a.train_sets[out_model]), f"the out-model of {role} trained on it"
+        for m in a.in_models[role]:
+            assert members <= set(a.train_sets[m]), f"in-model {m} did not train on all of {role}"
+        assert len(a.in_models[role]) == folds - 1
+
+
+def test_paper_bookkeeping():
+    a = assign(400, ProtocolConfig("paper", seed=1))
+    roles = a.roles
+    f, g = set(a.train_sets["f"]), set(a.train_sets["g"])
+    s_s, s_c, s_i = (set(np.flatnonzero(roles == r)) for r in ("S_S", "S_C", "S_I"))
+    assert f == s_s | s_c and g == s_s | s_i
+    assert not set(a.heldout) & (f | g)
+    assert a.out_model["S_C"] == "g" and a.in_models["S_C"] == ["f"]
+    assert a.out_model["S_I"] == "f" and a.in_models["S_I"] == ["g"]
+
+
+def test_deterministic_and_validated():
+    a, b = assign(100, ProtocolConfig(seed=5)), assign(100, ProtocolConfig(seed=5))
+    assert (a.roles == b.roles).all()
+    with pytest.raises(ValueError, match="folds 2"):
+        ProtocolConfig("crossfit", folds=1)
+    with pytest.raises(ValueError, match="too few"):
+        assign(5, ProtocolConfig())
