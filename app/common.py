@@ -26,7 +26,7 @@ ENV_RUN = "MULTIMEM_RUN"  # the run (or folder of runs) the app shows, when not 
 SELECTION = "selection_ids"  # session key: ids selected on the Map (a list), used by Samples and Export
 REVIEWER = "reviewer"
 DETAIL_PAGE = "pages/detail.py"
-FLAG_ICONS = {"noisy": "🚩", "ok": "✅", "unsure": "❔"}
+FLAG_ICONS = {"noisy": ":material/flag:", "ok": ":material/check_circle:", "unsure": ":material/help:"}
 MAX_CARD_TEXT = 240  # characters of a caption shown on a card (the detail page shows all)
 
 
@@ -153,7 +153,6 @@ def projection(path: str, stamp: tuple) -> pd.DataFrame | None:
 
 def sidebar() -> None:
     """Run picker and reviewer field, drawn by main.py on every page."""
-    st.sidebar.markdown("### MultiMem Studio")
     root = runs_root()
     runs = discover_runs(str(root)) if root else []
     if runs:
@@ -165,7 +164,7 @@ def sidebar() -> None:
                                           help=f"Runs found under {root}")
         else:
             choice = runs[0]
-            st.sidebar.caption(f"Run: **{_md(names[choice])}**")
+            st.sidebar.caption(f"Run **{_md(names[choice])}**")
         st.session_state["run_path"] = choice
     else:
         st.session_state.pop("run_path", None)
@@ -180,10 +179,13 @@ def sidebar() -> None:
 
 def _run_label(path: str, root: Path | None) -> str:
     p = Path(path)
+    if root is None:
+        return p.name
     try:
-        return str(p.relative_to(Path(root).resolve())) or p.name if root else p.name
+        rel = str(p.relative_to(Path(root).resolve()))
     except ValueError:
         return p.name
+    return p.name if rel in ("", ".") else rel
 
 
 def current_run() -> RunData:
@@ -192,8 +194,8 @@ def current_run() -> RunData:
     if not path:
         root = runs_root()
         where = f"No run found at `{root}`." if root else "No run given."
-        st.info(f"{where} Make one with `multimem demo` (or `multimem run MANIFEST --out RUN`), then open it "
-                "with `multimem app RUN` (or a folder of runs).", icon="ℹ️")
+        st.info(f"{where} Make one with `multimem demo` (or `multimem score MANIFEST --out RUN`), then open it "
+                "with `multimem app RUN` (or a folder of runs).", icon=":material/info:")
         st.stop()
     try:
         return load_run(path)
@@ -244,6 +246,11 @@ def plain(text: str) -> str:
     return _md(text)
 
 
+def code(text: str) -> str:
+    """Text inside a Markdown code span: shown verbatim, only backticks need to go."""
+    return "`" + str(text).replace("`", "'") + "`"
+
+
 def score_options(data: RunData) -> list[str]:
     return list(data.score_cols)
 
@@ -270,13 +277,13 @@ def show_media(data: RunData, row: pd.Series, modality: str, *, compact: bool = 
     try:
         blob, mime = read_media(data.root, str(value))
     except MediaPathError as e:
-        st.error(f"{modality}: {e}", icon="⚠️")
+        st.error(f"{modality}: {e}", icon=":material/warning:")
         return
     except OSError as e:
-        st.error(f"{modality}: cannot read {value!r} ({e.strerror or e})", icon="⚠️")
+        st.error(f"{modality}: cannot read {value!r} ({e.strerror or e})", icon=":material/warning:")
         return
     if modality == "image":
-        st.image(blob, width=150 if compact else 360)
+        st.image(blob, width="stretch" if compact else 360)
     elif modality == "audio":
         st.audio(blob, format=mime)
     elif modality == "video":
@@ -301,14 +308,25 @@ def card_grid(data: RunData, rows: pd.DataFrame, *, labels: dict[str, str], scor
 def sample_card(data: RunData, row: pd.Series, *, labels: dict[str, str], score: str, source: str, key: str) -> None:
     sid = str(row["id"])
     with st.container(border=True):
+        st.page_link(DETAIL_PAGE, label=f"**{_md(sid)}**", icon=":material/open_in_new:", query_params={"id": sid},
+                     help="Open the sample detail")
         label = labels.get(sid)
-        badge = f" {FLAG_ICONS[label]} {label}" if label else ""
-        st.markdown(f"**{_md(sid)}**{badge}  \n"
-                    f"<small>{_md(role_label(str(row['role'])))}"
-                    + (f" · injected: {_md(row['injected'])}" if row.get("injected") else "") + "</small>",
-                    unsafe_allow_html=True)  # only escaped text and our own <small> tags
-        for m in data.modalities:
-            if m in row.index:
+        facts = [_md(role_label(str(row["role"])))]
+        if row.get("injected"):
+            facts.append(f"injected: {_md(row['injected'])}")
+        facts.append(f"{FLAG_ICONS[label]} **{label}**" if label else "not reviewed")
+        st.caption(" · ".join(facts))
+        visual = [m for m in ("image", "video") if m in data.modalities and m in row.index]
+        if len(visual) == 2:
+            left, right = st.columns(2, gap="small")
+            for col, m in zip((left, right), visual):
+                with col:
+                    show_media(data, row, m, compact=True)
+        else:
+            for m in visual:
+                show_media(data, row, m, compact=True)
+        for m in ("text", "audio"):
+            if m in data.modalities and m in row.index:
                 show_media(data, row, m, compact=True)
         if bool(row.get("scored")):
             parts = [f"MultiMem **{fmt(row.get('multimem'))}**"]
@@ -317,12 +335,12 @@ def sample_card(data: RunData, row: pd.Series, *, labels: dict[str, str], score:
             st.markdown(" · ".join(parts))
         else:
             st.caption("not scored (held out or skipped)")
-        b1, b2, b3 = st.columns(3, gap="small")
-        b1.button("Noisy", key=f"{key}_noisy_{sid}", icon="🚩", on_click=flag_ids, args=(data, [sid], "noisy"),
-                  kwargs={"source": source}, width="stretch", help="Flag as a noisy pair")
-        b2.button("OK", key=f"{key}_ok_{sid}", icon="✅", on_click=flag_ids, args=(data, [sid], "ok"),
-                  kwargs={"source": source}, width="stretch", help="Mark as reviewed and fine")
-        b3.page_link(DETAIL_PAGE, label="Detail", icon="🔎", query_params={"id": sid})
+        b1, b2 = st.columns(2, gap="small")
+        b1.button("Noisy", key=f"{key}_noisy_{sid}", icon=FLAG_ICONS["noisy"], on_click=flag_ids,
+                  args=(data, [sid], "noisy"), kwargs={"source": source}, width="stretch",
+                  help="Flag as a noisy pair (saved at once)")
+        b2.button("OK", key=f"{key}_ok_{sid}", icon=FLAG_ICONS["ok"], on_click=flag_ids, args=(data, [sid], "ok"),
+                  kwargs={"source": source}, width="stretch", help="Mark as reviewed and fine (saved at once)")
 
 
 def paged(n: int, *, key: str, sizes=(12, 24, 48)) -> slice:

@@ -19,19 +19,19 @@ import streamlit as st  # noqa: E402
 
 from app import common  # noqa: E402
 
-st.set_page_config(page_title="MultiMem Studio", page_icon="🧠", layout="wide",
+st.set_page_config(page_title="MultiMem Studio", page_icon=":material/neurology:", layout="wide",
                    initial_sidebar_state="expanded")
 
 # Sections of the sidebar navigation; pages run in the order listed. Add yours here.
 PAGES: dict[str, list] = {
     "Explore": [
-        st.Page("pages/overview.py", title="Overview", icon="📊", default=True),
-        st.Page("pages/samples.py", title="Samples", icon="🗂️"),
-        st.Page("pages/detail.py", title="Sample detail", icon="🔎"),
-        st.Page("pages/map.py", title="Map", icon="🗺️"),
+        st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page("pages/samples.py", title="Samples", icon=":material/grid_view:"),
+        st.Page("pages/detail.py", title="Sample detail", icon=":material/search:"),
+        st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
     ],
     "Act": [
-        st.Page("pages/review_export.py", title="Review & export", icon="📤"),
+        st.Page("pages/review_export.py", title="Review & export", icon=":material/ios_share:"),
     ],
 }
 

@@ -74,21 +74,23 @@ if sims is not None and k >= 0:
     sim_in, sim_out = np.asarray(sims[0][k], dtype=float), np.asarray(sims[1][k], dtype=float)
     st.subheader("How the modalities agree")
     sentence = diagnose.weakest_pair_sentence(sim_out, data.modalities)
-    st.info(f"Under the model that never trained on it, **{common.plain(sentence)}**.", icon="🧭")
+    st.info(f"Under the model that never trained on it, **{common.plain(sentence)}**.", icon=":material/explore:")
     off = ~np.eye(len(data.modalities), dtype=bool)
     gain = float(sim_in[off].mean() - sim_out[off].mean())
     if gain > 0.05:
         st.caption(f"The models that trained on it pull its modalities together (mean pairwise similarity "
                    f"{gain:+.2f} higher): they memorized this pairing.")
     hm = st.columns(2, gap="large")
-    for col, (title, mat) in zip(hm, [("Models that saw it (in)", sim_in), ("Model that did not (out)", sim_out)]):
+    for col, (title, mat) in zip(hm, [("In: the models that trained on it", sim_in),
+                                         ("Out: the model that did not", sim_out)]):
         fig = go.Figure(go.Heatmap(z=mat, x=data.modalities, y=data.modalities, zmin=-1, zmax=1,
                                    colorscale="RdBu", text=np.round(mat, 2), texttemplate="%{text:.2f}",
                                    colorbar=dict(title="cosine"),
                                    hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"))
         fig.update_yaxes(autorange="reversed")
-        fig.update_layout(title=dict(text=f"{title}: cosine similarity, mean over augmented views", x=0,
-                                     font=dict(size=14)), height=360, margin=dict(l=10, r=10, t=44, b=10),
+        fig.update_layout(title=dict(text=title, x=0, font=dict(size=14),
+                                     subtitle=dict(text="cosine similarity, mean over augmented views")),
+                          height=380, margin=dict(l=10, r=10, t=64, b=10),
                           template="plotly_white")
         col.plotly_chart(fig, width="stretch", key=f"heat_{title}")
 
@@ -119,7 +121,7 @@ if model:
     if sid not in index:
         st.caption("This sample has no embedding under that model (it was skipped).")
     else:
-        kn = st.slider("Neighbours per modality", 1, 8, 3, key="detail_k")
+        kn = st.columns([1, 3])[0].slider("Neighbours per modality", 1, 8, 3, key="detail_k")
         tabs = st.tabs([f"From its {m}" for m in data.modalities])
         for tab, q in zip(tabs, data.modalities):
             with tab:

@@ -42,11 +42,11 @@ st.title("Map")
 proj = common.projection(str(data.run.path), data.stamp)
 if proj is None or len(proj) == 0:
     st.info("This run has no projection yet (projection.parquet). The engine writes it after scoring; rerun "
-            "`multimem run` to finish, then reload this page.", icon="🗺️")
+            "`multimem score` to finish, then reload this page.", icon=":material/scatter_plot:")
     st.stop()
 
 spaces = ["joint"] + [m for m in data.modalities if f"x__{m}" in proj.columns]
-c1, c2, c3 = st.columns([1, 2, 3])
+c1, c2, c3 = st.columns([1.4, 2, 3])
 space = c1.selectbox("Embedding", spaces, key="map_space", format_func=lambda s: "joint (all modalities)"
                      if s == "joint" else s)
 colour_opts = common.score_options(data) + [k for k, v in CATEGORIES.items() if v != "injected" or data.has_injected]
@@ -61,6 +61,9 @@ t = data.table
 fig = go.Figure()
 if colour in data.score_cols:
     v = t[colour].to_numpy(dtype=np.float64)[frame["row"].to_numpy()]
+    # draw the most suspicious last, on top, so that they stay visible in a dense map
+    draw = np.argsort(np.nan_to_num(-v if colour in diagnose.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
+    frame, v = frame.iloc[draw], v[draw]
     finite = v[np.isfinite(v)]
     lo, hi = (np.percentile(finite, [1, 99]) if len(finite) else (0, 1))
     fig.add_trace(go.Scattergl(
@@ -87,7 +90,7 @@ fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t
                   xaxis_title="UMAP 1 (no unit)", yaxis_title="UMAP 2 (no unit)",
                   legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
 
-left, right = st.columns([3, 1], gap="medium")
+left, right = st.columns([4, 1], gap="medium")
 with left:
     event = st.plotly_chart(fig, width="stretch", on_select="rerun", key="map_chart",
                             selection_mode=("points", "box", "lasso"))
@@ -106,7 +109,7 @@ if st.session_state.get("map_last_event") != signature:
 selection = st.session_state.get(common.SELECTION) or []
 with right:
     if not selection:
-        st.info("Nothing selected yet. Use the lasso or box tool on the map, or click a point.", icon="👆")
+        st.info("Nothing selected yet. Use the lasso or box tool on the map, or click a point.", icon=":material/touch_app:")
     elif len(selection) == 1:
         r = data.row_of(selection[0])
         if r is not None:
@@ -114,11 +117,11 @@ with right:
                                "multimem", source="map", key="map_preview")
     if selection:
         st.metric("Selected", f"{len(selection):,}")
-        st.button(f"Flag all {len(selection):,} as noisy", icon="🚩", key="map_flag_all", type="primary",
+        st.button(f"Flag all {len(selection):,} as noisy", icon=":material/flag:", key="map_flag_all", type="primary",
                   on_click=common.flag_ids, args=(data, list(selection), "noisy"), kwargs={"source": "map"},
                   width="stretch")
-        st.page_link("pages/review_export.py", label="Export the selection", icon="📤")
-        if st.button("Show it on Samples", icon="🗂️", key="map_to_samples", width="stretch"):
+        st.page_link("pages/review_export.py", label="Export the selection", icon=":material/ios_share:")
+        if st.button("Show it on Samples", icon=":material/grid_view:", key="map_to_samples", width="stretch"):
             st.session_state["samples_only_sel"] = True
             st.switch_page("pages/samples.py")
 

@@ -12,13 +12,16 @@ from multimem_core import diagnose
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 PAPER_ORDER = {"contrib__text": 0, "contrib__video": 1, "contrib__image": 2, "contrib__audio": 3}
-SCORE_AXIS = "score (raw difference of cosine similarities)"
+SCORE_UNIT = "cosine-similarity units"
 
 
-def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 340) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, font=dict(size=15)), height=height,
-                      margin=dict(l=10, r=10, t=44, b=10), xaxis_title=x, yaxis_title=y,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 380, subtitle: str = "") -> go.Figure:
+    """One look for every chart: title (and subtitle) top-left, legend at the right outside the plot."""
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=15),
+                                 subtitle=dict(text=subtitle, font=dict(size=12, color="#666"))),
+                      height=height, margin=dict(l=10, r=10, t=64 if subtitle else 48, b=10),
+                      xaxis_title=x, yaxis_title=y,
+                      legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top", font=dict(size=12)),
                       template="plotly_white", barmode="overlay", bargap=0.02)
     return fig
 
@@ -37,11 +40,10 @@ def summaries(path: str, stamp: tuple) -> dict:
             sel = t["role"] == role
             if sel.any():
                 groups[common.role_label(role)] = t.loc[sel, "multimem"].to_numpy()
-        out["by_role"] = ("MultiMem by set (the paper's Figure 1)", "MultiMem", groups)
+        out["by_role"] = ("MultiMem by set", "the paper's Figure 1: S_C high, S_I low, S_S near 0", "MultiMem", groups)
     else:
-        out["by_role"] = ("CMC under the models that saw each sample vs the model that did not",
-                          "CMC", {"in: models that saw it": t["cmc_in"].to_numpy(),
-                                  "out: model that did not": t["cmc_out"].to_numpy()})
+        out["by_role"] = ("CMC in vs out", "in: the models that trained on a sample; out: the one that did not",
+                          "CMC", {"in": t["cmc_in"].to_numpy(), "out": t["cmc_out"].to_numpy()})
     kinds = {}
     if data.has_injected:
         for kind, part in t.groupby(t["injected"].replace("", "clean")):
@@ -64,7 +66,7 @@ def summaries(path: str, stamp: tuple) -> dict:
     return out
 
 
-def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str) -> go.Figure:
+def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str, subtitle: str = "") -> go.Figure:
     finite = [v[np.isfinite(v)] for v in groups.values() if len(v)]
     allv = np.concatenate(finite) if finite else np.array([0.0])
     lo, hi = np.percentile(allv, [0.2, 99.8]) if len(allv) else (0, 1)
@@ -74,10 +76,10 @@ def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str) -> go.F
     for i, (name, values) in enumerate(groups.items()):
         centres, counts = diagnose.histogram(values, bins=60, range_=(lo, hi))
         mean = float(np.nanmean(values)) if len(values) else float("nan")
-        fig.add_bar(x=centres, y=counts, name=f"{name} (n={len(values):,}, mean {mean:+.3f})",
+        fig.add_bar(x=centres, y=counts, name=f"{name}<br><sup>n={len(values):,}, mean {mean:+.3f}</sup>",
                     marker_color=PALETTE[i % len(PALETTE)], opacity=0.6,
                     hovertemplate="%{x:.3f}: %{y:,} samples<extra>" + name + "</extra>")
-    return layout(fig, title, f"{xlabel}: {SCORE_AXIS}", "samples")
+    return layout(fig, title, f"{xlabel} ({SCORE_UNIT})", "samples", subtitle=subtitle)
 
 
 data = common.current_run()
@@ -86,7 +88,7 @@ ds = cfg.get("dataset") or {}
 st.title(f"Overview · {data.name}")
 st.caption(f"Dataset **{common.plain(ds.get('name') or cfg.get('manifest', {}).get('path', '?'))}** · "
            f"protocol **{data.protocol}**" + (f" with {cfg.get('folds')} folds" if data.protocol == "crossfit" else "")
-           + f" · modalities **{', '.join(data.modalities)}** · `{common.plain(str(data.run.path))}`")
+           + f" · modalities **{', '.join(data.modalities)}** · {common.code(data.run.path)}")
 
 t = data.table
 n_scored = int(t["scored"].sum())
@@ -102,18 +104,19 @@ c[5].metric("Flagged noisy", f"{sum(1 for v in labels.values() if v == 'noisy'):
 
 if n_scored == 0:
     st.info("This run has no scores yet. When the engine finishes scoring, this page fills in by itself on "
-            "the next reload.", icon="⏳")
+            "the next reload.", icon=":material/hourglass_empty:")
     st.stop()
 
 s = summaries(str(data.run.path), data.stamp)
 
 left, right = st.columns(2, gap="large")
 with left:
-    title, xlabel, groups = s["by_role"]
-    st.plotly_chart(overlay_hist(groups, title, xlabel), width="stretch", key="hist_role")
+    title, subtitle, xlabel, groups = s["by_role"]
+    st.plotly_chart(overlay_hist(groups, title, xlabel, subtitle), width="stretch", key="hist_role")
 with right:
     st.plotly_chart(overlay_hist(s["by_kind"], "MultiMem by injected kind" if data.has_injected else
-                                 "MultiMem of all scored samples", "MultiMem"), width="stretch",
+                                 "MultiMem of all scored samples", "MultiMem",
+                                 "memorization = CMC in − CMC out; higher = more memorized"), width="stretch",
                     key="hist_kind")
 
 left, right = st.columns(2, gap="large")
@@ -123,8 +126,9 @@ with left:
                            error_x=dict(type="data", array=contrib["sem"]), marker_color=PALETTE[0],
                            hovertemplate="%{y}: %{x:+.4f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    st.plotly_chart(layout(fig, "Which modality drives memorization (mean contribution ± s.e.)",
-                           "drop in MultiMem when the modality is left out", ""), width="stretch",
+    st.plotly_chart(layout(fig, "Which modality drives memorization",
+                           "drop in MultiMem when the modality is left out", "", height=380,
+                           subtitle="mean contribution per modality ± standard error"), width="stretch",
                     key="contrib")
     order = " > ".join(contrib["modality"])
     st.caption(f"This run: **{order}**. The paper found text > video > image > audio.")
@@ -134,7 +138,8 @@ with right:
                                       ([("injected only", s["pairs_inj"])] if "pairs_inj" in s else [])):
         fig.add_bar(x=frame["name"], y=frame["mean"], error_y=dict(type="data", array=frame["sem"]), name=name,
                     marker_color=PALETTE[i + 2], hovertemplate="%{x}: %{y:+.4f}<extra>" + name + "</extra>")
-    fig = layout(fig, "Pairwise vs all-modality MultiMem (mean ± s.e.)", "modalities scored", "mean MultiMem")
+    fig = layout(fig, "Pairwise vs all-modality MultiMem", "modalities scored", "mean MultiMem", height=380,
+                 subtitle="mean ± standard error; the paper: all modalities together score highest")
     fig.update_layout(barmode="group")
     st.plotly_chart(fig, width="stretch", key="pairs")
 
@@ -142,14 +147,16 @@ if "auroc" in s:
     st.subheader("How well each score finds the injected misalignments")
     left, right = st.columns([2, 3], gap="large")
     with left:
-        st.dataframe(s["auroc"][["name", "auroc", "injected", "clean"]], hide_index=True, width="stretch",
+        auroc = s["auroc"]
+        st.dataframe(auroc.assign(bar=auroc["auroc"])[["name", "auroc", "bar"]], hide_index=True, width="stretch",
+                     height=38 + 35 * len(auroc),
                      column_config={
                          "name": st.column_config.TextColumn("score"),
-                         "auroc": st.column_config.ProgressColumn("AUROC", min_value=0.0, max_value=1.0, format="%.3f"),
-                         "injected": st.column_config.NumberColumn("injected", format="%d"),
-                         "clean": st.column_config.NumberColumn("clean", format="%d")})
-        st.caption("AUROC: the chance that a random injected sample scores as more suspicious than a random clean "
-                   "one (0.5 = chance). Cosine and CMC count low values as suspicious.")
+                         "auroc": st.column_config.NumberColumn("AUROC", format="%.3f"),
+                         "bar": st.column_config.ProgressColumn(" ", min_value=0.0, max_value=1.0, format=" ")})
+        st.caption(f"AUROC over {int(auroc['injected'].iloc[0]):,} injected and {int(auroc['clean'].iloc[0]):,} "
+                   "clean scored samples: the chance that a random injected sample looks more suspicious than a "
+                   "random clean one (0.5 = chance). Cosine and CMC count low values as suspicious.")
     with right:
         fig = go.Figure()
         for i, (col, part) in enumerate(s["pak"].groupby("score", sort=False)):
@@ -158,9 +165,12 @@ if "auroc" in s:
                             hovertemplate="top %{x:,}: %{y:.1%}<extra>" + diagnose.score_label(col) + "</extra>")
         fig.add_hline(y=s["base_rate"], line_dash="dot", line_color="grey",
                       annotation_text=f"base rate {s['base_rate']:.1%}", annotation_position="bottom right")
-        fig = layout(fig, "Precision at k: share of injected samples among the k most suspicious",
-                     "k (samples removed, most suspicious first)", "precision")
+        fig = layout(fig, "Precision at k", "k (samples removed, most suspicious first)", "precision",
+                     height=440, subtitle="share of injected samples among the k most suspicious by each score")
         fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+        # small k is where a cleaning budget lives: a log axis shows it; the legend sits in the empty corner
+        fig.update_xaxes(type="log")
+        fig.update_layout(legend=dict(x=0.99, xanchor="right", y=0.98, yanchor="top", bgcolor="rgba(255,255,255,0.85)"))
         st.plotly_chart(fig, width="stretch", key="pak")
 else:
     st.caption("No injected misalignments are known for this dataset, so AUROC and precision-at-k are not shown "

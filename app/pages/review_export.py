@@ -39,7 +39,7 @@ with tab_now:
                      column_config={"sample_id": "sample", "created_at": "time (UTC)"})
     else:
         st.info("No flags yet. Flag samples on the Samples, Sample detail or Map pages; they appear here.",
-                icon="🚩")
+                icon=":material/flag:")
 with tab_all:
     if len(history):
         st.dataframe(history, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(history)),
@@ -67,7 +67,7 @@ with tab_all:
 # --- export ------------------------------------------------------------------------------------------------------
 st.subheader("Export a cleaned dataset")
 info = data.config.get("manifest") or {}
-st.caption(f"Input manifest: `{common.plain(info.get('path', 'unknown'))}` ({info.get('format', '?')}). The "
+st.caption(f"Input manifest: {common.code(info.get('path', 'unknown'))} ({info.get('format', '?')}). The "
            "cleaned manifest keeps its format and column names, so your trainer reads it as before. "
            "The same export on the command line: `multimem export RUN --out FILE --drop flagged|top:N|above:T`.")
 selection = st.session_state.get(common.SELECTION) or []
@@ -113,10 +113,10 @@ result = st.session_state.get("export_result")
 if result:
     export, out, described = result
     st.success(f"Dropped **{len(export.dropped):,}** of {export.total:,} samples ({common.plain(described)}); "
-               f"kept {export.kept:,}. Written to `{common.plain(out)}`.", icon="✅")
+               f"kept {export.kept:,}. Written to {common.code(out)}.", icon=":material/check_circle:")
     d1, d2 = st.columns([1, 3])
     d1.download_button("Download", export.data, file_name=out.rsplit("/", 1)[-1], key="export_download",
-                       icon="⬇️", width="stretch")
+                       icon=":material/download:", width="stretch")
     if export.dropped:
         with d2.expander(f"Dropped ids ({len(export.dropped):,})"):
             st.dataframe(pd.DataFrame({"id": export.dropped[:10_000]}), hide_index=True, width="stretch")

@@ -31,18 +31,19 @@ def filtered_rows(data: common.RunData, labels: dict[str, str]) -> tuple[np.ndar
     """Filter widgets -> the matching table rows in display order, and the chosen sort score."""
     t = data.table
     options = common.score_options(data)
-    c1, c2, c3, c4 = st.columns([2, 1, 2, 2])
+    c1, c2, c3, c4 = st.columns([2, 1.3, 2, 2])
     sort_col = c1.selectbox("Sort by", options, index=options.index("multimem") if "multimem" in options else 0,
                             format_func=diagnose.score_label, key="samples_sort")
-    default_asc = sort_col in diagnose.LOWER_IS_WORSE  # most suspicious first either way
-    ascending = c2.toggle("Ascending", value=default_asc, key=f"samples_asc_{sort_col}",
-                          help="Off: highest first. Cosine and CMC start ascending (low = suspicious).")
+    # most suspicious first by default: highest for memorization scores, lowest for cosine and CMC
+    orders = ["lowest first", "highest first"] if sort_col in diagnose.LOWER_IS_WORSE else ["highest first",
+                                                                                            "lowest first"]
+    ascending = c2.selectbox("Order", orders, key=f"samples_order_{sort_col}") == "lowest first"
     roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == "H", r))
     role_pick = c3.multiselect("Role", roles, format_func=common.role_label, key="samples_roles",
                                placeholder="all roles")
     query = c4.text_input("Caption contains", key="samples_query", placeholder="search captions")
 
-    c1, c2, c3, c4 = st.columns([2, 1, 2, 2])
+    c1, c2, c3, c4 = st.columns([2, 1.3, 2, 2])
     filter_col = c1.selectbox("Score filter", options, index=options.index(sort_col),
                               format_func=diagnose.score_label, key="samples_filter_col",
                               help="Any score, e.g. one modality pair")
@@ -87,7 +88,7 @@ st.title("Samples")
 st.caption("Most memorized first. Flag a noisy pair with one click; every click is saved at once to "
            "`review.sqlite`.")
 if not data.score_cols:
-    st.info("This run has no scores yet, so samples are listed in manifest order.", icon="⏳")
+    st.info("This run has no scores yet, so samples are listed in manifest order.", icon=":material/hourglass_empty:")
 labels = common.store(data).labels()
 if data.score_cols:
     rows, sort_col = filtered_rows(data, labels)
@@ -96,7 +97,7 @@ else:
 
 if len(rows) == 0:
     st.info("No sample matches these filters. Widen the score range, clear the caption search or pick "
-            "another flag state.", icon="🔍")
+            "another flag state.", icon=":material/search_off:")
     st.stop()
 page = data.table.iloc[rows[common.paged(len(rows), key="samples")]]
 common.card_grid(data, page, labels=labels, score=sort_col, source="samples", key="grid")
