@@ -100,6 +100,18 @@ class RunData:
         return None if hit is None else int(hit)
 
 
+def protocol_name(config: dict) -> str:
+    """config["protocol"] is the engine's ProtocolConfig ({"name": ..., "folds": ...}) or a bare name."""
+    p = config.get("protocol", "crossfit")
+    return str(p.get("name", "crossfit")) if isinstance(p, dict) else str(p)
+
+
+def protocol_folds(config: dict) -> int | None:
+    p = config.get("protocol")
+    folds = p.get("folds") if isinstance(p, dict) else config.get("folds")
+    return int(folds) if folds else None
+
+
 @st.cache_resource(max_entries=3, show_spinner="Loading the run…")
 def _load(path: str, stamp: tuple) -> RunData:
     run = RunDir(path)
@@ -121,7 +133,7 @@ def _load(path: str, stamp: tuple) -> RunData:
     table["injected"] = table["injected"].fillna("").astype(str)
     text = table["text"].fillna("").astype(str).str.lower() if "text" in table.columns else pd.Series([""] * len(table))
     return RunData(run=run, stamp=stamp, config=config, modalities=list(config["modalities"]),
-                   protocol=str(config.get("protocol", "crossfit")), table=table, score_cols=score_cols,
+                   protocol=protocol_name(config), table=table, score_cols=score_cols,
                    score_row=score_row, errors=run.errors(), has_injected=bool((table["injected"] != "").any()),
                    search_text=text, position=dict(zip(table["id"], range(len(table)))))
 

@@ -359,8 +359,9 @@ def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, str]:
         keep = np.array([i not in drop_rows for i in range(len(original))])
         return original[keep].reset_index(drop=True), str(path)
     source_columns = info.get("source_columns") or {}
-    cols = [c for c in ["id", "text", "image", "audio", "video", "label", "injected"] if c in samples.columns
-            and (c in source_columns or not source_columns)]
+    # the original names in the order the engine recorded them (the file's own order is gone with it)
+    standard = list(source_columns) or ["id", "image", "text", "audio", "video", "label", "injected"]
+    cols = [c for c in standard if c in samples.columns]
     table = samples.loc[~samples["id"].isin(drop), cols].rename(columns=source_columns)
     return table.reset_index(drop=True), str(run.samples_path)
 

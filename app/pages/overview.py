@@ -73,13 +73,18 @@ def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str, subtitl
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     fig = go.Figure()
+    bins = int(np.clip(len(allv) // 8, 10, 60))
     for i, (name, values) in enumerate(groups.items()):
-        centres, counts = diagnose.histogram(values, bins=60, range_=(lo, hi))
+        centres, counts = diagnose.histogram(values, bins=bins, range_=(lo, hi))
         mean = float(np.nanmean(values)) if len(values) else float("nan")
-        fig.add_bar(x=centres, y=counts, name=f"{name}<br><sup>n={len(values):,}, mean {mean:+.3f}</sup>",
-                    marker_color=PALETTE[i % len(PALETTE)], opacity=0.6,
-                    hovertemplate="%{x:.3f}: %{y:,} samples<extra>" + name + "</extra>")
-    return layout(fig, title, f"{xlabel} ({SCORE_UNIT})", "samples", subtitle=subtitle)
+        # shares, not counts: a group of 40 injected samples stays visible next to 90,000 clean ones
+        share = counts / max(1, counts.sum())
+        fig.add_bar(x=centres, y=share, name=f"{name}<br><sup>n={len(values):,}, mean {mean:+.3f}</sup>",
+                    marker_color=PALETTE[i % len(PALETTE)], opacity=0.6, customdata=counts,
+                    hovertemplate="%{x:.3f}: %{customdata:,} samples (%{y:.1%})<extra>" + name + "</extra>")
+    fig = layout(fig, title, f"{xlabel} ({SCORE_UNIT})", "share of the group's samples", subtitle=subtitle)
+    fig.update_yaxes(tickformat=".0%")
+    return fig
 
 
 data = common.current_run()
@@ -87,7 +92,8 @@ cfg = data.config
 ds = cfg.get("dataset") or {}
 st.title(f"Overview · {data.name}")
 st.caption(f"Dataset **{common.plain(ds.get('name') or cfg.get('manifest', {}).get('path', '?'))}** · "
-           f"protocol **{data.protocol}**" + (f" with {cfg.get('folds')} folds" if data.protocol == "crossfit" else "")
+           f"protocol **{data.protocol}**" + (f" with {common.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
+                                             else "")
            + f" · modalities **{', '.join(data.modalities)}** · {common.code(data.run.path)}")
 
 t = data.table
