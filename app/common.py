@@ -180,9 +180,13 @@ def sidebar() -> None:
         st.session_state["run_path"] = choice
     else:
         st.session_state.pop("run_path", None)
+    # The name lives in a plain session key; the widget gets its own key, refilled every run. (Streamlit
+    # forgets a widget's state on pages that do not draw it, and the name must survive page switches.)
     if REVIEWER not in st.session_state:
         st.session_state[REVIEWER] = default_reviewer()
-    st.sidebar.text_input("Reviewer", key=REVIEWER, help="Your name, stored with every flag you set.")
+    st.session_state["_reviewer_field"] = st.session_state[REVIEWER]
+    st.sidebar.text_input("Reviewer", key="_reviewer_field", help="Your name, stored with every flag you set.",
+                          on_change=lambda: st.session_state.update({REVIEWER: st.session_state["_reviewer_field"]}))
     selected = st.session_state.get(SELECTION) or []
     if selected:
         st.sidebar.caption(f"Map selection: **{len(selected):,}** samples")

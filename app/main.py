@@ -36,6 +36,6 @@ PAGES: dict[str, list] = {
 }
 
 page = st.navigation(PAGES)
-common.sidebar()
+common.sidebar()  # run picker and reviewer, on every page
 common.show_toast()
 page.run()

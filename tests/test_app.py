@@ -1,0 +1,220 @@
+"""The dashboard, headless (streamlit.testing AppTest), on a real run made by the engine in this session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import common
+from app.media import MediaPathError, safe_media_path
+from multimem_core.review import ReviewStore
+from multimem_core.run import RunDir
+
+MAIN = Path(__file__).resolve().parent.parent / "app" / "main.py"
+PAGES = ["pages/overview.py", "pages/samples.py", "pages/detail.py", "pages/map.py", "pages/review_export.py"]
+
+
+@pytest.fixture
+def run(engine_run, tmp_path) -> RunDir:
+    """A private copy of the engine's run (flags and exports must not leak between tests)."""
+    dst = tmp_path / "run"
+    shutil.copytree(RunDir(engine_run.path if hasattr(engine_run, "path") else engine_run).path, dst,
+                    ignore=shutil.ignore_patterns("models", "cache", "review.sqlite*", "exports"))
+    return RunDir(dst)
+
+
+def start(path: Path, monkeypatch, page: str | None = None) -> AppTest:
+    monkeypatch.setenv(common.ENV_RUN, str(path))
+    at = AppTest.from_file(str(MAIN), default_timeout=90)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def card_ids(at: AppTest, key: str = "grid") -> list[str]:
+    prefix = f"{key}_noisy_"
+    return [b.key[len(prefix):] for b in at.button if b.key and b.key.startswith(prefix)]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(run, monkeypatch, page):
+    at = start(run.path, monkeypatch, page)
+    assert at.title, f"{page} shows no title"
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_overview_shows_counts_plots_and_auroc(run, monkeypatch):
+    at = start(run.path, monkeypatch)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Samples"] == f"{len(run.samples()):,}"
+    assert metrics["Scored"] == f"{len(run.scores()):,}"
+    assert len(at.get("plotly_chart")) >= 5  # histograms, contributions, pairs, precision at k
+    auroc = at.dataframe[0].value
+    assert "multimem" not in auroc.columns and set(auroc["name"]) >= {"MultiMem", "baseline: cosine"}
+    assert auroc["auroc"].between(0, 1).all()
+
+
+def test_samples_grid_is_sorted_by_the_chosen_score(run, monkeypatch):
+    at = start(run.path, monkeypatch, "pages/samples.py")
+    scores = run.scores().set_index("id")
+    ids = card_ids(at)
+    assert len(ids) == 12
+    values = scores.loc[ids, "multimem"].to_numpy()
+    assert np.all(np.diff(values) <= 0) and values[0] == scores["multimem"].max()
+
+    at.selectbox(key="samples_sort").set_value("base__cosine").run()  # low cosine = suspicious: ascending
+    ids = card_ids(at)
+    values = scores.loc[ids, "base__cosine"].to_numpy()
+    assert np.all(np.diff(values) >= 0) and values[0] == scores["base__cosine"].min()
+
+    at.selectbox(key="samples_order_base__cosine").set_value("highest first").run()
+    values = scores.loc[card_ids(at), "base__cosine"].to_numpy()
+    assert np.all(np.diff(values) <= 0)
+
+
+def test_samples_filters_and_paging(run, monkeypatch):
+    at = start(run.path, monkeypatch, "pages/samples.py")
+    samples = run.samples()
+    at.multiselect(key="samples_roles").set_value(["H"]).run()
+    assert set(samples.set_index("id").loc[card_ids(at), "role"]) == {"H"}
+    at.multiselect(key="samples_roles").set_value([]).run()
+    word = samples["text"].iloc[0].split()[1]
+    at.text_input(key="samples_query").input(word).run()
+    shown = card_ids(at)
+    assert shown and all(word.lower() in t.lower() for t in samples.set_index("id").loc[shown, "text"])
+    at.text_input(key="samples_query").input("no caption says this").run()
+    assert not card_ids(at) and "No sample matches" in at.info[0].value
+    at.text_input(key="samples_query").input("").run()
+    first = card_ids(at)
+    at.number_input(key="samples_page").set_value(2).run()
+    assert card_ids(at) and not set(card_ids(at)) & set(first)
+
+
+def test_flag_click_writes_a_row_and_export_drops_exactly_the_flagged(run, monkeypatch):
+    at = start(run.path, monkeypatch, "pages/samples.py")
+    # (AppTest drops the entry script's sidebar after switch_page, so set the reviewer field's state directly)
+    at.session_state[common.REVIEWER] = "tester"
+    ids = card_ids(at)
+    at.button(key=f"grid_noisy_{ids[0]}").click().run()
+    at.button(key=f"grid_noisy_{ids[2]}").click().run()
+    at.button(key=f"grid_ok_{ids[1]}").click().run()
+    hist = ReviewStore.for_run(run).history()
+    assert len(hist) == 3 and set(hist["reviewer"]) == {"tester"} and set(hist["source"]) == {"samples"}
+    flagged = {ids[0], ids[2]}
+    assert set(ReviewStore.for_run(run).flagged_ids()) == flagged
+
+    at.switch_page("pages/review_export.py").run()
+    assert not at.exception
+    assert at.radio(key="export_rule").value == "flagged"
+    at.button(key="export_build").click().run()
+    assert not at.exception and not at.error
+    out = sorted((run.path / "exports").glob("cleaned_manifest_flagged_*.csv"))
+    assert len(out) == 1
+    cleaned = pd.read_csv(out[0], dtype=str, keep_default_na=False)
+    original = pd.read_csv(run.config()["manifest"]["path"], dtype=str, keep_default_na=False)
+    assert list(cleaned.columns) == list(original.columns)
+    assert set(cleaned["id"]) == set(original["id"]) - flagged and len(cleaned) == len(original) - 2
+
+
+def test_undo_on_review_page(run, monkeypatch):
+    store = ReviewStore.for_run(run)
+    sid = run.samples()["id"].iloc[3]
+    store.flag(sid, "noisy", reviewer="ann")
+    at = start(run.path, monkeypatch, "pages/review_export.py")
+    seq = int(store.history()["seq"].iloc[0])
+    at.selectbox(key="undo_choice").set_value(seq)
+    at.button(key="undo_button").click().run()
+    assert not at.exception
+    assert sid not in store.labels() and len(store.history()) == 2
+
+
+def test_detail_page_explains_and_flags_with_reason(run, monkeypatch):
+    scores = run.scores()
+    sid = scores.sort_values("multimem")["id"].iloc[-1]
+    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    at = AppTest.from_file(str(MAIN), default_timeout=90)
+    at.run()
+    at.switch_page("pages/detail.py")
+    at.query_params["id"] = sid
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key=f"detail_id_input_{sid}").value == sid
+    sentence = at.info[0].value
+    assert "never trained on it" in sentence and any(m in sentence for m in run.modalities)
+    assert len(at.get("plotly_chart")) >= 3  # two heatmaps and the contributions
+    assert len(at.tabs) == len(run.modalities)  # neighbours from each modality
+    at.radio(key=f"detail_label_{sid}").set_value("unsure")
+    at.text_input(key=f"detail_reason_{sid}").input("colour in caption looks off")
+    next(b for b in at.button if b.label == "Save").click().run()
+    cur = ReviewStore.for_run(run).current()
+    assert cur[["sample_id", "label", "reason"]].values.tolist() == [[sid, "unsure", "colour in caption looks off"]]
+
+
+def test_map_selection_shows_a_grid_and_flags_the_whole_selection(run, monkeypatch):
+    at = start(run.path, monkeypatch, "pages/map.py")
+    assert "Nothing selected" in at.info[0].value
+    chosen = run.scores().sort_values("multimem", ascending=False)["id"].head(15).tolist()
+    at.session_state[common.SELECTION] = chosen
+    at.run()
+    assert not at.exception
+    assert card_ids(at, "mapgrid") == chosen[:12]  # most memorized first
+    at.button(key="map_flag_all").click().run()
+    assert set(ReviewStore.for_run(run).flagged_ids()) == set(chosen)
+
+
+def test_folder_of_runs_offers_a_picker(run, monkeypatch, tmp_path):
+    other = tmp_path / "second"
+    shutil.copytree(run.path, other)
+    at = start(tmp_path, monkeypatch)
+    picker = at.sidebar.selectbox(key="run_picker")
+    assert {Path(p).name for p in picker.options} == {"run", "second"}
+
+
+def test_no_run_says_what_to_do(monkeypatch, tmp_path):
+    at = start(tmp_path, monkeypatch)
+    assert "multimem demo" in at.info[0].value
+
+
+def test_hostile_paths_and_captions_stay_inert(run, monkeypatch, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for the browser")
+    samples = run.samples()
+    sid = samples["id"].iloc[0]
+    hostile = "<img src=x onerror=alert(1)> **bold** [link](http://example.org)"
+    samples.loc[0, "image"] = "../" * 12 + str(secret).lstrip("/")
+    samples.loc[0, "text"] = hostile
+    run.write_samples(samples)
+    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    at = AppTest.from_file(str(MAIN), default_timeout=90)
+    at.run()
+    at.switch_page("pages/detail.py")
+    at.query_params["id"] = sid
+    at.run()
+    assert not at.exception
+    assert any("points outside the dataset folder" in e.value for e in at.error)
+    assert hostile in [t.value for t in at.text]  # shown verbatim, as text
+    assert not any("<img" in m.value for m in at.markdown)
+
+
+def test_safe_media_path(tmp_path):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.png").write_bytes(b"x")
+    (tmp_path / "outside.png").write_bytes(b"x")
+    (root / "link.png").symlink_to(tmp_path / "outside.png")
+    assert safe_media_path(root, "a/x.png") == (root / "a" / "x.png").resolve()
+    assert safe_media_path(root, str(root / "a" / "x.png")).name == "x.png"  # absolute inside: fine
+    for bad in ("../outside.png", str(tmp_path / "outside.png"), "link.png", "a/../../outside.png"):
+        with pytest.raises(MediaPathError, match="outside the dataset folder"):
+            safe_media_path(root, bad)
+    with pytest.raises(MediaPathError, match="does not exist"):
+        safe_media_path(root, "a/missing.png")
+    with pytest.raises(MediaPathError, match="no file"):
+        safe_media_path(root, "")
