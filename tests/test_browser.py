@@ -1,0 +1,179 @@
+"""The dashboard in a real browser: `multimem app` + Debian's Chromium driven by Playwright.
+
+Opens every page, flags a sample on Samples, checks review.sqlite, exports (page and CLI), and saves a
+1400×2000 screenshot of every page into $MULTIMEM_SCREENSHOTS (default test-artifacts/screenshots/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from multimem_core.run import RunDir
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = Path(os.environ.get("MULTIMEM_SCREENSHOTS", ROOT / "test-artifacts" / "screenshots"))
+PAGES = {"overview": "", "samples": "samples", "detail": "detail", "map": "map", "review_export": "review_export"}
+
+if not CHROMIUM.exists():
+    pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)",
+                allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no `playwright install`)")
+
+
+@pytest.fixture(scope="module")
+def browser_run(engine_run, tmp_path_factory) -> RunDir:
+    dst = tmp_path_factory.mktemp("browser") / "run"
+    shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("models", "cache", "review.sqlite*", "exports"))
+    return RunDir(dst)
+
+
+@pytest.fixture(scope="module")
+def server(browser_run, tmp_path_factory):
+    """`multimem app RUN --port 0-ish`: the address it prints, once the server answers."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("log") / "app.log"
+    with open(log, "w") as fh:
+        # own process group: the CLI starts streamlit as a child, and both must go at the end
+        proc = subprocess.Popen([sys.executable, "-m", "multimem_core.cli", "app", str(browser_run.path),
+                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = None
+        for _ in range(240):
+            text = log.read_text()
+            if url is None and "open http://" in text:
+                url = text.split("open ", 1)[1].split()[0].replace("localhost", "127.0.0.1")
+            if url:
+                try:
+                    urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                    break
+                except OSError:
+                    pass
+            if proc.poll() is not None:
+                pytest.fail(f"multimem app exited early:\n{log.read_text()}")
+            time.sleep(0.25)
+        else:
+            pytest.fail(f"multimem app did not answer within 60 s:\n{log.read_text()}")
+        assert url == f"http://127.0.0.1:{port}", text
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        # Streamlit scrolls inside its own container: a tall viewport instead of full_page screenshots
+        pg = browser.new_page(viewport={"width": 1400, "height": 2000})
+        yield pg
+        browser.close()
+
+
+def settle(pg, *, timeout: float = 60) -> None:
+    """Wait until the script run is over and the page stopped changing."""
+    pg.wait_for_selector("[data-testid='stApp']", timeout=timeout * 1000)
+    pg.wait_for_selector("h1", timeout=timeout * 1000)
+    end, quiet = time.time() + timeout, 0
+    while time.time() < end and quiet < 3:
+        running = pg.locator("[data-testid='stStatusWidget']").count() > 0
+        quiet = 0 if running else quiet + 1
+        time.sleep(0.3)
+    time.sleep(0.8)  # images, plots and media elements paint after the run ends
+
+
+def open_page(pg, url: str, path: str) -> None:
+    pg.goto(f"{url}/{path}")
+    settle(pg)
+    exceptions = pg.locator("[data-testid='stException']")
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+def shot(pg, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_every_page_renders_in_chromium(page, server):
+    for name, path in PAGES.items():
+        open_page(page, server, path)
+        assert page.locator("h1").first.inner_text().strip(), f"{name}: no title"
+        shot(page, name)
+    open_page(page, server, "")
+    assert page.locator(".js-plotly-plot").count() >= 4, "Overview shows its charts"
+
+
+def test_samples_plays_media_flags_and_exports(page, server, browser_run, tmp_path):
+    open_page(page, server, "samples")
+    # a 4-modality run: every card has a playable audio and video element
+    assert page.locator("audio").count() >= 4 and page.locator("video").count() >= 4
+    page.wait_for_function("() => [...document.querySelectorAll('video')].some(v => v.readyState >= 1 && v.duration > 0)",
+                           timeout=20_000)
+    page.wait_for_function("() => [...document.querySelectorAll('audio')].some(a => a.readyState >= 1 && a.duration > 0)",
+                           timeout=20_000)
+    assert page.locator("img").count() >= 4
+
+    db = browser_run.review_path
+    page.locator("button:has-text('Noisy')").first.click()
+    deadline = time.time() + 20
+    rows = []
+    while time.time() < deadline and not rows:
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                rows = conn.execute("SELECT sample_id, label, source FROM decisions").fetchall()
+        time.sleep(0.3)
+    assert len(rows) == 1 and rows[0][1:] == ("noisy", "samples"), rows
+    flagged = rows[0][0]
+    settle(page)
+    shot(page, "samples_flagged")
+
+    # the CLI export leaves exactly that id out
+    out = tmp_path / "clean.csv"
+    res = subprocess.run([sys.executable, "-m", "multimem_core.cli", "export", str(browser_run.path), "--out",
+                          str(out), "--drop", "flagged"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    ids = set(pd.read_csv(out, dtype=str)["id"])
+    all_ids = set(browser_run.samples()["id"].astype(str))
+    assert flagged not in ids and ids == all_ids - {flagged}
+
+    # and the page's export does the same
+    open_page(page, server, "review_export")
+    page.locator("button:has-text('Build export')").click()
+    page.wait_for_selector("text=Written to", timeout=30_000)
+    settle(page)
+    shot(page, "review_export_done")
+    written = sorted((browser_run.path / "exports").glob("cleaned_manifest_flagged_*.csv"))
+    assert written and set(pd.read_csv(written[-1], dtype=str)["id"]) == all_ids - {flagged}
+
+
+def test_detail_page_for_the_most_memorized(page, server, browser_run):
+    sid = browser_run.scores().sort_values("multimem")["id"].iloc[-1]
+    open_page(page, server, f"detail?id={sid}")
+    assert page.locator("text=never trained on it").count() >= 1
+    assert page.locator(".js-plotly-plot").count() >= 2
+    shot(page, "detail_top")
