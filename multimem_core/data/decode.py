@@ -16,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,6 +76,30 @@ def decode_manifest(
 ) -> Decoded:
     """Decode every row of `manifest` in `modalities` to `spec`'s shapes under `cache_dir`, or reload
     the cache when an earlier call had the same key. Failed samples are recorded, not fatal."""
+
+    def samples(mods: list[str]) -> Iterator[Sample]:
+        load = _row_loader(manifest, mods, spec)
+        return _map(lambda rec: (rec, *load(rec)), manifest.table.to_dict("records"), workers)
+
+    return decode_samples(manifest, modalities, spec, cache_dir, samples, progress=progress)
+
+
+Sample = tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]  # (record, values, error records)
+
+
+def decode_samples(
+    manifest: Manifest,
+    modalities: Sequence[str],
+    spec: MediaSpec,
+    cache_dir: str | Path,
+    samples: Callable[[list[str]], Iterable[Sample]],
+    *,
+    progress: bool = True,
+) -> Decoded:
+    """The cache around any way of reading a dataset (manifest files here, WebDataset shards in
+    shards.py): reload it when the key matches, else call `samples(modalities)`, which yields every
+    row of `manifest.table` in table order as (record, values per modality, error records), and store
+    the rows without errors."""
     modalities = list(dict.fromkeys(modalities))
     missing = [m for m in modalities if m not in manifest.modalities]
     if missing:
@@ -89,8 +115,7 @@ def decode_manifest(
         return cached
     meta_path.unlink(missing_ok=True)  # from here on the old arrays are being overwritten
 
-    table = manifest.table
-    n = len(table)
+    n = len(manifest.table)
     shapes = {
         "image": ((3, spec.image_size, spec.image_size), np.uint8),
         "audio": ((spec.audio_samples,), np.float32),
@@ -104,10 +129,8 @@ def decode_manifest(
     kept_rows: list[int] = []
     errors: list[dict[str, Any]] = []
 
-    records = table.to_dict("records")
-    load = _row_loader(manifest, modalities, spec)
     with tqdm(total=n, desc="decode", unit="sample", disable=not progress) as bar:
-        for rec, (values, errs) in zip(records, _map(load, records, workers)):
+        for rec, values, errs in samples(modalities):
             bar.update(1)
             if errs:
                 errors.extend(errs)
@@ -141,10 +164,27 @@ def decode_manifest(
     return Decoded(ids=kept_ids, rows=np.asarray(kept_rows, dtype=np.int64), arrays=arrays, errors=error_frame)
 
 
-def _row_loader(manifest: Manifest, modalities: Sequence[str], spec: MediaSpec):
+def _row_loader(
+    manifest: Manifest,
+    modalities: Sequence[str],
+    spec: MediaSpec,
+    *,
+    open_media: Callable[[dict[str, Any], str], tuple[Path | bytes, str]] | None = None,
+):
     """A function: one manifest record -> (values per modality, error records). Every modality of a
-    row is tried, so the errors table shows all of what is wrong with a sample at once."""
+    row is tried, so the errors table shows all of what is wrong with a sample at once.
+
+    `open_media(record, modality)` gives what a loader reads (a path, or the bytes of a member of a
+    shard) and the name to show in errors; by default the cell is a path under the manifest's root."""
     order = [m for m in MODALITIES if m in modalities]
+
+    def from_path(rec: dict[str, Any], m: str) -> tuple[Path, str]:
+        if not str(rec[m]).strip():
+            raise MediaError(f"no {m} path")
+        src = manifest.media_path(rec[m])
+        return src, str(src)
+
+    open_media = open_media or from_path
 
     def load(rec: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         values: dict[str, Any] = {}
@@ -156,10 +196,7 @@ def _row_loader(manifest: Manifest, modalities: Sequence[str], spec: MediaSpec):
                 if m == "text":
                     values[m] = load_text(cell)
                     continue
-                if not str(cell).strip():
-                    raise MediaError(f"no {m} path")
-                src = manifest.media_path(cell)
-                where = str(src)
+                src, where = open_media(rec, m)
                 if m == "image":
                     values[m] = load_image(src, spec.image_size)
                 elif m == "audio":
@@ -179,22 +216,20 @@ def _error(rec: dict[str, Any], modality: str, path: str, reason: str) -> dict[s
     return {"id": str(rec["id"]), "row": int(rec["row"]), "modality": modality, "path": path, "reason": reason}
 
 
-def _map(fn, items: list, workers: int) -> Iterator:
+def _map(fn, items: Iterable, workers: int) -> Iterator:
     """fn over items in order; with workers > 1 on a thread pool that runs at most a bounded window
-    ahead (so a huge manifest never queues all its decoded samples in memory)."""
+    ahead (so a huge manifest, or a stream of shards, never queues all its samples in memory)."""
     if workers <= 1:
         yield from map(fn, items)
         return
-    window = workers * 8
+    items = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending = [pool.submit(fn, it) for it in items[:window]]
-        nxt = window
-        for i in range(len(items)):
-            yield pending[i].result()
-            pending[i] = None  # drop the finished result
-            if nxt < len(items):
-                pending.append(pool.submit(fn, items[nxt]))
-                nxt += 1
+        pending = deque(pool.submit(fn, it) for it in islice(items, workers * 8))
+        while pending:
+            done = pending.popleft()
+            for it in islice(items, 1):
+                pending.append(pool.submit(fn, it))
+            yield done.result()
 
 
 def _finish_array(partial: np.memmap, cache_dir: Path, name: str, kept: int) -> np.ndarray:
