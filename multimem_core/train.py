@@ -180,16 +180,17 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            epoch_loss += loss.item()
+            loss_value = loss.item()
+            epoch_loss += loss_value
             n_batches += 1
             seen += len(idx) * world
             rate = seen / max(1e-9, time.perf_counter() - t_start)
             bar.update(1)
-            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{float(loss):.3f}", samples_s=f"{rate:.0f}")
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{loss_value:.3f}", samples_s=f"{rate:.0f}")
             if report is not None and rank == 0:
                 left = (total - step - 1) * cfg.batch_size / max(rate, 1e-9)
                 report(stage="train", model=name, epoch=epoch + 1, epochs=cfg.epochs, samples_per_s=round(rate, 1),
-                       eta_s=round(left, 1), loss=round(float(loss), 4))
+                       eta_s=round(left, 1), loss=round(loss_value, 4))
         history.append({"epoch": epoch + 1, "loss": epoch_loss / max(1, n_batches)})
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)

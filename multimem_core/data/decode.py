@@ -257,7 +257,9 @@ def _finish_array(partial: np.memmap, cache_dir: Path, name: str, kept: int) -> 
 
 
 def _open_array(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r")  # read-only memory map: the arrays may exceed RAM
+    # Copy-on-write memory map: the arrays may exceed RAM, nothing writes them back to disk, and torch
+    # can wrap them without warning about read-only memory.
+    return np.load(path, mmap_mode="c")
 
 
 def _load_cache(cache_dir: Path, meta_path: Path, key: str, modalities: Sequence[str]) -> Decoded | None:

@@ -1,0 +1,104 @@
+"""Engine benchmarks, printed as ratios from one run (these machines are noisy: never compare across runs).
+
+(a) training samples/s of our loop (train.train_model: augmentations, LR schedule, checkpoints, progress)
+    against a bare PyTorch loop over the same model, the same prepared tensors and the same batches;
+(b) the share of `multimem demo`'s wall time spent outside training (from the run's timings.json);
+(c) the demo's peak resident memory (the child's ru_maxrss).
+
+    python benchmarks/bench_engine.py                 # (a) only, about a minute
+    python benchmarks/bench_engine.py --demo          # also (b) and (c): runs `multimem demo` once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def bench_training_loop(n: int = 512, epochs: int = 2, modalities=("image", "text", "audio", "video")) -> dict:
+    from multimem_core.data.decode import decode_manifest
+    from multimem_core.data.manifest import read_manifest
+    from multimem_core.data.media import MediaSpec
+    from multimem_core.data.shapes import build_shapes
+    from multimem_core.models.factory import ModelConfig, create_model
+    from multimem_core.train import TrainConfig, contrastive_loss, select, train_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        manifest = read_manifest(build_shapes(tmp / "data", n=n, progress=False))
+        decoded = decode_manifest(manifest, list(modalities), MediaSpec(), tmp / "cache", progress=False)
+        mcfg = ModelConfig(modalities=modalities)
+        torch.manual_seed(0)
+        model = create_model(mcfg)
+        data = model.prepare(decoded.arrays)
+        idx = np.arange(len(decoded.ids))
+        cfg = TrainConfig(epochs=epochs, batch_size=128)
+
+        # ours (warm-up epoch excluded by timing a second call on a fresh directory)
+        t = time.perf_counter()
+        train_model(model, data, idx, cfg, tmp / "ours", progress=False)
+        ours = len(idx) * epochs / (time.perf_counter() - t)
+
+        # bare loop: same model, tensors, batch size and optimiser; no augmentation, no checkpoints
+        torch.manual_seed(0)
+        bare_model = create_model(mcfg)
+        opt = torch.optim.AdamW(bare_model.parameters(), lr=cfg.lr)
+        t = time.perf_counter()
+        for epoch in range(epochs):
+            order = np.random.default_rng(epoch).permutation(idx)
+            for s in range(0, len(order), cfg.batch_size):
+                batch = select(data, order[s:s + cfg.batch_size])
+                loss = contrastive_loss(bare_model(batch), bare_model.logit_scale)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        bare = len(idx) * epochs / (time.perf_counter() - t)
+    return {"ours_samples_per_s": round(ours, 1), "bare_samples_per_s": round(bare, 1),
+            "ratio_ours_over_bare": round(ours / bare, 3)}
+
+
+def bench_demo(args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = ["multimem", "demo", "--dataset", args.dataset, "--out", str(out), "--quiet", *args.demo_args]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        timings = json.loads((out / "timings.json").read_text())
+    train = timings.get("train", 0.0)
+    return {"demo_wall_s": round(wall, 1), "train_s": round(train, 1),
+            "share_outside_training": round(1 - train / wall, 3),
+            "peak_rss_gb": round(peak_kib / 1024**2, 2), "timings": timings}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo", action="store_true", help="also time a full `multimem demo`")
+    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--samples", type=int, default=512, help="samples for the training-loop comparison")
+    p.add_argument("demo_args", nargs="*", help="extra arguments for multimem demo (after --)")
+    args = p.parse_args()
+    loop = bench_training_loop(n=args.samples)
+    print(f"(a) training loop: ours {loop['ours_samples_per_s']} samples/s, bare PyTorch "
+          f"{loop['bare_samples_per_s']} samples/s -> ratio {loop['ratio_ours_over_bare']}")
+    if args.demo:
+        d = bench_demo(args)
+        print(f"(b) multimem demo --dataset {args.dataset}: {d['demo_wall_s']} s wall, training {d['train_s']} s, "
+              f"share outside training {d['share_outside_training']:.1%}")
+        print(f"(c) peak resident memory of the demo: {d['peak_rss_gb']} GB")
+        print("    stages:", ", ".join(f"{k} {v:.1f} s" for k, v in d["timings"].items()))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Shared fixtures: real runs made by the engine on small built-in data (no mocked models)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, augmentations: int = 2, seed: int = 0,
+                      modalities=None, folds: int = 2, protocol: str = "crossfit", projection: bool = True):
+    """A fast ScoreConfig: tiny towers, 16 px images, 4 video frames, short audio."""
+    from multimem_core.augment import AugmentConfig
+    from multimem_core.data.media import MediaSpec
+    from multimem_core.models.factory import ModelConfig
+    from multimem_core.protocol import ProtocolConfig
+    from multimem_core.score import ScoreConfig
+    from multimem_core.train import TrainConfig
+
+    return ScoreConfig(
+        input=str(manifest), out=str(out), modalities=modalities,
+        protocol=ProtocolConfig(protocol, folds=folds, seed=seed),
+        model=ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", image_size=16),
+        train=TrainConfig(epochs=epochs, batch_size=64, seed=seed, augment=AugmentConfig()),
+        media=MediaSpec(image_size=16, video_frames=4, audio_seconds=0.5),
+        augmentations=augmentations, projection=projection, progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def shapes_manifest(tmp_path_factory) -> Path:
+    """A 160-sample, 4-modality shapes dataset with 10 % injected misalignments."""
+    from multimem_core.data.shapes import build_shapes
+
+    return build_shapes(tmp_path_factory.mktemp("shapes") / "data", n=160, inject_rate=0.1, seed=0,
+                        image_size=32, progress=False)
+
+
+@pytest.fixture(scope="session")
+def engine_run(shapes_manifest, tmp_path_factory):
+    """A real, complete 4-modality run directory made by `score_run` (about half a minute)."""
+    from multimem_core.score import score_run
+
+    return score_run(tiny_score_config(shapes_manifest, tmp_path_factory.mktemp("runs") / "engine_run"))

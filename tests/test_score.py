@@ -1,0 +1,119 @@
+"""End to end: a manifest in, a complete run directory out, with the metric doing its job."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimem_core.run import RunDir
+from tests.conftest import tiny_score_config
+
+
+def test_engine_run_is_complete(engine_run: RunDir):
+    cfg = engine_run.config()
+    assert cfg["status"] == "complete"
+    mods = cfg["modalities"]
+    assert mods == ["image", "text", "audio", "video"]
+    samples, scores = engine_run.samples(), engine_run.scores()
+    assert {"id", "role", "text", "image", "audio", "video", "label", "injected"} <= set(samples.columns)
+    # crossfit scores every training sample, and only those
+    train_ids = set(samples.loc[samples.role != "H", "id"])
+    assert set(scores["id"]) == train_ids
+    expected = {"multimem", "cmc_in", "cmc_out", "base__cosine", "base__clipmem", "base__loss"}
+    expected |= {f"contrib__{m}" for m in mods}
+    expected |= {f"pair__{a}__{b}" for i, a in enumerate(mods) for b in mods[i + 1:]}
+    assert expected <= set(scores.columns)
+    assert np.isfinite(scores[sorted(expected)].to_numpy()).all()
+    np.testing.assert_allclose(scores["multimem"], scores["cmc_in"] - scores["cmc_out"], atol=1e-6)
+    sim_in, sim_out = engine_run.similarity_matrices()
+    assert sim_in.shape == (len(scores), 4, 4) == sim_out.shape
+    ids, emb = engine_run.embeddings("fold0", "image")
+    assert len(ids) == len(samples) and emb.dtype == np.float16
+    np.testing.assert_allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1, atol=1e-2)
+    proj = engine_run.projection()
+    assert len(proj) == len(samples) and np.isfinite(proj[["x", "y"]].to_numpy()).all()
+    assert {"decode", "train", "embed", "score"} <= set(engine_run.timings())
+    assert (engine_run.models_dir / "fold0" / "model.safetensors").is_file()
+    assert json.loads(engine_run.config_path.read_text())["models"]["fold0"]["trained_on"] == ["fold1"]
+
+
+def test_injected_rank_above_clean(tmp_path):
+    """Caption swaps on a small image+text shapes set: memorized, so MultiMem ranks them high."""
+    from sklearn.metrics import roc_auc_score
+
+    from multimem_core.data.shapes import build_shapes
+    from multimem_core.score import score_run
+
+    manifest = build_shapes(tmp_path / "data", n=400, inject_rate=0.1, seed=1, modalities=("image", "text"),
+                            image_size=32, progress=False)
+    cfg = tiny_score_config(manifest, tmp_path / "run", epochs=40, augmentations=4, seed=1, projection=False)
+    cfg.media = type(cfg.media)(image_size=32)
+    cfg.model.image_size = 32
+    run = score_run(cfg)
+    merged = run.scores().merge(run.samples()[["id", "injected"]], on="id")
+    injected = merged["injected"] != ""
+    auroc = roc_auc_score(injected, merged["multimem"])
+    assert auroc > 0.75, f"MultiMem AUROC {auroc:.3f}"
+    assert merged.loc[injected, "multimem"].mean() > merged.loc[~injected, "multimem"].mean()
+
+
+def test_paper_protocol_signs(tmp_path, shapes_manifest):
+    from multimem_core.score import score_run
+
+    run = score_run(tiny_score_config(shapes_manifest, tmp_path / "run", protocol="paper", projection=False,
+                                      modalities=["image", "text"]))
+    scores = run.scores()
+    assert set(scores["role"]) == {"S_S", "S_C", "S_I"}
+    assert set(run.config()["models"]) == {"f", "g"}
+
+
+def test_bad_sample_is_skipped_and_recorded(tmp_path, shapes_manifest):
+    from multimem_core.score import score_run
+
+    table = pd.read_csv(shapes_manifest)
+    broken = table.copy()
+    broken.loc[3, "image"] = "image/does-not-exist.png"
+    (shapes_manifest.parent / "image" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    broken.loc[5, "image"] = "image/corrupt.png"
+    path = shapes_manifest.parent / "broken.csv"
+    broken.to_csv(path, index=False)
+    run = score_run(tiny_score_config(path, tmp_path / "run", modalities=["image", "text"], epochs=1,
+                                      projection=False))
+    errors = run.errors()
+    assert set(errors["id"]) == {table.loc[3, "id"], table.loc[5, "id"]}
+    assert errors["reason"].str.len().gt(0).all()
+    assert len(run.samples()) == len(table) - 2
+
+
+def test_resume_after_interrupted_training(tmp_path, shapes_manifest):
+    """A crash mid-training: rerunning continues from the last checkpoint and ends where an uninterrupted run does."""
+    from multimem_core import train as train_mod
+    from multimem_core.score import score_run
+
+    cfg = tiny_score_config(shapes_manifest, tmp_path / "a", modalities=["image", "text"], epochs=3, projection=False)
+    full = score_run(cfg).scores()
+
+    calls = {"n": 0}
+    original = train_mod.contrastive_loss
+
+    def crash_in_second_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # fold0 trains on 64 samples at batch 64: one step an epoch, so this is epoch 2
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    cfg_b = tiny_score_config(shapes_manifest, tmp_path / "b", modalities=["image", "text"], epochs=3,
+                              projection=False)
+    train_mod.contrastive_loss = crash_in_second_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            score_run(cfg_b)
+    finally:
+        train_mod.contrastive_loss = original
+    ckpt = RunDir(cfg_b.out).models_dir / "fold0" / "checkpoint.pt"
+    assert ckpt.is_file(), "a checkpoint was written after the first epoch"
+    resumed = score_run(cfg_b).scores()
+    pd.testing.assert_frame_equal(full.reset_index(drop=True), resumed.reset_index(drop=True), atol=1e-5)
