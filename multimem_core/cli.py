@@ -265,14 +265,16 @@ def cmd_app(args) -> int:
 
 def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=existing_path, help="run directory")
-    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--out", required=True, help="file to write (a folder for --format shards)")
     p.add_argument("--drop", required=True, metavar="RULE",
                    help="flagged (flagged as noisy in the dashboard), top:N (the N most suspicious by --score), "
                         "above:T or below:T (score vs threshold)")
     p.add_argument("--score", default="multimem", help="score column for top/above/below (any column of scores.parquet)")
     p.add_argument("--format", default=None,
-                   choices=["csv", "tsv", "jsonl", "parquet", "ids", "ids-csv", "npy"],
-                   help="csv/tsv/jsonl/parquet: the cleaned manifest with the input's own columns; ids: removed ids, "
+                   choices=["csv", "tsv", "jsonl", "parquet", "shards", "ids", "ids-csv", "npy"],
+                   help="csv/tsv/jsonl/parquet: the cleaned manifest with the input's own columns; shards: the kept "
+                        "samples as WebDataset .tar shards in the folder --out (the default for shard input); "
+                        "ids: removed ids, "
                         "one a line; ids-csv: removed ids with their score; npy: sorted removed ids (DataComp style). "
                         "Default: from --out's suffix, else the input manifest's own format")
 

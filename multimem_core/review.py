@@ -36,7 +36,8 @@ LOWER_IS_WORSE = ("base__cosine", "base__clipmem", "cmc_in", "cmc_out")
 
 MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ID_FORMATS = ("ids", "ids-csv", "npy")
-FORMATS = MANIFEST_FORMATS + ID_FORMATS
+SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shards.write_shards)
+FORMATS = MANIFEST_FORMATS + (SHARD_FORMAT,) + ID_FORMATS
 
 
 class ReviewError(ValueError):
@@ -277,6 +278,8 @@ class Export:
     total: int
     suffix: str
     source: str  # what the rows came from: the original manifest file or samples.parquet
+    table: pd.DataFrame | None = None  # shards only: the kept samples, written by write_export
+    root: str = ""  # shards only: the folder the table's media paths / shard references are under
 
     def summary(self) -> str:
         return f"dropped {len(self.dropped)} of {self.total} samples, kept {self.kept} ({self.format})"
@@ -296,6 +299,8 @@ def default_format(run: RunDir, out: str | Path | None = None) -> str:
         return "tsv"  # an open_clip "csv" that is tab-separated keeps its tabs
     if suffix in by_suffix:
         return by_suffix[suffix]
+    if input_format == "webdataset":
+        return SHARD_FORMAT  # shards in, shards out
     return input_format if input_format in MANIFEST_FORMATS else "csv"
 
 
@@ -320,12 +325,26 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
         # DataComp-style: a sorted array of the removed ids (unicode, loads without allow_pickle).
         np.save(buf, np.array(sorted(dropped), dtype=str), allow_pickle=False)
         return Export(buf.getvalue(), fmt, dropped, kept, total, ".npy", "drop rule")
+    if fmt == SHARD_FORMAT:
+        # The run's samples (shard references or media paths) minus the dropped; write_export copies the
+        # media into new shards. Samples that failed to decode are not in samples.parquet, so not exported.
+        table = samples.loc[~samples["id"].astype(str).isin(drop_set)].reset_index(drop=True)
+        return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
+                      root=str(run.dataset_root))
     table, source = cleaned_manifest(run, drop_set)
     return Export(_encode_table(table, fmt), fmt, dropped, len(table), total, "." + fmt, source)
 
 
 def write_export(export: Export, out: str | Path) -> Path:
     out = Path(out).expanduser()
+    if export.format == SHARD_FORMAT:  # `out` is a folder of .tar shards
+        from multimem_core.data.shards import write_shards
+
+        try:
+            write_shards(export.table, export.root, out)
+        except (ValueError, OSError) as e:
+            raise ReviewError(f"cannot write shards into {out}: {e}") from e
+        return out
     atomic_write_bytes(out, export.data)
     return out
 
