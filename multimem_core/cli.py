@@ -287,9 +287,9 @@ def cmd_export(args) -> int:
     try:
         rule = parse_drop_rule(args.drop, score=args.score)
         export = build_export(run, rule, format=args.format or default_format(run, args.out))
+        out = write_export(export, args.out)  # shards: refuses a folder that already holds shards
     except (ReviewError, RunDirError) as e:
         raise CLIError(str(e))
-    out = write_export(export, args.out)
     print(f"{export.summary()}: {rule.describe()}\nwrote {out}")
     return 0
 
