@@ -14,7 +14,8 @@ from multimem_core.review import (FORMATS, LABELS, MANIFEST_FORMATS, DropRule, R
 
 FORMAT_NAMES = {"csv": "cleaned manifest, CSV", "tsv": "cleaned manifest, TSV", "jsonl": "cleaned manifest, JSONL",
                 "parquet": "cleaned manifest, Parquet", "ids": "removed ids, text (one a line)",
-                "ids-csv": "removed ids, CSV with score", "npy": "removed ids, sorted .npy (DataComp style)"}
+                "ids-csv": "removed ids, CSV with score", "npy": "removed ids, sorted .npy (DataComp style)",
+                "shards": "cleaned dataset, WebDataset shards (a folder)"}
 RULES = {"flagged": "Flagged as noisy", "top": "Top N by a score", "above": "Above a threshold",
          "below": "Below a threshold", "selection": "Current map selection"}
 
@@ -101,7 +102,7 @@ rule = DropRule("ids", ids=tuple(selection)) if rule_kind == "selection" else \
 if st.button("Build export", type="primary", key="export_build"):
     try:
         export = build_export(data.run, rule, format=fmt, store=store)
-        stem = "cleaned_manifest" if fmt in MANIFEST_FORMATS else "removed_ids"
+        stem = "cleaned_manifest" if fmt in MANIFEST_FORMATS else "cleaned_shards" if fmt == "shards" else "removed_ids"
         out = data.run.path / "exports" / f"{stem}_{rule.kind}_{datetime.now():%Y%m%d-%H%M%S}{export.suffix}"
         write_export(export, out)
         st.session_state["export_result"] = (export, str(out), rule.describe())
