@@ -25,7 +25,7 @@ from multimem_core.run import RunDir, RunDirError
 ENV_RUN = "MULTIMEM_RUN"  # the run (or folder of runs) the app shows, when not given after `--`
 SELECTION = "selection_ids"  # session key: ids selected on the Map (a list), used by Samples and Export
 REVIEWER = "reviewer"
-DETAIL_PAGE = "pages/detail.py"
+DETAIL_PAGE = "views/detail.py"
 FLAG_ICONS = {"noisy": ":material/flag:", "ok": ":material/check_circle:", "unsure": ":material/help:"}
 MAX_CARD_TEXT = 240  # characters of a caption shown on a card (the detail page shows all)
 

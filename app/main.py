@@ -2,7 +2,11 @@
 
     multimem app RUN_OR_RUNS_FOLDER          (or: streamlit run app/main.py -- --run RUN)
 
-Every page is one file in app/pages/. To add a page, append an `st.Page` to PAGES (within a section).
+Every page is one file in app/views/. To add a page, append an `st.Page` to PAGES (within a section).
+
+Why app/views/ and not app/pages/: Streamlit treats a `pages/` folder next to the entry script as a
+legacy multipage app until some session has run st.navigation, so the first visitor of a fresh server
+who opens a bookmarked /samples would get that page without this frame (no run, no sidebar).
 """
 
 from __future__ import annotations
@@ -25,13 +29,13 @@ st.set_page_config(page_title="MultiMem Studio", page_icon=":material/neurology:
 # Sections of the sidebar navigation; pages run in the order listed. Add yours here.
 PAGES: dict[str, list] = {
     "Explore": [
-        st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-        st.Page("pages/samples.py", title="Samples", icon=":material/grid_view:"),
-        st.Page("pages/detail.py", title="Sample detail", icon=":material/search:"),
-        st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+        st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page("views/samples.py", title="Samples", icon=":material/grid_view:"),
+        st.Page("views/detail.py", title="Sample detail", icon=":material/search:"),
+        st.Page("views/map.py", title="Map", icon=":material/scatter_plot:"),
     ],
     "Act": [
-        st.Page("pages/review_export.py", title="Review & export", icon=":material/ios_share:"),
+        st.Page("views/review_export.py", title="Review & export", icon=":material/ios_share:"),
     ],
 }
 

@@ -16,7 +16,7 @@ from multimem_core.review import ReviewStore
 from multimem_core.run import RunDir
 
 MAIN = Path(__file__).resolve().parent.parent / "app" / "main.py"
-PAGES = ["pages/overview.py", "pages/samples.py", "pages/detail.py", "pages/map.py", "pages/review_export.py"]
+PAGES = ["views/overview.py", "views/samples.py", "views/detail.py", "views/map.py", "views/review_export.py"]
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_overview_shows_counts_plots_and_auroc(run, monkeypatch):
 
 
 def test_samples_grid_is_sorted_by_the_chosen_score(run, monkeypatch):
-    at = start(run.path, monkeypatch, "pages/samples.py")
+    at = start(run.path, monkeypatch, "views/samples.py")
     scores = run.scores().set_index("id")
     ids = card_ids(at)
     assert len(ids) == 12
@@ -80,7 +80,7 @@ def test_samples_grid_is_sorted_by_the_chosen_score(run, monkeypatch):
 
 
 def test_samples_filters_and_paging(run, monkeypatch):
-    at = start(run.path, monkeypatch, "pages/samples.py")
+    at = start(run.path, monkeypatch, "views/samples.py")
     samples = run.samples()
     at.multiselect(key="samples_roles").set_value(["H"]).run()
     assert set(samples.set_index("id").loc[card_ids(at), "role"]) == {"H"}
@@ -98,7 +98,7 @@ def test_samples_filters_and_paging(run, monkeypatch):
 
 
 def test_flag_click_writes_a_row_and_export_drops_exactly_the_flagged(run, monkeypatch):
-    at = start(run.path, monkeypatch, "pages/samples.py")
+    at = start(run.path, monkeypatch, "views/samples.py")
     # (AppTest drops the entry script's sidebar after switch_page, so set the reviewer field's state directly)
     at.session_state[common.REVIEWER] = "tester"
     ids = card_ids(at)
@@ -110,7 +110,7 @@ def test_flag_click_writes_a_row_and_export_drops_exactly_the_flagged(run, monke
     flagged = {ids[0], ids[2]}
     assert set(ReviewStore.for_run(run).flagged_ids()) == flagged
 
-    at.switch_page("pages/review_export.py").run()
+    at.switch_page("views/review_export.py").run()
     assert not at.exception
     assert at.radio(key="export_rule").value == "flagged"
     at.button(key="export_build").click().run()
@@ -127,7 +127,7 @@ def test_undo_on_review_page(run, monkeypatch):
     store = ReviewStore.for_run(run)
     sid = run.samples()["id"].iloc[3]
     store.flag(sid, "noisy", reviewer="ann")
-    at = start(run.path, monkeypatch, "pages/review_export.py")
+    at = start(run.path, monkeypatch, "views/review_export.py")
     seq = int(store.history()["seq"].iloc[0])
     at.selectbox(key="undo_choice").set_value(seq)
     at.button(key="undo_button").click().run()
@@ -141,7 +141,7 @@ def test_detail_page_explains_and_flags_with_reason(run, monkeypatch):
     monkeypatch.setenv(common.ENV_RUN, str(run.path))
     at = AppTest.from_file(str(MAIN), default_timeout=90)
     at.run()
-    at.switch_page("pages/detail.py")
+    at.switch_page("views/detail.py")
     at.query_params["id"] = sid
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -158,7 +158,7 @@ def test_detail_page_explains_and_flags_with_reason(run, monkeypatch):
 
 
 def test_map_selection_shows_a_grid_and_flags_the_whole_selection(run, monkeypatch):
-    at = start(run.path, monkeypatch, "pages/map.py")
+    at = start(run.path, monkeypatch, "views/map.py")
     assert "Nothing selected" in at.info[0].value
     chosen = run.scores().sort_values("multimem", ascending=False)["id"].head(15).tolist()
     at.session_state[common.SELECTION] = chosen
@@ -194,7 +194,7 @@ def test_hostile_paths_and_captions_stay_inert(run, monkeypatch, tmp_path):
     monkeypatch.setenv(common.ENV_RUN, str(run.path))
     at = AppTest.from_file(str(MAIN), default_timeout=90)
     at.run()
-    at.switch_page("pages/detail.py")
+    at.switch_page("views/detail.py")
     at.query_params["id"] = sid
     at.run()
     assert not at.exception
@@ -218,3 +218,20 @@ def test_safe_media_path(tmp_path):
         safe_media_path(root, "a/missing.png")
     with pytest.raises(MediaPathError, match="no file"):
         safe_media_path(root, "")
+
+
+def test_box_and_lasso_select_every_sample_inside_drawn_or_not():
+    from app.selection import inside_polygon, selected_rows
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"row": np.arange(5000), "x": rng.uniform(-1, 1, 5000), "y": rng.uniform(-1, 1, 5000)})
+    box = selected_rows({"box": [{"x": [0.5, -0.5], "y": [-0.25, 0.25]}], "points": [{"customdata": 1}]}, frame)
+    expect = frame.loc[frame["x"].abs().le(0.5) & frame["y"].abs().le(0.25), "row"].to_numpy()
+    assert np.array_equal(np.sort(box), expect)
+    # a diamond |x| + |y| < 0.5 as a lasso
+    lasso = selected_rows({"lasso": [{"x": [0.5, 0, -0.5, 0], "y": [0, 0.5, 0, -0.5]}]}, frame)
+    inside = (frame["x"].abs() + frame["y"].abs() < 0.5).to_numpy()
+    assert set(lasso) == set(frame["row"][inside])
+    assert inside_polygon(np.array([0.0, 2.0]), np.array([0.0, 0.0]), [1, -1, -1, 1], [1, 1, -1, -1]).tolist() == [True, False]
+    # a click (no shape): the clicked points' rows
+    assert selected_rows({"points": [{"customdata": [7]}, {"customdata": 3}]}, frame).tolist() == [3, 7]

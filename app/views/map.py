@@ -10,16 +10,18 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import common
+from app.selection import selected_rows
 from multimem_core import diagnose
 
-HOVER_CAPTIONS_UP_TO = 30_000  # above this, hover shows id and score only: captions would bloat the page
+MAX_POINTS = 20_000  # drawn at most: a browser redraws 100k WebGL points slowly; selections still cover all
+ALWAYS_DRAWN = 2_000  # the most memorized samples are always among the drawn points
 CATEGORIES = {"injected kind": "injected", "role": "role", "flag": "_flag"}
 PALETTE = ["#B0B0B0", "#E45756", "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#FF9DA6", "#9D755D"]
 
 
 @st.cache_data(max_entries=6, show_spinner="Preparing the map…")
 def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
-    """Projection rows joined to table rows: row (into the table), x, y, hover; built once per run and space."""
+    """Every projected sample: row (into the table), x, y, shown (drawn on the map), hover (drawn ones only)."""
     data = common.load_run(path)
     proj = common.projection(path, stamp)
     xc, yc = ("x", "y") if space == "joint" else (f"x__{space}", f"y__{space}")
@@ -27,13 +29,27 @@ def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
     keep = pos.notna().to_numpy() & np.isfinite(proj[xc].to_numpy(dtype=float))
     frame = pd.DataFrame({"row": pos[keep].astype(np.int64).to_numpy(), "x": proj.loc[keep, xc].to_numpy(),
                           "y": proj.loc[keep, yc].to_numpy()})
-    ids = data.table["id"].to_numpy()[frame["row"]]
-    hover = pd.Series(ids).map(html.escape)
-    if "text" in data.table.columns and len(frame) <= HOVER_CAPTIONS_UP_TO:
-        caps = data.table["text"].fillna("").astype(str).to_numpy()[frame["row"]]
+    shown = np.ones(len(frame), dtype=bool)
+    if len(frame) > MAX_POINTS:
+        # the most memorized always, then a fixed random sample of the rest: the picture stays honest
+        # about density while the suspicious end stays visible and clickable
+        shown[:] = False
+        mm = data.table["multimem"].to_numpy(dtype=np.float64)[frame["row"]] if "multimem" in data.table else \
+            np.zeros(len(frame))
+        top = np.argsort(np.nan_to_num(-mm, nan=np.inf), kind="stable")[:ALWAYS_DRAWN]
+        shown[top] = True
+        rest = np.flatnonzero(~shown)
+        shown[np.random.default_rng(0).choice(rest, size=MAX_POINTS - len(top), replace=False)] = True
+    frame["shown"] = shown
+    hover = np.full(len(frame), "", dtype=object)
+    rows = frame["row"].to_numpy()[shown]
+    text = pd.Series(data.table["id"].to_numpy()[rows]).map(html.escape)
+    if "text" in data.table.columns:
+        caps = pd.Series(data.table["text"].fillna("").astype(str).to_numpy()[rows])
         # escaped: plotly renders a few HTML tags in hover labels, and a caption must stay text
-        hover = hover + "<br>" + pd.Series(caps).str.slice(0, 90).map(html.escape)
-    frame["hover"] = hover.to_numpy()
+        text = text + "<br>" + caps.str.slice(0, 90).map(html.escape)
+    hover[shown] = text.to_numpy()
+    frame["hover"] = hover
     return frame
 
 
@@ -56,37 +72,43 @@ c3.markdown("<div style='padding-top:2.1rem'>Drag a <b>box</b> or <b>lasso</b> t
             "its thumbnail.</div>", unsafe_allow_html=True)
 
 frame = map_frame(str(data.run.path), data.stamp, space)
+drawn = frame[frame["shown"]]
 labels = common.store(data).labels()
 t = data.table
+size = 5 if len(drawn) < 10_000 else 3
 fig = go.Figure()
 if colour in data.score_cols:
-    v = t[colour].to_numpy(dtype=np.float64)[frame["row"].to_numpy()]
+    v = t[colour].to_numpy(dtype=np.float64)[drawn["row"].to_numpy()]
     # draw the most suspicious last, on top, so that they stay visible in a dense map
     draw = np.argsort(np.nan_to_num(-v if colour in diagnose.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
-    frame, v = frame.iloc[draw], v[draw]
+    drawn, v = drawn.iloc[draw], v[draw]
     finite = v[np.isfinite(v)]
     lo, hi = (np.percentile(finite, [1, 99]) if len(finite) else (0, 1))
     fig.add_trace(go.Scattergl(
-        x=frame["x"], y=frame["y"], mode="markers", customdata=frame["row"], text=frame["hover"],
-        marker=dict(size=5 if len(frame) < 20_000 else 3, color=np.nan_to_num(v, nan=lo), colorscale="Plasma",
+        x=drawn["x"], y=drawn["y"], mode="markers", customdata=drawn["row"], text=drawn["hover"],
+        marker=dict(size=size, color=np.nan_to_num(v, nan=lo), colorscale="Plasma",
                     cmin=lo, cmax=hi, colorbar=dict(title=diagnose.score_label(colour)), opacity=0.8),
         hovertemplate="%{text}<br>" + diagnose.score_label(colour) + " %{marker.color:+.3f}<extra></extra>"))
 else:
     col = CATEGORIES[colour]
+    rows_drawn = drawn["row"].to_numpy()
     if col == "_flag":
-        cats = t["id"].map(labels).fillna("unreviewed").to_numpy()[frame["row"].to_numpy()]
+        cats = t["id"].map(labels).fillna("unreviewed").to_numpy()[rows_drawn]
     else:
-        cats = t[col].replace("", "clean").astype(str).to_numpy()[frame["row"].to_numpy()]
+        cats = t[col].replace("", "clean").astype(str).to_numpy()[rows_drawn]
     for i, cat in enumerate(sorted(set(cats), key=lambda c: (c not in ("clean", "unreviewed"), c))):
         sel = cats == cat
         fig.add_trace(go.Scattergl(
-            x=frame["x"][sel], y=frame["y"][sel], mode="markers", name=f"{cat} ({int(sel.sum()):,})",
-            customdata=frame["row"][sel], text=frame["hover"][sel],
-            marker=dict(size=5 if len(frame) < 20_000 else 3, color=PALETTE[i % len(PALETTE)], opacity=0.8),
+            x=drawn["x"][sel], y=drawn["y"][sel], mode="markers", name=f"{cat} ({int(sel.sum()):,})",
+            customdata=drawn["row"][sel], text=drawn["hover"][sel],
+            marker=dict(size=size, color=PALETTE[i % len(PALETTE)], opacity=0.8),
             hovertemplate="%{text}<br>" + cat + "<extra></extra>"))
-fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
-                  title=dict(text=f"UMAP of the {space if space != 'joint' else 'joint'} embedding "
-                                  f"({len(frame):,} samples)", x=0, font=dict(size=15)),
+fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t=64, b=10), dragmode="lasso",
+                  title=dict(text=f"UMAP of the {space} embedding ({len(frame):,} samples)", x=0, font=dict(size=15),
+                             subtitle=dict(text="" if len(drawn) == len(frame) else
+                                           f"{len(drawn):,} drawn: the {ALWAYS_DRAWN:,} most memorized and a random "
+                                           "sample of the rest; a box or lasso selects every sample inside it",
+                                           font=dict(size=12, color="#666"))),
                   xaxis_title="UMAP 1 (no unit)", yaxis_title="UMAP 2 (no unit)",
                   legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
 
@@ -95,15 +117,15 @@ with left:
     event = st.plotly_chart(fig, width="stretch", on_select="rerun", key="map_chart",
                             selection_mode=("points", "box", "lasso"))
 
-points = (event or {}).get("selection", {}).get("points", []) if event else []
-rows = sorted({int(p["customdata"][0] if isinstance(p.get("customdata"), list) else p["customdata"])
-               for p in points if p.get("customdata") is not None})
-signature = (space, colour, len(rows), rows[0] if rows else None, rows[-1] if rows else None)
+chart_selection = dict((event or {}).get("selection") or {}) if event else {}
+signature = (space, repr(chart_selection.get("box")), repr(chart_selection.get("lasso")),
+             tuple(chart_selection.get("point_indices") or ()))
 if st.session_state.get("map_last_event") != signature:
     # a new selection on the chart replaces the session's selection; an unchanged one leaves it alone,
     # so that "Clear selection" in the sidebar sticks
     st.session_state["map_last_event"] = signature
-    if rows:
+    rows = selected_rows(chart_selection, frame)
+    if len(rows):
         st.session_state[common.SELECTION] = t["id"].to_numpy()[rows].tolist()
 
 selection = st.session_state.get(common.SELECTION) or []
@@ -117,13 +139,13 @@ with right:
                                "multimem", source="map", key="map_preview")
     if selection:
         st.metric("Selected", f"{len(selection):,}")
-        st.button(f"Flag all {len(selection):,} as noisy", icon=":material/flag:", key="map_flag_all", type="primary",
-                  on_click=common.flag_ids, args=(data, list(selection), "noisy"), kwargs={"source": "map"},
-                  width="stretch")
-        st.page_link("pages/review_export.py", label="Export the selection", icon=":material/ios_share:")
+        st.button("Flag all as noisy", icon=":material/flag:", key="map_flag_all", type="primary",
+                  help=f"Writes {len(selection):,} decisions at once", on_click=common.flag_ids,
+                  args=(data, list(selection), "noisy"), kwargs={"source": "map"}, width="stretch")
+        st.page_link("views/review_export.py", label="Export the selection", icon=":material/ios_share:")
         if st.button("Show it on Samples", icon=":material/grid_view:", key="map_to_samples", width="stretch"):
             st.session_state["samples_only_sel"] = True
-            st.switch_page("pages/samples.py")
+            st.switch_page("views/samples.py")
 
 if selection:
     st.subheader(f"Selected samples ({len(selection):,}), most memorized first")
