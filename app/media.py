@@ -43,6 +43,16 @@ def safe_media_path(root: str | Path, value: str) -> Path:
 
 
 def read_media(root: str | Path, value: str) -> tuple[bytes, str]:
-    """(bytes, mime type) of a media file under `root`; MediaPathError as safe_media_path."""
-    path = safe_media_path(root, value)
+    """(bytes, mime type) of a media file under `root`, or of a WebDataset member ("shard.tar#key.jpg")
+    of a shard under `root`; MediaPathError as safe_media_path."""
+    from multimem_core.data.shards import ShardMemberError, is_member_ref, read_member
+
+    text = str(value or "").strip()
+    if is_member_ref(text):
+        try:
+            blob = read_member(root, text, max_bytes=MAX_BYTES)
+        except ShardMemberError as e:
+            raise MediaPathError(str(e)) from e
+        return blob, MIME.get(Path(text.rsplit("#", 1)[1]).suffix.lower(), "application/octet-stream")
+    path = safe_media_path(root, text)
     return path.read_bytes(), MIME.get(path.suffix.lower(), "application/octet-stream")

@@ -235,3 +235,21 @@ def test_box_and_lasso_select_every_sample_inside_drawn_or_not():
     assert inside_polygon(np.array([0.0, 2.0]), np.array([0.0, 0.0]), [1, -1, -1, 1], [1, 1, -1, -1]).tolist() == [True, False]
     # a click (no shape): the clicked points' rows
     assert selected_rows({"points": [{"customdata": [7]}, {"customdata": 3}]}, frame).tolist() == [3, 7]
+
+
+def test_media_from_webdataset_shards_stay_under_the_root(tmp_path):
+    import io
+    import tarfile
+
+    from app.media import read_media
+
+    with tarfile.open(tmp_path / "shard-000000.tar", "w") as tar:
+        blob = b"\x89PNG not really"
+        info = tarfile.TarInfo("k1.png")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    assert read_media(tmp_path, "shard-000000.tar#k1.png") == (blob, "image/png")
+    with pytest.raises(MediaPathError, match="outside the dataset folder"):
+        read_media(tmp_path / "sub", "../shard-000000.tar#k1.png")
+    with pytest.raises(MediaPathError, match="no member"):
+        read_media(tmp_path, "shard-000000.tar#k2.png")

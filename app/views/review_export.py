@@ -116,8 +116,9 @@ if result:
     st.success(f"Dropped **{len(export.dropped):,}** of {export.total:,} samples ({common.plain(described)}); "
                f"kept {export.kept:,}. Written to {common.code(out)}.", icon=":material/check_circle:")
     d1, d2 = st.columns([1, 3])
-    d1.download_button("Download", export.data, file_name=out.rsplit("/", 1)[-1], key="export_download",
-                       icon=":material/download:", width="stretch")
+    if export.data:  # shards are a folder on disk, nothing to download as one file
+        d1.download_button("Download", export.data, file_name=out.rsplit("/", 1)[-1], key="export_download",
+                           icon=":material/download:", width="stretch")
     if export.dropped:
         with d2.expander(f"Dropped ids ({len(export.dropped):,})"):
             st.dataframe(pd.DataFrame({"id": export.dropped[:10_000]}), hide_index=True, width="stretch")
