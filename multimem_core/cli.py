@@ -251,7 +251,8 @@ def cmd_app(args) -> int:
         print(f"port {args.port} is taken; using {port}")
     run = Path(args.run).resolve()
     cmd = streamlit_command(run, host=args.host, port=port)
-    shown = "localhost" if args.host == "127.0.0.1" else args.host
+    # the address as bound: "localhost" may resolve to ::1 first, where nothing listens
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
     print(f"MultiMem Studio for {run}\n  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
     env = {**os.environ, "MULTIMEM_RUN": str(run)}
     proc = subprocess.Popen(cmd, env=env)

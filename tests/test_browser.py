@@ -61,7 +61,7 @@ def server(browser_run, tmp_path_factory):
         for _ in range(240):
             text = log.read_text()
             if url is None and "open http://" in text:
-                url = text.split("open ", 1)[1].split()[0].replace("localhost", "127.0.0.1")
+                url = text.split("open ", 1)[1].split()[0]
             if url:
                 try:
                     urllib.request.urlopen(url + "/_stcore/health", timeout=1)
