@@ -253,3 +253,32 @@ def test_media_from_webdataset_shards_stay_under_the_root(tmp_path):
         read_media(tmp_path / "sub", "../shard-000000.tar#k1.png")
     with pytest.raises(MediaPathError, match="no member"):
         read_media(tmp_path, "shard-000000.tar#k2.png")
+
+
+VARIANTS = {
+    "paper protocol": dict(protocol="paper"),
+    "image and text only": dict(modalities=["image", "text"]),
+    "audio and video, no projection": dict(modalities=["audio", "video"], projection=False),
+    "not scored yet": dict(),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_page_handles_other_run_shapes(variant, monkeypatch, tmp_path):
+    """Synthetic runs (benchmarks/synthetic_run.py) of shapes the tiny engine run does not cover."""
+    import sys
+
+    sys.path.insert(0, str(MAIN.parent.parent / "benchmarks"))
+    from synthetic_run import make_synthetic_run
+
+    run = make_synthetic_run(tmp_path / "s", 200, n_media=6, **VARIANTS[variant])
+    if variant == "not scored yet":
+        run.scores_path.unlink()
+    at = start(run.path, monkeypatch)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+    if variant == "paper protocol":
+        at.switch_page("views/overview.py").run()
+        assert any("S_C" in str(c.proto.spec) for c in at.get("plotly_chart"))
