@@ -95,6 +95,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="allow horizontal flips (only when captions never mention left or right)")
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     g.add_argument("--no-projection", action="store_true", help="skip the UMAP map")
+    g.add_argument("--save-views", action="store_true",
+                   help="also keep the augmented views the metric used (embeddings/<model>/<modality>.views.npy, "
+                        "float32): `multimem import-embeddings` on them reproduces the scores")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -123,7 +126,7 @@ def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None 
                           augment=AugmentConfig(hflip=hflip)),
         media=MediaSpec(image_size=args.image_size, video_frames=args.frames, audio_seconds=args.audio_seconds),
         augmentations=args.augmentations, projection=not args.no_projection, device=args.device,
-        progress=not args.quiet,
+        progress=not args.quiet, save_views=getattr(args, "save_views", False),
     )
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -116,31 +117,53 @@ def scores_from_terms(terms_in: CMCTerms, terms_out: CMCTerms, *, modalities: Se
     return out
 
 
+def _is_array(x) -> bool:
+    return isinstance(x, (Tensor, np.ndarray))
+
+
+def _tensor(x, *, normalize: bool) -> Tensor:
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x.float()
+    return torch.nn.functional.normalize(t, dim=-1) if normalize else t
+
+
 def multimem_scores(
-    in_views: Tensor | Sequence[Tensor],
-    out_views: Tensor,
-    heldout: tuple[Tensor | Sequence[Tensor], Tensor],
+    in_views: Tensor | np.ndarray | Sequence[Tensor | np.ndarray],
+    out_views: Tensor | np.ndarray,
+    heldout: tuple[Tensor | np.ndarray | Sequence[Tensor | np.ndarray], Tensor | np.ndarray],
     *,
     modalities: Sequence[str],
-) -> dict[str, Tensor]:
+    normalize: bool = False,
+) -> dict[str, Tensor] | dict[str, np.ndarray]:
     """MultiMem of N samples from their embeddings (in the style of cleanlab's array functions).
 
     in_views:  [A, N, n, d] embeddings under the model f that trained on the samples, or a list of such
-               tensors, one per model that saw them (crossfit: CMC_in is the mean over those models).
+               arrays, one per model that saw them (crossfit: CMC_in is the mean over those models).
+               [N, n, d] is one view per sample.
     out_views: [A, N, n, d] under the model g that did not.
     heldout:   (heldout_in, heldout_out): the held-out set H embedded by the same model(s) as in_views
                (a list in the same order when in_views is a list) and by g.
+    normalize: L2-normalise every embedding first (the metric assumes unit vectors; embeddings computed
+               elsewhere often are not).
+
+    Torch tensors in, tensors out; numpy arrays in, float64 numpy arrays out. Keys: multimem, cmc_in, cmc_out,
+    pair__<a>__<b>, contrib__<m> (see `scores_from_terms`). `multimem_core.importers` builds a whole run
+    directory from files on top of the same functions.
     """
-    in_list = [in_views] if isinstance(in_views, Tensor) else list(in_views)
+    as_numpy = not isinstance(out_views, Tensor)
+    in_list = [in_views] if _is_array(in_views) else list(in_views)
     h_in, h_out = heldout
-    h_in_list = [h_in] if isinstance(h_in, Tensor) else list(h_in)
+    h_in_list = [h_in] if _is_array(h_in) else list(h_in)
     if len(in_list) != len(h_in_list):
         raise ValueError(f"{len(in_list)} in-models but held-out embeddings for {len(h_in_list)}")
+    in_list = [_tensor(v, normalize=normalize) for v in in_list]
+    h_in_list = [_tensor(h, normalize=normalize) for h in h_in_list]
     terms_in = cmc_terms(in_list[0], h_in_list[0])
     for v, h in zip(in_list[1:], h_in_list[1:]):
         terms_in = terms_in + cmc_terms(v, h)
     terms_in = terms_in / len(in_list)
-    return scores_from_terms(terms_in, cmc_terms(out_views, h_out), modalities=modalities)
+    terms_out = cmc_terms(_tensor(out_views, normalize=normalize), _tensor(h_out, normalize=normalize))
+    out = scores_from_terms(terms_in, terms_out, modalities=modalities)
+    return {k: v.numpy().astype(np.float64) for k, v in out.items()} if as_numpy else out
 
 
 def mean_pair_cosine(gram: Tensor) -> Tensor:

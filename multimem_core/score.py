@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,9 @@ class ScoreConfig:
     projection_per_modality: bool = False
     device: str = "auto"
     progress: bool = True
+    # also keep the A augmented views the metric used: RUN/embeddings/<model>/<modality>.views.npy [A, N, d]
+    # float32, so that `multimem import-embeddings` on them reproduces this run's scores exactly
+    save_views: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -57,6 +61,7 @@ class ScoreConfig:
             "train": self.train.to_dict(), "media": asdict(self.media), "augmentations": self.augmentations,
             "chunk_size": self.chunk_size, "projection": self.projection,
             "projection_per_modality": self.projection_per_modality, "device": self.device,
+            "save_views": self.save_views,
         }
 
 
@@ -122,14 +127,19 @@ def resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n: int, views: int,
                 aug: AugmentConfig, seed: int, chunk: int, device, clean_out: dict[str, np.ndarray] | None,
-                progress: bool, desc: str) -> CMCTerms:
+                progress: bool, desc: str, views_out: dict[str, np.ndarray] | None = None,
+                report: Callable[..., None] | None = None, name: str = "") -> CMCTerms:
     """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [n, d]) if given.
 
     H is embedded first (its mean over views and samples is all the second term needs), then every
     sample in chunks of `chunk`: A augmented views → gram, view mean · H mean → cross.
+    `views_out` (modality -> [A, n, d]) receives the views themselves; H rows keep the views of the first
+    pass, the ones its mean was computed from, so that the saved views reproduce the terms exactly.
     """
     model.eval()
     mods = model.modalities
+    is_heldout = np.zeros(n, dtype=bool)
+    is_heldout[heldout] = True
 
     def views_of(idx: np.ndarray, start: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 7919 + start)  # same views whatever the chunk order
@@ -142,16 +152,30 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
 
     h_sum = torch.zeros(len(mods), model.embed_dim)
     for s in range(0, len(heldout), chunk):
-        h_sum += views_of(heldout[s:s + chunk], -1 - s).mean(0).sum(0)
+        v = views_of(heldout[s:s + chunk], -1 - s)
+        h_sum += v.mean(0).sum(0)
+        if views_out is not None:
+            for j, m in enumerate(mods):
+                views_out[m][:, heldout[s:s + chunk]] = v[:, :, j].numpy()
     h_mean = h_sum / max(1, len(heldout))
 
     gram = torch.zeros(n, len(mods), len(mods))
     cross = torch.zeros(n, len(mods), len(mods))
-    for s in tqdm(range(0, n, chunk), desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True):
+    t0, chunks = time.perf_counter(), -(-n // chunk)
+    for k, s in enumerate(tqdm(range(0, n, chunk), desc=desc, unit="chunk", disable=not progress,
+                               dynamic_ncols=True)):
         idx = np.arange(s, min(n, s + chunk))
         v = views_of(idx, s)
         gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
         cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
+        if views_out is not None:
+            keep = ~is_heldout[idx]
+            for j, m in enumerate(mods):
+                views_out[m][:, idx[keep]] = v[:, keep, j].numpy()
+        if report is not None:
+            rate = (s + len(idx)) / max(1e-9, time.perf_counter() - t0)
+            report(stage="embed", model=name, chunk=k + 1, chunks=chunks, samples_per_s=round(rate, 1),
+                   eta_s=round((n - s - len(idx)) / max(rate, 1e-9), 1))
         if clean_out is not None:
             emb = model({m: x.to(device) for m, x in select(data, idx).items()})
             for m in mods:
@@ -209,11 +233,12 @@ def score_run(cfg: ScoreConfig) -> RunDir:
         data = proto.prepare(decoded.arrays)  # tokenise / frozen features once, shared by every model
     models = {}
     with stages("train"):
-        for name, train_idx in assignment.train_sets.items():
+        for i, (name, train_idx) in enumerate(assignment.train_sets.items()):
             torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
             model = create_model(model_cfg).to(device)
+            report = _train_reporter(stages, i, assignment, cfg.train.epochs) if lead else None
             stats = train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name,
-                                progress=progress, report=stages.report if lead else None)
+                                progress=progress, report=report)
             models[name] = (model, stats)
     if not lead:
         return run
@@ -225,23 +250,23 @@ def score_run(cfg: ScoreConfig) -> RunDir:
             folder.mkdir(parents=True, exist_ok=True)
             clean[name] = {m: np.lib.format.open_memmap(folder / f"{m}.npy", mode="w+", dtype=np.float16,
                                                         shape=(n, model.embed_dim)) for m in modalities}
+            views = ({m: np.lib.format.open_memmap(folder / f"{m}.views.npy", mode="w+", dtype=np.float32,
+                                                   shape=(cfg.augmentations, n, model.embed_dim))
+                      for m in modalities} if cfg.save_views else None)
             terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.augmentations,
                                       aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
-                                      desc=f"embed {name} ×{cfg.augmentations} views")
-            for arr in clean[name].values():
+                                      desc=f"embed {name} ×{cfg.augmentations} views", views_out=views,
+                                      report=stages.report, name=name)
+            for arr in [*clean[name].values(), *(views or {}).values()]:
                 arr.flush()
             (folder / "ids.txt").write_text("\n".join(decoded.ids) + "\n")
 
-    with stages("score"):
-        scores, sim_in, sim_out = _score_table(decoded.ids, assignment, terms, clean, models, modalities)
-        run.write_scores(scores)
-        atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
-        atomic_save_npy(run.diagnostics_dir / "sim_out.npy", sim_out)
-
-    if cfg.projection:
-        with stages("projection"):
-            run.write_projection(_projection(decoded.ids, clean[next(iter(models))], modalities, cfg))
+    logit_scales = {name: float(model.logit_scale.detach().exp().clamp(max=100)) for name, (model, _) in models.items()}
+    scores = write_scored(run, stages, ids=decoded.ids, assignment=assignment, terms=terms, clean=clean,
+                          modalities=modalities, logit_scales=logit_scales,
+                          projection_model=next(iter(models)) if cfg.projection else None,
+                          seed=cfg.train.seed, projection_per_modality=cfg.projection_per_modality)
 
     final = {**base_config, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
              "n_skipped": int(decoded.errors["id"].nunique()) if len(decoded.errors) else 0,
@@ -268,7 +293,47 @@ def _samples_table(source, decoded, assignment: Assignment) -> pd.DataFrame:
     return table
 
 
-def _score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, models, modalities):
+def _train_reporter(stages: Stages, index: int, assignment: Assignment, epochs: int) -> Callable[..., None]:
+    """Progress of model `index` of the protocol, with the time left for the whole training stage.
+
+    train_model knows the time left for its own model; the models after it train on sets of known size at
+    about the same rate, so their time is their sample count over the current rate."""
+    names = list(assignment.train_sets)
+    later = sum(len(assignment.train_sets[m]) for m in names[index + 1:]) * epochs
+
+    def report(**fields):
+        rate = fields.get("samples_per_s") or 0
+        total = fields.get("eta_s", 0) + (later / rate if rate > 0 else 0)
+        stages.report(**fields, model_index=index + 1, models_total=len(names), eta_train_s=round(total, 1))
+
+    return report
+
+
+def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Assignment,
+                 terms: dict[str, CMCTerms], clean: dict[str, dict[str, np.ndarray]], modalities: list[str],
+                 logit_scales: dict[str, float] | None, projection_model: str | None, seed: int = 0,
+                 projection_per_modality: bool = False) -> pd.DataFrame:
+    """The scoring and writing step every path shares (our own runs and `import-embeddings`).
+
+    From each model's CMC terms and clean embeddings (rows in `ids` order): scores.parquet with the
+    baselines, diagnostics/sim_in.npy and sim_out.npy, and projection.parquet from `projection_model`'s
+    embeddings (None: no projection). `logit_scales` (model -> exp of the learned temperature) feed the loss
+    baseline; None leaves that column out. Returns the scores table.
+    """
+    with stages("score"):
+        scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales)
+        run.write_scores(scores)
+        atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
+        atomic_save_npy(run.diagnostics_dir / "sim_out.npy", sim_out)
+    if projection_model is not None:
+        with stages("projection"):
+            run.write_projection(projection_table(ids, clean[projection_model], modalities, seed=seed,
+                                                  per_modality=projection_per_modality))
+    return scores
+
+
+def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, modalities, *,
+                logit_scales: dict[str, float] | None):
     """Scores of every scored sample; the models that saw it and the one that did not depend on its role."""
     frames, sims_in, sims_out, order = [], [], [], []
     h = assignment.heldout
@@ -286,13 +351,15 @@ def _score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean,
         cols["base__cosine"] = mean_pair_cosine(t_in.gram)
         if "image" in modalities and "text" in modalities:
             cols["base__clipmem"] = cols["pair__image__text"]
-        losses = []
-        for name in in_models:
-            emb = torch.stack([torch.from_numpy(np.asarray(clean[name][m][idx], dtype=np.float32)) for m in modalities], 1)
-            ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][h], dtype=np.float32)) for m in modalities], 1)
-            scale = float(models[name][0].logit_scale.detach().exp().clamp(max=100))
-            losses.append(contrastive_loss_per_sample(emb, ref, logit_scale=scale))
-        cols["base__loss"] = torch.stack(losses).mean(0)
+        if logit_scales is not None:
+            losses = []
+            for name in in_models:
+                emb = torch.stack([torch.from_numpy(np.asarray(clean[name][m][idx], dtype=np.float32))
+                                   for m in modalities], 1)
+                ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][h], dtype=np.float32))
+                                   for m in modalities], 1)
+                losses.append(contrastive_loss_per_sample(emb, ref, logit_scale=logit_scales[name]))
+            cols["base__loss"] = torch.stack(losses).mean(0)
         frame = pd.DataFrame({k: v.numpy().astype(np.float64) for k, v in cols.items()})
         frame.insert(0, "role", role)
         frame.insert(0, "id", [ids[i] for i in idx])
@@ -306,15 +373,17 @@ def _score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean,
     return scores, np.concatenate(sims_in)[sort].astype(np.float32), np.concatenate(sims_out)[sort].astype(np.float32)
 
 
-def _projection(ids, clean: dict[str, np.ndarray], modalities, cfg: ScoreConfig) -> pd.DataFrame:
+def projection_table(ids, clean: dict[str, np.ndarray], modalities, *, seed: int = 0,
+                     per_modality: bool = False) -> pd.DataFrame:
+    """UMAP of the joint embedding (normalised sum over modalities) of one model: id, x, y (+ x__m, y__m)."""
     from .diagnose import umap_projection
 
     joint = sum(np.asarray(clean[m], dtype=np.float32) for m in modalities)
     joint /= np.linalg.norm(joint, axis=1, keepdims=True) + 1e-8
-    xy = umap_projection(joint, seed=cfg.train.seed)
+    xy = umap_projection(joint, seed=seed)
     out = pd.DataFrame({"id": ids, "x": xy[:, 0], "y": xy[:, 1]})
-    if cfg.projection_per_modality:
+    if per_modality:
         for m in modalities:
-            xy_m = umap_projection(np.asarray(clean[m], dtype=np.float32), seed=cfg.train.seed)
+            xy_m = umap_projection(np.asarray(clean[m], dtype=np.float32), seed=seed)
             out[f"x__{m}"], out[f"y__{m}"] = xy_m[:, 0], xy_m[:, 1]
     return out
