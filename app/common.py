@@ -19,7 +19,7 @@ import streamlit as st
 
 from app.media import MediaPathError, read_media
 from multimem_core import diagnose
-from multimem_core.review import LABELS, ReviewError, ReviewStore, default_reviewer
+from multimem_core.review import ReviewError, ReviewStore, default_reviewer
 from multimem_core.run import RunDir, RunDirError
 
 ENV_RUN = "MULTIMEM_RUN"  # the run (or folder of runs) the app shows, when not given after `--`

@@ -108,7 +108,7 @@ def main() -> int:
                                               if target else ""))
     if args.browser:
         browser_rows = browser_timings(run_path)
-        print(f"\nthe same in headless Chromium (streamlit run, software WebGL, 1400×2000 viewport)")
+        print("\nthe same in headless Chromium (streamlit run, software WebGL, 1400×2000 viewport)")
         for name, sec in browser_rows:
             verdict = "  OK" if sec < TARGET_S else "  SLOW"
             ok &= sec < TARGET_S

@@ -7,8 +7,7 @@ Pure functions over numpy / pandas; no Streamlit import here (the app caches wha
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -196,7 +195,10 @@ def unseen_model(role: str, models: Sequence[str], protocol: str) -> str | None:
 # --- run-level summaries ------------------------------------------------------------------------------
 
 SCORE_PREFIXES = ("pair__", "contrib__", "base__")
-LOWER_IS_WORSE = ("base__cosine", "base__clipmem", "cmc_in", "cmc_out")  # as multimem_core.review
+# Columns where a LOWER value is the suspicious end (poor alignment: cosine, CMC). Every other score is
+# "higher = more memorized / worse": multimem, pair__*, contrib__*, base__clipmem (a memorization score),
+# base__loss. The one list every ranking uses (review's top:N, the Samples order, AUROC).
+LOWER_IS_WORSE = ("base__cosine", "cmc_in", "cmc_out")
 
 
 def score_columns(scores: pd.DataFrame) -> list[str]:

@@ -27,12 +27,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
+from multimem_core.diagnose import LOWER_IS_WORSE
 from multimem_core.run import RunDir, atomic_write_bytes
 
 LABELS = ("noisy", "ok", "unsure")
-# Columns where a LOWER value is the suspicious end (poor alignment); every other score is
-# "higher = more memorized / worse". `top:N` drops the N most suspicious, whichever end that is.
-LOWER_IS_WORSE = ("base__cosine", "base__clipmem", "cmc_in", "cmc_out")
 
 MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ID_FORMATS = ("ids", "ids-csv", "npy")
