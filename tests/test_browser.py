@@ -2,6 +2,7 @@
 
 Opens every page, flags a sample on Samples, checks review.sqlite, exports (page and CLI), and saves a
 1400×2000 screenshot of every page into $MULTIMEM_SCREENSHOTS (default test-artifacts/screenshots/).
+On another run: MULTIMEM_BROWSER_RUN=runs/demo python -m pytest tests/test_browser.py
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ playwright = pytest.importorskip("playwright.sync_api", reason="pip install play
 
 
 @pytest.fixture(scope="module")
-def browser_run(engine_run, tmp_path_factory) -> RunDir:
+def browser_run(request, tmp_path_factory) -> RunDir:
+    """A copy of the engine's test run, or of $MULTIMEM_BROWSER_RUN (e.g. a `multimem demo` run)."""
+    given = os.environ.get("MULTIMEM_BROWSER_RUN")
+    source = RunDir(given) if given else request.getfixturevalue("engine_run")
     dst = tmp_path_factory.mktemp("browser") / "run"
-    shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("models", "cache", "review.sqlite*", "exports"))
+    shutil.copytree(source.path, dst, ignore=shutil.ignore_patterns("models", "cache", "data", "review.sqlite*",
+                                                                    "exports"))
     return RunDir(dst)
 
 
