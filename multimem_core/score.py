@@ -183,6 +183,34 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
     return CMCTerms(gram, cross)
 
 
+def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict[str, torch.Tensor]:
+    """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
+
+    A frozen encoder (e.g. MiniLM) is the expensive part of preparing: its features are kept in
+    cache_dir keyed by the encoder and the exact texts, so a rerun or a resumed run never recomputes them.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    out = {}
+    for m in model.modalities:
+        tower = model.towers[m]
+        encoder = getattr(tower, "encoder_name", None)
+        if encoder is None:
+            out[m] = tower.prepare(arrays[m])
+            continue
+        key = hashlib.sha256(json.dumps([encoder, list(arrays[m])]).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
+        if path.is_file():
+            out[m] = load_file(path)["features"]
+        else:
+            out[m] = tower.prepare(arrays[m])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"features": out[m].contiguous()}, str(path))
+    return out
+
+
 def score_run(cfg: ScoreConfig) -> RunDir:
     distributed = init_distributed()
     rank, world = dist_info()
@@ -230,7 +258,7 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     with stages("prepare"):
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)
-        data = proto.prepare(decoded.arrays)  # tokenise / frozen features once, shared by every model
+        data = prepare_cached(proto, decoded.arrays, run.cache_dir)  # once, shared by every model
     models = {}
     with stages("train"):
         for i, (name, train_idx) in enumerate(assignment.train_sets.items()):
