@@ -60,10 +60,22 @@ def contrastive_loss(emb: dict[str, Tensor], logit_scale: Tensor) -> Tensor:
     return torch.stack(losses).mean()
 
 
+class BatchAugment(Protocol):
+    """A per-batch augmentation richer than an AugmentConfig (mitigation's targeted augmentations):
+    it augments the inputs itself (given the run's augmentation for what it leaves alone) and may
+    perturb the embeddings before the loss."""
+
+    def inputs(self, batch: dict[str, Tensor], base: AugmentConfig, gen: torch.Generator) -> dict[str, Tensor]: ...
+
+    def embeddings(self, emb: dict[str, Tensor], gen: torch.Generator) -> dict[str, Tensor]: ...
+
+
 class BatchPlan(Protocol):
     def __call__(self, epoch: int, indices: np.ndarray, batch_size: int, gen: torch.Generator
-                 ) -> list[tuple[np.ndarray, AugmentConfig | None]]:
-        """The batches of one epoch: sample indices, and an extra augmentation for that batch (or None)."""
+                 ) -> list[tuple[np.ndarray, AugmentConfig | BatchAugment | None]]:
+        """The batches of one epoch: sample indices, and an extra augmentation for that batch (or None).
+
+        The number of batches should stay that of epoch 0 (the learning-rate schedule counts on it)."""
 
 
 def shuffled_batches(epoch: int, indices: np.ndarray, batch_size: int, gen: torch.Generator):
@@ -171,12 +183,19 @@ def train_model(
             if world > 1:  # each rank its slice of the global batch
                 idx = np.array_split(idx, world)[rank]
             batch = select(data, idx)
-            batch = augment_batch(batch, extra_aug or cfg.augment, gen)
+            aug = extra_aug or cfg.augment
+            if isinstance(aug, AugmentConfig):
+                batch, perturb = augment_batch(batch, aug, gen), None
+            else:  # a BatchAugment
+                batch, perturb = aug.inputs(batch, cfg.augment, gen), aug.embeddings
             batch = {m: x.to(device, non_blocking=True) for m, x in batch.items()}
-            step = epoch * steps_per_epoch + step_in_epoch
+            step = min(epoch * steps_per_epoch + step_in_epoch, total - 1)  # a plan may add a batch
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, cfg)
-            loss = contrastive_loss(net(batch), model.logit_scale)
+            emb = net(batch)
+            if perturb is not None:
+                emb = perturb(emb, gen)
+            loss = contrastive_loss(emb, model.logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
