@@ -117,3 +117,22 @@ def test_resume_after_interrupted_training(tmp_path, shapes_manifest):
     assert ckpt.is_file(), "a checkpoint was written after the first epoch"
     resumed = score_run(cfg_b).scores()
     pd.testing.assert_frame_equal(full.reset_index(drop=True), resumed.reset_index(drop=True), atol=1e-5)
+
+
+def test_frozen_pretrained_text_tower_is_cached(tmp_path, shapes_manifest):
+    """--text-tower minilm: frozen all-MiniLM-L6-v2 (shipped in a wheel) + trained projection, features cached."""
+    from multimem_core.score import score_run
+
+    cfg = tiny_score_config(shapes_manifest, tmp_path / "run", modalities=["image", "text"], epochs=1,
+                            projection=False)
+    cfg.model.text_tower = "minilm"
+    run = score_run(cfg)
+    cached = list(run.cache_dir.glob("features_text_*.safetensors"))
+    assert len(cached) == 1
+    assert run.scores()["multimem"].notna().all()
+    # the projection is trained, the encoder is not part of the saved model
+    from safetensors.torch import load_file
+
+    weights = load_file(run.models_dir / "fold0" / "model.safetensors")
+    assert any(k.startswith("towers.text.proj") for k in weights)
+    assert not any("encoder" in k for k in weights if k.startswith("towers.text"))
