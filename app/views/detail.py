@@ -69,6 +69,9 @@ for col, m in zip(cols, data.modalities):
 # --- similarity matrices ----------------------------------------------------------------------------------
 sims = common.similarity_matrices(str(data.run.path), data.stamp)
 k = int(data.score_row[row_i])
+if sims is None and not data.run.embedding_models():
+    st.caption("This run has no embeddings or similarity matrices (scores imported from a table), so the "
+               "per-modality agreement and the nearest neighbours are absent.")
 if sims is not None and k >= 0:
     sim_in, sim_out = np.asarray(sims[0][k], dtype=float), np.asarray(sims[1][k], dtype=float)
     st.subheader("How the modalities agree")

@@ -57,8 +57,13 @@ data = common.current_run()
 st.title("Map")
 proj = common.projection(str(data.run.path), data.stamp)
 if proj is None or len(proj) == 0:
-    st.info("This run has no projection yet (projection.parquet). The engine writes it after scoring; rerun "
-            "`multimem score` to finish, then reload this page.", icon=":material/scatter_plot:")
+    if data.config.get("source") == "import-scores":
+        st.info("This run was imported from a score table: it has no embeddings, so there is no map "
+                "(projection.parquet is absent). `multimem import-embeddings` brings the embeddings and the map.",
+                icon=":material/scatter_plot:")
+    else:
+        st.info("This run has no projection yet (projection.parquet). The engine writes it after scoring; rerun "
+                "`multimem score` to finish, then reload this page.", icon=":material/scatter_plot:")
     st.stop()
 
 spaces = ["joint"] + [m for m in data.modalities if f"x__{m}" in proj.columns]

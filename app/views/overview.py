@@ -41,9 +41,12 @@ def summaries(path: str, stamp: tuple) -> dict:
             if sel.any():
                 groups[common.role_label(role)] = t.loc[sel, "multimem"].to_numpy()
         out["by_role"] = ("MultiMem by set", "the paper's Figure 1: S_C high, S_I low, S_S near 0", "MultiMem", groups)
-    else:
+    elif {"cmc_in", "cmc_out"} <= set(t.columns):
         out["by_role"] = ("CMC in vs out", "in: the models that trained on a sample; out: the one that did not",
                           "CMC", {"in": t["cmc_in"].to_numpy(), "out": t["cmc_out"].to_numpy()})
+    else:  # scores imported from a table: no CMC terms, so MultiMem by the roles the table gave
+        groups = {common.role_label(r): part["multimem"].to_numpy() for r, part in t.groupby("role")}
+        out["by_role"] = ("MultiMem by role", "imported scores (no CMC terms in the table)", "MultiMem", groups)
     kinds = {}
     if data.has_injected:
         for kind, part in t.groupby(t["injected"].replace("", "clean")):
@@ -128,6 +131,9 @@ with right:
 left, right = st.columns(2, gap="large")
 with left:
     contrib = s["contrib"]
+    if len(contrib) == 0:
+        st.caption("No per-modality contributions in this run (imported scores without `contrib__<modality>` "
+                   "columns), so the chart of which modality drives memorization is absent.")
     fig = go.Figure(go.Bar(x=contrib["mean"], y=contrib["modality"], orientation="h",
                            error_x=dict(type="data", array=contrib["sem"]), marker_color=PALETTE[0],
                            hovertemplate="%{y}: %{x:+.4f}<extra></extra>"))
@@ -137,7 +143,8 @@ with left:
                            subtitle="mean contribution per modality ± standard error"), width="stretch",
                     key="contrib")
     order = " > ".join(contrib["modality"])
-    st.caption(f"This run: **{order}**. The paper found text > video > image > audio.")
+    if order:
+        st.caption(f"This run: **{order}**. The paper found text > video > image > audio.")
 with right:
     fig = go.Figure()
     for i, (name, frame) in enumerate([("all scored", s["pairs_all"])] +
