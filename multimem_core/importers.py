@@ -324,7 +324,7 @@ def check_vectors(model: ModelEmbeddings, *, chunk: int = 4096) -> None:
                 x = np.asarray(array, dtype=np.float32)
                 finite = np.isfinite(x).all(axis=(0, 2))
                 bad_nan += (s + np.flatnonzero(~finite)).tolist()
-                norms = np.linalg.norm(np.nan_to_num(x), axis=2)
+                norms = np.linalg.norm(np.where(np.isfinite(x), x, 0), axis=2)
                 bad_zero += (s + np.flatnonzero(finite & (norms <= ZERO_NORM).any(axis=0))).tolist()
         for bad, what in ((sorted(set(bad_nan)), "contain NaN or inf"), (sorted(set(bad_zero)), "are all zeros")):
             if bad:
