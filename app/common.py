@@ -19,6 +19,7 @@ import streamlit as st
 
 from app.media import MediaPathError, read_media
 from multimem_core import diagnose
+from multimem_core.launch import runs_folder
 from multimem_core.review import ReviewError, ReviewStore, default_reviewer
 from multimem_core.run import RunDir, RunDirError
 
@@ -167,6 +168,8 @@ def sidebar() -> None:
     """Run picker and reviewer field, drawn by main.py on every page."""
     root = runs_root()
     runs = discover_runs(str(root)) if root else []
+    # runs started on the New-run page: in `root` when it is a folder of runs, else under the data root
+    runs += [p for p in discover_runs(str(runs_folder(root))) if p not in runs]
     if runs:
         names = {p: _run_label(p, root) for p in runs}
         current = st.session_state.get("run_path")

@@ -328,6 +328,8 @@ def add_app(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="port to serve on (the next free one if taken)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; the default keeps the dashboard on this machine (0.0.0.0 exposes it)")
+    p.add_argument("--data-root", default=".",
+                   help="the New-run page starts runs only on manifests or shards under this folder")
 
 
 def cmd_app(args) -> int:
@@ -344,7 +346,7 @@ def cmd_app(args) -> int:
     # the address as bound: "localhost" may resolve to ::1 first, where nothing listens
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
     print(f"MultiMem Studio for {run}\n  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
-    env = {**os.environ, "MULTIMEM_RUN": str(run)}
+    env = {**os.environ, "MULTIMEM_RUN": str(run), "MULTIMEM_DATA_ROOT": str(Path(args.data_root).resolve())}
     proc = subprocess.Popen(cmd, env=env)
     try:
         return proc.wait()

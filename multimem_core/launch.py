@@ -1,0 +1,349 @@
+"""Runs started from the dashboard: `multimem score` as a background process whose state lives in files.
+
+    RUN/job.json      what was started: the command, its process (group) id, when; `cancelled` once cancelled
+    RUN/log.txt       everything the process printed
+    RUN/exit_code     its exit status, written by the wrapper shell when it ends
+    RUN/progress.json what the engine is doing (stage, model, epoch, samples/s, time left), see score.Stages
+
+Nothing is kept in the browser session: a reload, a second tab or a restarted dashboard reads the same
+files and finds the job where it is. Inputs must lie under the data root (`multimem app --data-root`,
+$MULTIMEM_DATA_ROOT, else the current directory); the dashboard never starts a run on a path outside it.
+No Streamlit import here: the page is a thin view over these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .run import RunDir, atomic_write_json
+
+ENV_DATA_ROOT = "MULTIMEM_DATA_ROOT"
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq")
+SKIP_DIRS = {"cache", "embeddings", "models", "diagnostics", "mitigation", "exports", "node_modules", "__pycache__"}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# The wrapper records the command's exit status in a file, so that a dashboard that did not start the
+# process (reloaded, restarted) still knows how it ended.
+WRAPPER = '"$@"; status=$?; echo $status > "$MULTIMEM_EXIT_FILE"; exit $status'
+
+
+class LaunchError(ValueError):
+    """The run cannot start; the message says why and what to change."""
+
+
+def data_root() -> Path:
+    value = os.environ.get(ENV_DATA_ROOT, "").strip()
+    return Path(value or os.getcwd()).expanduser().resolve()
+
+
+def resolve_under(root: str | Path, text: str | Path) -> Path:
+    """`text` (absolute, or relative to `root`) as a resolved path that exists and lies inside `root`."""
+    root = Path(root).resolve()
+    raw = Path(str(text).strip()).expanduser()
+    if not str(text).strip():
+        raise LaunchError("no input given: pick a manifest or a shards folder under the data root.")
+    path = (raw if raw.is_absolute() else root / raw).resolve()  # resolves symlinks and '..'
+    if path != root and root not in path.parents:
+        raise LaunchError(f"{text} lies outside the data root {root}. The dashboard only starts runs on data under "
+                          "it; restart it with `multimem app … --data-root DIR` to allow another folder.")
+    if not path.exists():
+        raise LaunchError(f"{path} does not exist.")
+    return path
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "samples.parquet").is_file()
+
+
+def find_inputs(root: str | Path, *, max_depth: int = 3, limit: int = 200, budget: int = 20_000) -> list[Path]:
+    """Manifests and folders of .tar shards under `root` (not inside run directories), nearest first.
+
+    Bounded (depth, results and directory entries read) so that a data root with millions of files costs
+    the same fraction of a second as a small one."""
+    root = Path(root).resolve()
+    found: list[Path] = []
+    level = [root]
+    seen = 0
+    for _ in range(max_depth + 1):
+        nxt = []
+        for folder in level:
+            if _is_run(folder):
+                continue
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue
+            seen += len(entries)
+            tars = False
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    if e.name not in SKIP_DIRS:
+                        nxt.append(Path(e.path))
+                elif e.name.lower().endswith(MANIFEST_SUFFIXES):
+                    found.append(Path(e.path))
+                elif e.name.endswith(".tar"):
+                    tars = True
+            if tars:
+                found.append(folder)
+            if len(found) >= limit or seen >= budget:
+                return found[:limit]
+        level = nxt
+    return found[:limit]
+
+
+def runs_folder(app_root: str | Path | None, *, root: str | Path | None = None) -> Path:
+    """Where the New-run page writes runs: the folder of runs the dashboard shows (so that the run picker
+    finds them), else <data root>/runs when the dashboard shows a single run."""
+    if app_root is not None:
+        p = Path(app_root).expanduser().resolve()
+        if p.is_dir() and not _is_run(p):
+            return p
+    return Path(root or data_root()).resolve() / "runs"
+
+
+@dataclass
+class NewRun:
+    """What the New-run page asks for; `command()` is the `multimem score` line it starts."""
+
+    input: str                              # manifest or shards folder (absolute, under the data root)
+    out: str                                # the run directory
+    modalities: list[str] = field(default_factory=list)  # empty: all the input has
+    protocol: str = "crossfit"
+    folds: int = 2
+    epochs: int = 20
+    image_tower: str = "mm-tiny"
+    text_tower: str = ""                    # empty: same as the image tower
+    augmentations: int = 8
+    image_size: int = 32
+    batch_size: int = 128
+    frames: int = 8
+    audio_seconds: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "multimem_core.cli", "score", self.input, "--out", self.out,
+               "--protocol", self.protocol, "--epochs", str(self.epochs), "--image-tower", self.image_tower,
+               "--augmentations", str(self.augmentations), "--image-size", str(self.image_size),
+               "--batch-size", str(self.batch_size), "--frames", str(self.frames),
+               "--audio-seconds", str(self.audio_seconds), "--seed", str(self.seed), "--device", self.device,
+               "--quiet"]
+        if self.protocol == "crossfit":
+            cmd += ["--folds", str(self.folds)]
+        if self.modalities:
+            cmd += ["--modalities", ",".join(self.modalities)]
+        if self.text_tower:
+            cmd += ["--text-tower", self.text_tower]
+        return cmd
+
+
+def start(job: NewRun, *, root: str | Path | None = None) -> Path:
+    """Check the job, then start `multimem score` in its own process group, logging to RUN/log.txt."""
+    root = Path(root or data_root()).resolve()
+    job.input = str(resolve_under(root, job.input))
+    out = Path(job.out).expanduser().resolve()
+    if not NAME_RE.match(out.name):
+        raise LaunchError(f"run name {out.name!r}: use letters, digits, '.', '_' or '-' (up to 80), starting with a "
+                          "letter or digit.")
+    if out.exists() and any(out.iterdir()):
+        raise LaunchError(f"{out} exists already: choose another run name.")
+    if job.protocol not in ("crossfit", "paper"):
+        raise LaunchError(f"unknown protocol {job.protocol!r}: crossfit or paper.")
+    if job.protocol == "crossfit" and job.folds < 2:
+        raise LaunchError("crossfit needs 2 folds or more.")
+    if job.epochs < 1:
+        raise LaunchError("epochs must be 1 or more.")
+    job.out = str(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = job.command()
+    repo = Path(__file__).resolve().parent.parent  # a checkout that is not pip-installed still imports
+    env = {**os.environ, "MULTIMEM_EXIT_FILE": str(out / "exit_code"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)}
+    with open(out / "log.txt", "ab") as log:
+        log.write(f"$ {shlex.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(["/bin/sh", "-c", WRAPPER, "multimem-job", *cmd], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(out), env=env,
+                                start_new_session=True)  # its own group: cancel ends it and its children
+    atomic_write_json(out / "job.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd, "started": time.time(),
+                                         "options": asdict(job), "data_root": str(root)})
+    return out
+
+
+# --- the state of a job, from its files ----------------------------------------------------------------------
+
+def _reap(pid: int) -> None:
+    try:  # our own child that ended: collect it so it does not linger as a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):
+        pass
+
+
+def process_alive(pid: int, marker: str) -> bool:
+    """Whether `pid` still runs and is the job's (its command line holds `marker`: a reused pid is not)."""
+    _reap(pid)
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self").exists():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z" and marker.encode() in cmdline
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def log_tail(run: str | Path, *, lines: int = 40, max_bytes: int = 64_000) -> str:
+    path = Path(run) / "log.txt"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - max_bytes))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    # tqdm redraws a line with carriage returns: keep the last state of each line
+    rows = [r.rsplit("\r", 1)[-1] for r in text.splitlines()]
+    return "\n".join(r for r in rows[-lines:])
+
+
+@dataclass
+class JobState:
+    path: Path
+    state: str                       # starting | running | complete | failed | cancelled
+    job: dict
+    progress: dict | None
+    exit_code: int | None
+    error: str = ""                  # failed: the last lines of the log
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running")
+
+    @property
+    def started(self) -> float:
+        return float(self.job.get("started", 0))
+
+
+def job_state(run: str | Path) -> JobState | None:
+    """The job in `run` as its files describe it now, or None if no job was started there."""
+    path = Path(run)
+    job = _read_json(path / "job.json")
+    if job is None:
+        return None
+    progress = _read_json(path / "progress.json")
+    if progress and float(progress.get("updated", 0)) < float(job.get("started", 0)):
+        progress = None  # left over from an earlier attempt in the same folder
+    exit_text = (path / "exit_code").read_text().strip() if (path / "exit_code").is_file() else ""
+    exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
+    config = _read_json(path / "config.json") or {}
+    complete = config.get("status") == "complete" and RunDir(path).is_complete()
+    if exit_code is None and process_alive(int(job["pid"]), str(path)):
+        state = "running" if progress else "starting"
+    elif job.get("cancelled"):
+        state = "cancelled"
+    elif complete and exit_code in (0, None):
+        state = "complete"
+    else:
+        state = "failed"
+    error = ""
+    if state == "failed":
+        error = log_tail(path) or ("the process ended without output" if exit_code is not None else
+                                   "the process is gone without an exit status (killed, or the machine restarted)")
+    return JobState(path, state, job, progress, exit_code, error)
+
+
+def list_jobs(folder: str | Path) -> list[JobState]:
+    """Jobs started in `folder` (one run directory each), newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    states = [job_state(p) for p in folder.iterdir() if (p / "job.json").is_file()]
+    return sorted((s for s in states if s is not None), key=lambda s: s.started, reverse=True)
+
+
+def cancel(run: str | Path, *, grace_s: float = 5.0) -> bool:
+    """End the job's whole process group (SIGTERM, then SIGKILL after `grace_s`). False if it had ended."""
+    path = Path(run)
+    job = _read_json(path / "job.json")
+    if job is None or not process_alive(int(job["pid"]), str(path)):
+        return False
+    atomic_write_json(path / "job.json", {**job, "cancelled": True, "cancelled_at": time.time()})
+    try:
+        os.killpg(int(job["pgid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    end = time.time() + grace_s
+    while time.time() < end and process_alive(int(job["pid"]), str(path)):
+        time.sleep(0.1)
+    if process_alive(int(job["pid"]), str(path)):
+        try:
+            os.killpg(int(job["pgid"]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return True
+
+
+# --- progress in words ---------------------------------------------------------------------------------------
+
+STAGE_WORDS = {"read": "reading the input", "decode": "decoding media", "prepare": "preparing the towers",
+               "train": "training", "embed": "embedding every sample", "score": "scoring",
+               "projection": "projecting (UMAP)", "done": "done"}
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(round(max(0.0, float(seconds))))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def describe(progress: dict | None) -> dict:
+    """stage (words), detail (one line), fraction of the stage done (or None), time left in seconds (or None)."""
+    if not progress:
+        return {"stage": "starting", "detail": "loading the engine", "fraction": None, "eta_s": None}
+    stage = str(progress.get("stage", "?"))
+    out = {"stage": STAGE_WORDS.get(stage, stage), "detail": "", "fraction": None, "eta_s": None}
+    if stage == "train" and "epoch" in progress:
+        k, total = int(progress.get("model_index", 1)), int(progress.get("models_total", 1))
+        epoch, epochs = int(progress["epoch"]), int(progress.get("epochs", 1))
+        out["detail"] = (f"model {k} of {total} ({progress.get('model', '?')}), epoch {epoch} of {epochs}, "
+                         f"{float(progress.get('samples_per_s', 0)):.0f} samples/s")
+        out["fraction"] = min(1.0, ((k - 1) * epochs + epoch) / max(1, total * epochs))
+        out["eta_s"] = progress.get("eta_train_s", progress.get("eta_s"))
+    elif stage == "embed" and "chunk" in progress:
+        out["detail"] = (f"model {progress.get('model', '?')}, chunk {progress['chunk']} of {progress['chunks']}"
+                         + (f", {float(progress['samples_per_s']):.0f} samples/s" if "samples_per_s" in progress else ""))
+        out["fraction"] = min(1.0, int(progress["chunk"]) / max(1, int(progress["chunks"])))
+        out["eta_s"] = progress.get("eta_s")
+    return out

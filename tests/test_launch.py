@@ -1,0 +1,137 @@
+"""Runs started from the dashboard: paths stay under the data root, and a job's state (running, failed,
+cancelled) comes from its files alone, with real `multimem score` processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from multimem_core import launch
+
+
+def test_paths_outside_the_data_root_are_refused(tmp_path):
+    root = tmp_path / "data"
+    (root / "set").mkdir(parents=True)
+    (root / "set" / "m.csv").write_text("id,text,image\n")
+    (tmp_path / "secret.csv").write_text("id,text,image\n")
+    (root / "escape").symlink_to(tmp_path)
+    assert launch.resolve_under(root, "set/m.csv") == (root / "set" / "m.csv").resolve()
+    assert launch.resolve_under(root, str(root / "set")) == (root / "set").resolve()
+    for bad in ("../secret.csv", str(tmp_path / "secret.csv"), "escape/secret.csv", "/etc/passwd"):
+        with pytest.raises(launch.LaunchError, match="outside the data root"):
+            launch.resolve_under(root, bad)
+    with pytest.raises(launch.LaunchError, match="does not exist"):
+        launch.resolve_under(root, "set/nope.csv")
+    with pytest.raises(launch.LaunchError, match="no input"):
+        launch.resolve_under(root, "  ")
+
+
+def test_find_inputs_lists_manifests_and_shard_folders_not_runs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "manifest.csv").write_text("x")
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "000.tar").write_bytes(b"")
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    for name in ("config.json", "samples.parquet", "scores.parquet"):
+        (run / name).write_text("{}")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "m.csv").write_text("x")
+    found = {str(p.relative_to(tmp_path)) for p in launch.find_inputs(tmp_path)}
+    assert found == {"a/manifest.csv", "shards"}
+
+
+def test_command_and_runs_folder(tmp_path):
+    job = launch.NewRun(input="/d/m.csv", out="/r/x", modalities=["image", "text"], protocol="paper", epochs=3,
+                        text_tower="minilm")
+    cmd = job.command()
+    assert cmd[1:4] == ["-m", "multimem_core.cli", "score"] and "--folds" not in cmd
+    assert cmd[cmd.index("--modalities") + 1] == "image,text" and cmd[cmd.index("--text-tower") + 1] == "minilm"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    assert launch.runs_folder(runs, root=tmp_path) == runs.resolve()
+    single = runs / "one"
+    single.mkdir()
+    (single / "config.json").write_text("{}")
+    (single / "samples.parquet").write_text("")
+    assert launch.runs_folder(single, root=tmp_path) == (tmp_path / "runs").resolve()
+    assert launch.describe(None)["stage"] == "starting"
+    d = launch.describe({"stage": "train", "model_index": 2, "models_total": 2, "epoch": 1, "epochs": 4,
+                         "samples_per_s": 100, "eta_s": 3, "eta_train_s": 3, "model": "fold1"})
+    assert d["fraction"] == 5 / 8 and d["eta_s"] == 3 and "epoch 1 of 4" in d["detail"]
+    assert launch.duration(75) == "1 min 15 s"
+
+
+def tiny_manifest(folder: Path, n: int) -> Path:
+    from multimem_core.data.shapes import build_shapes
+
+    return build_shapes(folder, n=n, inject_rate=0.0, seed=0, modalities=("image", "text"), image_size=16,
+                        progress=False)
+
+
+def wait_for(predicate, timeout: float = 120):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_failed_job_shows_the_end_of_its_log(tmp_path):
+    manifest = tiny_manifest(tmp_path / "data", 6)  # too few samples to train: the engine refuses
+    out = launch.start(launch.NewRun(input="manifest.csv", out=str(tmp_path / "runs" / "few"), epochs=1),
+                       root=tmp_path / "data")
+    assert launch.job_state(out).state in ("starting", "running", "failed")
+    state = wait_for(lambda: (s := launch.job_state(out)) and not s.active and s)
+    assert state.state == "failed" and state.exit_code == 2
+    assert "too few to train" in state.error and state.error.count("\n") < 45
+    assert (out / "log.txt").read_text().startswith("$ ")
+    with pytest.raises(launch.LaunchError, match="exists already"):
+        launch.start(launch.NewRun(input=str(manifest), out=str(out)), root=tmp_path / "data")
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes of the group that are not zombies (an ended child waits for its parent to collect it)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_cancel_ends_the_whole_process_group(tmp_path):
+    tiny_manifest(tmp_path / "data", 200)
+    out = launch.start(launch.NewRun(input="manifest.csv", out=str(tmp_path / "runs" / "long"), epochs=500,
+                                     image_size=16, augmentations=1, batch_size=32),
+                       root=tmp_path / "data")
+    job = launch.job_state(out).job
+    # wait until the engine itself runs (a child of the wrapper shell), then cancel
+    engine_pid = wait_for(lambda: (p := launch._read_json(out / "progress.json")) and p.get("pid"))
+    assert launch.cancel(out)
+    state = launch.job_state(out)
+    assert state.state == "cancelled" and not state.active
+    for pid in (job["pid"], engine_pid):
+        launch._reap(pid)
+        assert not launch.process_alive(pid, str(out))
+    assert not live_members(job["pgid"])
+    assert not launch.cancel(out)  # nothing left to cancel
+    assert [s.name for s in launch.list_jobs(out.parent)] == ["long"]
+
+
+def test_start_refuses_bad_settings(tmp_path):
+    (tmp_path / "m.csv").write_text("id,text,image\n")
+    good = dict(input="m.csv", out=str(tmp_path / "runs" / "ok"))
+    for kwargs, message in [({"out": str(tmp_path / "runs" / "bad name")}, "run name"),
+                            ({"protocol": "other"}, "unknown protocol"), ({"folds": 1}, "2 folds"),
+                            ({"epochs": 0}, "epochs"), ({"input": "../x.csv"}, "outside the data root")]:
+        with pytest.raises(launch.LaunchError, match=message):
+            launch.start(launch.NewRun(**{**good, **kwargs}), root=tmp_path)
+    assert not (tmp_path / "runs").exists()
