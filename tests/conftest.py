@@ -44,4 +44,6 @@ def engine_run(shapes_manifest, tmp_path_factory):
     """A real, complete 4-modality run directory made by `score_run` (about half a minute)."""
     from multimem_core.score import score_run
 
-    return score_run(tiny_score_config(shapes_manifest, tmp_path_factory.mktemp("runs") / "engine_run"))
+    cfg = tiny_score_config(shapes_manifest, tmp_path_factory.mktemp("runs") / "engine_run")
+    cfg.save_views = True  # the augmented views too: tests re-import them (`multimem import-embeddings`)
+    return score_run(cfg)

@@ -28,14 +28,19 @@ def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 # --- a real run made by `multimem score --save-views`, re-imported --------------------------------------------
 
 @pytest.fixture(scope="module")
-def views_run(shapes_manifest, tmp_path_factory) -> RunDir:
-    """`multimem score` on the 4-modality shapes set, tiny and fast, keeping the augmented views."""
-    out = tmp_path_factory.mktemp("views") / "run"
-    res = cli("score", str(shapes_manifest), "--out", str(out), "--save-views", "--epochs", "1",
-              "--augmentations", "2", "--image-size", "16", "--frames", "4", "--audio-seconds", "0.5",
-              "--batch-size", "64", "--no-projection", "--quiet")
-    assert res.returncode == 0, res.stderr[-3000:]
-    return RunDir(out)
+def views_run(engine_run) -> RunDir:
+    """The session's engine run (4-modality shapes, made by score_run as `multimem score` makes it), which
+    keeps its augmented views (ScoreConfig.save_views, `multimem score --save-views`)."""
+    return engine_run
+
+
+def test_save_views_option_reaches_the_engine(tmp_path):
+    from multimem_core.cli import build_parser, score_config
+
+    args = build_parser().parse_args(["score", "m.csv", "--out", str(tmp_path), "--save-views"])
+    assert score_config(args, args.input, args.out).save_views
+    args = build_parser().parse_args(["score", "m.csv", "--out", str(tmp_path)])
+    assert not score_config(args, args.input, args.out).save_views
 
 
 def test_saved_views_have_the_documented_shape(views_run):
