@@ -362,3 +362,20 @@ def test_import_scores_run_opens_on_every_page(views_run, shapes_manifest, tmp_p
         assert not at.error, (page, [e.value for e in at.error])
         if page.endswith("map.py"):
             assert any("imported from a score table" in i.value for i in at.info)
+
+
+def test_parquet_one_vector_per_cell_and_ragged_vectors(paper, tmp_path):
+    rng = np.random.default_rng(3)
+    ids = [f"s{i:02d}" for i in range(N)]
+    for model in ("qf", "qg"):
+        folder = tmp_path / model
+        folder.mkdir()
+        for m in ("image", "text"):
+            pd.DataFrame({"id": ids, "emb": list(rng.normal(size=(N, D)).astype(np.float32))}).to_parquet(
+                folder / f"{m}.parquet")
+    cfg = EmbeddingImport(**{**paper.__dict__, "in_model": str(tmp_path / "qf"), "out_model": str(tmp_path / "qg")})
+    assert len(import_embeddings(cfg).scores()) == 24
+    ragged = [np.ones(D, np.float32)] * (N - 1) + [np.ones(D + 1, np.float32)]
+    pd.DataFrame({"id": ids, "emb": ragged}).to_parquet(tmp_path / "qf" / "text.parquet")
+    refused(EmbeddingImport(**{**cfg.__dict__, "out": str(tmp_path / "out2" / "run")}),
+            "text.parquet", "lists of different lengths", "'s29'")
