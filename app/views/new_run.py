@@ -186,6 +186,8 @@ with right:
         device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="newrun_device")
     if "newrun_name" not in st.session_state:
         stem = Path(text).stem if text and text != "." else "run"
+        if stem == "manifest" and Path(text).parent.name:  # shapes/manifest.csv -> shapes-…
+            stem = Path(text).parent.name
         st.session_state["newrun_name"] = f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
     name = st.text_input("Run name", key="newrun_name", help=f"The run directory: {folder}/NAME")
     ready = path is not None and not err and len(picked) >= 2
