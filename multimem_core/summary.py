@@ -90,7 +90,8 @@ def format_summary(s: dict) -> str:
             row += "".join(f"{s['auroc_by_kind'][k].get(c, float('nan')):>18.3f}" for k in kinds)
             lines.append(row)
     if "evaluation" in s:
-        lines.append("\ndownstream evaluation")
-        for k, v in s["evaluation"].items():
-            lines.append(f"  {k}: {v}")
+        from .evaluate import format_evaluation
+
+        lines.append("\ndownstream evaluation (multimem evaluate)")
+        lines += format_evaluation(s["evaluation"])
     return "\n".join(lines)

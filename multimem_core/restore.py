@@ -1,0 +1,131 @@
+"""Reopening a finished run: its configuration, its decoded inputs and its saved models.
+
+Evaluation, mitigation and the what-if preview all start from a run directory made by `score_run`.
+They rebuild exactly what it used (the same ScoreConfig, the decode cache in RUN/cache, the protocol's
+assignment, the prepared tensors) instead of copying its logic, and check that the rebuilt samples and
+roles match RUN/samples.parquet, so a moved or edited dataset fails loudly instead of scoring the
+wrong rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .augment import AugmentConfig
+from .data.manifest import ColumnKeys
+from .data.media import MediaSpec
+from .models.factory import ModelConfig, MultiTowerModel, create_model
+from .protocol import Assignment, ProtocolConfig, assign
+from .run import RunDir, RunDirError
+from .score import ScoreConfig, _decode, prepare_cached, read_input, resolve_device
+from .train import TrainConfig
+
+
+def score_config_of(run: RunDir) -> ScoreConfig:
+    """The ScoreConfig a run was made with, from RUN/config.json."""
+    c = run.config()
+    if c.get("status") != "complete":
+        raise RunDirError(f"{run.path} is not a complete run (status {c.get('status')!r}); "
+                          f"finish it first: rerun the `multimem score` command that made it")
+    train = dict(c["train"])
+    train["augment"] = AugmentConfig(**train.get("augment", {}))
+    proto = dict(c["protocol"])
+    proto["paper_shares"] = tuple(proto.get("paper_shares", (0.5, 0.25, 0.25)))
+    model = dict(c["model"])
+    return ScoreConfig(
+        input=c["input"], out=str(run.path), modalities=list(c["modalities"]), keys=ColumnKeys(**c["keys"]),
+        protocol=ProtocolConfig(**proto), model=ModelConfig(**model), train=TrainConfig(**train),
+        media=MediaSpec(**c["media"]), augmentations=int(c.get("augmentations", 8)),
+        chunk_size=int(c.get("chunk_size", 256)), projection=False, device=c.get("device", "auto"),
+    )
+
+
+def model_config_of(cfg: ScoreConfig) -> ModelConfig:
+    """The ModelConfig score_run builds its models from (modalities and media shapes filled in)."""
+    return ModelConfig(**{**cfg.model.to_dict(), "modalities": list(cfg.modalities),
+                          "video_frames": cfg.media.video_frames,
+                          "audio_sample_rate": cfg.media.audio_sample_rate})
+
+
+def model_names(run: RunDir) -> list[str]:
+    """Models of the run that have final weights, in the config's order."""
+    names = list(run.config().get("models", {})) or sorted(p.name for p in run.models_dir.iterdir())
+    return [n for n in names if (run.models_dir / n / "model.safetensors").is_file()]
+
+
+def load_run_model(run: RunDir, name: str, *, device: str | torch.device = "cpu") -> MultiTowerModel:
+    """The model `name` of the run (e.g. "fold0", "f") with its final weights, in eval mode."""
+    from safetensors.torch import load_model
+
+    path = run.models_dir / name / "model.safetensors"
+    if not path.is_file():
+        have = ", ".join(model_names(run)) or "none"
+        raise RunDirError(f"{path} does not exist: the run has no final weights for model {name!r} "
+                          f"(models with weights: {have})")
+    cfg = score_config_of(run)
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(model_config_of(cfg))
+    load_model(model, str(path))
+    return model.to(resolve_device(str(device))).eval()
+
+
+@dataclass
+class RunInputs:
+    """What training and scoring consumed, rebuilt from the run directory."""
+
+    cfg: ScoreConfig
+    ids: list[str]
+    data: dict[str, torch.Tensor]   # prepared tensors (token ids, pixels, waveforms), samples.parquet order
+    assignment: Assignment
+    samples: pd.DataFrame            # RUN/samples.parquet (same row order as `data`)
+    texts: list[str] | None          # raw captions (for caption-level augmentations), if the run has text
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.cfg.modalities)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def labels(self) -> np.ndarray | None:
+        """The `label` column as strings ('' where missing), or None if the dataset has no labels."""
+        if "label" not in self.samples.columns:
+            return None
+        lab = self.samples["label"].astype("string").fillna("").str.strip().to_numpy(dtype=object)
+        return lab if (lab != "").any() else None
+
+    def injected(self) -> np.ndarray:
+        """Per sample, whether it carries an injected misalignment (built-in datasets; all False otherwise)."""
+        col = self.samples["injected"] if "injected" in self.samples.columns else pd.Series([""] * self.n)
+        return (col.fillna("").astype(str) != "").to_numpy()
+
+
+def load_run_inputs(run: RunDir, *, progress: bool = False) -> RunInputs:
+    """Decode (from RUN/cache when it is there) and prepare the run's data exactly as score_run did."""
+    cfg = score_config_of(run)
+    try:
+        source = read_input(cfg)
+    except FileNotFoundError as e:
+        raise RunDirError(f"the input of {run.path} ({cfg.input}) cannot be read: {e}. Evaluation and "
+                          "mitigation re-read the dataset; put it back where the run found it") from e
+    decoded = _decode(source, cfg.modalities, cfg.media, run.cache_dir, progress)
+    samples = run.samples()
+    ids = list(decoded.ids)
+    if ids != samples["id"].astype(str).tolist():
+        raise RunDirError(f"the dataset at {cfg.input} no longer matches {run.samples_path} "
+                          f"({len(ids)} samples decoded, {len(samples)} in the run): the manifest or its media "
+                          "changed since the run was made; score it again")
+    assignment = assign(len(ids), cfg.protocol)
+    if not np.array_equal(assignment.roles, samples["role"].astype(str).to_numpy()):
+        raise RunDirError(f"the roles in {run.samples_path} differ from what protocol {cfg.protocol.name} "
+                          "assigns with the run's seed; was samples.parquet edited?")
+    torch.manual_seed(cfg.train.seed)
+    proto = create_model(model_config_of(cfg))
+    data = prepare_cached(proto, decoded.arrays, run.cache_dir)
+    texts = list(decoded.arrays["text"]) if "text" in decoded.arrays else None
+    return RunInputs(cfg=cfg, ids=ids, data=data, assignment=assignment, samples=samples, texts=texts)

@@ -1,0 +1,233 @@
+"""Mitigation: targeted augmentations, the regrouping plan, removal rankings, and the three strategies
+end to end on a real (tiny) run, one or two epochs each, plus the what-if preview."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from multimem_core.augment import AugmentConfig
+from multimem_core.mitigate import (MitigateConfig, MitigationError, RegroupPlan, default_name, list_mitigations,
+                                    mitigate, modality_subsets, parse_sweep, removal_order)
+from multimem_core.run import RunDir
+from multimem_core.targeted import SpecError, TargetedAugment, drop_frames, reorder_words
+from multimem_core.train import shuffled_batches
+
+# --- targeted augmentations ------------------------------------------------------------------------------
+
+
+def test_spec_parsing_defaults_and_errors():
+    aug = TargetedAugment.parse("noise, caption=0.5,frame-drop=0.2", ["image", "text"])
+    assert aug.strengths == (("noise", 0.1), ("caption", 0.5), ("frame_drop", 0.2))
+    assert aug.modalities == ("image", "text") and aug.spec() == "noise=0.1,caption=0.5,frame_drop=0.2"
+    assert aug.targets("text") and not aug.targets("audio")
+    with pytest.raises(SpecError, match="unknown augmentation 'blur'.*noise"):
+        TargetedAugment.parse("blur=1")
+    with pytest.raises(SpecError, match="must be a number"):
+        TargetedAugment.parse("noise=lots")
+    with pytest.raises(SpecError, match="empty"):
+        TargetedAugment.parse(" , ")
+
+
+def test_reorder_words_shuffles_only_the_words():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tokens = SimpleTokenizer(context_length=16)(["a red circle in the top left moving up"] * 8 + ["short"])
+    gen = torch.Generator().manual_seed(0)
+    out = reorder_words(tokens, 1.0, gen)
+    assert torch.equal(reorder_words(tokens, 0.0, gen), tokens)
+    for before, after in zip(tokens, out):
+        assert sorted(before.tolist()) == sorted(after.tolist())          # same tokens
+        assert after[0] == before[0]                                      # start of text stays
+        eot = int(before.argmax())
+        assert after[eot] == before[eot] and torch.equal(after[eot:], before[eot:])  # end and padding stay
+    assert any(not torch.equal(a, b) for a, b in zip(out[:8], tokens[:8]))
+
+
+def test_drop_frames_repeats_earlier_frames():
+    video = torch.arange(4 * 6, dtype=torch.float32).view(4, 6, 1, 1, 1).expand(4, 6, 3, 2, 2).clone()
+    out = drop_frames(video, 0.5, torch.Generator().manual_seed(1))
+    assert out.shape == video.shape
+    src = out[:, :, 0, 0, 0] - video[:, :1, 0, 0, 0]   # which frame each output frame shows
+    assert (src[:, 0] == 0).all()
+    assert (src[:, 1:] >= src[:, :-1]).all() and (src <= torch.arange(6)).all()  # time order kept, never ahead
+    assert (src != torch.arange(6)).any()
+
+
+def test_embedding_noise_touches_only_chosen_modalities_and_keeps_unit_norm():
+    emb = {m: torch.nn.functional.normalize(torch.randn(5, 16), dim=-1) for m in ("image", "text")}
+    out = TargetedAugment.parse("noise=0.1", ["text"]).embeddings(emb, torch.Generator().manual_seed(0))
+    assert torch.equal(out["image"], emb["image"])
+    assert not torch.allclose(out["text"], emb["text"])
+    assert torch.allclose(out["text"].norm(dim=-1), torch.ones(5))
+    assert (torch.nn.functional.cosine_similarity(out["text"], emb["text"]) > 0.3).all()
+
+
+def test_targeted_inputs_leave_other_modalities_to_the_base_augmentation():
+    batch = {"image": torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8), "audio": torch.randn(4, 400)}
+    base = AugmentConfig()
+    aug = TargetedAugment.parse("audio_noise=0.5", ["audio"])
+    out = aug.inputs(batch, base, torch.Generator().manual_seed(3))
+    ref_image = TargetedAugment.parse("noise=0", ["audio"]).inputs(batch, base, torch.Generator().manual_seed(3))["image"]
+    assert torch.equal(out["image"], ref_image)  # image: the base augmentation, untouched by the spec
+    assert (out["audio"] - batch["audio"]).std() > 0.3  # audio: much stronger noise than the base 0.005
+
+
+# --- the regrouping plan ---------------------------------------------------------------------------------
+
+def test_regroup_plan_without_selection_is_the_plain_plan():
+    idx = np.arange(100, 400)
+    plan = RegroupPlan(augment="AUG")
+    a = plan(0, idx, 64, torch.Generator().manual_seed(5))
+    b = shuffled_batches(0, idx, 64, torch.Generator().manual_seed(5))
+    assert [x.tolist() for x, _ in a] == [x.tolist() for x, _ in b]
+
+
+def test_regroup_plan_puts_the_selected_in_their_own_augmented_batches():
+    idx = np.arange(1000)
+    selected = np.arange(0, 1000, 20)  # 50
+    plan = RegroupPlan(augment="AUG", selections={3: selected})
+    assert len(plan.selected_for(2)) == 0 and len(plan.selected_for(7)) == 50
+    batches = plan(3, idx, 128, torch.Generator().manual_seed(0))
+    plain = shuffled_batches(3, idx, 128, torch.Generator().manual_seed(0))
+    assert len(batches) == len(plain)                      # the learning-rate schedule's step count holds
+    allidx = np.concatenate([b for b, _ in batches])
+    assert sorted(allidx.tolist()) == list(range(1000))    # every sample once
+    aug = np.concatenate([b for b, a in batches if a == "AUG"])
+    assert sorted(aug.tolist()) == selected.tolist()       # exactly the selected are augmented
+    assert all(a is None for b, a in batches if not np.isin(b, selected).all())
+
+
+def test_removal_order_directions():
+    scores = pd.DataFrame({"id": list("abcd"), "multimem": [0.1, 0.5, -0.2, 0.3],
+                           "base__cosine": [0.9, 0.1, 0.5, 0.7], "base__clipmem": [0.0, 0.2, 0.1, 0.3]})
+    assert removal_order(scores, "multimem").tolist() == ["b", "d", "a", "c"]
+    assert removal_order(scores, "base__cosine").tolist() == ["b", "c", "d", "a"]  # low agreement first
+    assert removal_order(scores, "base__clipmem").tolist() == ["d", "b", "c", "a"]  # memorized first
+    r1, r2 = removal_order(scores, "random", seed=1), removal_order(scores, "random", seed=1)
+    assert r1.tolist() == r2.tolist() and sorted(r1) == list("abcd")
+    with pytest.raises(MitigationError, match="unknown ranking"):
+        removal_order(scores, "loss")
+
+
+def test_config_validation_and_names():
+    with pytest.raises(MitigationError, match="strategy"):
+        MitigateConfig(strategy="prune")
+    with pytest.raises(MitigationError, match="top-frac"):
+        MitigateConfig(strategy="regroup", top_frac=5)
+    with pytest.raises(MitigationError, match="comma-separated"):
+        parse_sweep("0,fifty")
+    assert parse_sweep("0, 50,100") == (0, 50, 100)
+    assert default_name(MitigateConfig(strategy="remove", sweep=(0, 10))) == "remove-sweep-ft5"
+    assert "/" not in default_name(MitigateConfig(strategy="augment", augment="noise=0.1,crop=0.3"))
+    assert len(modality_subsets(["image", "text", "audio", "video"])) == 15
+
+
+# --- end to end on the engine's tiny run -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def run(engine_run, tmp_path_factory) -> RunDir:
+    """A private copy of the engine's run, with its models and decode cache (mitigation re-reads both)."""
+    dst = tmp_path_factory.mktemp("mitigate") / "run"
+    shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("review.sqlite*", "mitigation", "evaluation.json"))
+    return RunDir(dst)
+
+
+def test_remove_drops_the_top_ranked_and_fine_tunes(run):
+    cfg = MitigateConfig(strategy="remove", top=6, score="multimem", finetune_epochs=1, views=2, progress=False)
+    m = mitigate(run, cfg)
+    folder = run.mitigation_dir / default_name(cfg)
+    assert json.loads((folder / "metrics.json").read_text())["points"] == m["points"]
+    assert json.loads((folder / "config.json").read_text())["strategy"] == "remove"
+    (point,) = m["points"]
+    assert point["n_removed"] == 6 and m["after"] == point
+    removed = set(run.scores().sort_values("multimem", ascending=False)["id"].astype(str).head(6))
+    inj = run.samples().set_index("id").loc[list(removed), "injected"].fillna("").astype(bool).sum()
+    assert point["injected_removed"] == inj
+    # each model fine-tuned on its own training set minus the removed samples it had
+    roles = run.samples().set_index("id")["role"]
+    for name in ("fold0", "fold1"):
+        train_ids = roles[(roles != "H") & (roles != name)].index.astype(str)
+        stats = json.loads((folder / "models" / "multimem-6" / name / "train.json").read_text())
+        assert stats["samples"] == len(set(train_ids) - removed)
+        assert stats["epochs"] == 1
+    # after: memorization over the kept samples only, evaluation of the fine-tuned models
+    assert point["memorization"]["n"] == len(run.scores()) - 6
+    assert set(m["before"]["evaluation"]) >= {"recall@5", "linear_probe", "zero_shot"}
+    assert (run.path / "evaluation.json").is_file()  # the before-evaluation is kept for `multimem summary`
+    assert m["change"]["recall@5_points"] == pytest.approx(
+        100 * (point["evaluation"]["recall@5"] - m["before"]["evaluation"]["recall@5"]), abs=0.02)
+    # the same command again reuses the finished point; other settings under the same name are refused
+    again = mitigate(run, cfg)
+    assert again["points"] == m["points"]
+    with pytest.raises(MitigationError, match="other settings"):
+        mitigate(run, MitigateConfig(strategy="remove", top=7, name=default_name(cfg), progress=False))
+
+
+def test_regroup_rescores_selects_and_reports_overhead(run):
+    cfg = MitigateConfig(strategy="regroup", every=1, top_frac=0.1, augment="noise=0.1,caption=0.3",
+                         views=2, progress=False)
+    m = mitigate(run, cfg)
+    assert m["before"]["source"].startswith("the run's own models")
+    assert m["before"]["memorization"]["mean"] == pytest.approx(run.scores()["multimem"].mean(), abs=1e-5)
+    n_train = {n: int(((run.samples()["role"] != "H") & (run.samples()["role"] != n)).sum()) for n in ("fold0", "fold1")}
+    epochs = run.config()["train"]["epochs"]
+    for name, hist in m["history"].items():
+        assert [h["epoch"] for h in hist] == list(range(1, epochs + 1))  # every epoch but the last, plus the end
+        assert hist[0]["selected"] == math.ceil(0.1 * n_train[name])
+        state = json.loads((run.mitigation_dir / default_name(cfg) / "models" / "regroup" / name / "regroup.json")
+                           .read_text())
+        assert len(state["selections"]["1"]) == hist[0]["selected"]
+    o = m["overhead"]
+    assert o["scoring_s"] > 0 and 0 < o["share"] < 1
+    assert m["after"]["memorization"]["n"] == len(run.scores())
+    # the run's own views (2 here): the mitigated in-models against the run's never-saw-it model, exactly
+    assert run.config()["augmentations"] == 2
+    after = pd.read_parquet(run.mitigation_dir / default_name(cfg) / "scores.parquet").set_index("id")
+    base = run.scores().set_index("id").loc[after.index]
+    assert m["after"]["memorization_vs_reference"]["mean"] == pytest.approx(
+        (after["cmc_in"] - base["cmc_out"]).mean(), abs=1e-5)
+    assert isinstance(m["change"]["multimem_mean"], float)
+
+
+def test_augment_study_trains_a_control_when_epochs_differ(run, capsys):
+    from multimem_core.cli import main
+
+    assert main(["mitigate", str(run.path), "--strategy", "augment", "--modalities", "text,image", "--epochs", "1",
+                 "--views", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "image+text" in out and "before" in out
+    (m,) = [x["metrics"] for x in list_mitigations(run) if x["config"]["strategy"] == "augment"]
+    assert m["before"]["source"] == "plain training, 1 epochs"
+    assert [r["modalities"] for r in m["rows"]] == [["image", "text"]]
+    with pytest.raises(SystemExit) as exit_:
+        main(["mitigate", str(run.path), "--strategy", "augment", "--modalities", "smell", "--quiet"])
+    assert exit_.value.code == 2
+    assert "smell" in capsys.readouterr().err
+
+
+def test_preview_compares_selected_with_clean(run):
+    from multimem_core.whatif import PreviewModels, preview, preview_summary
+
+    pm = PreviewModels.load(run, views=2)
+    top = run.scores().sort_values("multimem")["id"].astype(str).tolist()[-2:]
+    table = preview(pm, top, TargetedAugment.parse("noise=0.3"), n_clean=8)
+    assert table["group"].tolist() == ["selected"] * 2 + ["clean (random)"] * 8
+    clean = table[table["group"] != "selected"]
+    assert not set(clean["id"]) & set(top) and (clean["injected"] == "").all()
+    assert np.allclose(table["multimem_before"], table["cmc_in_before"] - table["cmc_out_before"])
+    assert np.allclose(table["multimem_change"], table["multimem_after"] - table["multimem_before"])
+    assert (table["cmc_in_after"] != table["cmc_in_before"]).all()
+    # no augmentation at all: after equals before (the same seeded views)
+    same = preview(pm, top, TargetedAugment.parse("noise=0"), n_clean=4)
+    assert np.allclose(same["multimem_change"], 0, atol=1e-6)
+    summary = preview_summary(table)
+    assert summary["n"].tolist() == [2, 8]
+    with pytest.raises(ValueError, match="held-out"):
+        preview(pm, [run.samples().query("role == 'H'")["id"].astype(str).iloc[0]], TargetedAugment.parse("noise"))
