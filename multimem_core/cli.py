@@ -63,6 +63,11 @@ SUBCOMMANDS: list = []
 
 # ---- score / demo / summary (multimem_core.score, multimem_core.summary) ----------------------------
 
+# Defaults of `multimem score` (the demo starts from its dataset's profile instead, DEMO_PROFILES).
+SCORE_DEFAULTS = {"epochs": 20, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "image_size": 32, "frames": 8,
+                  "audio_seconds": 1.0, "augmentations": 8, "text_tower": None}
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--modalities", help="comma-separated subset of image,text,audio,video (default: all the input has)")
@@ -70,27 +75,29 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{m}-key", default=m, help=f"manifest column holding the {m}"
                        + (" (e.g. filepath for an open_clip CSV)" if m == "image" else
                           " (e.g. title for an open_clip CSV)" if m == "text" else ""))
-    g.add_argument("--image-size", type=int, default=32, help="pixels the images and video frames are decoded to")
-    g.add_argument("--frames", type=int, default=8, help="video frames sampled evenly per clip")
-    g.add_argument("--audio-seconds", type=float, default=1.0, help="audio clip length (cropped or zero-padded)")
+    g.add_argument("--image-size", type=int, default=SCORE_DEFAULTS["image_size"], help="pixels the images and video frames are decoded to")
+    g.add_argument("--frames", type=int, default=SCORE_DEFAULTS["frames"], help="video frames sampled evenly per clip")
+    g.add_argument("--audio-seconds", type=float, default=SCORE_DEFAULTS["audio_seconds"], help="audio clip length (cropped or zero-padded)")
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=["crossfit", "paper"], default="crossfit",
                    help="crossfit: K folds, every training sample scored; paper: S_S/S_C/S_I/H of the paper")
     g.add_argument("--folds", type=int, default=2, help="K for crossfit: K models, each trained without one fold")
     g.add_argument("--heldout-frac", type=float, default=0.1, help="share of samples held out as H (never trained on)")
-    g.add_argument("--augmentations", type=int, default=8, help="random views per sample in the CMC expectation")
+    g.add_argument("--augmentations", type=int, default=SCORE_DEFAULTS["augmentations"], help="random views per sample in the CMC expectation")
     g = p.add_argument_group("model and training")
     g.add_argument("--image-tower", default="mm-tiny",
                    help="open_clip architecture for image (and video frames): ours (mm-tiny, mm-small) or any open_clip name")
-    g.add_argument("--text-tower", default=None,
+    g.add_argument("--text-tower", default=SCORE_DEFAULTS["text_tower"],
                    help="open_clip architecture, 'minilm' (frozen all-MiniLM-L6-v2 + trained projection) or a "
                         "local sentence-transformers path (default: same as --image-tower)")
     g.add_argument("--pretrained", default=None, help="local open_clip checkpoint for the image/text towers")
     g.add_argument("--embed-dim", type=int, default=None, help="shared embedding size (default: the architecture's)")
-    g.add_argument("--epochs", type=int, default=20)
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--lr", type=float, default=2e-3)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--epochs", type=int, default=SCORE_DEFAULTS["epochs"],
+                   help="passes over each model's training set (more epochs memorize more)")
+    g.add_argument("--batch-size", type=int, default=SCORE_DEFAULTS["batch_size"], help="samples per step (the InfoNCE negatives)")
+    g.add_argument("--lr", type=float, default=SCORE_DEFAULTS["lr"], help="peak AdamW learning rate (warm-up, then cosine)")
+    g.add_argument("--weight-decay", type=float, default=SCORE_DEFAULTS["weight_decay"], help="AdamW weight decay")
+    g.add_argument("--seed", type=int, default=0, help="seeds the split, the weights, the shuffles and the views")
     g.add_argument("--hflip", action="store_true",
                    help="allow horizontal flips (only when captions never mention left or right)")
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
@@ -123,6 +130,7 @@ def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None 
         model=ModelConfig(image_tower=args.image_tower, text_tower=args.text_tower or args.image_tower,
                           pretrained=args.pretrained, embed_dim=args.embed_dim, image_size=args.image_size),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          weight_decay=args.weight_decay,
                           augment=AugmentConfig(hflip=hflip)),
         media=MediaSpec(image_size=args.image_size, video_frames=args.frames, audio_seconds=args.audio_seconds),
         augmentations=args.augmentations, projection=not args.no_projection, device=args.device,
@@ -156,32 +164,54 @@ def cmd_score(args) -> int:
     return 0
 
 
+# The demo's defaults per built-in dataset, chosen by measurement on 2 CPU cores (README, "The demo").
+# Any option given on the command line wins.
+DEMO_PROFILES = {
+    "shapes": {"epochs": 25, "batch_size": 32, "weight_decay": 0.0, "frames": 4},
+    "emoji": {"epochs": 25, "batch_size": 32, "weight_decay": 0.0, "frames": 4, "audio_seconds": 2.0},
+}
+DEMO_QUICK = {"samples": 400, "epochs": 8, "augmentations": 4}
+PROFILE_KEYS = tuple(SCORE_DEFAULTS)
+
+
 def add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="shapes", help="built-in dataset: shapes or emoji")
+    p.add_argument("--dataset", default="emoji", help="built-in dataset: emoji (real pictures, names, speech) or shapes")
     p.add_argument("--out", default="runs/demo", help="run directory (the dataset is built in OUT/data)")
-    p.add_argument("--samples", type=int, default=None, help="number of samples (default: the dataset's own)")
+    p.add_argument("--samples", type=int, default=None, help="number of samples (default: the whole dataset)")
     p.add_argument("--inject-rate", type=float, default=0.1, help="share of samples given an injected misalignment")
     p.add_argument("--quick", action="store_true", help="a small, fast version (a few hundred samples, few epochs)")
     add_model_options(p)
+    # None = "the dataset's demo profile decides" (see DEMO_PROFILES)
+    p.set_defaults(**{k: None for k in PROFILE_KEYS})
+
+
+def apply_demo_profile(args) -> None:
+    """Fill the options the user left unset from the dataset's profile, then the score command's defaults."""
+    profile = dict(DEMO_PROFILES.get(args.dataset, {}))
+    if args.quick:
+        profile.update({k: v for k, v in DEMO_QUICK.items() if k != "samples"})
+        args.samples = args.samples or DEMO_QUICK["samples"]
+    for key in PROFILE_KEYS:
+        if getattr(args, key) is None:
+            setattr(args, key, profile.get(key, SCORE_DEFAULTS[key]))
 
 
 def cmd_demo(args) -> int:
+    import inspect
     import json
 
     from multimem_core.data import BUILTIN_DATASETS
 
     if args.dataset not in BUILTIN_DATASETS:
         raise CLIError(f"unknown dataset {args.dataset!r}: choose one of {', '.join(BUILTIN_DATASETS)}")
+    apply_demo_profile(args)
     out = Path(args.out)
-    n = args.samples or (400 if args.quick else None)
-    if args.quick:
-        args.epochs = min(args.epochs, 8)
-        args.augmentations = min(args.augmentations, 4)
+    builder = BUILTIN_DATASETS[args.dataset]
     kwargs = {"inject_rate": args.inject_rate, "seed": args.seed, "progress": not args.quiet}
-    if n:
-        kwargs["n"] = n
+    if args.samples:  # shapes takes a size, emoji a limit on its fixed set
+        kwargs["n" if "n" in inspect.signature(builder).parameters else "limit"] = args.samples
     print(f"building the {args.dataset} dataset in {out / 'data'} …")
-    manifest = BUILTIN_DATASETS[args.dataset](out / "data", **kwargs)
+    manifest = builder(out / "data", **kwargs)
     hints_path = Path(manifest).parent / "dataset.json"
     hints = json.loads(hints_path.read_text()) if hints_path.is_file() else {}
     run = run_score(score_config(args, str(manifest), str(out), dataset_hints=hints))
