@@ -36,6 +36,7 @@ PAGES: dict[str, list] = {
     ],
     "Act": [
         st.Page("views/review_export.py", title="Review & export", icon=":material/ios_share:"),
+        st.Page("views/mitigation.py", title="Mitigation", icon=":material/healing:"),
         st.Page("views/new_run.py", title="New run", icon=":material/play_circle:"),
     ],
 }

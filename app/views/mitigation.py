@@ -1,0 +1,259 @@
+"""Mitigation: the runs of `multimem mitigate` as tables and plots, and a what-if preview of an
+augmentation on chosen samples, computed with the run's saved models (no retraining)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import common
+from multimem_core.mitigate import list_mitigations
+from multimem_core.targeted import DEFAULTS, TargetedAugment
+
+PALETTE = {"multimem": "#E45756", "base__cosine": "#4C78A8", "base__clipmem": "#F58518", "random": "#9D9D9D",
+           "none": "#54A24B"}
+RANKING_LABEL = {"multimem": "MultiMem", "base__cosine": "cosine", "base__clipmem": "CLIPMem", "random": "random",
+                 "none": "nothing removed"}
+AUG_HELP = {"noise": "Gaussian noise σ on the representations (paper: 0.1)", "caption": "token dropout and word order",
+            "crop": "image/video crops down to 1 − strength of the side", "jitter": "brightness/contrast ±",
+            "audio_noise": "additive noise σ", "audio_shift": "circular shift, share of the clip",
+            "frame_drop": "share of video frames replaced by the previous one"}
+AUG_MAX = {"noise": 1.0}
+METRICS = {"recall@5": "retrieval recall@5 on H", "recall@1": "retrieval recall@1 on H",
+           "recall@10": "retrieval recall@10 on H", "linear_probe": "linear probe accuracy",
+           "zero_shot": "zero-shot accuracy", "multimem": "mean MultiMem of kept training samples"}
+
+
+def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 360) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", font=dict(size=15)), height=height,
+                      margin=dict(l=10, r=10, t=48, b=10), xaxis_title=x, yaxis_title=y, template="plotly_white",
+                      legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"))
+    return fig
+
+
+def pct(v) -> str:
+    return "–" if v is None or pd.isna(v) else f"{100 * v:+.1f} %"
+
+
+def overview_table(mits: list[dict]) -> pd.DataFrame:
+    rows = []
+    for m in mits:
+        met = m["metrics"] or {}
+        before, after, ch = met.get("before") or {}, met.get("after") or {}, met.get("change") or {}
+        rows.append({
+            "name": m["name"], "strategy": m["config"]["strategy"],
+            "augmentation": met.get("augment", ""),
+            "MultiMem before": (before.get("memorization") or {}).get("mean"),
+            "MultiMem after": (after.get("memorization") or {}).get("mean"),
+            "MultiMem change": pct(ch.get("multimem_mean_relative")),
+            "R@5 before": (before.get("evaluation") or {}).get("recall@5"),
+            "R@5 after": (after.get("evaluation") or {}).get("recall@5"),
+            "R@5 change (pt)": ch.get("recall@5_points"),
+            "overhead": pct((met.get("overhead") or {}).get("share")).lstrip("+"),
+            "seconds": met.get("seconds"), "status": "done" if met.get("seconds") is not None else "running",
+        })
+    return pd.DataFrame(rows)
+
+
+def regroup_section(met: dict) -> None:
+    hist = pd.DataFrame([{**h, "model": name} for name, hs in met.get("history", {}).items() for h in hs])
+    if hist.empty:
+        st.caption("No re-scoring recorded yet.")
+        return
+    mean = hist.groupby("epoch").mean(numeric_only=True).reset_index()
+    control = met["before"]
+    c1, c2 = st.columns(2)
+    fig = go.Figure()
+    fig.add_scatter(x=mean["epoch"], y=mean["multimem_vs_reference"], mode="lines+markers", name="all training samples",
+                    line=dict(color="#E45756"))
+    for col, name, colour in (("injected", "injected", "#B279A2"), ("clean", "clean", "#54A24B")):
+        if col in mean:
+            fig.add_scatter(x=mean["epoch"], y=mean[col], mode="lines+markers", name=name, line=dict(color=colour))
+    ref = (met["after"].get("memorization_vs_reference") or {}).get("mean")
+    fig.add_hline(y=control["memorization"]["mean"], line_dash="dash", line_color="#666",
+                  annotation_text="without mitigation", annotation_position="top left")
+    c1.plotly_chart(layout(fig, "Memorization while training",
+                           "epoch (re-scored every %d)" % met.get("every", 1), "mean MultiMem vs the run's g"),
+                    width="stretch", key="regroup_mem")
+    if ref is not None:
+        c1.caption(f"At the end: {ref:+.4f} against the run's never-saw-it models; "
+                   f"{met['after']['memorization']['mean']:+.4f} re-scored with the mitigated models only.")
+    fig = go.Figure()
+    fig.add_scatter(x=mean["epoch"], y=mean["recall@5"], mode="lines+markers", name="with mitigation",
+                    line=dict(color="#4C78A8"))
+    if "recall@5" in control["evaluation"]:
+        fig.add_hline(y=control["evaluation"]["recall@5"], line_dash="dash", line_color="#666",
+                      annotation_text="without mitigation (end)", annotation_position="bottom left")
+    c2.plotly_chart(layout(fig, "Retrieval while training", "epoch", "recall@5 on H"), width="stretch",
+                    key="regroup_acc")
+    if "selected_injected_share" in hist:
+        share = hist.dropna(subset=["selected_injected_share"]).groupby("epoch")["selected_injected_share"].mean()
+        st.caption("Share of injected samples among the regrouped: "
+                   + ", ".join(f"epoch {e}: {v:.0%}" for e, v in share.items()))
+
+
+def sweep_section(met: dict) -> None:
+    points = pd.DataFrame([{"ranking": p["ranking"], "removed": p["n_removed"], "injected removed": p["injected_removed"],
+                            "multimem": p["memorization"]["mean"], **p["evaluation"]} for p in met.get("points", [])])
+    if points.empty:
+        st.caption("No fine-tuned point yet.")
+        return
+    metric = st.selectbox("Plot", [m for m in METRICS if m in points.columns], format_func=METRICS.get,
+                          key="sweep_metric")
+    fig = go.Figure()
+    zero = points[points["ranking"] == "none"]
+    for ranking in [r for r in PALETTE if r in set(points["ranking"]) and r != "none"]:
+        part = pd.concat([zero, points[points["ranking"] == ranking]]).sort_values("removed")
+        fig.add_scatter(x=part["removed"], y=part[metric], mode="lines+markers", name=RANKING_LABEL[ranking],
+                        line=dict(color=PALETTE[ranking]))
+    if met.get("n_injected"):
+        fig.add_vline(x=met["n_injected"], line_dash="dot", line_color="#888",
+                      annotation_text=f"{met['n_injected']} injected", annotation_position="top")
+    st.plotly_chart(layout(fig, f"{METRICS[metric]} after removing the top N and fine-tuning "
+                                f"{met.get('finetune', {}).get('epochs', '?')} epochs", "samples removed", metric),
+                    width="stretch", key="sweep_plot")
+    show = points.assign(ranking=points["ranking"].map(RANKING_LABEL)).sort_values(["removed", "ranking"])
+    st.dataframe(show, hide_index=True, width="stretch")
+
+
+def augment_section(met: dict) -> None:
+    rows = []
+    before = met["before"]
+    rows.append({"augmented": "none (control)", "MultiMem": before["memorization"]["mean"],
+                 **{f"pair {k}": v for k, v in before["memorization"].get("pairs", {}).items()},
+                 **before["evaluation"]})
+    for r in met.get("rows", []):
+        rows.append({"augmented": "+".join(r["modalities"]), "MultiMem": r["memorization"]["mean"],
+                     **{f"pair {k}": v for k, v in r["memorization"].get("pairs", {}).items()}, **r["evaluation"],
+                     "MultiMem change": pct(r["change"].get("multimem_mean_relative"))})
+    st.caption("Memorization per modality pair and overall, and downstream accuracy, for each augmented subset "
+               "(the paper's Table 3).")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+# --- what-if preview ---------------------------------------------------------------------------------------
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the run's models and data…")
+def preview_models(path: str, stamp: tuple):
+    from multimem_core.run import RunDir
+    from multimem_core.whatif import PreviewModels
+
+    return PreviewModels.load(RunDir(path), views=4)
+
+
+@st.cache_data(max_entries=32, show_spinner="Embedding augmented views under every model…")
+def preview_table(path: str, stamp: tuple, ids: tuple[str, ...], spec: str, modalities: tuple[str, ...],
+                  n_clean: int) -> pd.DataFrame:
+    from multimem_core.whatif import preview
+
+    pm = preview_models(path, stamp)
+    return preview(pm, list(ids), TargetedAugment.parse(spec, modalities or None), n_clean=n_clean)
+
+
+def can_preview(data) -> str | None:
+    run = data.run
+    if not list(run.models_dir.glob("*/model.safetensors")):
+        return "The run has no saved models (RUN/models/*/model.safetensors), so there is nothing to preview with."
+    return None
+
+
+def preview_section(data) -> None:
+    t = data.table
+    scored = t[t["scored"]] if "scored" in t else t.iloc[:0]
+    why_not = can_preview(data)
+    if why_not or scored.empty:
+        st.info(why_not or "No scored samples.", icon=":material/info:")
+        return
+    order = scored.sort_values("multimem", ascending=False)["id"].astype(str).tolist()
+    chosen_default = [str(i) for i in (st.session_state.get(common.SELECTION) or []) if str(i) in set(order)][:20]
+    wanted = st.query_params.get("id")
+    if wanted and str(wanted) in set(order):
+        chosen_default = [str(wanted)]
+    if not chosen_default:
+        chosen_default = order[:3]
+    source = "from the Map selection" if st.session_state.get(common.SELECTION) else "most memorized"
+    c1, c2, c3, c4 = st.columns([4, 2, 2, 2])
+    options = list(dict.fromkeys(chosen_default + order[:500]))
+    ids = c1.multiselect("Samples", options, default=chosen_default, key="whatif_ids",
+                         help=f"Preselected: {source}. Any scored sample; the list offers the 500 most memorized.")
+    aug = c2.selectbox("Augmentation", list(DEFAULTS), key="whatif_aug", help="; ".join(f"{k}: {v}" for k, v in AUG_HELP.items()))
+    strength = c3.slider("Strength", 0.0, AUG_MAX.get(aug, 1.0), float(DEFAULTS[aug]), step=0.01, key=f"whatif_s_{aug}",
+                         help=AUG_HELP[aug])
+    mods = c4.multiselect("Modalities", data.modalities, default=data.modalities, key="whatif_mods")
+    if not ids:
+        st.caption("Choose at least one sample.")
+        return
+    if not mods:
+        st.caption("Choose at least one modality.")
+        return
+    try:
+        table = preview_table(str(data.run.path), data.stamp, tuple(ids), f"{aug}={strength:g}",
+                              tuple(m for m in data.modalities if m in mods), 32)
+    except (ValueError, KeyError, OSError) as e:
+        st.error(f"Cannot preview: {e}")
+        return
+    from multimem_core.whatif import preview_summary
+
+    summary = preview_summary(table)
+    sel, clean = summary.iloc[0], summary.iloc[-1]
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"MultiMem of the chosen ({int(sel['n'])}), before → after",
+              f"{sel['multimem_before']:+.4f} → {sel['multimem_after']:+.4f}",
+              delta=f"{sel['multimem_change']:+.4f}", delta_color="inverse")
+    m2.metric(f"Random clean samples ({int(clean['n'])}), before → after",
+              f"{clean['multimem_before']:+.4f} → {clean['multimem_after']:+.4f}",
+              delta=f"{clean['multimem_change']:+.4f}", delta_color="inverse")
+    gap = sel["multimem_change"] - clean["multimem_change"]
+    m3.metric("Targeting (chosen − clean change)", f"{gap:+.4f}",
+              help="Negative: the augmentation lowers the chosen samples' memorization more than clean ones'.")
+    fig = go.Figure()
+    for col, name, colour in (("cmc_in", "CMC, models that saw it", "#E45756"),
+                              ("cmc_out", "CMC, model that did not", "#4C78A8"),
+                              ("multimem", "MultiMem", "#54A24B")):
+        for when, pattern in (("before", ""), ("after", "/")):
+            fig.add_bar(x=summary["group"], y=summary[f"{col}_{when}"], name=f"{name}, {when}",
+                        marker=dict(color=colour, pattern_shape=pattern, opacity=1 if when == "before" else 0.6))
+    fig.update_layout(barmode="group")
+    st.plotly_chart(layout(fig, f"{aug} at {strength:g} on {', '.join(mods)}: means per group", "", "score"),
+                    width="stretch", key="whatif_bars")
+    show = table[["id", "group", "role", "injected", "cmc_in_before", "cmc_in_after", "cmc_out_before", "cmc_out_after",
+                  "multimem_before", "multimem_after", "multimem_change"]]
+    st.dataframe(show.round(4), hide_index=True, width="stretch", key="whatif_table")
+
+
+# --- the page ------------------------------------------------------------------------------------------------
+
+data = common.current_run()
+st.title("Mitigation")
+st.caption("Lower memorization and check what it does to downstream accuracy. Runs come from "
+           "`multimem mitigate RUN --strategy remove|regroup|augment`; the preview below needs no training.")
+
+mits = list_mitigations(data.run)
+ev = data.run.path / "evaluation.json"
+if mits:
+    st.subheader("Mitigation runs")
+    st.dataframe(overview_table(mits), hide_index=True, width="stretch", key="mitigation_runs")
+    names = [m["name"] for m in mits]
+    pick = st.selectbox("Show", names, key="mitigation_pick")
+    chosen = next(m for m in mits if m["name"] == pick)
+    met = chosen["metrics"]
+    if met is None:
+        st.caption("This mitigation has not written metrics yet.")
+    elif chosen["config"]["strategy"] == "regroup":
+        regroup_section(met)
+    elif chosen["config"]["strategy"] == "remove":
+        sweep_section(met)
+    else:
+        augment_section(met)
+else:
+    st.info("No mitigation runs yet. Try `multimem mitigate RUN --strategy regroup` (in-training), "
+            "`--strategy remove --sweep 0,50,100,200` (removal curve) or `--strategy augment --modalities all-subsets`.",
+            icon=":material/info:")
+
+st.subheader("What-if preview")
+st.caption("How an augmentation would change the chosen samples' CMC under the models that saw them and the one "
+           "that did not, and so their MultiMem, next to what it does to random clean samples. Computed with the "
+           "run's saved models on the same random views before and after; nothing is retrained.")
+preview_section(data)

@@ -1,0 +1,123 @@
+"""The Mitigation page, headless (AppTest) and in Chromium, on a real run with a real (tiny) removal sweep:
+tables and plots of the mitigation runs, and the what-if preview on a selected sample."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from multimem_core.run import RunDir
+
+MAIN = Path(__file__).resolve().parent.parent / "app" / "main.py"
+PAGE = "views/mitigation.py"
+
+
+@pytest.fixture(scope="module")
+def mitigated_run(engine_run, tmp_path_factory) -> RunDir:
+    """A copy of the engine's run with models and decode cache, and a small removal sweep."""
+    from multimem_core.mitigate import MitigateConfig, mitigate
+
+    dst = tmp_path_factory.mktemp("mitigation_page") / "run"
+    shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("review.sqlite*", "mitigation", "evaluation.json"))
+    run = RunDir(dst)
+    mitigate(run, MitigateConfig(strategy="remove", sweep=(0, 4), rankings=("multimem", "random"), finetune_epochs=1,
+                                 views=1, progress=False))
+    return run
+
+
+def top_id(run: RunDir) -> str:
+    return str(run.scores().sort_values("multimem")["id"].iloc[-1])
+
+
+def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app import common
+
+    monkeypatch.setenv(common.ENV_RUN, str(mitigated_run.path))
+    at = AppTest.from_file(str(MAIN), default_timeout=180)
+    at.run()
+    sid = top_id(mitigated_run)
+    at.query_params["id"] = sid
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Mitigation"
+    runs = at.dataframe[0].value  # the table of mitigation runs comes first
+    assert runs["strategy"].tolist() == ["remove"] and runs["status"].tolist() == ["done"]
+    # the sweep: one line per ranking, metric switchable
+    assert at.selectbox(key="sweep_metric").value == "recall@5"
+    at.selectbox(key="sweep_metric").set_value("zero_shot").run()
+    assert not at.exception
+    # the preview: the selected sample against clean ones
+    assert at.multiselect(key="whatif_ids").value == [sid]
+    table = at.dataframe[-1].value  # the preview table comes last
+    assert table.loc[table["group"] == "selected", "id"].tolist() == [sid]
+    assert (table["group"] == "clean (random)").sum() > 0
+    labels = [m.label for m in at.metric]
+    assert any("chosen" in label for label in labels) and any("clean" in label for label in labels)
+    # another augmentation and strength recomputes
+    at.selectbox(key="whatif_aug").set_value("crop").run()
+    assert not at.exception
+    assert "crop" in at.get("plotly_chart")[-1].proto.spec
+
+
+@pytest.mark.browser
+def test_page_renders_in_chromium_with_a_preview(mitigated_run, tmp_path):
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "app.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "multimem_core.cli", "app", str(mitigated_run.path),
+                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"multimem app exited early:\n{log.read_text()}")
+                time.sleep(0.25)
+        else:
+            pytest.fail(f"multimem app did not answer within 60 s:\n{log.read_text()}")
+        sid = top_id(mitigated_run)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(f"{url}/mitigation?id={sid}")
+            page.wait_for_selector("h1:has-text('Mitigation')", timeout=90_000)
+            page.wait_for_selector("text=Targeting (chosen", timeout=180_000)  # the preview's metrics
+            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+            time.sleep(1.5)
+            assert page.locator("[data-testid='stException']").count() == 0
+            assert page.get_by_text("What-if preview").count() >= 1
+            assert page.get_by_text(sid).count() >= 1  # the selected sample is in the preview
+            shots = Path(os.environ.get("MULTIMEM_SCREENSHOTS", MAIN.parent.parent / "test-artifacts" / "screenshots"))
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "mitigation.png"))
+            browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
