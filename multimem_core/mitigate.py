@@ -366,21 +366,18 @@ def _load_metrics(s: Session) -> dict | None:
 
 # --- regroup: in-training mitigation ------------------------------------------------------------------------
 
-def _plain_batch_count(n: int, batch_size: int) -> int:
-    """How many batches train.shuffled_batches makes of n samples."""
-    count = max(1, -(-n // batch_size))
-    if count > 1 and n - (count - 1) * batch_size < batch_size // 4:
-        count -= 1
-    return count
-
-
 class RegroupPlan:
     """train.BatchPlan: plain shuffled batches until a re-scoring selects samples; from then on the
-    selected samples form mini-batches of their own, which get the targeted augmentation.
+    selected samples form mini-batches of their own, which get the targeted augmentation, and the rest
+    are batched as before.
+
+    The rest keep their full number of steps (the regrouped batches are extra steps; train_model holds
+    the learning rate at the end of its schedule past the planned total): folding the selected samples
+    into fewer plain batches would take whole steps from the clean data of a small dataset, which costs
+    accuracy that has nothing to do with memorization.
 
     `selections` maps the epoch from which a selection applies to the sample indices; the plan of
     epoch e uses the latest selection at or before e, so a resumed training replays the same batches.
-    The number of batches stays that of the plain plan where the data allow it.
     """
 
     def __init__(self, augment, selections: dict[int, np.ndarray] | None = None):
@@ -396,12 +393,9 @@ class RegroupPlan:
         if not chosen_mask.any():
             return shuffled_batches(epoch, indices, batch_size, gen)
         chosen, rest = indices[chosen_mask], indices[~chosen_mask]
+        batches = shuffled_batches(epoch, rest, batch_size, gen) if len(rest) else []
         chosen = chosen[torch.randperm(len(chosen), generator=gen).numpy()]
-        rest = rest[torch.randperm(len(rest), generator=gen).numpy()]
-        k = -(-len(chosen) // batch_size)
-        r = max(1, _plain_batch_count(len(indices), batch_size) - k) if len(rest) else 0
-        batches = [(b, None) for b in np.array_split(rest, r)] if r else []
-        batches += [(b, self.augment) for b in np.array_split(chosen, k)]
+        batches += [(b, self.augment) for b in np.array_split(chosen, -(-len(chosen) // batch_size))]
         order = torch.randperm(len(batches), generator=gen).numpy()  # selected batches anywhere in the epoch
         return [batches[i] for i in order]
 

@@ -75,7 +75,8 @@ class BatchPlan(Protocol):
                  ) -> list[tuple[np.ndarray, AugmentConfig | BatchAugment | None]]:
         """The batches of one epoch: sample indices, and an extra augmentation for that batch (or None).
 
-        The number of batches should stay that of epoch 0 (the learning-rate schedule counts on it)."""
+        The schedule counts the batches of epoch 0; a plan that adds batches later runs its extra steps at
+        the schedule's final learning rate once it passes the planned total."""
 
 
 def shuffled_batches(epoch: int, indices: np.ndarray, batch_size: int, gen: torch.Generator):

@@ -95,8 +95,8 @@ def test_regroup_plan_puts_the_selected_in_their_own_augmented_batches():
     plan = RegroupPlan(augment="AUG", selections={3: selected})
     assert len(plan.selected_for(2)) == 0 and len(plan.selected_for(7)) == 50
     batches = plan(3, idx, 128, torch.Generator().manual_seed(0))
-    plain = shuffled_batches(3, idx, 128, torch.Generator().manual_seed(0))
-    assert len(batches) == len(plain)                      # the learning-rate schedule's step count holds
+    plain_rest = shuffled_batches(3, np.setdiff1d(idx, selected), 128, torch.Generator().manual_seed(0))
+    assert len(batches) == len(plain_rest) + 1            # the rest keep all their steps; one batch of 50 added
     allidx = np.concatenate([b for b, _ in batches])
     assert sorted(allidx.tolist()) == list(range(1000))    # every sample once
     aug = np.concatenate([b for b, a in batches if a == "AUG"])
