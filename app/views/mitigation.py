@@ -10,6 +10,7 @@ import streamlit as st
 
 from app import common
 from multimem_core.mitigate import list_mitigations
+from multimem_core.run import RunDirError
 from multimem_core.targeted import DEFAULTS, TargetedAugment
 
 PALETTE = {"multimem": "#E45756", "base__cosine": "#4C78A8", "base__clipmem": "#F58518", "random": "#9D9D9D",
@@ -191,7 +192,7 @@ def preview_section(data) -> None:
     try:
         table = preview_table(str(data.run.path), data.stamp, tuple(ids), f"{aug}={strength:g}",
                               tuple(m for m in data.modalities if m in mods), 32)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, RunDirError) as e:
         st.error(f"Cannot preview: {e}")
         return
     from multimem_core.whatif import preview_summary
