@@ -19,11 +19,11 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    crop_scale: float = 0.8          # image/video: zoom in up to this fraction of the side
-    translate: float = 0.08          # image/video: shift up to this fraction of the side
+    crop_scale: float = 0.9          # image/video: zoom in up to this fraction of the side
+    translate: float = 0.04          # image/video: shift up to this fraction of the side
     hflip: bool = False              # only when captions say nothing about left and right
-    jitter: float = 0.2              # image/video: brightness/contrast ± this
-    token_dropout: float = 0.1       # text: drop this fraction of word tokens
+    jitter: float = 0.1              # image/video: brightness/contrast ± this
+    token_dropout: float = 0.05      # text: drop this fraction of word tokens
     feature_noise: float = 0.05      # text (frozen features): Gaussian noise σ
     audio_gain_db: float = 6.0       # audio: gain ± this many dB
     audio_shift: float = 0.1         # audio: circular shift up to this fraction of the clip

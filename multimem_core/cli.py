@@ -64,7 +64,9 @@ SUBCOMMANDS: list = []
 # ---- score / demo / summary (multimem_core.score, multimem_core.summary) ----------------------------
 
 # Defaults of `multimem score` (the demo starts from its dataset's profile instead, DEMO_PROFILES).
-SCORE_DEFAULTS = {"epochs": 20, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "image_size": 32, "frames": 8,
+# MultiMem measures memorization, so the proxy models must be trained long enough to memorize: small
+# batches (many steps per epoch) and no weight decay memorize within minutes on a CPU (README, "The demo").
+SCORE_DEFAULTS = {"epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.0, "image_size": 32, "frames": 8,
                   "audio_seconds": 1.0, "augmentations": 8, "text_tower": None}
 
 

@@ -34,10 +34,10 @@ from .augment import AugmentConfig, augment_batch
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 128
+    epochs: int = 30
+    batch_size: int = 32
     lr: float = 2e-3
-    weight_decay: float = 0.05
+    weight_decay: float = 0.0
     warmup_frac: float = 0.05
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
