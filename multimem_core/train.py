@@ -133,6 +133,7 @@ def train_model(
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
     report: Callable[..., None] | None = None,
+    bar_position: int | None = None,
 ) -> dict:
     """Train `model` on the rows `indices` of the prepared tensors `data`; returns training stats.
 
@@ -174,7 +175,7 @@ def train_model(
     steps_per_epoch = len(plan(0, indices, cfg.batch_size, torch.Generator().manual_seed(0)))
     total = steps_per_epoch * cfg.epochs
     bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=f"train {name}", unit="step",
-               disable=not progress or rank != 0, dynamic_ncols=True)
+               disable=not progress or rank != 0, dynamic_ncols=True, position=bar_position)
     t_start, seen = time.perf_counter(), 0
     for epoch in range(start_epoch, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)

@@ -27,6 +27,7 @@ def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, augmentatio
         train=TrainConfig(epochs=epochs, batch_size=64, seed=seed, augment=AugmentConfig()),
         media=MediaSpec(image_size=16, video_frames=4, audio_seconds=0.5),
         augmentations=augmentations, projection=projection, progress=False,
+        train_workers=1,  # in-process, so tests can interrupt training; test_score covers the parallel path
     )
 
 

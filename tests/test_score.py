@@ -142,3 +142,16 @@ def test_frozen_pretrained_text_tower_is_cached(tmp_path, shapes_manifest):
     weights = load_file(run.models_dir / "fold0" / "model.safetensors")
     assert any(k.startswith("towers.text.proj") for k in weights)
     assert not any("encoder" in k for k in weights if k.startswith("towers.text"))
+
+
+def test_models_trained_in_parallel_processes_match(tmp_path, shapes_manifest):
+    """One process per model (the CPU default) gives the scores of training them one after another."""
+    from multimem_core.score import score_run
+
+    seq = tiny_score_config(shapes_manifest, tmp_path / "seq", modalities=["image", "text"], projection=False)
+    par = tiny_score_config(shapes_manifest, tmp_path / "par", modalities=["image", "text"], projection=False)
+    par.train_workers = 2
+    a, b = score_run(seq).scores(), score_run(par).scores()
+    assert list(a["id"]) == list(b["id"])
+    # threads differ (2 vs 1 per model), so float reductions may round differently
+    np.testing.assert_allclose(a["multimem"], b["multimem"], atol=2e-3)
