@@ -239,8 +239,23 @@ def _train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, 
             f.result()  # re-raises a worker's error here
 
 
+def _exit_with_parent() -> None:
+    """A killed `multimem score` must not leave its training workers running: watch the parent."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int):
     """One model in a worker process: reopen the decoded cache (no media is read again) and train."""
+    _exit_with_parent()
     torch.set_num_threads(threads)
     run = RunDir(cfg.out)
     source = read_input(cfg)
