@@ -169,8 +169,9 @@ def cmd_score(args) -> int:
 # The demo's defaults per built-in dataset, chosen by measurement on 2 CPU cores (README, "The demo").
 # Any option given on the command line wins.
 DEMO_PROFILES = {
-    "shapes": {"epochs": 25, "batch_size": 32, "weight_decay": 0.0, "frames": 4},
-    "emoji": {"epochs": 25, "batch_size": 32, "weight_decay": 0.0, "frames": 4, "audio_seconds": 2.0},
+    "shapes": {"samples": 1500, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4},
+    "emoji": {"samples": 1000, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
+              "audio_seconds": 2.0},
 }
 DEMO_QUICK = {"samples": 400, "epochs": 8, "augmentations": 4}
 PROFILE_KEYS = tuple(SCORE_DEFAULTS)
@@ -191,8 +192,8 @@ def apply_demo_profile(args) -> None:
     """Fill the options the user left unset from the dataset's profile, then the score command's defaults."""
     profile = dict(DEMO_PROFILES.get(args.dataset, {}))
     if args.quick:
-        profile.update({k: v for k, v in DEMO_QUICK.items() if k != "samples"})
-        args.samples = args.samples or DEMO_QUICK["samples"]
+        profile.update(DEMO_QUICK)
+    args.samples = args.samples or profile.get("samples")
     for key in PROFILE_KEYS:
         if getattr(args, key) is None:
             setattr(args, key, profile.get(key, SCORE_DEFAULTS[key]))
