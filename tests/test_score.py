@@ -57,6 +57,7 @@ def test_injected_rank_above_clean(tmp_path):
     cfg.media = MediaSpec(image_size=32)
     cfg.model.image_size = 32
     cfg.train.batch_size, cfg.train.weight_decay = 16, 0.0
+    cfg.train_workers = None  # one process per model, as `multimem score` does
     run = score_run(cfg)
     merged = run.scores().merge(run.samples()[["id", "injected"]], on="id")
     injected = merged["injected"] != ""
