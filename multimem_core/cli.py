@@ -458,13 +458,18 @@ def add_mitigate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", required=True, choices=["remove", "regroup", "augment"],
                    help="remove: drop the top N and fine-tune; regroup: in-training re-scoring, the most memorized "
                         "in batches of their own with targeted augmentations; augment: the augmentation study")
-    p.add_argument("--name", default=None, help="folder under RUN/mitigation/ (default: made from the settings)")
+    p.add_argument("--name", default=None, help="folder under RUN/mitigation/ (default: made from the settings; "
+                   "removal points with the same fine-tuning accumulate in one folder)")
     g = p.add_argument_group("remove")
     g.add_argument("--top", type=int, default=100, help="remove this many samples")
     g.add_argument("--score", default="multimem", choices=["multimem", "base__cosine", "base__clipmem", "random"],
                    help="ranking that chooses what to remove")
     g.add_argument("--sweep", default=None, metavar="N,N,…",
                    help="several counts, e.g. 0,50,100,200: fine-tune for each count and every ranking")
+    g.add_argument("--rankings", default=None, metavar="R,R,…",
+                   help="with --sweep: the rankings to run (default: multimem, base__cosine, base__clipmem, random)")
+    g.add_argument("--random-draws", type=int, default=1,
+                   help="repeat the random ranking with this many seeds (its spread is the noise floor)")
     g.add_argument("--finetune-epochs", type=int, default=5)
     g.add_argument("--finetune-lr", type=float, default=None, help="default: a quarter of the run's learning rate")
     g = p.add_argument_group("regroup and augment")
@@ -493,7 +498,9 @@ def cmd_mitigate(args) -> int:
     try:
         cfg = MitigateConfig(
             strategy=args.strategy, name=args.name, top=args.top, score=args.score,
-            sweep=parse_sweep(args.sweep) if args.sweep else None, finetune_epochs=args.finetune_epochs,
+            sweep=parse_sweep(args.sweep) if args.sweep else None, random_draws=args.random_draws,
+            rankings=tuple(r.strip() for r in args.rankings.split(",")) if args.rankings else None,
+            finetune_epochs=args.finetune_epochs,
             finetune_lr=args.finetune_lr, every=args.every, top_frac=args.top_frac, score_views=args.score_views,
             augment=args.augment, all_subsets=mods == "all-subsets",
             modalities=tuple(m.strip() for m in mods.split(",")) if mods and mods != "all-subsets" else None,

@@ -60,6 +60,7 @@ class MitigateConfig:
     score: str = "multimem"
     sweep: tuple[int, ...] | None = None    # several N, every ranking
     rankings: tuple[str, ...] | None = None  # sweep rankings (default: all the run has)
+    random_draws: int = 1                   # random removal repeated with this many seeds
     finetune_epochs: int = 5
     finetune_lr: float | None = None        # default: a quarter of the run's learning rate
     # regroup
@@ -82,12 +83,15 @@ class MitigateConfig:
         if self.strategy not in STRATEGIES:
             raise MitigationError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if self.strategy == "remove":
-            if self.score not in RANKINGS:
-                raise MitigationError(f"--score {self.score!r}: choose one of {', '.join(RANKINGS)}")
+            for r in (self.score, *(self.rankings or ())):
+                if r not in RANKINGS:
+                    raise MitigationError(f"ranking {r!r}: choose from {', '.join(RANKINGS)}")
             if self.top < 0 or any(n < 0 for n in self.sweep or ()):
                 raise MitigationError("the number of samples to remove cannot be negative")
             if self.finetune_epochs < 1:
                 raise MitigationError("--finetune-epochs must be at least 1")
+            if self.random_draws < 1:
+                raise MitigationError("--random-draws must be at least 1")
         if self.strategy == "regroup":
             if self.every < 1:
                 raise MitigationError("--every must be at least 1 epoch")
@@ -102,15 +106,18 @@ class MitigateConfig:
         return d
 
     def identity(self) -> dict:
-        """The settings a folder's results depend on (not device or progress bars)."""
-        ident = {k: v for k, v in self.to_dict().items() if k not in ("device", "progress", "name")}
+        """The settings a folder's results depend on (not device or progress bars; for removal, not which
+        points are asked for: points of the same fine-tuning accumulate in one folder)."""
+        skip = {"device", "progress", "name"}
+        if self.strategy == "remove":
+            skip |= {"top", "score", "sweep", "rankings", "random_draws"}
+        ident = {k: v for k, v in self.to_dict().items() if k not in skip}
         return json.loads(json.dumps(ident))  # as it reads back from config.json (tuples become lists)
 
 
 def default_name(cfg: MitigateConfig) -> str:
     if cfg.strategy == "remove":
-        what = "sweep" if cfg.sweep else f"{cfg.score}-top{cfg.top}"
-        name = f"remove-{what}-ft{cfg.finetune_epochs}"
+        name = f"remove-ft{cfg.finetune_epochs}" + (f"-lr{cfg.finetune_lr:g}" if cfg.finetune_lr else "")
     elif cfg.strategy == "regroup":
         name = f"regroup-every{cfg.every}-top{cfg.top_frac:g}-{cfg.augment}"
     else:
@@ -297,51 +304,61 @@ def removal_order(scores: pd.DataFrame, ranking: str, *, seed: int = 0) -> np.nd
     return ids[np.argsort(-v, kind="stable")]
 
 
+def _point_key(p: dict) -> tuple:
+    return p["ranking"], int(p["n_removed"]), int(p.get("draw", 0))
+
+
 def _remove(s: Session) -> dict:
+    """Every requested (ranking, N, draw) point not already in the folder: fine-tune, re-score, evaluate.
+
+    Points of one folder share their fine-tuning settings, so later commands add points to the same
+    curves (more N, more rankings, more random draws) instead of starting over."""
     cfg, inp = s.cfg, s.inputs
-    points = sorted(set(cfg.sweep)) if cfg.sweep else [cfg.top]
+    counts = sorted(set(cfg.sweep)) if cfg.sweep else [cfg.top]
     rankings = list(cfg.rankings or ([r for r in RANKINGS if r == "random" or r in s.base_scores.columns]
                                      if cfg.sweep else [cfg.score]))
     lr = cfg.finetune_lr or s.scfg.train.lr / 4
     ft = s.train_cfg(epochs=cfg.finetune_epochs, lr=lr)
-    orders = {r: removal_order(s.base_scores, r, seed=cfg.seed) for r in rankings}
-    plan = [("none", 0)] if 0 in points else []
-    plan += [(r, n) for r in rankings for n in points if n > 0]
     n_scored = len(s.base_scores)
-    if max(points) > n_scored:
-        raise MitigationError(f"cannot remove {max(points)} samples: the run scored only {n_scored}")
+    if max(counts) > n_scored:
+        raise MitigationError(f"cannot remove {max(counts)} samples: the run scored only {n_scored}")
+    plan = [("none", 0, 0)] if 0 in counts else []
+    plan += [(r, n, d) for r in rankings for n in counts if n > 0
+             for d in (range(cfg.random_draws) if r == "random" else [0])]
+    orders = {(r, d): removal_order(s.base_scores, r, seed=cfg.seed + d) for r, _, d in plan if r != "none"}
     metrics = _load_metrics(s) or {}
-    done = {(p["ranking"], p["n_removed"]): p for p in metrics.get("points", [])}
+    done = {_point_key(p): p for p in metrics.get("points", [])}
     t0 = time.perf_counter()
-    metrics.update({"strategy": "remove", "before": s.base_numbers(), "finetune": {"epochs": cfg.finetune_epochs,
-                                                                                   "lr": lr}})
+    metrics.update({"strategy": "remove", "before": s.base_numbers(),
+                    "finetune": {"epochs": cfg.finetune_epochs, "lr": lr},
+                    "n_injected": int(s.injected_of(s.base_scores).sum())})
     bar = tqdm(plan, desc="remove & fine-tune", unit="point", disable=not cfg.progress, dynamic_ncols=True)
-    for ranking, n in bar:
-        bar.set_postfix(ranking=ranking, n=n)
-        if (ranking, n) in done:
+    for ranking, n, draw in bar:
+        bar.set_postfix(ranking=ranking, n=n, draw=draw)
+        if (ranking, n, draw) in done:
             continue
-        removed = orders[ranking][:n] if n else np.array([], dtype=str)
+        removed = orders[(ranking, draw)][:n] if n else np.array([], dtype=str)
         removed_idx = np.array([s.position[i] for i in removed], dtype=np.int64)
+        tag = f"{ranking}-{n}" + (f"-d{draw}" if draw else "")
         t = time.perf_counter()
         models = {}
         for name, base in s.base_models().items():
             model = s.new_model()
             model.load_state_dict(base.state_dict())
             keep = np.setdiff1d(inp.assignment.train_sets[name], removed_idx)
-            train_model(model, inp.data, keep, ft, s.folder / "models" / f"{ranking}-{n}" / name,
-                        name=f"{name} −{n} by {ranking}", progress=cfg.progress)
+            train_model(model, inp.data, keep, ft, s.folder / "models" / tag / name,
+                        name=f"{name} −{n} by {ranking}" + (f" #{draw}" if draw else ""), progress=cfg.progress)
             models[name] = model
         scores, _ = s.rescore(models, desc=f"−{n} by {ranking}")
         kept = ~scores["id"].isin(set(removed)).to_numpy()
-        point = {"ranking": ranking, "n_removed": int(n),
+        point = {"ranking": ranking, "n_removed": int(n), "draw": int(draw),
                  "injected_removed": int(s.injected_all[removed_idx].sum()) if n else 0,
                  **s.numbers(models, scores, keep=kept), "seconds": round(time.perf_counter() - t, 1)}
-        atomic_write_parquet(s.folder / f"scores_{ranking}-{n}.parquet", scores)
-        done[(ranking, n)] = point
-        metrics["points"] = sorted(done.values(), key=lambda p: (p["ranking"], p["n_removed"]))
+        atomic_write_parquet(s.folder / f"scores_{tag}.parquet", scores)
+        done[(ranking, n, draw)] = point
+        metrics["points"] = sorted(done.values(), key=_point_key)
         s.write_metrics(metrics)
-    metrics["n_injected"] = int(s.injected_of(s.base_scores).sum())
-    metrics["after"] = _best_point(metrics["points"], cfg)
+    metrics["after"] = done.get((cfg.score if cfg.score in rankings else "multimem", max(counts), 0))
     if metrics["after"] is not None:
         metrics["change"] = change(metrics["before"], metrics["after"])
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
@@ -349,14 +366,23 @@ def _remove(s: Session) -> dict:
     return metrics
 
 
-def _best_point(points: list[dict], cfg: MitigateConfig) -> dict | None:
-    """The point the before/after summary reports: --score at --top (or the sweep's largest N by MultiMem)."""
-    want_r = cfg.score if not cfg.sweep or cfg.score in (cfg.rankings or RANKINGS) else "multimem"
-    want_n = cfg.top if not cfg.sweep else max(cfg.sweep)
+def removal_curves(points: list[dict], metric: str = "recall@5") -> pd.DataFrame:
+    """One row per (ranking, N): the metric's mean and spread over random draws, N = 0 in every ranking."""
+    rows = []
     for p in points:
-        if p["ranking"] == want_r and p["n_removed"] == want_n:
-            return p
-    return None
+        value = p["memorization"]["mean"] if metric == "multimem" else p["evaluation"].get(metric)
+        rows.append({"ranking": p["ranking"], "removed": p["n_removed"], "draw": p.get("draw", 0), "value": value,
+                     "injected_removed": p["injected_removed"]})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    zero = df[df["ranking"] == "none"]
+    parts = [pd.concat([zero.assign(ranking=r), df[df["ranking"] == r]]) for r in df["ranking"].unique() if r != "none"]
+    df = pd.concat(parts) if parts else zero
+    out = df.groupby(["ranking", "removed"]).agg(value=("value", "mean"), spread=("value", "std"), draws=("draw", "size"),
+                                                 injected_removed=("injected_removed", "mean")).reset_index()
+    out["spread"] = out["spread"].fillna(0.0)
+    return out
 
 
 def _load_metrics(s: Session) -> dict | None:
@@ -620,17 +646,16 @@ def format_metrics(m: dict) -> str:
         rel = c.get("multimem_mean_relative")
         lines.append("  change    MultiMem " + (f"{100 * rel:+.1f} %" if rel is not None else f"{c['multimem_mean']:+.4f}")
                      + "".join(f", {k[:-7]} {v:+.2f} pt" for k, v in c.items() if k.endswith("_points")))
-    if m.get("after", {}).get("memorization_vs_reference"):
-        lines.append(f"  vs the run's never-saw-it models: MultiMem {m['after']['memorization_vs_reference']['mean']:+.4f}")
     if m.get("overhead"):
         o = m["overhead"]
         lines.append(f"  scoring overhead {o['scoring_s']:.1f} s of {o['training_s']:.1f} s training "
                      f"({100 * o['share']:.2f} %)")
     if m.get("points"):
-        lines.append(f"\n  {'ranking':<15}{'removed':>8}{'injected':>9}{'MultiMem':>10}{'R@5':>8}{'probe':>8}{'0-shot':>8}")
-        for p in sorted(m["points"], key=lambda p: (p["n_removed"], p["ranking"])):
+        lines.append(f"\n  {'ranking':<15}{'draw':>5}{'removed':>8}{'injected':>9}{'MultiMem':>10}{'R@5':>8}{'probe':>8}"
+                     f"{'0-shot':>8}")
+        for p in sorted(m["points"], key=lambda p: (p["n_removed"], p["ranking"], p.get("draw", 0))):
             ev = p["evaluation"]
-            lines.append(f"  {p['ranking']:<15}{p['n_removed']:>8}{p['injected_removed']:>9}"
+            lines.append(f"  {p['ranking']:<15}{p.get('draw', 0):>5}{p['n_removed']:>8}{p['injected_removed']:>9}"
                          f"{p['memorization']['mean']:>+10.4f}{ev.get('recall@5', float('nan')):>8.3f}"
                          f"{ev.get('linear_probe', float('nan')):>8.3f}{ev.get('zero_shot', float('nan')):>8.3f}")
     if m.get("rows"):

@@ -124,7 +124,8 @@ def test_config_validation_and_names():
     with pytest.raises(MitigationError, match="comma-separated"):
         parse_sweep("0,fifty")
     assert parse_sweep("0, 50,100") == (0, 50, 100)
-    assert default_name(MitigateConfig(strategy="remove", sweep=(0, 10))) == "remove-sweep-ft5"
+    assert default_name(MitigateConfig(strategy="remove", sweep=(0, 10))) == "remove-ft5"
+    assert default_name(MitigateConfig(strategy="remove", top=3)) == "remove-ft5"  # points accumulate
     assert "/" not in default_name(MitigateConfig(strategy="augment", augment="noise=0.1,crop=0.3"))
     assert len(modality_subsets(["image", "text", "audio", "video"])) == 15
 
@@ -163,11 +164,26 @@ def test_remove_drops_the_top_ranked_and_fine_tunes(run):
     assert (run.path / "evaluation.json").is_file()  # the before-evaluation is kept for `multimem summary`
     assert m["change"]["recall@5_points"] == pytest.approx(
         100 * (point["evaluation"]["recall@5"] - m["before"]["evaluation"]["recall@5"]), abs=0.02)
-    # the same command again reuses the finished point; other settings under the same name are refused
+    # the same command again reuses the finished point; more points with the same fine-tuning add to the
+    # folder (here a second random draw, N = 0 and the random ranking); other fine-tuning is refused
     again = mitigate(run, cfg)
     assert again["points"] == m["points"]
+    more = mitigate(run, MitigateConfig(strategy="remove", sweep=(0, 6), rankings=("multimem", "random"),
+                                        random_draws=2, finetune_epochs=1, views=2, progress=False))
+    keys = [(p["ranking"], p["n_removed"], p["draw"]) for p in more["points"]]
+    assert keys == [("multimem", 6, 0), ("none", 0, 0), ("random", 6, 0), ("random", 6, 1)]
+    assert more["points"][0] == point  # reused, not retrained
+    r0, r1 = (p for p in more["points"] if p["ranking"] == "random")
+    assert (folder / "models" / "random-6-d1" / "fold0" / "model.safetensors").is_file()
+    from multimem_core.mitigate import removal_curves
+
+    curves = removal_curves(more["points"]).set_index(["ranking", "removed"])
+    assert curves.loc[("random", 6), "draws"] == 2
+    assert curves.loc[("random", 6), "value"] == pytest.approx((r0["evaluation"]["recall@5"] + r1["evaluation"]["recall@5"]) / 2)
+    assert curves.loc[("multimem", 0), "value"] == curves.loc[("random", 0), "value"]  # N = 0 shared
     with pytest.raises(MitigationError, match="other settings"):
-        mitigate(run, MitigateConfig(strategy="remove", top=7, name=default_name(cfg), progress=False))
+        mitigate(run, MitigateConfig(strategy="remove", top=7, finetune_epochs=2, name=default_name(cfg),
+                                     progress=False))
 
 
 def test_regroup_rescores_selects_and_reports_overhead(run):

@@ -3,7 +3,8 @@ augmentation on chosen samples, computed with the run's saved models (no retrain
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -58,13 +59,34 @@ def overview_table(mits: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def before_after(met: dict) -> None:
+    """MultiMem and the headline metrics before (the control) and after, as st.metric with the change."""
+    before, after = met.get("before"), met.get("after")
+    if not before or not after:
+        return
+    cols = st.columns(5)
+    b, a = before["memorization"]["mean"], after["memorization"]["mean"]
+    cols[0].metric("Mean MultiMem, training samples", f"{a:+.4f}", delta=pct((a - b) / abs(b)) if b else None,
+                   delta_color="inverse", help=f"before: {b:+.4f} ({before.get('source', 'the run')})")
+    for col, key in zip(cols[1:], ("recall@5", "recall@1", "linear_probe", "zero_shot")):
+        if key in after["evaluation"] and key in before["evaluation"]:
+            d = 100 * (after["evaluation"][key] - before["evaluation"][key])
+            col.metric(METRICS[key], f"{after['evaluation'][key]:.3f}", delta=f"{d:+.2f} pt",
+                       help=f"before: {before['evaluation'][key]:.3f}")
+
+
 def regroup_section(met: dict) -> None:
+    before_after(met)
+    if met.get("overhead"):
+        o = met["overhead"]
+        st.caption(f"Re-scoring every {met.get('every')} epochs took {o['scoring_s']:.0f} s of {o['training_s']:.0f} s "
+                   f"of training ({100 * o['share']:.1f} %). Before: the same training without mitigation "
+                   f"({met['before'].get('source', 'the run')}); after: every model trained with mitigation and "
+                   "re-scored the way the run was.")
     hist = pd.DataFrame([{**h, "model": name} for name, hs in met.get("history", {}).items() for h in hs])
     if hist.empty:
-        st.caption("No re-scoring recorded yet.")
         return
     mean = hist.groupby("epoch").mean(numeric_only=True).reset_index()
-    control = met["before"]
     c1, c2 = st.columns(2)
     fig = go.Figure()
     fig.add_scatter(x=mean["epoch"], y=mean["multimem_vs_reference"], mode="lines+markers", name="all training samples",
@@ -72,51 +94,54 @@ def regroup_section(met: dict) -> None:
     for col, name, colour in (("injected", "injected", "#B279A2"), ("clean", "clean", "#54A24B")):
         if col in mean:
             fig.add_scatter(x=mean["epoch"], y=mean[col], mode="lines+markers", name=name, line=dict(color=colour))
-    ref = (met["after"].get("memorization_vs_reference") or {}).get("mean")
-    fig.add_hline(y=control["memorization"]["mean"], line_dash="dash", line_color="#666",
-                  annotation_text="without mitigation", annotation_position="top left")
-    c1.plotly_chart(layout(fig, "Memorization while training",
-                           "epoch (re-scored every %d)" % met.get("every", 1), "mean MultiMem vs the run's g"),
-                    width="stretch", key="regroup_mem")
-    if ref is not None:
-        c1.caption(f"At the end: {ref:+.4f} against the run's never-saw-it models; "
-                   f"{met['after']['memorization']['mean']:+.4f} re-scored with the mitigated models only.")
+    c1.plotly_chart(layout(fig, "Memorization while training", f"epoch (re-scored every {met.get('every', 1)})",
+                           "MultiMem vs the run's g"), width="stretch", key="regroup_mem")
+    c1.caption("During training each model is scored against the run's own never-saw-it models (a fixed "
+               "reference): the curves show the trend and the gap between injected and clean samples; their level "
+               "is not the re-scored MultiMem above.")
     fig = go.Figure()
     fig.add_scatter(x=mean["epoch"], y=mean["recall@5"], mode="lines+markers", name="with mitigation",
                     line=dict(color="#4C78A8"))
-    if "recall@5" in control["evaluation"]:
-        fig.add_hline(y=control["evaluation"]["recall@5"], line_dash="dash", line_color="#666",
+    if "recall@5" in met["before"]["evaluation"]:
+        fig.add_hline(y=met["before"]["evaluation"]["recall@5"], line_dash="dash", line_color="#666",
                       annotation_text="without mitigation (end)", annotation_position="bottom left")
     c2.plotly_chart(layout(fig, "Retrieval while training", "epoch", "recall@5 on H"), width="stretch",
                     key="regroup_acc")
     if "selected_injected_share" in hist:
         share = hist.dropna(subset=["selected_injected_share"]).groupby("epoch")["selected_injected_share"].mean()
-        st.caption("Share of injected samples among the regrouped: "
+        c2.caption("Injected samples among the regrouped: "
                    + ", ".join(f"epoch {e}: {v:.0%}" for e, v in share.items()))
 
 
 def sweep_section(met: dict) -> None:
-    points = pd.DataFrame([{"ranking": p["ranking"], "removed": p["n_removed"], "injected removed": p["injected_removed"],
-                            "multimem": p["memorization"]["mean"], **p["evaluation"]} for p in met.get("points", [])])
-    if points.empty:
+    from multimem_core.mitigate import removal_curves
+
+    before_after(met)
+    points = met.get("points", [])
+    if not points:
         st.caption("No fine-tuned point yet.")
         return
-    metric = st.selectbox("Plot", [m for m in METRICS if m in points.columns], format_func=METRICS.get,
-                          key="sweep_metric")
+    have = ["multimem"] + [k for k in METRICS if k != "multimem" and k in points[0]["evaluation"]]
+    metric = st.selectbox("Plot", [m for m in METRICS if m in have], format_func=METRICS.get, key="sweep_metric")
+    curves = removal_curves(points, metric)
     fig = go.Figure()
-    zero = points[points["ranking"] == "none"]
-    for ranking in [r for r in PALETTE if r in set(points["ranking"]) and r != "none"]:
-        part = pd.concat([zero, points[points["ranking"] == ranking]]).sort_values("removed")
-        fig.add_scatter(x=part["removed"], y=part[metric], mode="lines+markers", name=RANKING_LABEL[ranking],
-                        line=dict(color=PALETTE[ranking]))
+    for ranking in [r for r in PALETTE if r in set(curves["ranking"])]:
+        part = curves[curves["ranking"] == ranking].sort_values("removed")
+        many = int(part["draws"].max()) > 1
+        fig.add_scatter(x=part["removed"], y=part["value"], mode="lines+markers",
+                        name=RANKING_LABEL[ranking] + (f" (mean of {int(part['draws'].max())} draws)" if many else ""),
+                        line=dict(color=PALETTE[ranking]),
+                        error_y=dict(type="data", array=part["spread"], visible=True) if many else None)
     if met.get("n_injected"):
         fig.add_vline(x=met["n_injected"], line_dash="dot", line_color="#888",
                       annotation_text=f"{met['n_injected']} injected", annotation_position="top")
     st.plotly_chart(layout(fig, f"{METRICS[metric]} after removing the top N and fine-tuning "
                                 f"{met.get('finetune', {}).get('epochs', '?')} epochs", "samples removed", metric),
                     width="stretch", key="sweep_plot")
-    show = points.assign(ranking=points["ranking"].map(RANKING_LABEL)).sort_values(["removed", "ranking"])
-    st.dataframe(show, hide_index=True, width="stretch")
+    table = pd.DataFrame([{"ranking": RANKING_LABEL.get(p["ranking"], p["ranking"]), "draw": p.get("draw", 0),
+                           "removed": p["n_removed"], "injected removed": p["injected_removed"],
+                           "MultiMem (kept)": p["memorization"]["mean"], **p["evaluation"]} for p in points])
+    st.dataframe(table.sort_values(["removed", "ranking", "draw"]), hide_index=True, width="stretch")
 
 
 def augment_section(met: dict) -> None:
@@ -237,7 +262,8 @@ if mits:
     st.subheader("Mitigation runs")
     st.dataframe(overview_table(mits), hide_index=True, width="stretch", key="mitigation_runs")
     names = [m["name"] for m in mits]
-    pick = st.selectbox("Show", names, key="mitigation_pick")
+    newest = max(range(len(mits)), key=lambda i: Path(mits[i]["path"], "config.json").stat().st_mtime)
+    pick = st.selectbox("Show", names, index=newest, key="mitigation_pick")
     chosen = next(m for m in mits if m["name"] == pick)
     met = chosen["metrics"]
     if met is None:
