@@ -327,6 +327,7 @@ def _remove(s: Session) -> dict:
              for d in (range(cfg.random_draws) if r == "random" else [0])]
     orders = {(r, d): removal_order(s.base_scores, r, seed=cfg.seed + d) for r, _, d in plan if r != "none"}
     metrics = _load_metrics(s) or {}
+    metrics.pop("seconds", None)  # running again: "seconds" marks a finished command
     done = {_point_key(p): p for p in metrics.get("points", [])}
     t0 = time.perf_counter()
     metrics.update({"strategy": "remove", "before": s.base_numbers(),
@@ -584,6 +585,7 @@ def _augment(s: Session) -> dict:
     train_cfg = s.train_cfg()
     t0 = time.perf_counter()
     metrics = _load_metrics(s) or {}
+    metrics.pop("seconds", None)
     control, _ = _control(s, train_cfg)
     rows = {tuple(r["modalities"]): r for r in metrics.get("rows", [])}
     metrics.update({"strategy": "augment", "augment": cfg.augment, "epochs": train_cfg.epochs, "before": control})

@@ -46,15 +46,15 @@ def overview_table(mits: list[dict]) -> pd.DataFrame:
         before, after, ch = met.get("before") or {}, met.get("after") or {}, met.get("change") or {}
         rows.append({
             "name": m["name"], "strategy": m["config"]["strategy"],
-            "augmentation": met.get("augment", ""),
+            "MultiMem change": pct(ch.get("multimem_mean_relative")),
+            "R@5 change (pt)": ch.get("recall@5_points"),
             "MultiMem before": (before.get("memorization") or {}).get("mean"),
             "MultiMem after": (after.get("memorization") or {}).get("mean"),
-            "MultiMem change": pct(ch.get("multimem_mean_relative")),
             "R@5 before": (before.get("evaluation") or {}).get("recall@5"),
             "R@5 after": (after.get("evaluation") or {}).get("recall@5"),
-            "R@5 change (pt)": ch.get("recall@5_points"),
             "overhead": pct((met.get("overhead") or {}).get("share")).lstrip("+"),
             "seconds": met.get("seconds"), "status": "done" if met.get("seconds") is not None else "running",
+            "augmentation": met.get("augment", ""),
         })
     return pd.DataFrame(rows)
 
@@ -66,7 +66,7 @@ def before_after(met: dict) -> None:
         return
     cols = st.columns(5)
     b, a = before["memorization"]["mean"], after["memorization"]["mean"]
-    cols[0].metric("Mean MultiMem, training samples", f"{a:+.4f}", delta=pct((a - b) / abs(b)) if b else None,
+    cols[0].metric("Mean MultiMem", f"{a:+.4f}", delta=pct((a - b) / abs(b)) if b else None,
                    delta_color="inverse", help=f"before: {b:+.4f} ({before.get('source', 'the run')})")
     for col, key in zip(cols[1:], ("recall@5", "recall@1", "linear_probe", "zero_shot")):
         if key in after["evaluation"] and key in before["evaluation"]:
