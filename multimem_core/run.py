@@ -2,8 +2,9 @@
 
     RUN/config.json          how the run was made (enough to reproduce it)
     RUN/samples.parquet      one row a sample: id, role, input columns, label, injected
-    RUN/scores.parquet       one row a scored sample: multimem, cmc_in, cmc_out, pair__a__b, contrib__m, base__*
-    RUN/diagnostics/         sim_in.npy / sim_out.npy: [N_scored, n, n] modality similarity, rows as scores.parquet
+    RUN/scores.parquet       one row a scored sample: multimem, cmc_in, cmc_out, pair__a__b, contrib__m, base__*;
+                             then one row an H sample (role H, cmc_out only, the rest NaN)
+    RUN/diagnostics/         sim_in.npy / sim_out.npy: [N_scored, n, n] modality similarity, rows as the scored rows
     RUN/embeddings/<model>/  <modality>.npy (float16, clean view) and ids.txt (row order)
     RUN/projection.parquet   id, x, y (UMAP of the joint embedding), optional x__<m>, y__<m>
     RUN/models/<model>/      checkpoint.pt (training state, resumable), model.safetensors (final weights)
@@ -160,8 +161,15 @@ class RunDir:
     def samples(self) -> pd.DataFrame:
         return pd.read_parquet(self.samples_path)
 
-    def scores(self) -> pd.DataFrame | None:
-        return pd.read_parquet(self.scores_path) if self.scores_path.is_file() else None
+    def scores(self, *, heldout: bool = False) -> pd.DataFrame | None:
+        """The scored samples (rows as diagnostics/sim_*.npy); heldout=True adds the H rows (role "H",
+        only cmc_out: no model saw them, so they have no memorization score)."""
+        if not self.scores_path.is_file():
+            return None
+        scores = pd.read_parquet(self.scores_path)
+        if heldout or "role" not in scores.columns:
+            return scores
+        return scores[scores["role"] != "H"].reset_index(drop=True)
 
     def errors(self) -> pd.DataFrame:
         if self.errors_path.is_file():

@@ -28,7 +28,7 @@ from . import __version__
 from .augment import AugmentConfig, augment_batch
 from .data.manifest import ColumnKeys
 from .data.media import MediaSpec
-from .metric import CMCTerms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
+from .metric import CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
 from .models.factory import ModelConfig, create_model
 from .protocol import Assignment, ProtocolConfig, assign
 from .run import HELDOUT, RunDir, atomic_save_npy
@@ -153,9 +153,11 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
         return torch.stack(out)  # [A, B, n, d]
 
     h_sum = torch.zeros(len(mods), model.embed_dim)
+    h_own = torch.zeros(n, len(mods), model.embed_dim)  # each H sample's share of h_sum, to leave it out below
     for s in range(0, len(heldout), chunk):
         v = views_of(heldout[s:s + chunk], -1 - s)
         h_sum += v.mean(0).sum(0)
+        h_own[heldout[s:s + chunk]] = v.mean(0)
         if views_out is not None:
             for j, m in enumerate(mods):
                 views_out[m][:, heldout[s:s + chunk]] = v[:, :, j].numpy()
@@ -170,6 +172,10 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
         v = views_of(idx, s)
         gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
         cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
+        own = is_heldout[idx]
+        if own.any() and len(heldout) > 1:  # an H sample's unrelated set is the rest of H, not itself
+            h_rest = (h_sum - h_own[idx[own]]) / (len(heldout) - 1)
+            cross[idx[own]] = torch.einsum("imd,ind->imn", v.mean(0)[own], h_rest)
         if views_out is not None:
             keep = ~is_heldout[idx]
             for j, m in enumerate(mods):
@@ -416,8 +422,10 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
     baseline; None leaves that column out. Returns the scores table.
     """
     with stages("score"):
-        scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales)
+        scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales,
+                                              heldout_rows=True)
         run.write_scores(scores)
+        scores = scores[scores["role"] != "H"]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
         atomic_save_npy(run.diagnostics_dir / "sim_out.npy", sim_out)
     if projection_model is not None:
@@ -428,8 +436,14 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
 
 
 def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, modalities, *,
-                logit_scales: dict[str, float] | None):
-    """Scores of every scored sample; the models that saw it and the one that did not depend on its role."""
+                logit_scales: dict[str, float] | None, heldout_rows: bool = False):
+    """Scores of every scored sample; the models that saw it and the one that did not depend on its role.
+
+    heldout_rows: also one row per H sample, after the scored rows, with role "H" and only `cmc_out`
+    (its mean CMC under every model, none of which saw it): H has no memorization score, but a user
+    auditing a dataset still learns how consistent each of its samples is. sim_in/sim_out cover the
+    scored rows only.
+    """
     frames, sims_in, sims_out, order = [], [], [], []
     h = assignment.heldout
     for role, in_models in assignment.in_models.items():
@@ -465,6 +479,15 @@ def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, 
     order = np.concatenate(order)
     sort = np.argsort(order, kind="stable")  # rows in dataset order
     scores = pd.concat(frames, ignore_index=True).iloc[sort].reset_index(drop=True)
+    if heldout_rows and len(h):
+        t_h = CMCTerms(terms[next(iter(terms))].gram[h], terms[next(iter(terms))].cross[h])
+        for name in list(terms)[1:]:
+            t_h = t_h + CMCTerms(terms[name].gram[h], terms[name].cross[h])
+        held = pd.DataFrame({c: np.nan for c in scores.columns if c not in ("id", "role")}, index=range(len(h)))
+        held["cmc_out"] = cmc_from_terms(t_h / len(terms)).numpy().astype(np.float64)
+        held.insert(0, "role", "H")
+        held.insert(0, "id", [ids[i] for i in h])
+        scores = pd.concat([scores, held], ignore_index=True)
     return scores, np.concatenate(sims_in)[sort].astype(np.float32), np.concatenate(sims_out)[sort].astype(np.float32)
 
 

@@ -28,6 +28,14 @@ def test_engine_run_is_complete(engine_run: RunDir):
     assert expected <= set(scores.columns)
     assert np.isfinite(scores[sorted(expected)].to_numpy()).all()
     np.testing.assert_allclose(scores["multimem"], scores["cmc_in"] - scores["cmc_out"], atol=1e-6)
+    # scores.parquet itself has a row for every loaded sample: H rows last, with cmc_out only
+    every = engine_run.scores(heldout=True)
+    assert sorted(every["id"]) == sorted(samples["id"]) and every["id"].is_unique
+    held = every[every["role"] == "H"]
+    assert set(held["id"]) == set(samples.loc[samples.role == "H", "id"]) and len(held) > 0
+    assert every.index[every["role"] == "H"].min() == len(scores)
+    assert np.isfinite(held["cmc_out"]).all() and held["multimem"].isna().all() and held["base__cosine"].isna().all()
+    assert abs(held["cmc_out"].mean() - scores["cmc_out"].mean()) < 0.5  # the same kind of number
     sim_in, sim_out = engine_run.similarity_matrices()
     assert sim_in.shape == (len(scores), 4, 4) == sim_out.shape
     ids, emb = engine_run.embeddings("fold0", "image")
