@@ -148,8 +148,15 @@ def test_rebuild_reuses_work(built, tmp_path):
     start = time.perf_counter()
     build_emoji(out, limit=8, inject_rate=0.0, progress=False)
     assert time.perf_counter() - start < 1.0
-    build_emoji(out, limit=8, inject_rate=0.0, seed=5, progress=False)  # new motions, same voices
     assert wav.stat().st_mtime_ns == stamp
+    # Another seed draws other motions; the audio says the motion, so exactly the clips whose motion
+    # changed are spoken again.
+    before = pd.read_csv(out / "attributes.csv").set_index("id")["motion"]
+    stamps = {i: (out / f"audio/{i}.wav").stat().st_mtime_ns for i in before.index}
+    build_emoji(out, limit=8, inject_rate=0.0, seed=5, progress=False)
+    after = pd.read_csv(out / "attributes.csv").set_index("id")["motion"]
+    redone = {i for i in before.index if (out / f"audio/{i}.wav").stat().st_mtime_ns != stamps[i]}
+    assert redone == set(before.index[before != after]) and 0 < len(redone) < len(before)
     with pytest.raises(FileExistsError):
         (tmp_path / "foreign").mkdir()
         (tmp_path / "foreign" / "x.txt").write_text("not ours")
