@@ -170,8 +170,12 @@ def cmd_score(args) -> int:
 # Any option given on the command line wins.
 DEMO_PROFILES = {
     "shapes": {"samples": 1500, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4},
-    "emoji": {"samples": 1000, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
-              "audio_seconds": 2.0},
+    # Every emoji is unique, so clean samples are memorized too and only what carries over between emoji
+    # (motion, spoken words, the picture in its clip, a pretrained text tower's sense of names) separates
+    # them from injected ones. Measured MultiMem AUROC on 1,000 samples with the frozen MiniLM text tower:
+    # 60 epochs 0.75, 100 epochs 0.79 (README, "The demo").
+    "emoji": {"samples": 1000, "epochs": 100, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
+              "audio_seconds": 2.0, "text_tower": "minilm"},
 }
 DEMO_QUICK = {"samples": 400, "epochs": 8, "augmentations": 4}
 PROFILE_KEYS = tuple(SCORE_DEFAULTS)

@@ -90,7 +90,9 @@ class FrozenTextTower(nn.Module):
 
     @classmethod
     def create(cls, encoder_name: str, embed_dim: int) -> "FrozenTextTower":
-        dim = load_sentence_encoder(encoder_name).get_sentence_embedding_dimension()
+        enc = load_sentence_encoder(encoder_name)
+        # sentence-transformers renamed the method; keep working on versions before and after
+        dim = (getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension)()
         return cls(encoder_name, dim, embed_dim)
 
     def prepare(self, raw: Sequence[str]) -> Tensor:
