@@ -288,25 +288,53 @@ def list_jobs(folder: str | Path) -> list[JobState]:
     return sorted((s for s in states if s is not None), key=lambda s: s.started, reverse=True)
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies, which only wait for their parent to collect them, are not).
+
+    Reads /proc (Linux); elsewhere, a signal-0 probe of the group stands for "some member is alive".
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    out = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
 def cancel(run: str | Path, *, grace_s: float = 5.0) -> bool:
-    """End the job's whole process group (SIGTERM, then SIGKILL after `grace_s`). False if it had ended."""
+    """End the job's whole process group: SIGTERM, then SIGKILL to whatever is still alive after `grace_s`.
+
+    Returns once no member of the group is left (training workers included), or False if it had ended."""
     path = Path(run)
     job = _read_json(path / "job.json")
     if job is None or not process_alive(int(job["pid"]), str(path)):
         return False
     atomic_write_json(path / "job.json", {**job, "cancelled": True, "cancelled_at": time.time()})
+    pgid = int(job["pgid"])
     try:
-        os.killpg(int(job["pgid"]), signal.SIGTERM)
+        os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    end = time.time() + grace_s
-    while time.time() < end and process_alive(int(job["pid"]), str(path)):
-        time.sleep(0.1)
-    if process_alive(int(job["pid"]), str(path)):
+    for sig, wait_s in ((signal.SIGKILL, grace_s), (None, 5.0)):
+        end = time.time() + wait_s
+        while time.time() < end and group_members(pgid):
+            time.sleep(0.1)
+        if sig is None or not group_members(pgid):
+            break
         try:
-            os.killpg(int(job["pgid"]), signal.SIGKILL)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
-            pass
+            break
     return True
 
 

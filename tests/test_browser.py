@@ -149,8 +149,11 @@ def test_samples_plays_media_flags_and_exports(page, server, browser_run, tmp_pa
     rows = []
     while time.time() < deadline and not rows:
         if db.exists():
-            with sqlite3.connect(db) as conn:
-                rows = conn.execute("SELECT sample_id, label, source FROM decisions").fetchall()
+            try:
+                with sqlite3.connect(db) as conn:
+                    rows = conn.execute("SELECT sample_id, label, source FROM decisions").fetchall()
+            except sqlite3.OperationalError:  # the file exists a moment before its table does
+                pass
         time.sleep(0.3)
     assert len(rows) == 1 and rows[0][1:] == ("noisy", "samples"), rows
     flagged = rows[0][0]

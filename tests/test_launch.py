@@ -94,19 +94,6 @@ def test_failed_job_shows_the_end_of_its_log(tmp_path):
         launch.start(launch.NewRun(input=str(manifest), out=str(out)), root=tmp_path / "data")
 
 
-def live_members(pgid: int) -> list[int]:
-    """Processes of the group that are not zombies (an ended child waits for its parent to collect it)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
 def test_cancel_ends_the_whole_process_group(tmp_path):
     tiny_manifest(tmp_path / "data", 200)
     out = launch.start(launch.NewRun(input="manifest.csv", out=str(tmp_path / "runs" / "long"), epochs=500,
@@ -121,7 +108,7 @@ def test_cancel_ends_the_whole_process_group(tmp_path):
     for pid in (job["pid"], engine_pid):
         launch._reap(pid)
         assert not launch.process_alive(pid, str(out))
-    assert not live_members(job["pgid"])
+    assert not launch.group_members(job["pgid"])
     assert not launch.cancel(out)  # nothing left to cancel
     assert [s.name for s in launch.list_jobs(out.parent)] == ["long"]
 
