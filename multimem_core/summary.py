@@ -65,7 +65,8 @@ def _oriented(col: str) -> str:
 def format_summary(s: dict) -> str:
     lines = [f"run        {s['run']}  ({s.get('status')}, protocol {s.get('protocol')}, "
              f"modalities {', '.join(s.get('modalities') or [])})",
-             f"samples    {s['n_samples']} loaded, {s.get('n_scored', 0)} scored, {s['n_skipped']} skipped"]
+             f"samples    {s['n_samples']} loaded, {s.get('n_scored', 0)} scored, "
+             f"{s.get('roles', {}).get('H', 0)} held out (H: cmc_out only), {s['n_skipped']} skipped"]
     for reason, count in s.get("skipped_reasons", {}).items():
         lines.append(f"           skipped {count}× {reason}")
     lines.append("roles      " + ", ".join(f"{k}: {v}" for k, v in s["roles"].items()))
