@@ -169,7 +169,7 @@ class RunDir:
         scores = pd.read_parquet(self.scores_path)
         if heldout or "role" not in scores.columns:
             return scores
-        return scores[scores["role"] != "H"].reset_index(drop=True)
+        return scores[scores["role"] != HELDOUT].reset_index(drop=True)
 
     def errors(self) -> pd.DataFrame:
         if self.errors_path.is_file():

@@ -153,11 +153,13 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
         return torch.stack(out)  # [A, B, n, d]
 
     h_sum = torch.zeros(len(mods), model.embed_dim)
-    h_own = torch.zeros(n, len(mods), model.embed_dim)  # each H sample's share of h_sum, to leave it out below
+    h_pos = np.full(n, -1)
+    h_pos[heldout] = np.arange(len(heldout))
+    h_own = torch.zeros(len(heldout), len(mods), model.embed_dim)  # each H sample's share of h_sum, left out below
     for s in range(0, len(heldout), chunk):
         v = views_of(heldout[s:s + chunk], -1 - s)
         h_sum += v.mean(0).sum(0)
-        h_own[heldout[s:s + chunk]] = v.mean(0)
+        h_own[s:s + chunk] = v.mean(0)
         if views_out is not None:
             for j, m in enumerate(mods):
                 views_out[m][:, heldout[s:s + chunk]] = v[:, :, j].numpy()
@@ -174,7 +176,7 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
         cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
         own = is_heldout[idx]
         if own.any() and len(heldout) > 1:  # an H sample's unrelated set is the rest of H, not itself
-            h_rest = (h_sum - h_own[idx[own]]) / (len(heldout) - 1)
+            h_rest = (h_sum - h_own[h_pos[idx[own]]]) / (len(heldout) - 1)
             cross[idx[own]] = torch.einsum("imd,ind->imn", v.mean(0)[own], h_rest)
         if views_out is not None:
             keep = ~is_heldout[idx]
@@ -425,7 +427,7 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
         scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales,
                                               heldout_rows=True)
         run.write_scores(scores)
-        scores = scores[scores["role"] != "H"]
+        scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
         atomic_save_npy(run.diagnostics_dir / "sim_out.npy", sim_out)
     if projection_model is not None:
@@ -480,12 +482,10 @@ def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, 
     sort = np.argsort(order, kind="stable")  # rows in dataset order
     scores = pd.concat(frames, ignore_index=True).iloc[sort].reset_index(drop=True)
     if heldout_rows and len(h):
-        t_h = CMCTerms(terms[next(iter(terms))].gram[h], terms[next(iter(terms))].cross[h])
-        for name in list(terms)[1:]:
-            t_h = t_h + CMCTerms(terms[name].gram[h], terms[name].cross[h])
+        t_h = CMCTerms(sum(t.gram[h] for t in terms.values()), sum(t.cross[h] for t in terms.values()))
         held = pd.DataFrame({c: np.nan for c in scores.columns if c not in ("id", "role")}, index=range(len(h)))
         held["cmc_out"] = cmc_from_terms(t_h / len(terms)).numpy().astype(np.float64)
-        held.insert(0, "role", "H")
+        held.insert(0, "role", HELDOUT)
         held.insert(0, "id", [ids[i] for i in h])
         scores = pd.concat([scores, held], ignore_index=True)
     return scores, np.concatenate(sims_in)[sort].astype(np.float32), np.concatenate(sims_out)[sort].astype(np.float32)
