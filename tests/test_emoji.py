@@ -106,6 +106,27 @@ def test_captions_name_the_motion(built):
         assert xs[0] - xs[-1] > 20, (r.id, xs)
 
 
+def test_image_is_the_clips_key_frame(built):
+    """With video, the image is the clip's last frame (where the motion ends), so it shows the motion too:
+    closer to its own clip's last frame than to any other sample's, and off-centre when moving."""
+    manifest, _ = built
+    root = manifest.parent
+    t = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    clean = t[t["injected"] == ""].reset_index(drop=True)
+    images = np.stack([np.asarray(Image.open(root / p).convert("RGB"), dtype=np.float32) for p in clean["image"]])
+    last = np.stack([_frames(root / v)[-1].astype(np.float32) for v in clean["video"]])
+    dist = np.abs(images[:, None] - last[None]).mean(axis=(2, 3, 4))  # [image, clip]
+    assert (dist.argmin(axis=1) == np.arange(len(clean))).all()
+    assert np.diag(dist).max() < 6, np.diag(dist)  # H.264's loss only
+    truth = pd.read_csv(root / "attributes.csv", dtype=str, keep_default_na=False).set_index("id")
+    bg = np.array(load_emoji_assets().background)
+    for r, im in zip(clean.itertuples(), images):
+        motion = truth.at[r.id, "motion"]
+        if motion in ("moving left", "moving right"):
+            x = np.nonzero(np.abs(im - bg).sum(-1) > 40)[1].mean()
+            assert (x < 24) if motion == "moving left" else (x > 40), (r.id, motion, x)
+
+
 def test_injected_kinds_recorded(built):
     manifest, _ = built
     root = manifest.parent

@@ -3,7 +3,10 @@
 Each sample is one of the 1,601 emoji shipped in ``assets/emoji`` (Noto Color Emoji pictures, CLDR
 English names and keywords, see ``scripts/build_emoji_assets.py`` and ``assets/emoji/LICENSES.md``):
 
-- image: the emoji (PNG, ``image_size`` px, on a light grey background)
+- image: the clip's key frame (PNG, ``image_size`` px, on a light grey background): its last frame, where
+         the motion ends, as a video dataset takes a still from each clip; the emoji itself without video.
+         Image and text then agree on the motion as video and text do; an emoji alone would only match
+         its name, which a tower trained from scratch on a few hundred emoji cannot learn for unseen ones.
 - video: the emoji in motion (moving left/right/up/down, growing, shrinking, spinning), H.264 MP4
 - text:  the name, the motion and a few CLDR keywords: "grinning face, moving left (face, grin)".
          Video and text agree on the motion as well as on the identity; that is why ``allow_hflip``,
@@ -313,8 +316,12 @@ def build_emoji(
         row = {"id": sid}
         if "text" in modalities:
             row["text"] = caption
+        clip = motion_frames(tile, motion, size=image_size, frames=video_frames, background=bg) if with_video else None
         if "image" in modalities:
-            im = tile if image_size == tile.shape[0] else np.asarray(
+            # With video, the image is the clip's key frame, as in a video dataset: its last frame, where
+            # the motion ends (the emoji off-centre, large, small or turned), so that image and text agree
+            # on the motion too. Else the emoji itself.
+            im = clip[-1] if clip is not None else tile if image_size == tile.shape[0] else np.asarray(
                 Image.fromarray(tile).resize((image_size, image_size), Image.Resampling.LANCZOS))
             row["image"] = f"image/{sid}.png"
             write_png(out / row["image"], im)
@@ -327,7 +334,6 @@ def build_emoji(
                 write_wav(out / row["audio"], spoken_name(spoken, **spec), audio_rate)
         if with_video:
             row["video"] = f"video/{sid}.mp4"
-            clip = motion_frames(tile, motion, size=image_size, frames=video_frames, background=bg)
             write_mp4(out / row["video"], clip, fps=video_fps)
         row["label"] = r.group
         # Swaps draw donors from another subgroup: "grinning face" under "beaming face" would barely contradict.
