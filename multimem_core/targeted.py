@@ -75,6 +75,11 @@ class TargetedAugment:
     def to_dict(self) -> dict:
         return {"spec": self.spec(), "modalities": list(self.modalities) if self.modalities else None}
 
+    @property
+    def trains_temperature(self) -> bool:
+        """Noisy embeddings must not set the temperature every batch shares (train.BatchAugment)."""
+        return self.strength("noise") <= 0
+
     def strength(self, name: str) -> float:
         return dict(self.strengths).get(name, 0.0)
 

@@ -247,3 +247,24 @@ def test_preview_compares_selected_with_clean(run):
     assert summary["n"].tolist() == [2, 8]
     with pytest.raises(ValueError, match="held-out"):
         preview(pm, [run.samples().query("role == 'H'")["id"].astype(str).iloc[0]], TargetedAugment.parse("noise"))
+
+
+@pytest.mark.parametrize("spec, trains", [("noise=0.5", False), ("crop=0.4,jitter=0.4", True)])
+def test_noisy_batches_leave_the_shared_temperature_alone(tmp_path, spec, trains):
+    """Batches with noise on their embeddings do not move the logit scale every batch shares (regrouping
+    pulled it from 14.5 to 9.4); input-only augmentations train it as usual."""
+    from multimem_core.mitigate import AllBatchesPlan
+    from multimem_core.models.factory import ModelConfig, create_model
+    from multimem_core.train import TrainConfig, train_model
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(image_size=16))
+    n = 32
+    data = {"image": torch.rand(n, 3, 16, 16),
+            "text": model.towers["text"].prepare([f"shape number {i}" for i in range(n)])}
+    before = model.logit_scale.detach().clone()
+    plan = AllBatchesPlan(TargetedAugment.parse(spec))
+    train_model(model, data, np.arange(n), TrainConfig(epochs=2, batch_size=8, lr=1e-2), tmp_path, plan=plan,
+                progress=False)
+    assert torch.equal(model.logit_scale.detach(), before) != trains
+    assert TargetedAugment.parse(spec).trains_temperature == trains
