@@ -321,8 +321,12 @@ def build_emoji(
             # With video, the image is the clip's key frame, as in a video dataset: its last frame, where
             # the motion ends (the emoji off-centre, large, small or turned), so that image and text agree
             # on the motion too. Else the emoji itself.
-            im = clip[-1] if clip is not None else tile if image_size == tile.shape[0] else np.asarray(
-                Image.fromarray(tile).resize((image_size, image_size), Image.Resampling.LANCZOS))
+            if clip is not None:
+                im = clip[-1]
+            elif image_size == tile.shape[0]:
+                im = tile
+            else:
+                im = np.asarray(Image.fromarray(tile).resize((image_size, image_size), Image.Resampling.LANCZOS))
             row["image"] = f"image/{sid}.png"
             write_png(out / row["image"], im)
         if "audio" in modalities:
