@@ -3,11 +3,52 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@contextmanager
+def serving_app(args: list[str], log: Path) -> Iterator[str]:
+    """`multimem app ARGS --port P` on a free localhost port; yields its URL once /_stcore/health answers.
+
+    The app runs in a process group of its own (the CLI starts streamlit as a child) and the whole group
+    goes at the end; its output is in `log`, which failures quote."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "multimem_core.cli", "app", *args, "--port", str(port)],
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"multimem app exited early:\n{log.read_text()}")
+                time.sleep(0.25)
+        else:
+            pytest.fail(f"multimem app did not answer within 60 s:\n{log.read_text()}")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, augmentations: int = 2, seed: int = 0,

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from multimem_core.run import RunDir
+from tests.conftest import serving_app
 
 pytestmark = pytest.mark.browser
 
@@ -50,42 +49,16 @@ def browser_run(request, tmp_path_factory) -> RunDir:
 
 @pytest.fixture(scope="module")
 def server(browser_run, tmp_path_factory):
-    """`multimem app RUN --port 0-ish`: the address it prints, once the server answers."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """`multimem app RUN` on a free port: the address it prints, once the server answers."""
     log = tmp_path_factory.mktemp("log") / "app.log"
-    with open(log, "w") as fh:
-        # own process group: the CLI starts streamlit as a child, and both must go at the end
-        proc = subprocess.Popen([sys.executable, "-m", "multimem_core.cli", "app", str(browser_run.path),
-                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = None
-        for _ in range(240):
-            text = log.read_text()
-            if url is None and "open http://" in text:
-                url = text.split("open ", 1)[1].split()[0]
-            if url:
-                try:
-                    urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                    break
-                except OSError:
-                    pass
-            if proc.poll() is not None:
-                pytest.fail(f"multimem app exited early:\n{log.read_text()}")
+    with serving_app([str(browser_run.path)], log) as url:
+        for _ in range(40):  # the CLI prints the address it serves, localhost unless told otherwise
+            if "open http://" in log.read_text():
+                break
             time.sleep(0.25)
-        else:
-            pytest.fail(f"multimem app did not answer within 60 s:\n{log.read_text()}")
-        assert url == f"http://127.0.0.1:{port}", text
+        text = log.read_text()
+        assert "open http://" in text and text.split("open ", 1)[1].split()[0] == url, text
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,13 @@ runs (also after a reload), finishes, and opens in the other pages. Helpers from
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from multimem_core.run import RunDir
+from tests.conftest import serving_app
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, open_page, settle, shot
 
 pytestmark = pytest.mark.browser
@@ -36,32 +31,11 @@ def dirs(tmp_path_factory):
 def server(dirs, tmp_path_factory):
     """`multimem app RUNS --data-root DATA` on a free port, once it answers."""
     data, runs = dirs
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("log") / "app.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "multimem_core.cli", "app", str(runs), "--data-root", str(data),
-                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"multimem app exited early:\n{log.read_text()}")
-                time.sleep(0.25)
-        else:
-            pytest.fail(f"multimem app did not answer within 60 s:\n{log.read_text()}")
-        yield url
+        with serving_app([str(runs), "--data-root", str(data)], log) as url:
+            yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
         # a run the test left behind (it failed midway) must not outlive it
         from multimem_core import launch
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from multimem_core.run import RunDir
+from tests.conftest import serving_app
 
 MAIN = Path(__file__).resolve().parent.parent / "app" / "main.py"
 PAGE = "views/mitigation.py"
@@ -76,27 +73,8 @@ def test_page_renders_in_chromium_with_a_preview(mitigated_run, tmp_path):
     if not chromium.exists():
         pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium")
     sync_api = pytest.importorskip("playwright.sync_api")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path / "app.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "multimem_core.cli", "app", str(mitigated_run.path),
-                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"multimem app exited early:\n{log.read_text()}")
-                time.sleep(0.25)
-        else:
-            pytest.fail(f"multimem app did not answer within 60 s:\n{log.read_text()}")
+    with serving_app([str(mitigated_run.path)], log) as url:
         sid = top_id(mitigated_run)
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(chromium), args=[
@@ -115,9 +93,3 @@ def test_page_renders_in_chromium_with_a_preview(mitigated_run, tmp_path):
             shots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shots / "mitigation.png"))
             browser.close()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
