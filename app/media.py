@@ -2,12 +2,16 @@
 
 A manifest cell is untrusted input. `../../etc/passwd`, an absolute path elsewhere, or a symlink that
 leads out of the root would let a crafted dataset make the dashboard read and display any file the
-app's user can read; `safe_media_path` resolves the path (following symlinks) and refuses those.
+app's user can read; `safe_media_path` refuses those with the engine's own rule
+(multimem_core.data.paths.resolve_under), before anything opens the file. The dashboard never serves
+outside the root, whatever the run was scored with.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from multimem_core.data.paths import OutsideRootError, resolve_under
 
 MIME = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
@@ -31,10 +35,10 @@ def safe_media_path(root: str | Path, value: str) -> Path:
     if not text:
         raise MediaPathError("no file given")
     root = Path(root).resolve()
-    candidate = Path(text).expanduser()
-    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
-    if not resolved.is_relative_to(root):
-        raise MediaPathError(f"{text!r} points outside the dataset folder {root}; not shown")
+    try:
+        resolved = resolve_under(root, text)
+    except OutsideRootError as e:
+        raise MediaPathError(f"{e}; not shown") from e
     if not resolved.is_file():
         raise MediaPathError(f"{text!r} does not exist under {root}")
     if resolved.stat().st_size > MAX_BYTES:

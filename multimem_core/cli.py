@@ -80,6 +80,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=SCORE_DEFAULTS["image_size"], help="pixels the images and video frames are decoded to")
     g.add_argument("--frames", type=int, default=SCORE_DEFAULTS["frames"], help="video frames sampled evenly per clip")
     g.add_argument("--audio-seconds", type=float, default=SCORE_DEFAULTS["audio_seconds"], help="audio clip length (cropped or zero-padded)")
+    g.add_argument("--allow-outside-root", action="store_true",
+                   help="read media paths that lead outside the manifest's folder (.., absolute paths, symlinks); "
+                        "by default they are refused, never opened, and recorded in errors.parquet")
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=["crossfit", "paper"], default="crossfit",
                    help="crossfit: K folds, every training sample scored; paper: S_S/S_C/S_I/H of the paper")
@@ -103,6 +106,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hflip", action="store_true",
                    help="allow horizontal flips (only when captions never mention left or right)")
     g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    g.add_argument("--train-workers", type=int, default=None,
+                   help="models trained at once, one process each (default: one per model up to the cores, CPU only)")
     g.add_argument("--no-projection", action="store_true", help="skip the UMAP map")
     g.add_argument("--save-views", action="store_true",
                    help="also keep the augmented views the metric used (embeddings/<model>/<modality>.views.npy, "
@@ -134,9 +139,10 @@ def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None 
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           weight_decay=args.weight_decay,
                           augment=AugmentConfig(hflip=hflip)),
-        media=MediaSpec(image_size=args.image_size, video_frames=args.frames, audio_seconds=args.audio_seconds),
+        media=MediaSpec(image_size=args.image_size, video_frames=args.frames, audio_seconds=args.audio_seconds,
+                        allow_outside_root=args.allow_outside_root),
         augmentations=args.augmentations, projection=not args.no_projection, device=args.device,
-        progress=not args.quiet, save_views=getattr(args, "save_views", False),
+        progress=not args.quiet, save_views=getattr(args, "save_views", False), train_workers=args.train_workers,
     )
 
 

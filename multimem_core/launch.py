@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .data.paths import OutsideRootError
+from .data.paths import resolve_under as resolve_under_root
 from .run import RunDir, atomic_write_json
 
 ENV_DATA_ROOT = "MULTIMEM_DATA_ROOT"
@@ -47,13 +49,14 @@ def data_root() -> Path:
 def resolve_under(root: str | Path, text: str | Path) -> Path:
     """`text` (absolute, or relative to `root`) as a resolved path that exists and lies inside `root`."""
     root = Path(root).resolve()
-    raw = Path(str(text).strip()).expanduser()
     if not str(text).strip():
         raise LaunchError("no input given: pick a manifest or a shards folder under the data root.")
-    path = (raw if raw.is_absolute() else root / raw).resolve()  # resolves symlinks and '..'
-    if path != root and root not in path.parents:
-        raise LaunchError(f"{text} lies outside the data root {root}. The dashboard only starts runs on data under "
-                          "it; restart it with `multimem app … --data-root DIR` to allow another folder.")
+    try:
+        path = resolve_under_root(root, text)  # the engine's one rule: '..', absolute paths, symlinks
+    except OutsideRootError as e:
+        raise LaunchError(f"{text} lies outside the data root {root} ({e.reason.removesuffix(': not opened')}). "
+                          "The dashboard only starts runs on data under it; restart it with "
+                          "`multimem app … --data-root DIR` to allow another folder.") from e
     if not path.exists():
         raise LaunchError(f"{path} does not exist.")
     return path

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from multimem_core import MODALITIES
 from multimem_core.data.manifest import Manifest
 from multimem_core.data.media import MediaError, MediaSpec, load_audio, load_image, load_text, load_video
+from multimem_core.data.paths import OutsideRootError, resolve_under
 
 CACHE_VERSION = 1  # bump when the decoding itself changes, so old caches are not reused
 ERROR_COLUMNS = ["id", "row", "modality", "path", "reason"]
@@ -181,8 +182,11 @@ def _row_loader(
     def from_path(rec: dict[str, Any], m: str) -> tuple[Path, str]:
         if not str(rec[m]).strip():
             raise MediaError(f"no {m} path")
-        src = manifest.media_path(rec[m])
-        return src, str(src)
+        shown = str(manifest.media_path(rec[m]))
+        try:  # checked before anything opens the file
+            return resolve_under(manifest.root, rec[m], allow_outside=spec.allow_outside_root), shown
+        except OutsideRootError as e:
+            raise MediaError(e.reason, shown) from e
 
     open_media = open_media or from_path
 
@@ -204,7 +208,7 @@ def _row_loader(
                 else:
                     values[m] = load_video(src, spec.video_frames, spec.video_size)
             except MediaError as e:
-                errs.append(_error(rec, m, where, e.reason))
+                errs.append(_error(rec, m, e.path or where, e.reason))
             except Exception as e:  # a file no loader foresaw must cost one sample, not the whole decode
                 errs.append(_error(rec, m, where, f"unexpected {type(e).__name__}: {e}"))
         return values, errs

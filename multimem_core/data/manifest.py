@@ -1,7 +1,8 @@
 """Reading a manifest: CSV, TSV, JSONL or Parquet, one row a sample (DESIGN §5).
 
 Columns: `id` (optional; else the row number), any of `text`, `image`, `audio`, `video` (media paths
-relative to the manifest's folder; absolute paths work too), optional `label` and `injected`. Column
+relative to the manifest's folder; a path that resolves outside that folder is refused unless
+`MediaSpec.allow_outside_root`, see multimem_core.data.paths), optional `label` and `injected`. Column
 names map through `ColumnKeys`, so an open_clip training CSV (`filepath`, `title`, tab-separated)
 reads as it is with `ColumnKeys(image="filepath", text="title")`.
 

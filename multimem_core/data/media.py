@@ -35,13 +35,16 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class MediaSpec:
-    """The fixed shapes every sample is decoded to (part of the decode cache key)."""
+    """The fixed shapes every sample is decoded to, and where media may come from (the decode cache key)."""
 
     image_size: int = 32
     audio_sample_rate: int = 16000
     audio_seconds: float = 1.0
     video_frames: int = 8
     video_size: int = 32
+    # Media paths that resolve outside the manifest's folder (.., absolute, symlinks) are refused and never
+    # opened unless this is True (multimem_core.data.paths; `multimem score --allow-outside-root`).
+    allow_outside_root: bool = False
 
     @property
     def audio_samples(self) -> int:

@@ -37,6 +37,7 @@ from multimem_core import MODALITIES
 from multimem_core.data.decode import WORKERS, Decoded, Sample, _map, _row_loader, decode_samples
 from multimem_core.data.manifest import ColumnKeys, Manifest, ManifestError, _cell
 from multimem_core.data.media import MediaError, MediaSpec
+from multimem_core.data.paths import OutsideRootError, resolve_under
 
 # Member extensions per modality, in order of preference when a sample has several.
 EXTENSIONS = {
@@ -391,9 +392,10 @@ def _index_of(path: Path) -> dict[str, tuple[int, int]]:
 
 
 def _shard_path(root: Path, shard: str) -> Path:
-    path = (root / shard).resolve()
-    if not path.is_relative_to(root):
-        raise ShardMemberError(f"{shard!r} points outside the dataset folder {root}; not read")
+    try:
+        path = resolve_under(root, shard)
+    except OutsideRootError as e:
+        raise ShardMemberError(str(e)) from e
     if not path.is_file():
         raise ShardMemberError(f"no shard {shard!r} under {root}")
     return path
