@@ -47,14 +47,14 @@ def runs_root() -> Path | None:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def discover_runs(root: str) -> list[str]:
-    """Run directories at `root`: itself if it is one, else the ones up to two levels below, newest first."""
+    """Run directories at `root`: itself if it is one, else the complete ones up to two levels below, newest first."""
     base = Path(root)
     if RunDir(base).exists():
         return [str(base.resolve())]
     found = []
     if base.is_dir():
         for cfg in list(base.glob("*/config.json")) + list(base.glob("*/*/config.json")):
-            if RunDir(cfg.parent).exists():
+            if RunDir(cfg.parent).is_complete():  # not a run being written, failed or killed midway
                 found.append(cfg.parent.resolve())
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return [str(p) for p in found]

@@ -6,6 +6,7 @@ Heavy imports (torch, umap, streamlit) happen inside the commands so that `multi
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -39,12 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from multimem_core.runlock import RunLockedError
+
     try:
         result = args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
+    except RunLockedError as e:  # a second writer on a run: say who holds it
+        raise CLIError(str(e))
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise CLIError(f"no space left writing {e.filename or 'the run'} ({e.strerror}). Free some space (or "
+                       "choose another --out) and run the same command again: finished work is kept and the "
+                       "run resumes; until then it is marked failed, not complete.")
     return int(result or 0)
+
+
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # EFBIG: a file-size limit (ulimit -f)
 
 
 def existing_path(text: str) -> Path:

@@ -48,6 +48,7 @@ import pandas as pd
 from . import MODALITIES
 from .data.manifest import ColumnKeys, Manifest
 from .run import HELDOUT, ROLES_PAPER, RunDir
+from .runlock import LOCK_NAME, RunLock, lock_path
 
 MAX_LISTED = 10          # ids a message lists before "and N more"
 DEFAULT_TEMPERATURE = 0.07  # CLIP's initial temperature: the loss baseline's logit scale is 1/T = 14.3
@@ -491,35 +492,54 @@ def _dataset_info(source: Manifest) -> dict | None:
 
 
 class _StagingDir:
-    """A temporary run folder beside `out`, renamed onto it at the end (or removed on failure)."""
+    """A temporary run folder beside `out`, renamed onto it at the end (or removed on failure).
 
-    def __init__(self, out: str | Path, *, overwrite: bool):
+    `out` is locked (RUN/.lock, multimem_core.runlock) from the start to the swap: a second import or a
+    `multimem score` into the same folder is refused, naming this one. The held lock file moves into the new
+    run before the swap, so the run is never unlocked while it changes."""
+
+    def __init__(self, out: str | Path, *, overwrite: bool, command: str = "multimem import"):
         self.out = Path(out).expanduser().resolve()
-        if self.out.exists() and not (self.out.is_dir() and not any(self.out.iterdir())) and not overwrite:
+        if self.out.exists() and not (self.out.is_dir() and not _content(self.out)) and not overwrite:
             raise ImportValidationError(f"{self.out} exists and is not empty: choose another --out, or pass "
                                         "--overwrite to replace it.")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.out.parent / f".{self.out.name}.importing-{os.getpid()}"
+        self.created = not self.out.exists()
+        self.lock = RunLock(self.out, command)
 
     def __enter__(self) -> RunDir:
+        self.lock.acquire()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir()
         return RunDir(self.tmp)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                if self.created and not _content(self.out):  # leave nothing behind, not even the lock's folder
+                    lock_path(self.out).unlink(missing_ok=True)
+                    self.out.rmdir()
+                return False
+            os.replace(lock_path(self.out), lock_path(self.tmp))  # the held lock travels with the new run
+            old = None
+            if self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()
+            elif self.out.exists():  # --overwrite: move the old run aside, put the new one in place, then delete
+                old = self.out.parent / f".{self.out.name}.replaced-{os.getpid()}"
+                os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+            if old is not None and old.exists():
+                shutil.rmtree(old, ignore_errors=True)
             return False
-        old = None
-        if self.out.is_dir() and not any(self.out.iterdir()):
-            self.out.rmdir()
-        elif self.out.exists():  # --overwrite: move the old run aside, put the new one in place, then delete
-            old = self.out.parent / f".{self.out.name}.replaced-{os.getpid()}"
-            os.replace(self.out, old)
-        os.replace(self.tmp, self.out)
-        if old is not None and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        return False
+        finally:
+            self.lock.release()
+
+
+def _content(folder: Path) -> list[Path]:
+    """What a folder holds besides a run lock file."""
+    return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
 
 
 def _check_same_ids(models: dict[str, ModelEmbeddings]) -> None:
@@ -607,7 +627,7 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                            "modality": "", "path": str(next(iter(folders.values()))),
                            "reason": "no embeddings"}, columns=["id", "row", "modality", "path", "reason"])
 
-    staging = _StagingDir(cfg.out, overwrite=cfg.overwrite)
+    staging = _StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-embeddings")
     with staging as run:
         stages = Stages(run, True)
         base = {**cfg.to_dict(), "out": str(staging.out), "source": "import-embeddings", "modalities": modalities,
@@ -756,7 +776,7 @@ def import_scores(cfg: ScoresImport) -> RunDir:
     head = [c for c in ("id", "role", *KNOWN_SCORES) if c in scores.columns]
     scores = scores[head + [c for c in scores.columns if c not in head]]
 
-    staging = _StagingDir(cfg.out, overwrite=cfg.overwrite)
+    staging = _StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-scores")
     with staging as run:
         run.write_config({
             **cfg.to_dict(), "out": str(staging.out), "source": "import-scores", "modalities": source.modalities,

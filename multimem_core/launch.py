@@ -27,6 +27,7 @@ from pathlib import Path
 from .data.paths import OutsideRootError
 from .data.paths import resolve_under as resolve_under_root
 from .run import RunDir, atomic_write_json
+from .runlock import describe_holder
 
 ENV_DATA_ROOT = "MULTIMEM_DATA_ROOT"
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq")
@@ -158,6 +159,9 @@ def start(job: NewRun, *, root: str | Path | None = None) -> Path:
     if not NAME_RE.match(out.name):
         raise LaunchError(f"run name {out.name!r}: use letters, digits, '.', '_' or '-' (up to 80), starting with a "
                           "letter or digit.")
+    holder = describe_holder(out)
+    if holder is not None:
+        raise LaunchError(f"{out} is being written by {holder}: choose another run name, or wait for it.")
     if out.exists() and any(out.iterdir()):
         raise LaunchError(f"{out} exists already: choose another run name.")
     if job.protocol not in ("crossfit", "paper"):

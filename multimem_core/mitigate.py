@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .evaluate import EvalConfig, evaluate_model, evaluate_models, read_evaluation
 from .metric import cmc_from_terms
 from .run import RunDir, RunDirError, atomic_write_json, atomic_write_parquet
+from .runlock import RunLock
 from .targeted import TargetedAugment, describe
 from .train import TrainConfig, select, shuffled_batches, train_model
 
@@ -283,9 +284,10 @@ class Session:
 def mitigate(run: RunDir | str, cfg: MitigateConfig) -> dict:
     """Run one mitigation on a finished run; returns its metrics (also in RUN/mitigation/<name>/metrics.json)."""
     run = run if isinstance(run, RunDir) else RunDir(run)
-    session = Session(run, cfg)
-    session.open_folder()
-    return {"remove": _remove, "regroup": _regroup, "augment": _augment}[cfg.strategy](session)
+    with RunLock(run.path, f"multimem mitigate --strategy {cfg.strategy}"):  # one writer per run
+        session = Session(run, cfg)
+        session.open_folder()
+        return {"remove": _remove, "regroup": _regroup, "augment": _augment}[cfg.strategy](session)
 
 
 # --- remove: post-training removal and fine-tuning ---------------------------------------------------------

@@ -142,7 +142,14 @@ class RunDir:
         return self.config_path.is_file() and self.samples_path.is_file()
 
     def is_complete(self) -> bool:
-        return self.exists() and self.scores_path.is_file()
+        """Scores written and the writer said it finished (status "complete"); a run that failed, was
+        killed, or is still being written is not complete, whatever files it already holds."""
+        if not (self.exists() and self.scores_path.is_file()):
+            return False
+        try:
+            return self.config().get("status", "complete") == "complete"
+        except (OSError, ValueError):
+            return False
 
     def config(self) -> dict:
         if not self.config_path.is_file():
@@ -230,3 +237,33 @@ class RunDir:
 
     def write_progress(self, **fields: Any) -> None:
         atomic_write_json(self.progress_path, {"updated": time.time(), "pid": os.getpid(), **fields})
+
+    def mark_failed(self, error: BaseException) -> None:
+        """Record in config.json (status "failed") and progress.json (stage "failed") why the writer stopped.
+
+        Best effort: on a full disk even this may not fit, and then the status stays "running", which no
+        reader takes for complete either."""
+        reason = "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else \
+            f"{type(error).__name__}: {error}"
+        try:
+            if self.config_path.is_file():
+                self.write_config({**self.config(), "status": "failed", "error": reason})
+            self.write_progress(stage="failed", error=reason)
+        except (OSError, ValueError):
+            pass
+
+
+def describe_skipped(errors: pd.DataFrame, *, total: int | None = None, where: str | Path = "errors.parquet",
+                     shown: int = 5) -> str:
+    """What the console says about skipped samples: how many, and the first `shown` with their reasons."""
+    ids = list(dict.fromkeys(errors["id"].astype(str)))
+    of = f" of {total}" if total is not None else ""
+    lines = [f"skipped {len(ids)}{of} samples that could not be loaded (every reason in {where}):"]
+    for sample_id in ids[:shown]:
+        rows = errors[errors["id"].astype(str) == sample_id]
+        why = "; ".join(f"{r.modality} {r.path}: {r.reason}" if r.path else f"{r.modality}: {r.reason}"
+                        for r in rows.itertuples())
+        lines.append(f"  {sample_id!r} (row {int(rows['row'].iloc[0])}): {why}")
+    if len(ids) > shown:
+        lines.append(f"  … and {len(ids) - shown} more")
+    return "\n".join(lines)

@@ -31,7 +31,8 @@ from .data.media import MediaSpec
 from .metric import CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
 from .models.factory import ModelConfig, create_model
 from .protocol import Assignment, ProtocolConfig, assign
-from .run import HELDOUT, RunDir, atomic_save_npy
+from .run import HELDOUT, RunDir, atomic_save_npy, describe_skipped
+from .runlock import RunLock, die_with_parent
 from .train import TrainConfig, dist_info, init_distributed, select, train_model
 
 
@@ -240,30 +241,25 @@ def _train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, 
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # a fresh interpreter: forking after torch has started threads can hang
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    # die_with_parent: a killed `multimem score` takes its workers with it at once (they write checkpoints).
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
+    try:
         futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k)
                    for k, (name, idx) in enumerate(assignment.train_sets.items())]
         for f in futures:
             f.result()  # re-raises a worker's error here
-
-
-def _exit_with_parent() -> None:
-    """A killed `multimem score` must not leave its training workers running: watch the parent."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(2)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
+    except BaseException:
+        # One model failed (or we were interrupted): stop the others now instead of waiting for them to
+        # finish training into a run that is failing anyway.
+        for proc in mp.active_children():
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int):
     """One model in a worker process: reopen the decoded cache (no media is read again) and train."""
-    _exit_with_parent()
     torch.set_num_threads(threads)
     run = RunDir(cfg.out)
     source = read_input(cfg)
@@ -283,9 +279,26 @@ def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int,
 
 
 def score_run(cfg: ScoreConfig) -> RunDir:
+    """Score `cfg.input` into the run directory `cfg.out`, holding its lock (one writer per run).
+
+    A run that stops with an error is marked failed (config.json status, progress.json stage) before
+    the error goes on; a killed one keeps status "running" without a lock holder. Either way only a
+    run whose status is "complete" counts as complete (RunDir.is_complete)."""
     distributed = init_distributed()
-    rank, world = dist_info()
+    rank, _ = dist_info()
     run = RunDir(cfg.out)
+    if rank != 0:  # in torchrun, the lead rank holds the lock for all of them
+        return _score_run(cfg, run, distributed)
+    with RunLock(run.path, "multimem score"):
+        try:
+            return _score_run(cfg, run, distributed)
+        except BaseException as e:
+            run.mark_failed(e)
+            raise
+
+
+def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
+    rank, world = dist_info()
     run.path.mkdir(parents=True, exist_ok=True)
     lead = rank == 0
     stages = Stages(run, lead)
@@ -316,10 +329,14 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     if lead:
         run.write_errors(decoded.errors)
         if len(decoded.errors):
-            tqdm.write(f"skipped {decoded.errors['id'].nunique()} samples that could not be loaded "
-                       f"(reasons in {run.errors_path})")
+            tqdm.write(describe_skipped(decoded.errors, total=n + decoded.errors["id"].nunique(),
+                                        where=run.errors_path))
 
-    assignment = assign(n, cfg.protocol)
+    try:
+        assignment = assign(n, cfg.protocol)
+    except ValueError as e:  # too few samples left: say which input, and what was skipped
+        skipped = f"; {decoded.errors['id'].nunique()} were skipped (see {run.errors_path})" if len(decoded.errors) else ""
+        raise ValueError(f"{source.path}: {e}{skipped}") from e
     if lead:
         run.write_samples(_samples_table(source, decoded, assignment))
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, augment_batch
+from .run import atomic_write_json
 
 
 @dataclass
@@ -127,6 +128,26 @@ def select(data: dict[str, Tensor], idx: np.ndarray) -> dict[str, Tensor]:
     return {m: x[index][perm] for m, x in data.items()}
 
 
+def _read_checkpoint(path: Path, *, name: str, verbose: bool) -> dict | None:
+    """The training state in `path`, or None when there is none or it cannot be used.
+
+    Loaded with weights_only=True: a checkpoint is data, never code, so a crafted pickle is refused
+    rather than run. A refused or damaged checkpoint costs a retraining of this model, not the run."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError (not plain tensors), truncated file, ...
+        tqdm.write(f"[{name}] ignoring {path}: not a usable checkpoint ({type(e).__name__}: "
+                   f"{str(e).splitlines()[0][:200] if str(e) else ''}); training this model from the start")
+        return None
+    if not isinstance(state, dict):
+        return None
+    if verbose and state.get("key") is None:
+        tqdm.write(f"[{name}] ignoring {path}: it is not one of our checkpoints")
+    return state
+
+
 def train_model(
     model: nn.Module,
     data: dict[str, Tensor],
@@ -165,8 +186,8 @@ def train_model(
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     start_epoch, history = 0, []
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = _read_checkpoint(ckpt_path, name=name, verbose=rank == 0 and progress)
+    if state is not None:
         if state.get("key") == key:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -234,9 +255,11 @@ def train_model(
     stats = {"key": key, "epochs": cfg.epochs, "history": history, "samples": int(len(indices)),
              "seconds": round(time.perf_counter() - t_start, 2),
              "samples_per_s": round(seen / max(1e-9, time.perf_counter() - t_start), 1)}
-    if rank == 0:
-        save_model(model, str(final_path))
-        meta_path.write_text(json.dumps(stats, indent=2))
+    if rank == 0:  # weights first, then the marker that says they are final (a kill between leaves no marker)
+        tmp = final_path.with_suffix(".tmp")
+        save_model(model, str(tmp))
+        os.replace(tmp, final_path)
+        atomic_write_json(meta_path, stats)
     if world > 1:
         dist.barrier()
     return stats
