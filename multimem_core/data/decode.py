@@ -33,7 +33,7 @@ from multimem_core.data.manifest import Manifest
 from multimem_core.data.media import MediaError, MediaSpec, load_audio, load_image, load_text, load_video
 from multimem_core.data.paths import OutsideRootError, resolve_under
 
-CACHE_VERSION = 1  # bump when the decoding itself changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when the decoding itself changes, so old caches are not reused
 ERROR_COLUMNS = ["id", "row", "modality", "path", "reason"]
 MEDIA = ("image", "audio", "video")
 WORKERS = 2  # decoders release the GIL; 2 threads measured faster on the 2-core machines (see tests)

@@ -92,6 +92,7 @@ def read_manifest(
 
     source = _map_columns(path, raw, keys, modalities)
     table = pd.DataFrame({"id": _ids(path, raw, source.get("id")), "row": range(len(raw))})
+    _check_media_cells(path, raw, source)
     for name in [m for m in MODALITIES if m in source] + [c for c in EXTRA_COLUMNS if c in source]:
         # Text keeps missing cells as "" (decoding reports them as "empty text"); media paths likewise.
         table[name] = [_cell(v) for v in raw[source[name]].tolist()]
@@ -138,9 +139,20 @@ def _parse(path: Path, fmt: str, data: bytes) -> pd.DataFrame:
     except pd.errors.EmptyDataError as e:
         raise ManifestError(f"{path}: the manifest is empty. Write a header row and one row per sample.") from e
     except UnicodeDecodeError as e:
-        raise ManifestError(f"{path}: not UTF-8 text ({e}). Save the manifest as UTF-8.") from e
+        raise ManifestError(f"{path}: not UTF-8 text: {_where_bytes(data, e.start)} has byte "
+                            f"0x{data[e.start]:02x}, which UTF-8 does not allow (a mix of encodings?). "
+                            "Save the manifest as UTF-8.") from e
     except Exception as e:  # pandas / pyarrow raise many types for malformed input
         raise ManifestError(f"{path}: cannot parse as {fmt.upper()}: {e}. Fix the file or its extension.") from e
+
+
+def _where_bytes(data: bytes, offset: int) -> str:
+    """'line L (…its text…)' for a byte offset: the line a person opens the file at, and the start of the row."""
+    line = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    end = data.find(b"\n", offset)
+    text = data[start:end if end >= 0 else len(data)].decode("utf-8", "replace").strip()
+    return f"line {line} ({text[:60]!r}{'…' if len(text) > 60 else ''}, counting the header as line 1)"
 
 
 def _read_delimited(data: bytes, fmt: str) -> pd.DataFrame:
@@ -243,6 +255,21 @@ def _map_columns(
     if "injected" in have:
         source["injected"] = "injected"
     return {k: source[k] for k in ["id", *MODALITIES, *EXTRA_COLUMNS] if k in source}
+
+
+def _check_media_cells(path: Path, raw: pd.DataFrame, source: dict[str, str]) -> None:
+    """Media columns hold file paths: a column of bytes (images stored inside a Parquet file), lists or
+    numbers is a different kind of dataset, and would otherwise fail row by row as 'missing file'."""
+    for m in ("image", "audio", "video"):
+        if m not in source:
+            continue
+        bad = [i for i, v in enumerate(raw[source[m]].tolist())
+               if not (v is None or isinstance(v, str) or (isinstance(v, float) and math.isnan(v)))]
+        if bad:
+            kind = type(raw[source[m]].iloc[bad[0]]).__name__
+            raise ManifestError(
+                f"{path}: column {source[m]!r} ({m}) holds {kind} values, not file paths (rows {_list(bad)}, counted "
+                f"from 0). Write the media out as files and put their paths, relative to {path.parent}, in the column.")
 
 
 def _missing_column(path: Path, name: str, col: str, have: Iterable[str]) -> ManifestError:

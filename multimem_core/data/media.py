@@ -18,7 +18,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 import soundfile as sf
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.signal import resample_poly
 
 Source = Path | str | bytes
@@ -96,20 +96,42 @@ def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
 
 
+MIN_IMAGE_SIDE = 4  # a 1×1 or 2×2 "image" is a tracking pixel or a placeholder, not a picture of anything
+
+
+def max_image_pixels() -> int | None:
+    """Pixels an image may decode to: Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, which a
+    user may raise or set to None). Checked on the header, before any pixel is decoded."""
+    return Image.MAX_IMAGE_PIXELS
+
+
 def load_image(src: Source, size: int) -> np.ndarray:
-    """Decode an image file -> uint8 [3, size, size] RGB (short side resized, center crop)."""
+    """Decode an image file -> uint8 [3, size, size] RGB (short side resized, center crop).
+
+    EXIF orientation is applied (a phone photo stands as the person saw it). Refused before decoding:
+    images with more pixels than `max_image_pixels()` after JPEG's draft scaling (decompression bombs),
+    and images with a side under MIN_IMAGE_SIDE."""
     fp, path = _open(src)
     if _is_empty(src):
         raise MediaError("empty image file", path)
+    limit = max_image_pixels()
     try:
         with Image.open(fp) as img:
             # JPEG can decode at 1/2, 1/4, 1/8 scale directly: much faster for big photos, never below `size`.
             img.draft("RGB", (size, size))
+            w, h = img.size  # from the header (after draft: what will really be decoded)
+            if limit is not None and w * h > limit:
+                raise MediaError(f"image too large ({w}×{h} = {w * h:,} pixels, over the limit of {limit:,}): "
+                                 "not decoded", path)
+            if min(w, h) < MIN_IMAGE_SIDE:
+                raise MediaError(f"image too small ({w}×{h} pixels; a placeholder?)", path)
             img.load()  # force the full decode now, so a truncated file fails here and not later
-            rgb = _resize_center_crop(_to_rgb(img), size)
+            rgb = _resize_center_crop(_to_rgb(ImageOps.exif_transpose(img)), size)
     except UnidentifiedImageError as e:
         raise MediaError("not an image", path) from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # Pillow's own check, in case draft changed nothing above
+        raise MediaError(f"image too large ({e}): not decoded", path) from e
+    except (OSError, SyntaxError, ValueError) as e:
         reason = "truncated image" if "truncated" in str(e).lower() else f"undecodable image ({e})"
         raise MediaError(reason, path) from e
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
@@ -128,7 +150,12 @@ def load_audio(src: Source, sample_rate: int, num_samples: int) -> np.ndarray:
     if _is_empty(src):
         raise MediaError("zero-length audio", path)
     try:
-        data, rate = sf.read(fp, dtype="float32", always_2d=True)
+        with sf.SoundFile(fp) as f:
+            rate, frames = int(f.samplerate), f.frames
+            start, count = audio_window(frames, rate, sample_rate=sample_rate, num_samples=num_samples)
+            if start and f.seekable():
+                f.seek(start)
+            data = f.read(count, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise MediaError(f"undecodable audio ({e})", path) from e
     if data.shape[0] == 0:
@@ -138,6 +165,18 @@ def load_audio(src: Source, sample_rate: int, num_samples: int) -> np.ndarray:
         ratio = Fraction(sample_rate, int(rate))
         mono = resample_poly(mono, ratio.numerator, ratio.denominator).astype(np.float32)
     return _crop_or_pad(mono, num_samples)
+
+
+def audio_window(frames: int, rate: int, *, sample_rate: int, num_samples: int) -> tuple[int, int]:
+    """(first frame, frame count) of a file of `frames` frames at `rate` that decoding reads: the center
+    `num_samples` at `sample_rate`, plus a margin for the resampling filter's edges. A 10-minute file
+    costs the memory and time of the clip it is cut to, not of ten minutes."""
+    need = math.ceil(num_samples * rate / sample_rate)
+    margin = max(64, rate // 20)  # 50 ms: far more than resample_poly's filter reaches
+    if frames <= need + 2 * margin:
+        return 0, frames
+    count = need + 2 * margin
+    return (frames - count) // 2, count
 
 
 def _crop_or_pad(x: np.ndarray, n: int) -> np.ndarray:
@@ -219,4 +258,11 @@ def load_text(value: Any) -> str:
     text = str(value).strip()
     if not text:
         raise MediaError("empty text")
+    if "\x00" in text:
+        raise MediaError("text holds a NUL byte (binary data in a caption column?)")
+    if len(text) > MAX_TEXT_CHARS:
+        raise MediaError(f"text of {len(text):,} characters, over {MAX_TEXT_CHARS:,} (a document, not a caption?)")
     return text
+
+
+MAX_TEXT_CHARS = 10_000  # captions are short; the towers read only the first 77 tokens anyway
