@@ -49,16 +49,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RunLockedError as e:  # a second writer on a run: say who holds it
         raise CLIError(str(e))
-    except OSError as e:
-        if e.errno not in DISK_FULL:
+    except Exception as e:
+        if not disk_full(e):
             raise
-        raise CLIError(f"no space left writing {e.filename or 'the run'} ({e.strerror}). Free some space (or "
+        where = getattr(e, "filename", None) or "the run"
+        raise CLIError(f"no space left writing {where} ({getattr(e, 'strerror', None) or e}). Free some space (or "
                        "choose another --out) and run the same command again: finished work is kept and the "
                        "run resumes; until then it is marked failed, not complete.")
     return int(result or 0)
 
 
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # EFBIG: a file-size limit (ulimit -f)
+# Libraries that write through their own C/C++/Rust code (torch.save, safetensors) report a full disk as
+# text in a RuntimeError: match the system's own words for ENOSPC / EFBIG / EDQUOT.
+DISK_FULL_WORDS = ("no space left on device", "file too large", "disk quota exceeded", "storagefull")
+
+
+def disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return True
+    return any(w in str(error).lower() for w in DISK_FULL_WORDS)
 
 
 def existing_path(text: str) -> Path:

@@ -20,6 +20,7 @@ Writes go to a temporary name and are renamed, so a reader never sees half a fil
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -69,6 +70,24 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
     np.save(tmp, array)
     os.replace(tmp, path)
+
+
+def allocated_memmap(path: str | os.PathLike, dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy memory map whose blocks are reserved on disk now.
+
+    A plain memmap is a sparse file: on a full disk the write into a page that finds no space kills the
+    process with SIGBUS, long after the file was created. Reserving the blocks up front turns that into
+    an OSError (ENOSPC) naming the file, which `multimem` reports as a full disk."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        try:
+            with open(path, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: as before
+                return array
+            raise OSError(e.errno, e.strerror, str(path)) from e
+    return array
 
 
 class RunDirError(RuntimeError):

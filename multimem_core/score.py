@@ -31,7 +31,7 @@ from .data.media import MediaSpec
 from .metric import CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
 from .models.factory import ModelConfig, create_model
 from .protocol import Assignment, ProtocolConfig, assign
-from .run import HELDOUT, RunDir, atomic_save_npy, describe_skipped
+from .run import HELDOUT, RunDir, allocated_memmap, atomic_save_npy, describe_skipped
 from .runlock import RunLock, die_with_parent
 from .train import TrainConfig, dist_info, init_distributed, select, train_model
 
@@ -368,10 +368,9 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
         for name, (model, _) in models.items():
             folder = run.embeddings_dir / name
             folder.mkdir(parents=True, exist_ok=True)
-            clean[name] = {m: np.lib.format.open_memmap(folder / f"{m}.npy", mode="w+", dtype=np.float16,
-                                                        shape=(n, model.embed_dim)) for m in modalities}
-            views = ({m: np.lib.format.open_memmap(folder / f"{m}.views.npy", mode="w+", dtype=np.float32,
-                                                   shape=(cfg.augmentations, n, model.embed_dim))
+            clean[name] = {m: allocated_memmap(folder / f"{m}.npy", np.float16, (n, model.embed_dim))
+                           for m in modalities}
+            views = ({m: allocated_memmap(folder / f"{m}.views.npy", np.float32, (cfg.augmentations, n, model.embed_dim))
                       for m in modalities} if cfg.save_views else None)
             terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.augmentations,
                                       aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,

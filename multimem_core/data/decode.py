@@ -25,13 +25,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
 from multimem_core import MODALITIES
 from multimem_core.data.manifest import Manifest
 from multimem_core.data.media import MediaError, MediaSpec, load_audio, load_image, load_text, load_video
 from multimem_core.data.paths import OutsideRootError, resolve_under
+from multimem_core.run import allocated_memmap
 
 CACHE_VERSION = 2  # bump when the decoding itself changes, so old caches are not reused
 ERROR_COLUMNS = ["id", "row", "modality", "path", "reason"]
@@ -123,7 +123,7 @@ def decode_samples(
         "video": ((spec.video_frames, 3, spec.video_size, spec.video_size), np.uint8),
     }
     media = [m for m in MEDIA if m in modalities]
-    partial = {m: open_memmap(cache_dir / f"{m}.partial.npy", "w+", shapes[m][1], (max(n, 1), *shapes[m][0]))
+    partial = {m: allocated_memmap(cache_dir / f"{m}.partial.npy", shapes[m][1], (max(n, 1), *shapes[m][0]))
                for m in media}
     texts: list[str] = []
     kept_ids: list[str] = []
@@ -249,7 +249,7 @@ def _finish_array(partial: np.memmap, cache_dir: Path, name: str, kept: int) -> 
         if kept == 0:
             np.save(tmp, np.zeros((0, *partial.shape[1:]), dtype=partial.dtype))
         else:
-            out = open_memmap(tmp, "w+", partial.dtype, (kept, *partial.shape[1:]))
+            out = allocated_memmap(tmp, partial.dtype, (kept, *partial.shape[1:]))
             for start in range(0, kept, COPY_CHUNK):
                 out[start : start + COPY_CHUNK] = partial[start : min(kept, start + COPY_CHUNK)]
             out.flush()
