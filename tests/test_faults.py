@@ -1,0 +1,403 @@
+"""Faults: kill -9 at any moment, a full disk, two writers, two reviewers, crafted files. Nothing is lost,
+nothing half-written looks complete, and a rerun gives the scores an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimem_core.run import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+# `multimem score` small enough for tests: tiny towers at 16 px, image+text, two training workers
+TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--batch-size", "32",
+        "--augmentations", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
+
+
+def score_cmd(manifest: Path, out: Path, *extra: str, epochs: int = 30, modalities="image,text") -> list[str]:
+    return [sys.executable, "-m", "multimem_core.cli", "score", str(manifest), "--out", str(out), *TINY,
+            "--epochs", str(epochs), "--modalities", modalities, *extra]
+
+
+def run(cmd: list[str], *, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under `folder`: (mtime_ns, size, sha256)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (st.st_mtime_ns, st.st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        out += [int(x) for x in task.read_text().split()]
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the command ended before {what}:\n{proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.01)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def scores_of(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "scores.parquet")
+
+
+def assert_same_scores(a: Path, b: Path) -> None:
+    pd.testing.assert_frame_equal(scores_of(a), scores_of(b), check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def reference(shapes_manifest, tmp_path_factory):
+    """An uninterrupted run of the tiny command, and how long it took."""
+    out = tmp_path_factory.mktemp("faults") / "reference"
+    t = time.time()
+    res = run(score_cmd(shapes_manifest, out, "--no-projection"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, time.time() - t
+
+
+# --- kill -9 -----------------------------------------------------------------------------------------------
+
+def test_sigkill_during_training_then_nothing_writes_and_a_rerun_scores_the_same(reference, shapes_manifest,
+                                                                                 tmp_path):
+    ref, _ = reference
+    out = tmp_path / "victim"
+    proc = subprocess.Popen(score_cmd(shapes_manifest, out, "--no-projection"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def training() -> dict | None:  # both workers in their third epoch or later
+        progress = RunDir(out).progress() or {}
+        ok = progress.get("stage") == "train" and progress.get("parallel_models") and progress.get("epoch", 0) >= 3
+        return progress if ok else None
+
+    wait_for(training, 300, "training in the workers", proc)
+    workers = children(proc.pid)
+    assert workers, "no training workers to watch"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = snapshot(out)
+    time.sleep(0.5)
+    after = snapshot(out)
+    assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+                             if before.get(k) != after.get(k)}
+    assert not [w for w in workers if alive(w)], "a training worker outlived its killed parent"
+    assert not RunDir(out).is_complete()
+    assert json.loads((out / "config.json").read_text())["status"] == "running"  # killed: no chance to say more
+
+    res = run(score_cmd(shapes_manifest, out, "--no-projection"))  # at once, same command
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert RunDir(out).is_complete()
+    assert_same_scores(ref, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fraction", [0.15, 0.35, 0.55, 0.75, 0.95])
+def test_sigkill_at_any_moment_then_a_rerun_scores_the_same(fraction, reference, shapes_manifest, tmp_path):
+    """kill -9 after a share of the reference's wall time (decode, training, embedding, scoring, writing),
+    then the same command: the scores equal the uninterrupted run's."""
+    ref, seconds = reference
+    out = tmp_path / "victim"
+    proc = subprocess.Popen(score_cmd(shapes_manifest, out, "--no-projection"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds * fraction)
+    stage = (RunDir(out).progress() or {}).get("stage", "starting")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    res = run(score_cmd(shapes_manifest, out, "--no-projection"))
+    assert res.returncode == 0, f"after a kill in {stage}: {res.stderr[-3000:]}"
+    assert_same_scores(ref, out)
+    print(f"killed at {fraction:.0%} of {seconds:.0f} s, in stage {stage}: rerun scores equal")
+
+
+# --- one writer per run ---------------------------------------------------------------------------------------
+
+def test_a_second_writer_is_refused_naming_the_holder(shapes_manifest, tmp_path):
+    from multimem_core import launch
+    from multimem_core.runlock import RunLock, RunLockedError, describe_holder, holder
+
+    out = tmp_path / "run"
+    with RunLock(out, "multimem score (the first one)"):
+        assert holder(out)["pid"] == os.getpid()
+        res = run(score_cmd(shapes_manifest, out))
+        assert res.returncode == 2, res.stderr
+        assert f"pid {os.getpid()}" in res.stderr and "the first one" in res.stderr and "Traceback" not in res.stderr
+        with pytest.raises(RunLockedError, match="one writer per run"):
+            RunLock(out).acquire()
+        with pytest.raises(launch.LaunchError, match=f"pid {os.getpid()}"):
+            launch.start(launch.NewRun(input=str(shapes_manifest), out=str(out)), root=shapes_manifest.parent.parent)
+        assert not (out / "config.json").exists()  # the refused command wrote nothing
+    assert holder(out) is None and describe_holder(out) is None
+    with RunLock(out):  # free again once the holder is gone
+        pass
+
+
+def test_imports_and_mitigate_take_the_lock(tmp_path):
+    from multimem_core.importers import EmbeddingImport, import_embeddings
+    from multimem_core.mitigate import MitigateConfig, mitigate
+    from multimem_core.runlock import RunLock, RunLockedError
+
+    out = tmp_path / "run"
+    with RunLock(out, "someone else"):
+        with pytest.raises(RunLockedError, match="someone else"):
+            mitigate(out, MitigateConfig(strategy="remove"))
+        cfg = _paper_import(tmp_path, out)
+        with pytest.raises(RunLockedError, match="someone else"):
+            import_embeddings(cfg)
+    assert import_embeddings(cfg).is_complete()  # and once free, the import goes through, lock file and all
+
+
+def test_a_failed_run_is_marked_failed_and_not_listed_as_complete(tmp_path):
+    from corpus.build import good_sample
+
+    data = tmp_path / "data"
+    rows = [good_sample(data, i, ("image", "text")) for i in range(4)]
+    pd.DataFrame(rows).to_csv(data / "m.csv", index=False)
+    out = tmp_path / "runs" / "small"
+    res = run(score_cmd(data / "m.csv", out))
+    assert res.returncode == 2 and "m.csv" in res.stderr and "too few" in res.stderr, res.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["status"] == "failed" and "too few" in config["error"]
+    assert RunDir(out).progress()["stage"] == "failed"
+    assert not RunDir(out).is_complete()
+
+
+# --- a full disk ----------------------------------------------------------------------------------------------
+
+@contextmanager
+def small_disk(folder: Path, size_kb: int):
+    """A tmpfs of `size_kb` at `folder` when this process may mount (root), else None: the caller then
+    limits file sizes instead (RLIMIT_FSIZE: a write past it fails with EFBIG, as a full disk fails with ENOSPC)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = False
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(folder)],
+                                 capture_output=True).returncode == 0
+    try:
+        yield "tmpfs" if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_gives_a_clear_error_and_no_complete_looking_run(reference, shapes_manifest, tmp_path):
+    import resource
+
+    ref, _ = reference
+    need_kb = sum(p.stat().st_size for p in ref.rglob("*") if p.is_file()) // 1024
+    biggest = max(p.stat().st_size for p in ref.rglob("*") if p.is_file())
+    with small_disk(tmp_path / "disk", need_kb // 2) as kind:
+        out = tmp_path / "disk" / "run"
+        limit = None if kind else biggest // 2
+
+        def cap():  # in the child: files may not grow past `limit`
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        res = run(score_cmd(shapes_manifest, out, "--no-projection"), preexec_fn=cap if limit else None)
+        assert res.returncode == 2, res.stderr[-3000:]
+        assert "no space left writing" in res.stderr and "Traceback" not in res.stderr, res.stderr[-3000:]
+        assert not RunDir(out).is_complete()
+        config = RunDir(out).config() if (out / "config.json").is_file() else {}
+        assert config.get("status") in ("running", "failed", None)
+        print(f"full disk simulated with {kind or f'RLIMIT_FSIZE {limit} bytes'}: {res.stderr.strip()[:300]}")
+
+
+# --- flags: two reviewers at once, and kill -9 between flags ----------------------------------------------------
+
+FLAGGER = """
+import sys
+from multimem_core.review import ReviewStore
+store = ReviewStore(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    seq = store.flag(f"{sys.argv[2]}-{i}", "noisy", reviewer=sys.argv[2], source="test")
+    print(seq[0], flush=True)  # printed only after the commit returned
+"""
+
+
+def test_two_reviewers_flagging_at_once_lose_nothing(tmp_path):
+    n = 150
+    procs = [subprocess.Popen([sys.executable, "-c", FLAGGER, str(tmp_path), who, str(n)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for who in ("ana", "bo")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "review.sqlite") as conn:
+        stored = sorted(r[0] for r in conn.execute("SELECT sample_id FROM decisions"))
+    expected = sorted(f"{w}-{i}" for w in ("ana", "bo") for i in range(n))
+    assert stored == expected, f"{len(set(expected) - set(stored))} flags lost"
+
+
+def test_kill_between_flags_loses_no_committed_flag(tmp_path):
+    import sqlite3
+
+    proc = subprocess.Popen([sys.executable, "-c", FLAGGER, str(tmp_path), "ana", "100000"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    committed = []
+    while len(committed) < 40:
+        line = proc.stdout.readline()
+        assert line, "the flagger stopped"
+        committed.append(int(line))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(tmp_path / "review.sqlite") as conn:
+        stored = {r[0] for r in conn.execute("SELECT seq FROM decisions")}
+    lost = set(committed) - stored
+    assert not lost, f"{len(lost)} committed flags lost"
+
+
+# --- imports: mismatched ids, NaN, inf, wrong shapes -------------------------------------------------------------
+
+def _paper_import(tmp_path: Path, out: Path, *, mutate=None):
+    from test_importers import N, write_model
+
+    from multimem_core.importers import EmbeddingImport
+
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"id": [f"s{i:02d}" for i in range(N)], "text": [f"caption {i}" for i in range(N)],
+                  "image": [f"img/{i}.png" for i in range(N)]}).to_csv(manifest, index=False)
+    f, g = write_model(tmp_path / "f", seed=1), write_model(tmp_path / "g", seed=2)
+    if mutate:
+        mutate(f)
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("\n".join(f"s{i:02d}" for i in range(24, N)))
+    return EmbeddingImport(manifest=str(manifest), out=str(out), in_model=str(f), out_model=str(g),
+                           heldout=str(heldout), projection=False)
+
+
+def _set(value):
+    def mutate(folder: Path):
+        x = np.load(folder / "image.npy")
+        x[0, 3, 2] = value
+        np.save(folder / "image.npy", x)
+    return mutate
+
+
+def _reshape(folder: Path):
+    np.save(folder / "image.npy", np.load(folder / "image.npy")[:, :-1])
+
+
+def _rename_id(folder: Path):
+    ids = (folder / "ids.txt").read_text().splitlines()
+    ids[5] = "stranger"
+    (folder / "ids.txt").write_text("\n".join(ids) + "\n")
+
+
+@pytest.mark.parametrize("mutate,words", [(_set(np.nan), "s03"), (_set(np.inf), "s03"), (_set(-np.inf), "s03"),
+                                          (_reshape, "image.npy"), (_rename_id, "stranger")],
+                         ids=["nan", "inf", "-inf", "wrong shape", "mismatched ids"])
+def test_bad_embeddings_are_refused_and_nothing_is_written(mutate, words, tmp_path):
+    from multimem_core.importers import ImportValidationError, import_embeddings
+
+    out = tmp_path / "runs" / "imported"
+    cfg = _paper_import(tmp_path, out, mutate=mutate)
+    with pytest.raises(ImportValidationError) as e:
+        import_embeddings(cfg)
+    assert words in str(e.value), str(e.value)
+    assert not out.exists() and not list(out.parent.glob(".*")), list(out.parent.iterdir())
+
+
+@pytest.mark.parametrize("values,words", [([0.1, np.inf, 0.2], "s01"), ([0.1, np.nan, 0.2], "s01"),
+                                          ([0.1, -np.inf, 0.2], "s01")], ids=["inf", "nan", "-inf"])
+def test_bad_score_tables_are_refused_and_nothing_is_written(values, words, tmp_path):
+    from multimem_core.importers import ImportValidationError, ScoresImport, import_scores
+
+    cfg = _paper_import(tmp_path, tmp_path / "unused")
+    table = tmp_path / "scores.csv"
+    pd.DataFrame({"id": ["s00", "s01", "s02"], "multimem": values}).to_csv(table, index=False)
+    out = tmp_path / "runs" / "from-table"
+    with pytest.raises(ImportValidationError) as e:
+        import_scores(ScoresImport(manifest=cfg.manifest, scores=str(table), out=str(out)))
+    assert words in str(e.value), str(e.value)
+    assert not out.exists()
+
+
+# --- crafted files ----------------------------------------------------------------------------------------------
+
+class _Payload:
+    """Unpickling this runs a shell command: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_checkpoint_is_never_unpickled(tmp_path):
+    import torch
+
+    from multimem_core.models.factory import ModelConfig, create_model
+    from multimem_core.train import TrainConfig, train_model
+
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "models" / "fold0"
+    folder.mkdir(parents=True)
+    torch.save({"key": _Payload(marker)}, folder / "checkpoint.pt")
+    model = create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", image_size=16,
+                                     modalities=["image", "text"]))
+    data = {"image": torch.rand(8, 3, 16, 16), "text": model.towers["text"].prepare([f"a {i}" for i in range(8)])}
+    stats = train_model(model, data, np.arange(8), TrainConfig(epochs=1, batch_size=4), folder, progress=False)
+    assert stats["epochs"] == 1 and (folder / "model.safetensors").is_file()
+    assert not marker.exists(), "the checkpoint's code ran"
+    torch.load(folder / "checkpoint.pt", weights_only=True)  # replaced by a real one
+    # control: the same file unpickled without weights_only would have run the command
+    torch.save({"key": _Payload(marker)}, tmp_path / "evil.pt")
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_the_app_serves_no_file_outside_the_dataset_root(tmp_path):
+    """Every page shows media through app.common.show_media -> app.media.read_media; it refuses `..`,
+    absolute paths, symlinks and shard references that lead out of the root."""
+    from app.media import MediaPathError, read_media
+
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    (root / "img").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"\x89PNG secret")
+    (root / "img" / "ok.png").write_bytes(b"\x89PNG fine")
+    (root / "img" / "link.png").symlink_to(outside / "secret.png")
+    (root / "up").symlink_to(outside, target_is_directory=True)
+    assert read_media(root, "img/ok.png")[0] == b"\x89PNG fine"
+    for value in ["../outside/secret.png", "img/../../outside/secret.png", str(outside / "secret.png"),
+                  "/etc/passwd", "../../../../../../etc/passwd", "img/link.png", "up/secret.png",
+                  "../outside.tar#secret.png", "/etc/passwd.tar#x.png"]:
+        with pytest.raises(MediaPathError):
+            read_media(root, value)
+    pages = sorted((REPO / "app" / "views").glob("*.py")) + [REPO / "app" / "common.py"]
+    readers = [p.name for p in pages if "read_bytes(" in p.read_text() or "open(" in p.read_text()]
+    assert readers == [], f"pages that read files themselves instead of through app.media: {readers}"
