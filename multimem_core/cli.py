@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # EFBIG: a file-size limit (ulimit -f)
-# Libraries that write through their own C/C++/Rust code (torch.save, safetensors) report a full disk as
+# Libraries that write through their own native code (safetensors) report a full disk as
 # text in a RuntimeError: match the system's own words for ENOSPC / EFBIG / EDQUOT.
 DISK_FULL_WORDS = ("no space left on device", "file too large", "disk quota exceeded", "storagefull")
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .augment import AugmentConfig, augment_batch
-from .run import atomic_write_json
+from .run import atomic_save_torch, atomic_write_json
 
 
 @dataclass
@@ -245,10 +245,8 @@ def train_model(
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
         if rank == 0:
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "history": json.dumps(history)}, tmp)
-            os.replace(tmp, ckpt_path)
+            atomic_save_torch(ckpt_path, {"key": key, "epoch": epoch, "model": model.state_dict(),
+                                          "optimizer": opt.state_dict(), "history": json.dumps(history)})
         if world > 1:
             dist.barrier()
     bar.close()
@@ -257,7 +255,11 @@ def train_model(
              "samples_per_s": round(seen / max(1e-9, time.perf_counter() - t_start), 1)}
     if rank == 0:  # weights first, then the marker that says they are final (a kill between leaves no marker)
         tmp = final_path.with_suffix(".tmp")
-        save_model(model, str(tmp))
+        try:
+            save_model(model, str(tmp))
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk: no half file left
+            raise
         os.replace(tmp, final_path)
         atomic_write_json(meta_path, stats)
     if world > 1:

@@ -215,3 +215,33 @@ def test_corpus_table():
     target = REPO / "docs" / "CORPUS.md"
     target.parent.mkdir(exist_ok=True)
     target.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_5000_samples_with_5_percent_bad_rows_scored_with_default_options(tmp_path):
+    """The must-show: `multimem score` with its default options on 5,000 image+text rows, 250 of them bad
+    (every per-sample bad image and caption of the corpus and the path escapes, in turn). Every good row
+    has a score, every bad row is in errors.parquet, and the console says how many and which."""
+    from corpus.build import mixed_manifest
+
+    from multimem_core.run import RunDir
+
+    manifest, bad = mixed_manifest(tmp_path / "data", n=5000, bad_frac=0.05)
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "multimem_core.cli", "score", str(manifest), "--out", str(out),
+                          "--quiet"], capture_output=True, text=True, cwd=REPO, timeout=3600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = RunDir(out)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    good = set(table["id"]) - set(bad)
+    scores = run.scores(heldout=True)
+    errors = run.errors()
+    assert set(errors["id"]) == set(bad) and set(scores["id"]) == good
+    scored = scores[scores["role"] != "H"]
+    assert scored["multimem"].notna().all() and scores["cmc_out"].notna().all()
+    assert run.config()["n_skipped"] == len(bad) and run.is_complete()
+    said = res.stdout + res.stderr
+    assert f"skipped {len(bad)} of 5000 samples" in said and "… and" in said
+    print(said[said.index("skipped"):][:1500])
+    print(f"scored {len(scored)} + {len(scores) - len(scored)} held out; {len(errors['id'].unique())} bad rows in "
+          f"errors.parquet; reasons: {errors['reason'].value_counts().to_dict()}")

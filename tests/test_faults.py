@@ -229,6 +229,7 @@ def test_a_full_disk_gives_a_clear_error_and_no_complete_looking_run(reference, 
         res = run(score_cmd(shapes_manifest, out, "--no-projection"), preexec_fn=cap if limit else None)
         assert res.returncode == 2, res.stderr[-3000:]
         assert "no space left writing" in res.stderr and "Traceback" not in res.stderr, res.stderr[-3000:]
+        assert str(out) in res.stderr  # names the file it could not write
         assert not RunDir(out).is_complete()
         config = RunDir(out).config() if (out / "config.json").is_file() else {}
         assert config.get("status") in ("running", "failed", None)
@@ -378,6 +379,22 @@ def test_a_malicious_checkpoint_is_never_unpickled(tmp_path):
     torch.save({"key": _Payload(marker)}, tmp_path / "evil.pt")
     torch.load(tmp_path / "evil.pt", weights_only=False)
     assert marker.exists()
+
+
+def test_the_new_run_page_accepts_only_inputs_under_its_data_root(tmp_path):
+    from multimem_core import launch
+
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "m.csv").write_text("id,image,text\n")
+    (root / "m.csv").write_text("id,image,text\n")
+    (root / "link.csv").symlink_to(outside / "m.csv")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    assert launch.resolve_under(root, "m.csv") == (root / "m.csv").resolve()
+    for text in ["../elsewhere/m.csv", str(outside / "m.csv"), "link.csv", "linked/m.csv", "/etc"]:
+        with pytest.raises(launch.LaunchError, match="outside the data root"):
+            launch.resolve_under(root, text)
 
 
 def test_the_app_serves_no_file_outside_the_dataset_root(tmp_path):
