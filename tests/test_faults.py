@@ -184,11 +184,15 @@ def test_a_failed_run_is_marked_failed_and_not_listed_as_complete(tmp_path):
     from corpus.build import good_sample
 
     data = tmp_path / "data"
-    rows = [good_sample(data, i, ("image", "text")) for i in range(4)]
+    rows = [good_sample(data, i, ("image", "text")) for i in range(4)] + [
+        {"id": "escape", "image": "../../x.png", "text": "a"}, {"id": "gone", "image": "no.png", "text": "b"}]
     pd.DataFrame(rows).to_csv(data / "m.csv", index=False)
     out = tmp_path / "runs" / "small"
     res = run(score_cmd(data / "m.csv", out))
     assert res.returncode == 2 and "m.csv" in res.stderr and "too few" in res.stderr, res.stderr
+    assert "2 were skipped" in res.stderr and "skipped 2 of 6 samples" in res.stdout, res.stdout
+    assert "'escape' (row 4): image" in res.stdout and "outside the dataset folder" in res.stdout, res.stdout
+    assert "'gone' (row 5): image" in res.stdout and "missing file" in res.stdout, res.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["status"] == "failed" and "too few" in config["error"]
     assert RunDir(out).progress()["stage"] == "failed"
