@@ -198,7 +198,7 @@ def test_hostile_paths_and_captions_stay_inert(run, monkeypatch, tmp_path):
     at.query_params["id"] = sid
     at.run()
     assert not at.exception
-    assert any("points outside the dataset folder" in e.value for e in at.error)
+    assert any("outside the dataset folder" in e.value and "not shown" in e.value for e in at.error)
     assert hostile in [t.value for t in at.text]  # shown verbatim, as text
     assert not any("<img" in m.value for m in at.markdown)
 
