@@ -541,7 +541,7 @@ def _check_same_ids(models: dict[str, ModelEmbeddings]) -> None:
 
 def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir:
     """Embeddings computed elsewhere -> a complete run directory, scored like `multimem score` scores."""
-    from .metric import CMCTerms, cmc_terms
+    from .metric import streamed_cmc_terms
     from .score import Stages, _samples_table, package_versions, write_scored
 
     t0 = time.perf_counter()
@@ -630,24 +630,17 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                 folder.mkdir(parents=True, exist_ok=True)
                 clean[name] = {m: np.lib.format.open_memmap(folder / f"{m}.npy", mode="w+", dtype=np.float16,
                                                             shape=(n, model.dim)) for m in modalities}
-                h_sum = None
-                for s in range(0, len(h), cfg.chunk_size):  # H's mean over views and samples, in chunks
-                    part = model.views(h[s:s + cfg.chunk_size], modalities).mean(0).sum(0)
-                    h_sum = part if h_sum is None else h_sum + part
-                h_mean = (h_sum / len(h))[None, None]  # [1, 1, n, d]: its own mean, so cmc_terms uses it as is
-                grams, crosses = [], []
-                for s in range(0, n, cfg.chunk_size):
-                    idx = np.arange(s, min(n, s + cfg.chunk_size))
-                    t = cmc_terms(model.views(idx, modalities), h_mean)
-                    grams.append(t.gram)
-                    crosses.append(t.cross)
+                chunks = -(-n // cfg.chunk_size)
+
+                def on_chunk(idx, _views, heldout_pass, name=name, model=model):
+                    if heldout_pass:
+                        return
                     for m in modalities:
                         clean[name][m][idx] = model.clean(idx, m).astype(np.float16)
-                    stages.report(stage="embed", model=name, chunk=s // cfg.chunk_size + 1,
-                                  chunks=-(-n // cfg.chunk_size))
-                import torch
+                    stages.report(stage="embed", model=name, chunk=int(idx[0]) // cfg.chunk_size + 1, chunks=chunks)
 
-                terms[name] = CMCTerms(torch.cat(grams), torch.cat(crosses))
+                terms[name] = streamed_cmc_terms(lambda idx, _key, model=model: model.views(idx, modalities), n=n,
+                                                 heldout=h, chunk=cfg.chunk_size, on_chunk=on_chunk)
                 for arr in clean[name].values():
                     arr.flush()
                 (folder / "ids.txt").write_text("\n".join(ids) + "\n")

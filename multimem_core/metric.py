@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,58 @@ def cmc_terms(views: Tensor, heldout_views: Tensor) -> CMCTerms:
     gram = torch.einsum("vimd,vind->imn", views, views) / views.shape[0]
     heldout_mean = heldout.mean(dim=(0, 1))                     # [n, d]: E_h Φ_h
     cross = torch.einsum("imd,nd->imn", views.mean(0), heldout_mean)
+    return CMCTerms(gram, cross)
+
+
+def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: int, heldout: np.ndarray,
+                       chunk: int, on_chunk: Callable[[np.ndarray, Tensor, bool], None] | None = None) -> CMCTerms:
+    """gram and cross of all n samples under one model, embedded chunk by chunk (memory: one chunk).
+
+    embed_views(idx, key) returns the views of the samples at `idx`, [A, B, n_mod, d], L2-normalised;
+    `key` (-1 - s for the H pass, s for the pass over every sample) lets the caller seed the views of a
+    chunk so that they do not depend on the chunk order. H is embedded first: its mean over views and
+    samples is all the second term needs. The held-out rules: an H sample's terms come from the views of
+    the H pass (the ones H's mean is made of, so that saved views reproduce them), and its unrelated set
+    is the rest of H, not H with itself in it (with one H sample there is no rest and the full mean stands).
+    on_chunk(idx, views, heldout_pass) sees every chunk's views (to save them, to report progress).
+    """
+    is_heldout = np.zeros(n, dtype=bool)
+    is_heldout[heldout] = True
+    h_pos = np.full(n, -1)
+    h_pos[heldout] = np.arange(len(heldout))
+    h_sum = h_own = h_gram = None  # h_own: each H sample's view mean (its share of h_sum); h_gram: its gram
+    for s in range(0, len(heldout), chunk):
+        v = embed_views(heldout[s:s + chunk], -1 - s)
+        if h_sum is None:
+            h_sum = torch.zeros(v.shape[-2:])
+            h_own = torch.zeros(len(heldout), *v.shape[-2:])
+            h_gram = torch.zeros(len(heldout), v.shape[-2], v.shape[-2])
+        h_sum += v.mean(0).sum(0)
+        h_own[s:s + chunk] = v.mean(0)
+        h_gram[s:s + chunk] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
+        if on_chunk is not None:
+            on_chunk(heldout[s:s + chunk], v, True)
+    if h_sum is None:
+        raise ValueError("no held-out samples: the CMC's second term needs H")
+    h_mean = h_sum / len(heldout)
+
+    gram = cross = None
+    for s in range(0, n, chunk):
+        idx = np.arange(s, min(n, s + chunk))
+        v = embed_views(idx, s)
+        if gram is None:
+            gram = torch.zeros(n, v.shape[-2], v.shape[-2])
+            cross = torch.zeros(n, v.shape[-2], v.shape[-2])
+        gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
+        cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
+        own = idx[is_heldout[idx]]
+        if len(own):
+            pos = h_pos[own]
+            h_rest = ((h_sum - h_own[pos]) / (len(heldout) - 1) if len(heldout) > 1 else h_mean.expand(len(pos), -1, -1))
+            gram[own] = h_gram[pos]
+            cross[own] = torch.einsum("imd,ind->imn", h_own[pos], h_rest)
+        if on_chunk is not None:
+            on_chunk(idx, v, False)
     return CMCTerms(gram, cross)
 
 

@@ -28,7 +28,7 @@ from . import __version__
 from .augment import AugmentConfig, augment_batch
 from .data.manifest import ColumnKeys
 from .data.media import MediaSpec
-from .metric import CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
+from .metric import CMCTerms, cmc_from_terms, streamed_cmc_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
 from .models.factory import ModelConfig, create_model
 from .protocol import Assignment, ProtocolConfig, assign
 from .run import HELDOUT, RunDir, atomic_save_npy
@@ -133,18 +133,16 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
                 report: Callable[..., None] | None = None, name: str = "") -> CMCTerms:
     """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [n, d]) if given.
 
-    H is embedded first (its mean over views and samples is all the second term needs), then every
-    sample in chunks of `chunk`: A augmented views → gram, view mean · H mean → cross.
+    The embedding (A augmented views of each chunk, seeded by `seed` and the chunk) lives here; the
+    terms and the held-out rule are metric.streamed_cmc_terms.
     `views_out` (modality -> [A, n, d]) receives the views themselves; H rows keep the views of the first
     pass, the ones its mean was computed from, so that the saved views reproduce the terms exactly.
     """
     model.eval()
     mods = model.modalities
-    is_heldout = np.zeros(n, dtype=bool)
-    is_heldout[heldout] = True
 
-    def views_of(idx: np.ndarray, start: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed * 7919 + start)  # same views whatever the chunk order
+    def views_of(idx: np.ndarray, key: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 7919 + key)  # same views whatever the chunk order
         batch = select(data, idx)
         out = []
         for _ in range(views):
@@ -152,45 +150,34 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
             out.append(torch.stack([emb[m] for m in mods], dim=1).cpu())
         return torch.stack(out)  # [A, B, n, d]
 
-    h_sum = torch.zeros(len(mods), model.embed_dim)
-    h_pos = np.full(n, -1)
-    h_pos[heldout] = np.arange(len(heldout))
-    h_own = torch.zeros(len(heldout), len(mods), model.embed_dim)  # each H sample's share of h_sum, left out below
-    for s in range(0, len(heldout), chunk):
-        v = views_of(heldout[s:s + chunk], -1 - s)
-        h_sum += v.mean(0).sum(0)
-        h_own[s:s + chunk] = v.mean(0)
-        if views_out is not None:
-            for j, m in enumerate(mods):
-                views_out[m][:, heldout[s:s + chunk]] = v[:, :, j].numpy()
-    h_mean = h_sum / max(1, len(heldout))
+    is_heldout = np.zeros(n, dtype=bool)
+    is_heldout[heldout] = True
+    chunks = -(-n // chunk)
+    bar = tqdm(total=chunks, desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
 
-    gram = torch.zeros(n, len(mods), len(mods))
-    cross = torch.zeros(n, len(mods), len(mods))
-    t0, chunks = time.perf_counter(), -(-n // chunk)
-    for k, s in enumerate(tqdm(range(0, n, chunk), desc=desc, unit="chunk", disable=not progress,
-                               dynamic_ncols=True)):
-        idx = np.arange(s, min(n, s + chunk))
-        v = views_of(idx, s)
-        gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
-        cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
-        own = is_heldout[idx]
-        if own.any() and len(heldout) > 1:  # an H sample's unrelated set is the rest of H, not itself
-            h_rest = (h_sum - h_own[h_pos[idx[own]]]) / (len(heldout) - 1)
-            cross[idx[own]] = torch.einsum("imd,ind->imn", v.mean(0)[own], h_rest)
-        if views_out is not None:
-            keep = ~is_heldout[idx]
+    def on_chunk(idx: np.ndarray, v: torch.Tensor, heldout_pass: bool) -> None:
+        if views_out is not None:  # H rows keep the views of the H pass, the ones its mean came from
+            keep = np.ones(len(idx), dtype=bool) if heldout_pass else ~is_heldout[idx]
             for j, m in enumerate(mods):
                 views_out[m][:, idx[keep]] = v[:, keep, j].numpy()
+        if heldout_pass:
+            return
+        bar.update(1)
         if report is not None:
-            rate = (s + len(idx)) / max(1e-9, time.perf_counter() - t0)
-            report(stage="embed", model=name, chunk=k + 1, chunks=chunks, samples_per_s=round(rate, 1),
-                   eta_s=round((n - s - len(idx)) / max(rate, 1e-9), 1))
+            done = int(idx[-1]) + 1
+            rate = done / max(1e-9, time.perf_counter() - t0)
+            report(stage="embed", model=name, chunk=-(-done // chunk), chunks=chunks, samples_per_s=round(rate, 1),
+                   eta_s=round((n - done) / max(rate, 1e-9), 1))
         if clean_out is not None:
             emb = model({m: x.to(device) for m, x in select(data, idx).items()})
             for m in mods:
                 clean_out[m][idx] = emb[m].cpu().numpy().astype(np.float16)
-    return CMCTerms(gram, cross)
+
+    try:
+        return streamed_cmc_terms(views_of, n=n, heldout=heldout, chunk=chunk, on_chunk=on_chunk)
+    finally:
+        bar.close()
 
 
 def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict[str, torch.Tensor]:

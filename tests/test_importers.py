@@ -66,6 +66,12 @@ def test_reimported_crossfit_run_gives_the_same_multimem(views_run, shapes_manif
     same = [c for c in original.columns if c not in ("id", "role", "base__loss")]
     np.testing.assert_allclose(again[same].to_numpy(), original[same].to_numpy(), atol=1e-5, rtol=0)
     assert set(again.columns) == set(original.columns)
+    # H rows too (RunDir.scores() drops them): the held-out rule (an H sample against the rest of H) is one
+    # function both paths call, so the re-imported consistency of every H sample is the run's own
+    held, held_again = (pd.read_parquet(r.path / "scores.parquet").query("role == 'H'").set_index("id")
+                        for r in (views_run, run))
+    assert len(held) > 1 and list(held.index) == list(held_again.index)
+    np.testing.assert_allclose(held_again["cmc_out"], held["cmc_out"], atol=1e-5, rtol=0)
     # a full run directory: diagnostics, embeddings, projection, samples with the manifest's columns
     sim_in, sim_out = run.similarity_matrices()
     np.testing.assert_allclose(sim_in, views_run.similarity_matrices()[0], atol=1e-5)
