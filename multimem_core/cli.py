@@ -63,46 +63,54 @@ SUBCOMMANDS: list = []
 
 # ---- score / demo / summary (multimem_core.score, multimem_core.summary) ----------------------------
 
-# Defaults of `multimem score` (the demo starts from its dataset's profile instead, DEMO_PROFILES).
-# MultiMem measures memorization, so the proxy models must be trained long enough to memorize: small
-# batches (many steps per epoch) and no weight decay memorize within minutes on a CPU (README, "The demo").
-SCORE_DEFAULTS = {"epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.0, "image_size": 32, "frames": 8,
-                  "audio_seconds": 1.0, "augmentations": 8, "text_tower": None}
+def score_defaults() -> dict:
+    """The defaults of `multimem score`'s options, read from the engine's config dataclasses (their one home,
+    multimem_core.config; the demo starts from its dataset's profile instead, DEMO_PROFILES)."""
+    from multimem_core.config import MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
+
+    return {"epochs": TrainConfig.epochs, "batch_size": TrainConfig.batch_size, "lr": TrainConfig.lr,
+            "weight_decay": TrainConfig.weight_decay, "seed": TrainConfig.seed, "image_size": MediaSpec.image_size,
+            "frames": MediaSpec.video_frames, "audio_seconds": MediaSpec.audio_seconds, "views": ScoreConfig.views,
+            "device": ScoreConfig.device, "image_tower": ModelConfig.image_tower,
+            "text_tower": None,  # None: the image tower's architecture (ModelConfig gets it spelled out)
+            "protocol": ProtocolConfig.name, "folds": ProtocolConfig.folds, "heldout_frac": ProtocolConfig.heldout_frac}
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
+    default = score_defaults()
     g = p.add_argument_group("data")
     g.add_argument("--modalities", help="comma-separated subset of image,text,audio,video (default: all the input has)")
     for m in ("id", "text", "image", "audio", "video", "label"):
         g.add_argument(f"--{m}-key", default=m, help=f"manifest column holding the {m}"
                        + (" (e.g. filepath for an open_clip CSV)" if m == "image" else
                           " (e.g. title for an open_clip CSV)" if m == "text" else ""))
-    g.add_argument("--image-size", type=int, default=SCORE_DEFAULTS["image_size"], help="pixels the images and video frames are decoded to")
-    g.add_argument("--frames", type=int, default=SCORE_DEFAULTS["frames"], help="video frames sampled evenly per clip")
-    g.add_argument("--audio-seconds", type=float, default=SCORE_DEFAULTS["audio_seconds"], help="audio clip length (cropped or zero-padded)")
+    g.add_argument("--image-size", type=int, default=default["image_size"], help="pixels the images and video frames are decoded to")
+    g.add_argument("--frames", type=int, default=default["frames"], help="video frames sampled evenly per clip")
+    g.add_argument("--audio-seconds", type=float, default=default["audio_seconds"], help="audio clip length (cropped or zero-padded)")
     g = p.add_argument_group("protocol")
-    g.add_argument("--protocol", choices=["crossfit", "paper"], default="crossfit",
+    g.add_argument("--protocol", choices=["crossfit", "paper"], default=default["protocol"],
                    help="crossfit: K folds, every training sample scored; paper: S_S/S_C/S_I/H of the paper")
-    g.add_argument("--folds", type=int, default=2, help="K for crossfit: K models, each trained without one fold")
-    g.add_argument("--heldout-frac", type=float, default=0.1, help="share of samples held out as H (never trained on)")
-    g.add_argument("--augmentations", type=int, default=SCORE_DEFAULTS["augmentations"], help="random views per sample in the CMC expectation")
+    g.add_argument("--folds", type=int, default=default["folds"], help="K for crossfit: K models, each trained without one fold")
+    g.add_argument("--heldout-frac", type=float, default=default["heldout_frac"], help="share of samples held out as H (never trained on)")
+    g.add_argument("--views", "--augmentations", dest="views", type=int, default=default["views"],
+                   help="random augmented views per sample in the CMC expectation (--augmentations: its old name)")
     g = p.add_argument_group("model and training")
-    g.add_argument("--image-tower", default="mm-tiny",
+    g.add_argument("--image-tower", default=default["image_tower"],
                    help="open_clip architecture for image (and video frames): ours (mm-tiny, mm-small) or any open_clip name")
-    g.add_argument("--text-tower", default=SCORE_DEFAULTS["text_tower"],
+    g.add_argument("--text-tower", default=default["text_tower"],
                    help="open_clip architecture, 'minilm' (frozen all-MiniLM-L6-v2 + trained projection) or a "
                         "local sentence-transformers path (default: same as --image-tower)")
     g.add_argument("--pretrained", default=None, help="local open_clip checkpoint for the image/text towers")
     g.add_argument("--embed-dim", type=int, default=None, help="shared embedding size (default: the architecture's)")
-    g.add_argument("--epochs", type=int, default=SCORE_DEFAULTS["epochs"],
+    g.add_argument("--epochs", type=int, default=default["epochs"],
                    help="passes over each model's training set (more epochs memorize more)")
-    g.add_argument("--batch-size", type=int, default=SCORE_DEFAULTS["batch_size"], help="samples per step (the InfoNCE negatives)")
-    g.add_argument("--lr", type=float, default=SCORE_DEFAULTS["lr"], help="peak AdamW learning rate (warm-up, then cosine)")
-    g.add_argument("--weight-decay", type=float, default=SCORE_DEFAULTS["weight_decay"], help="AdamW weight decay")
-    g.add_argument("--seed", type=int, default=0, help="seeds the split, the weights, the shuffles and the views")
+    g.add_argument("--batch-size", type=int, default=default["batch_size"], help="samples per step (the InfoNCE negatives)")
+    g.add_argument("--lr", type=float, default=default["lr"], help="peak AdamW learning rate (warm-up, then cosine)")
+    g.add_argument("--weight-decay", type=float, default=default["weight_decay"], help="AdamW weight decay")
+    g.add_argument("--seed", type=int, default=default["seed"], help="seeds the split, the weights, the shuffles and the views")
     g.add_argument("--hflip", action="store_true",
                    help="allow horizontal flips (only when captions never mention left or right)")
-    g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    g.add_argument("--device", default=default["device"], help="cpu, cuda, or auto")
     g.add_argument("--no-projection", action="store_true", help="skip the UMAP map")
     g.add_argument("--save-views", action="store_true",
                    help="also keep the augmented views the metric used (embeddings/<model>/<modality>.views.npy, "
@@ -135,7 +143,7 @@ def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None 
                           weight_decay=args.weight_decay,
                           augment=AugmentConfig(hflip=hflip)),
         media=MediaSpec(image_size=args.image_size, video_frames=args.frames, audio_seconds=args.audio_seconds),
-        augmentations=args.augmentations, projection=not args.no_projection, device=args.device,
+        views=args.views, projection=not args.no_projection, device=args.device,
         progress=not args.quiet, save_views=getattr(args, "save_views", False),
     )
 
@@ -178,8 +186,10 @@ DEMO_PROFILES = {
     "emoji": {"samples": 1000, "epochs": 100, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
               "audio_seconds": 2.0, "text_tower": "minilm"},
 }
-DEMO_QUICK = {"samples": 400, "epochs": 8, "augmentations": 4}
-PROFILE_KEYS = tuple(SCORE_DEFAULTS)
+DEMO_QUICK = {"samples": 400, "epochs": 8, "views": 4}
+# the options a demo profile may set (None on the command line: the profile, else the score default)
+PROFILE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "image_size", "frames", "audio_seconds", "views",
+                "text_tower")
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:
@@ -199,9 +209,10 @@ def apply_demo_profile(args) -> None:
     if args.quick:
         profile.update(DEMO_QUICK)
     args.samples = args.samples or profile.get("samples")
+    default = score_defaults()
     for key in PROFILE_KEYS:
         if getattr(args, key) is None:
-            setattr(args, key, profile.get(key, SCORE_DEFAULTS[key]))
+            setattr(args, key, profile.get(key, default[key]))
 
 
 def cmd_demo(args) -> int:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .run import RunDir, atomic_write_json
-from .train import select
+from .inputs import select
 
 EVALUATION_FILE = "evaluation.json"
 

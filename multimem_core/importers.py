@@ -32,21 +32,20 @@ written into a temporary folder beside --out and renamed at the end, so a failur
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import MODALITIES
-from .data.manifest import ColumnKeys, Manifest
+from .data.manifest import ColumnKeys
+from .inputs import dataset_info, manifest_config, read_input, samples_table
 from .run import HELDOUT, ROLES_PAPER, RunDir
 
 MAX_LISTED = 10          # ids a message lists before "and N more"
@@ -389,7 +388,7 @@ def _natural(name: str):
 def build_assignment(ids: Sequence[str], models: Sequence[str], *, layout: str, roles: dict[str, str] | None,
                      heldout: Iterable[str], roles_path: str = "--roles", heldout_path: str = "--heldout"):
     """The protocol's Assignment (roles, in-models, out-model) for imported models."""
-    from .protocol import Assignment
+    from .protocol import assignment_from_roles
 
     heldout = set(heldout)
     known = set(ids)
@@ -428,16 +427,7 @@ def build_assignment(ids: Sequence[str], models: Sequence[str], *, layout: str, 
                                     f"or rows with role H in {roles_path}. CMC compares each sample with H.")
     if (roles_arr == HELDOUT).all():
         raise ImportValidationError("every sample is held out: nothing is left to score.")
-    if layout == "paper":
-        in_models = {"S_C": ["f"], "S_I": ["g"], "S_S": ["f"]}
-        out_model = {"S_C": "g", "S_I": "f", "S_S": "g"}
-        train_sets = {"f": np.flatnonzero(np.isin(roles_arr, ["S_S", "S_C"])),
-                      "g": np.flatnonzero(np.isin(roles_arr, ["S_S", "S_I"]))}
-    else:
-        in_models = {f: [g for g in models if g != f] for f in models}
-        out_model = {f: f for f in models}
-        train_sets = {f: np.flatnonzero(~np.isin(roles_arr, [f, HELDOUT])) for f in models}
-    return Assignment(roles_arr, train_sets, in_models, out_model)
+    return assignment_from_roles(roles_arr, layout, models=models)
 
 
 # --- the run ------------------------------------------------------------------------------------------------
@@ -466,28 +456,6 @@ class EmbeddingImport:
         d = asdict(self)
         d["keys"] = asdict(self.keys)
         return d
-
-
-def _read_source(path: str, keys: ColumnKeys) -> Manifest:
-    p = Path(path).expanduser()
-    if p.is_dir() or str(p).endswith(".tar"):
-        from .data.shards import read_shards
-
-        return read_shards(p, keys=keys)
-    from .data.manifest import read_manifest
-
-    return read_manifest(p, keys=keys)
-
-
-def _manifest_config(source: Manifest) -> dict:
-    return {"dataset_root": str(Path(source.root).resolve()),
-            "manifest": {"path": str(Path(source.path).expanduser().resolve()), "format": source.format,
-                         "sha256": source.sha256, "source_columns": source.source_columns}}
-
-
-def _dataset_info(source: Manifest) -> dict | None:
-    info = Path(source.root) / "dataset.json"
-    return json.loads(info.read_text()) if info.is_file() else None
 
 
 class _StagingDir:
@@ -542,7 +510,7 @@ def _check_same_ids(models: dict[str, ModelEmbeddings]) -> None:
 def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir:
     """Embeddings computed elsewhere -> a complete run directory, scored like `multimem score` scores."""
     from .metric import streamed_cmc_terms
-    from .score import Stages, _samples_table, package_versions, write_scored
+    from .score import Stages, package_versions, write_scored
 
     t0 = time.perf_counter()
     paper = cfg.in_model is not None or cfg.out_model is not None
@@ -579,7 +547,7 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
     for m in models.values():
         check_vectors(m, chunk=cfg.chunk_size)
 
-    source = _read_source(cfg.manifest, cfg.keys)
+    source = read_input(cfg.manifest, keys=cfg.keys)
     manifest_ids = source.table["id"].astype(str).tolist()
     embedded = set(next(iter(models.values())).ids)
     stray = [i for i in next(iter(models.values())).ids if i not in set(manifest_ids)]
@@ -612,8 +580,8 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
         stages = Stages(run, True)
         base = {**cfg.to_dict(), "out": str(staging.out), "source": "import-embeddings", "modalities": modalities,
                 "protocol": {"name": layout, **({"folds": len(models)} if layout == "crossfit" else {})},
-                "augmentations": max(m.n_views for m in models.values()), "status": "running",
-                "versions": package_versions(), **_manifest_config(source), "dataset": _dataset_info(source),
+                "views": max(m.n_views for m in models.values()), "status": "running",
+                "versions": package_versions(), **manifest_config(source), "dataset": dataset_info(source),
                 "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "baselines": {"base__cosine": "mean pairwise cosine under the models that saw the sample",
                               "base__loss": (f"per-sample contrastive loss at temperature {cfg.temperature} "
@@ -621,7 +589,7 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                               "left out: no temperature given (--temperature T to include it)"}}
         run.write_config(base)
         run.write_errors(errors)
-        run.write_samples(_samples_table(source, SimpleNamespace(ids=ids, rows=rows), assignment))
+        run.write_samples(samples_table(source, ids=ids, rows=rows, roles=assignment.roles))
         h = assignment.heldout
         terms, clean = {}, {}
         with stages("embed"):
@@ -689,7 +657,7 @@ def score_column_name(column: str) -> str:
 
 def import_scores(cfg: ScoresImport) -> RunDir:
     """A table of per-sample scores -> a run the dashboard opens (no embeddings, diagnostics or projection)."""
-    from .score import _samples_table, package_versions
+    from .score import package_versions
 
     path = Path(cfg.scores).expanduser()
     if not path.is_file():
@@ -721,7 +689,7 @@ def import_scores(cfg: ScoresImport) -> RunDir:
         raise ImportValidationError(f"{path}: {len(bad)} rows have no finite {source_col!r} ({_listed(bad)}). "
                                     "Drop them or fill them in.")
 
-    source = _read_source(cfg.manifest, cfg.keys)
+    source = read_input(cfg.manifest, keys=cfg.keys)
     manifest_ids = source.table["id"].astype(str).tolist()
     stray = sorted(set(table["id"]) - set(manifest_ids))
     if stray:
@@ -738,7 +706,6 @@ def import_scores(cfg: ScoresImport) -> RunDir:
     scored = set(table["id"])
     roles_given = table.set_index("id")["role"].astype(str).to_dict() if "role" in table.columns else {}
     roles = np.asarray([roles_given.get(i, "scored") if i in scored else "unscored" for i in manifest_ids], dtype=str)
-    assignment = SimpleNamespace(roles=roles)
     order = {sid: i for i, sid in enumerate(manifest_ids)}
     out_table = table.assign(_order=table["id"].map(order)).sort_values("_order", kind="stable")
     scores = pd.DataFrame({"id": out_table["id"].to_numpy(),
@@ -754,13 +721,12 @@ def import_scores(cfg: ScoresImport) -> RunDir:
         run.write_config({
             **cfg.to_dict(), "out": str(staging.out), "source": "import-scores", "modalities": source.modalities,
             "protocol": {"name": "imported"}, "status": "complete", "versions": package_versions(),
-            **_manifest_config(source), "dataset": _dataset_info(source),
+            **manifest_config(source), "dataset": dataset_info(source),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "n_samples": len(manifest_ids),
             "n_scored": int(len(scores)), "n_skipped": 0,
             "import": {"columns": {str(k): v for k, v in names.items()}, "ignored_columns": [str(c) for c in ignored],
                        "absent": ["embeddings", "diagnostics", "projection"]}})
-        run.write_samples(_samples_table(source, SimpleNamespace(ids=manifest_ids,
-                                                                 rows=source.table["row"].to_numpy()), assignment))
+        run.write_samples(samples_table(source, ids=manifest_ids, rows=source.table["row"].to_numpy(), roles=roles))
         run.write_scores(scores)
         run.write_progress(stage="done")
     return RunDir(staging.out)

@@ -39,7 +39,8 @@ from .evaluate import EvalConfig, evaluate_model, evaluate_models, read_evaluati
 from .metric import cmc_from_terms
 from .run import RunDir, RunDirError, atomic_write_json, atomic_write_parquet
 from .targeted import TargetedAugment, describe
-from .train import TrainConfig, select, shuffled_batches, train_model
+from .inputs import select
+from .train import TrainConfig, shuffled_batches, train_model
 
 STRATEGIES = ("remove", "regroup", "augment")
 # Removal rankings, each with the direction that means "remove first". CLIPMem is a memorization score
@@ -193,7 +194,7 @@ class Session:
         self.base_scores = scores.assign(id=scores["id"].astype(str))
         self.position = {sid: i for i, sid in enumerate(self.inputs.ids)}
         self.injected_all = self.inputs.injected()
-        self.views = int(cfg.views or self.scfg.augmentations)
+        self.views = int(cfg.views or self.scfg.views)
         self.folder = run.mitigation_dir / (cfg.name or default_name(cfg))
         self._base_models: dict | None = None
 
@@ -548,7 +549,7 @@ def _regroup(s: Session) -> dict:
     scores, terms = s.rescore(models, desc="regroup")
     atomic_write_parquet(s.folder / "scores.parquet", scores)
     after = s.numbers(models, scores)
-    if control_scores is s.base_scores and s.views == s.scfg.augmentations:
+    if control_scores is s.base_scores and s.views == s.scfg.views:
         # The mitigated models that saw each sample against the run's model that never did, the view the
         # re-scoring during training takes (same views and seed as the run, so the reference is exact).
         ref = control_scores.set_index("id").loc[scores["id"], "cmc_out"].to_numpy()

@@ -15,7 +15,6 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,45 +25,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import AugmentConfig, augment_batch
-from .data.manifest import ColumnKeys
-from .data.media import MediaSpec
 from .metric import CMCTerms, cmc_from_terms, streamed_cmc_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
+from .config import ScoreConfig  # noqa: F401 (re-exported: `from multimem_core.score import ScoreConfig`)
 from .models.factory import ModelConfig, create_model
-from .protocol import Assignment, ProtocolConfig, assign
+from .protocol import Assignment, assign
 from .run import HELDOUT, RunDir, atomic_save_npy
-from .train import TrainConfig, dist_info, init_distributed, select, train_model
-
-
-@dataclass
-class ScoreConfig:
-    input: str                                  # manifest file or folder of WebDataset shards
-    out: str
-    modalities: list[str] | None = None         # None: every modality the input has
-    keys: ColumnKeys = field(default_factory=ColumnKeys)
-    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    media: MediaSpec = field(default_factory=MediaSpec)
-    augmentations: int = 8                      # A: random views in the CMC's first term
-    chunk_size: int = 256
-    projection: bool = True
-    projection_per_modality: bool = False
-    device: str = "auto"
-    progress: bool = True
-    # also keep the A augmented views the metric used: RUN/embeddings/<model>/<modality>.views.npy [A, N, d]
-    # float32, so that `multimem import-embeddings` on them reproduces this run's scores exactly
-    save_views: bool = False
-    train_workers: int | None = None  # None: one process per model up to the number of cores (CPU only)
-
-    def to_dict(self) -> dict:
-        return {
-            "input": str(self.input), "out": str(self.out), "modalities": self.modalities,
-            "keys": asdict(self.keys), "protocol": self.protocol.to_dict(), "model": self.model.to_dict(),
-            "train": self.train.to_dict(), "media": asdict(self.media), "augmentations": self.augmentations,
-            "chunk_size": self.chunk_size, "projection": self.projection,
-            "projection_per_modality": self.projection_per_modality, "device": self.device,
-            "save_views": self.save_views,
-        }
+from .inputs import dataset_info, decode, manifest_config, read_input, samples_table, select
+from .train import dist_info, init_distributed, train_model
 
 
 def package_versions() -> dict[str, str]:
@@ -97,27 +64,6 @@ class Stages:
     def report(self, **fields):
         if self.enabled:
             self.run.write_progress(**fields)
-
-
-def read_input(cfg: ScoreConfig):
-    from .data.manifest import read_manifest
-
-    path = Path(cfg.input).expanduser()
-    if path.is_dir() or str(path).endswith(".tar"):
-        from .data.shards import read_shards
-
-        return read_shards(path, keys=cfg.keys, modalities=cfg.modalities)
-    return read_manifest(path, keys=cfg.keys, modalities=cfg.modalities)
-
-
-def _decode(source, modalities, spec, cache_dir, progress):
-    if getattr(source, "format", None) == "webdataset":
-        from .data.shards import decode_shards
-
-        return decode_shards(source, modalities, spec, cache_dir, progress=progress)
-    from .data.decode import decode_manifest
-
-    return decode_manifest(source, modalities, spec, cache_dir, progress=progress)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -253,9 +199,9 @@ def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int,
     _exit_with_parent()
     torch.set_num_threads(threads)
     run = RunDir(cfg.out)
-    source = read_input(cfg)
+    source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
     modalities = list(cfg.modalities or source.modalities)
-    decoded = _decode(source, modalities, cfg.media, run.cache_dir, False)
+    decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
     model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
                                "video_frames": cfg.media.video_frames,
                                "audio_sample_rate": cfg.media.audio_sample_rate})
@@ -280,25 +226,22 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     progress = cfg.progress and lead
 
     with stages("read"):
-        source = read_input(cfg)
+        source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
     modalities = list(cfg.modalities or source.modalities)
     base_config = {
         **cfg.to_dict(), "modalities": modalities, "status": "running", "versions": package_versions(),
-        "dataset_root": str(source.root),
-        "manifest": {"path": str(source.path), "format": source.format, "sha256": source.sha256,
-                     "source_columns": source.source_columns},
-        "dataset": _dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **manifest_config(source), "dataset": dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if lead:
         run.write_config(base_config)
 
     with stages("decode"):
         if lead:
-            decoded = _decode(source, modalities, cfg.media, run.cache_dir, progress)
+            decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=progress)
         if distributed:
             torch.distributed.barrier()
         if not lead:
-            decoded = _decode(source, modalities, cfg.media, run.cache_dir, False)
+            decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
     n = len(decoded.ids)
     if lead:
         run.write_errors(decoded.errors)
@@ -308,7 +251,7 @@ def score_run(cfg: ScoreConfig) -> RunDir:
 
     assignment = assign(n, cfg.protocol)
     if lead:
-        run.write_samples(_samples_table(source, decoded, assignment))
+        run.write_samples(samples_table(source, ids=decoded.ids, rows=decoded.rows, roles=assignment.roles))
 
     model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
                                "video_frames": cfg.media.video_frames,
@@ -341,12 +284,12 @@ def score_run(cfg: ScoreConfig) -> RunDir:
             clean[name] = {m: np.lib.format.open_memmap(folder / f"{m}.npy", mode="w+", dtype=np.float16,
                                                         shape=(n, model.embed_dim)) for m in modalities}
             views = ({m: np.lib.format.open_memmap(folder / f"{m}.views.npy", mode="w+", dtype=np.float32,
-                                                   shape=(cfg.augmentations, n, model.embed_dim))
+                                                   shape=(cfg.views, n, model.embed_dim))
                       for m in modalities} if cfg.save_views else None)
-            terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.augmentations,
+            terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.views,
                                       aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
-                                      desc=f"embed {name} ×{cfg.augmentations} views", views_out=views,
+                                      desc=f"embed {name} ×{cfg.views} views", views_out=views,
                                       report=stages.report, name=name)
             for arr in [*clean[name].values(), *(views or {}).values()]:
                 arr.flush()
@@ -366,21 +309,6 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     run.write_config(final)
     run.write_progress(stage="done")
     return run
-
-
-def _dataset_info(source) -> dict | None:
-    info = Path(source.root) / "dataset.json"
-    return json.loads(info.read_text()) if info.is_file() else None
-
-
-def _samples_table(source, decoded, assignment: Assignment) -> pd.DataFrame:
-    table = source.table.set_index("row", drop=False).loc[decoded.rows].reset_index(drop=True)
-    table["id"] = decoded.ids
-    table.insert(1, "role", assignment.roles)
-    if "injected" not in table:
-        table["injected"] = ""
-    table["injected"] = table["injected"].fillna("").astype(str)
-    return table
 
 
 def _train_reporter(stages: Stages, index: int, assignment: Assignment, epochs: int) -> Callable[..., None]:

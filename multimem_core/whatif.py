@@ -22,7 +22,7 @@ import torch
 from .metric import cmc_from_terms, cmc_terms
 from .run import RunDir
 from .targeted import TargetedAugment, embed_views
-from .train import select
+from .inputs import select
 
 
 @dataclass

@@ -82,7 +82,7 @@ def test_reimported_crossfit_run_gives_the_same_multimem(views_run, shapes_manif
     assert len(proj) == len(run.samples()) and np.isfinite(proj[["x", "y"]].to_numpy()).all()
     cfg = run.config()
     assert cfg["status"] == "complete" and cfg["source"] == "import-embeddings"
-    assert cfg["protocol"] == {"name": "crossfit", "folds": 2} and cfg["augmentations"] == 2
+    assert cfg["protocol"] == {"name": "crossfit", "folds": 2} and cfg["views"] == 2
     assert "temperature 0.07" in cfg["baselines"]["base__loss"]
     pd.testing.assert_frame_equal(run.samples(), views_run.samples())
 

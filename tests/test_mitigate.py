@@ -204,7 +204,7 @@ def test_regroup_rescores_selects_and_reports_overhead(run):
     assert o["scoring_s"] > 0 and 0 < o["share"] < 1
     assert m["after"]["memorization"]["n"] == len(run.scores())
     # the run's own views (2 here): the mitigated in-models against the run's never-saw-it model, exactly
-    assert run.config()["augmentations"] == 2
+    assert run.config()["views"] == 2
     after = pd.read_parquet(run.mitigation_dir / default_name(cfg) / "scores.parquet").set_index("id")
     base = run.scores().set_index("id").loc[after.index]
     assert m["after"]["memorization_vs_reference"]["mean"] == pytest.approx(

@@ -226,7 +226,7 @@ def test_scores_on_shards_equal_scores_on_the_manifest(dataset, tmp_path):
     runs = {}
     for name, source in (("manifest", manifest.path), ("shards", folder)):
         cfg = tiny_score_config(source, tmp_path / name, modalities=["image", "text", "audio"], epochs=1,
-                                augmentations=1, projection=False)
+                                views=1, projection=False)
         runs[name] = score_run(cfg)
     a, b = runs["manifest"].scores(), runs["shards"].scores()
     assert a["id"].tolist() == b["id"].tolist() and len(a) > 0

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from multimem_core import MODALITIES
+from multimem_core.config import ColumnKeys
 
 FORMATS = {
     ".csv": "csv",
@@ -36,18 +37,6 @@ FORMATS = {
 }
 EXTRA_COLUMNS = ("label", "injected")  # kept as str; "" where a row has none
 MAX_LISTED = 10  # how many offending ids / rows a message lists before "and N more"
-
-
-@dataclass
-class ColumnKeys:
-    """The manifest's column name for each standard field (CLI: --id-key, --image-key, ...)."""
-
-    id: str = "id"
-    text: str = "text"
-    image: str = "image"
-    audio: str = "audio"
-    video: str = "video"
-    label: str = "label"
 
 
 class ManifestError(ValueError):
