@@ -35,7 +35,7 @@ LABELS = ("noisy", "ok", "unsure")
 
 MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ID_FORMATS = ("ids", "ids-csv", "npy")
-SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shards.write_shards)
+SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shard_writer.write_shards)
 FORMATS = MANIFEST_FORMATS + (SHARD_FORMAT,) + ID_FORMATS
 
 
@@ -337,7 +337,7 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
 def write_export(export: Export, out: str | Path) -> Path:
     out = Path(out).expanduser()
     if export.format == SHARD_FORMAT:  # `out` is a folder of .tar shards
-        from multimem_core.data.shards import write_shards
+        from multimem_core.data.shard_writer import write_shards
 
         try:
             write_shards(export.table, export.root, out)

@@ -14,8 +14,10 @@ import pytest
 from multimem_core.data.decode import decode_manifest
 from multimem_core.data.manifest import ColumnKeys, ManifestError, read_manifest
 from multimem_core.data.media import MediaSpec
-from multimem_core.data.shards import (ShardMemberError, decode_shards, is_member_ref, read_member, read_shards,
-                                       shard_paths, split_ref, write_shards)
+from multimem_core.data.shard_members import read_member
+from multimem_core.data.shard_writer import write_shards
+from multimem_core.data.shards import (ShardMemberError, decode_shards, is_member_ref, read_shards, shard_paths,
+                                       split_ref)
 from tests.conftest import tiny_score_config
 
 SPEC = MediaSpec(image_size=16, audio_sample_rate=8000, audio_seconds=0.25, video_frames=2, video_size=16)
