@@ -73,6 +73,34 @@ def samples_table(source: Manifest, *, ids: Sequence[str], rows: np.ndarray, rol
     return table
 
 
+def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
+    """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
+
+    A frozen encoder (e.g. MiniLM) is the expensive part of preparing: its features are kept in
+    cache_dir keyed by the encoder and the exact texts, so a rerun or a resumed run never recomputes them.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    out = {}
+    for m in model.modalities:
+        tower = model.towers[m]
+        encoder = getattr(tower, "encoder_name", None)
+        if encoder is None:
+            out[m] = tower.prepare(arrays[m])
+            continue
+        key = hashlib.sha256(json.dumps([encoder, list(arrays[m])]).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
+        if path.is_file():
+            out[m] = load_file(path)["features"]
+        else:
+            out[m] = tower.prepare(arrays[m])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"features": out[m].contiguous()}, str(path))
+    return out
+
+
 def select(data: dict, idx: np.ndarray) -> dict:
     """The rows `idx` (in that order) of every modality's decoded tensor."""
     import torch

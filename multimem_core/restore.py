@@ -15,15 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .augment import AugmentConfig
-from .data.manifest import ColumnKeys
-from .data.media import MediaSpec
-from .models.factory import ModelConfig, MultiTowerModel, create_model
-from .protocol import Assignment, ProtocolConfig, assign
+from .config import AugmentConfig, ColumnKeys, MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
+from .inputs import decode, prepare_cached, read_input
+from .models.factory import MultiTowerModel, create_model
+from .protocol import Assignment, assign
 from .run import RunDir, RunDirError
-from .inputs import decode, read_input
-from .score import ScoreConfig, prepare_cached, resolve_device
-from .train import TrainConfig
+from .train import resolve_device
 
 
 def score_config_of(run: RunDir) -> ScoreConfig:

@@ -10,12 +10,8 @@ stream to .npy memmaps, and per sample only two n×n matrices per model are kept
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -29,9 +25,10 @@ from .metric import CMCTerms, cmc_from_terms, streamed_cmc_terms, contrastive_lo
 from .config import ScoreConfig  # noqa: F401 (re-exported: `from multimem_core.score import ScoreConfig`)
 from .models.factory import ModelConfig, create_model
 from .protocol import Assignment, assign
-from .run import HELDOUT, RunDir, atomic_save_npy
-from .inputs import dataset_info, decode, manifest_config, read_input, samples_table, select
-from .train import dist_info, init_distributed, train_model
+from .run import HELDOUT, RunDir, Stages, atomic_save_npy
+from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
+from .parallel_training import train_in_processes, train_workers
+from .train import dist_info, init_distributed, resolve_device, train_model
 
 
 def package_versions() -> dict[str, str]:
@@ -44,32 +41,6 @@ def package_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-class Stages:
-    """Times each stage into RUN/timings.json and reports it in RUN/progress.json."""
-
-    def __init__(self, run: RunDir, enabled: bool):
-        self.run, self.enabled = run, enabled
-
-    @contextmanager
-    def __call__(self, name: str):
-        if self.enabled:
-            self.run.write_progress(stage=name)
-        t = time.perf_counter()
-        yield
-        if self.enabled:
-            self.run.record_timing(name, time.perf_counter() - t)
-
-    def report(self, **fields):
-        if self.enabled:
-            self.run.write_progress(**fields)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -126,95 +97,6 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
         bar.close()
 
 
-def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict[str, torch.Tensor]:
-    """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
-
-    A frozen encoder (e.g. MiniLM) is the expensive part of preparing: its features are kept in
-    cache_dir keyed by the encoder and the exact texts, so a rerun or a resumed run never recomputes them.
-    """
-    import hashlib
-
-    from safetensors.torch import load_file, save_file
-
-    out = {}
-    for m in model.modalities:
-        tower = model.towers[m]
-        encoder = getattr(tower, "encoder_name", None)
-        if encoder is None:
-            out[m] = tower.prepare(arrays[m])
-            continue
-        key = hashlib.sha256(json.dumps([encoder, list(arrays[m])]).encode()).hexdigest()[:16]
-        path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
-        if path.is_file():
-            out[m] = load_file(path)["features"]
-        else:
-            out[m] = tower.prepare(arrays[m])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"features": out[m].contiguous()}, str(path))
-    return out
-
-
-def train_workers(cfg: ScoreConfig, n_models: int, distributed: bool) -> int:
-    """How many models to train at once: one process per model, up to one per core, on CPU only.
-
-    The models of a protocol are independent; on a small CPU two single-threaded trainings run about
-    twice as fast as one two-threaded training (small batches do not keep two threads busy).
-    """
-    if cfg.train_workers is not None:
-        return max(1, min(cfg.train_workers, n_models))
-    if distributed or resolve_device(cfg.device).type != "cpu":
-        return 1
-    return max(1, min(n_models, os.cpu_count() or 1))
-
-
-def _train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, progress: bool) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")  # a fresh interpreter: forking after torch has started threads can hang
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k)
-                   for k, (name, idx) in enumerate(assignment.train_sets.items())]
-        for f in futures:
-            f.result()  # re-raises a worker's error here
-
-
-def _exit_with_parent() -> None:
-    """A killed `multimem score` must not leave its training workers running: watch the parent."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(2)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int):
-    """One model in a worker process: reopen the decoded cache (no media is read again) and train."""
-    _exit_with_parent()
-    torch.set_num_threads(threads)
-    run = RunDir(cfg.out)
-    source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
-    modalities = list(cfg.modalities or source.modalities)
-    decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
-    torch.manual_seed(cfg.train.seed)
-    data = prepare_cached(create_model(model_cfg), decoded.arrays, run.cache_dir)
-    torch.manual_seed(cfg.train.seed)
-    model = create_model(model_cfg)
-    stages = Stages(run, True)
-    report = lambda **fields: stages.report(**{**fields, "parallel_models": True})  # noqa: E731
-    train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name, progress=progress,
-                report=report, bar_position=position)
-
-
 def score_run(cfg: ScoreConfig) -> RunDir:
     distributed = init_distributed()
     rank, world = dist_info()
@@ -264,12 +146,12 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     with stages("train"):
         workers = train_workers(cfg, len(assignment.train_sets), distributed)
         if workers > 1:
-            _train_in_processes(cfg, assignment, workers, progress)
+            train_in_processes(cfg, assignment, workers, progress)
         for i, (name, train_idx) in enumerate(assignment.train_sets.items()):
             torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
             model = create_model(model_cfg).to(device)
             report = _train_reporter(stages, i, assignment, cfg.train.epochs) if lead else None
-            # after _train_in_processes this only loads the finished weights (train_model skips done work)
+            # after train_in_processes this only loads the finished weights (train_model skips done work)
             stats = train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name,
                                 progress=progress, report=report)
             models[name] = (model, stats)

@@ -45,7 +45,8 @@ class EmbeddingImport:
 def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir:
     """Embeddings computed elsewhere -> a complete run directory, scored like `multimem score` scores."""
     from ..metric import streamed_cmc_terms
-    from ..score import Stages, package_versions, write_scored
+    from ..run import Stages
+    from ..score import package_versions, write_scored
 
     t0 = time.perf_counter()
     paper = cfg.in_model is not None or cfg.out_model is not None

@@ -49,7 +49,7 @@ class Session:
 
     def __init__(self, run: RunDir, cfg: MitigateConfig):
         from ..restore import load_run_inputs, model_config_of
-        from ..score import resolve_device
+        from ..train import resolve_device
 
         self.run, self.cfg = run, cfg
         unknown = set(cfg.modalities or ()) - set(run.modalities)
