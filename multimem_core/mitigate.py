@@ -27,8 +27,6 @@ from __future__ import annotations
 from .mitigation.results import format_metrics, list_mitigations, removal_curves  # noqa: F401 (public names)
 from .mitigation.settings import (RANKINGS, STRATEGIES, MitigateConfig, MitigationError,  # noqa: F401
                                   default_name, parse_sweep)
-from .mitigation.regroup import RegroupPlan  # noqa: F401
-from .mitigation.study import AllBatchesPlan  # noqa: F401
 from .run import RunDir
 
 
