@@ -38,8 +38,7 @@ def add_import_embeddings(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import_embeddings(args) -> int:
-    from multimem_core.data.manifest import ManifestError
-    from multimem_core.importers import EmbeddingImport, ImportValidationError, import_embeddings
+    from multimem_core.importers import EmbeddingImport, import_embeddings
 
     cfg = EmbeddingImport(
         manifest=args.manifest, out=args.out, in_model=args.in_model, out_model=args.out_model,
@@ -48,8 +47,16 @@ def cmd_import_embeddings(args) -> int:
         keys=column_keys(args), vector_column=args.vector_column,
         temperature=None if args.no_loss else args.temperature, projection=not args.no_projection,
         seed=args.seed, overwrite=args.overwrite)
+    return run_import(import_embeddings, cfg)
+
+
+def run_import(importer, cfg) -> int:
+    """Both importers: a clear one-line error for bad input, else the run's summary and how to open it."""
+    from multimem_core.data.manifest import ManifestError
+    from multimem_core.importers import ImportValidationError
+
     try:
-        run = import_embeddings(cfg)
+        run = importer(cfg)
     except (ImportValidationError, ManifestError, FileNotFoundError) as e:
         raise CLIError(str(e))
     print_summary(run)
@@ -65,18 +72,11 @@ def add_import_scores(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import_scores(args) -> int:
-    from multimem_core.data.manifest import ManifestError
-    from multimem_core.importers import ImportValidationError, ScoresImport, import_scores
+    from multimem_core.importers import ScoresImport, import_scores
 
     cfg = ScoresImport(manifest=args.manifest, scores=args.scores, out=args.out,
                        multimem_column=args.multimem_column, keys=column_keys(args), overwrite=args.overwrite)
-    try:
-        run = import_scores(cfg)
-    except (ImportValidationError, ManifestError, FileNotFoundError) as e:
-        raise CLIError(str(e))
-    print_summary(run)
-    print(f"\nopen it:  multimem app {run.path}")
-    return 0
+    return run_import(import_scores, cfg)
 
 
 COMMANDS = [
