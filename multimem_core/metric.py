@@ -66,36 +66,55 @@ def cmc_terms(views: Tensor, heldout_views: Tensor) -> CMCTerms:
     return CMCTerms(gram, cross)
 
 
+@dataclass(frozen=True)
+class HeldoutViews:
+    """What the H pass keeps of each H sample under one model: its view mean and its gram (all H needs)."""
+
+    own: Tensor    # [M, n, d]  E_aug[Φ_h] of each H sample
+    gram: Tensor   # [M, n, n]  E_aug[Φ_h Φ_hᵀ]
+
+    @property
+    def mean(self) -> Tensor:
+        """[n, d] E_h E_aug[Φ_h]: the second term's unrelated set."""
+        return self.own.sum(0) / len(self.own)
+
+
+def heldout_pass(embed_views: Callable[[np.ndarray, int], Tensor], heldout: np.ndarray, *, chunk: int,
+                 on_chunk: Callable[[np.ndarray, Tensor, bool], None] | None = None) -> HeldoutViews:
+    """Embed H in chunks (key -1 - s for the chunk at s) and keep each sample's view mean and gram."""
+    own = gram = None
+    for s in range(0, len(heldout), chunk):
+        v = embed_views(heldout[s:s + chunk], -1 - s)
+        if own is None:
+            own = torch.zeros(len(heldout), *v.shape[-2:])
+            gram = torch.zeros(len(heldout), v.shape[-2], v.shape[-2])
+        own[s:s + chunk] = v.mean(0)
+        gram[s:s + chunk] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
+        if on_chunk is not None:
+            on_chunk(heldout[s:s + chunk], v, True)
+    if own is None:
+        raise ValueError("no held-out samples: the CMC's second term needs H")
+    return HeldoutViews(own, gram)
+
+
 def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: int, heldout: np.ndarray,
                        chunk: int, on_chunk: Callable[[np.ndarray, Tensor, bool], None] | None = None) -> CMCTerms:
     """gram and cross of all n samples under one model, embedded chunk by chunk (memory: one chunk).
 
     embed_views(idx, key) returns the views of the samples at `idx`, [A, B, n_mod, d], L2-normalised;
     `key` (-1 - s for the H pass, s for the pass over every sample) lets the caller seed the views of a
-    chunk so that they do not depend on the chunk order. H is embedded first: its mean over views and
-    samples is all the second term needs. The held-out rules: an H sample's terms come from the views of
-    the H pass (the ones H's mean is made of, so that saved views reproduce them), and its unrelated set
-    is the rest of H, not H with itself in it (with one H sample there is no rest and the full mean stands).
+    chunk so that they do not depend on the chunk order. H is embedded first (heldout_pass): its mean over
+    views and samples is all the second term needs. The held-out rules: an H sample's terms come from the
+    views of the H pass (the ones H's mean is made of, so that saved views reproduce them), and its
+    unrelated set is the rest of H, not H with itself in it (with one H sample the full mean stands).
     on_chunk(idx, views, heldout_pass) sees every chunk's views (to save them, to report progress).
     """
     is_heldout = np.zeros(n, dtype=bool)
     is_heldout[heldout] = True
     h_pos = np.full(n, -1)
     h_pos[heldout] = np.arange(len(heldout))
-    h_sum = h_own = h_gram = None  # h_own: each H sample's view mean (its share of h_sum); h_gram: its gram
-    for s in range(0, len(heldout), chunk):
-        v = embed_views(heldout[s:s + chunk], -1 - s)
-        if h_sum is None:
-            h_sum = torch.zeros(v.shape[-2:])
-            h_own = torch.zeros(len(heldout), *v.shape[-2:])
-            h_gram = torch.zeros(len(heldout), v.shape[-2], v.shape[-2])
-        h_sum += v.mean(0).sum(0)
-        h_own[s:s + chunk] = v.mean(0)
-        h_gram[s:s + chunk] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
-        if on_chunk is not None:
-            on_chunk(heldout[s:s + chunk], v, True)
-    if h_sum is None:
-        raise ValueError("no held-out samples: the CMC's second term needs H")
+    h = heldout_pass(embed_views, heldout, chunk=chunk, on_chunk=on_chunk)
+    h_sum = h.own.sum(0)
     h_mean = h_sum / len(heldout)
 
     gram = cross = None
@@ -110,9 +129,9 @@ def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: i
         own = idx[is_heldout[idx]]
         if len(own):
             pos = h_pos[own]
-            h_rest = ((h_sum - h_own[pos]) / (len(heldout) - 1) if len(heldout) > 1 else h_mean.expand(len(pos), -1, -1))
-            gram[own] = h_gram[pos]
-            cross[own] = torch.einsum("imd,ind->imn", h_own[pos], h_rest)
+            h_rest = ((h_sum - h.own[pos]) / (len(heldout) - 1) if len(heldout) > 1 else h_mean.expand(len(pos), -1, -1))
+            gram[own] = h.gram[pos]
+            cross[own] = torch.einsum("imd,ind->imn", h.own[pos], h_rest)
         if on_chunk is not None:
             on_chunk(idx, v, False)
     return CMCTerms(gram, cross)

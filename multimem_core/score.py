@@ -20,14 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .augment import AugmentConfig, augment_batch
-from .metric import CMCTerms, cmc_from_terms, streamed_cmc_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
-from .config import ScoreConfig  # noqa: F401 (re-exported: `from multimem_core.score import ScoreConfig`)
+from .config import AugmentConfig, ScoreConfig  # noqa: F401 (ScoreConfig re-exported: its old home)
+from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
+from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
+                     streamed_cmc_terms)
 from .models.factory import ModelConfig, create_model
+from .parallel_training import train_in_processes, train_workers
 from .protocol import Assignment, assign
 from .run import HELDOUT, RunDir, Stages, atomic_save_npy
-from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
-from .parallel_training import train_in_processes, train_workers
+from .targeted import embed_views, view_generator
 from .train import dist_info, init_distributed, resolve_device, train_model
 
 
@@ -58,14 +59,8 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
     model.eval()
     mods = model.modalities
 
-    def views_of(idx: np.ndarray, key: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed * 7919 + key)  # same views whatever the chunk order
-        batch = select(data, idx)
-        out = []
-        for _ in range(views):
-            emb = model({m: x.to(device) for m, x in augment_batch(batch, aug, gen).items()})
-            out.append(torch.stack([emb[m] for m in mods], dim=1).cpu())
-        return torch.stack(out)  # [A, B, n, d]
+    def views_of(idx: np.ndarray, key: int) -> torch.Tensor:  # [A, B, n, d]
+        return embed_views(model, select(data, idx), base=aug, views=views, gen=view_generator(seed, key))
 
     is_heldout = np.zeros(n, dtype=bool)
     is_heldout[heldout] = True
