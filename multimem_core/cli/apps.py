@@ -1,4 +1,4 @@
-"""`multimem app` and `export` (app/, multimem_core.review)."""
+"""`multimem app` and `export` (app/, multimem_core.review, multimem_core.export)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def add_export(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(args) -> int:
-    from multimem_core.review import ReviewError, build_export, default_format, parse_drop_rule, write_export
+    from multimem_core.export import build_export, default_format, write_export
+    from multimem_core.review import ReviewError, parse_drop_rule
     from multimem_core.run import RunDir, RunDirError
 
     run = RunDir(args.run)
