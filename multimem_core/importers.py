@@ -12,7 +12,8 @@ import_scores       a table with `id` and score columns (e.g. from the paper's s
 A model is a folder with, per modality m (two or more of image, text, audio, video), one of
 
     m.npy          [N, d] (one view) or [A, N, d] (A augmented views), any float dtype
-    m.views.npy    [A, N, d]: the views, with m.npy [N, d] then the clean view (`multimem score --save-views`)
+    m.views.npy    [A, N, d]: the views, with m.npy [N, d] then the clean view (`multimem score --save-views`;
+                   it also writes m.heldout.views.npy [A, M, d] + heldout.ids.txt, the views of its H pass)
     m.parquet      an `id` column and one vector column; a cell is a vector [d] or a list of A views [A][d]
 
 and for .npy files the ids, one a line, in m.ids.txt or (shared by the modalities) ids.txt. A run's own

@@ -68,10 +68,9 @@ def cmc_terms(views: Tensor, heldout_views: Tensor) -> CMCTerms:
 
 @dataclass(frozen=True)
 class HeldoutViews:
-    """What the H pass keeps of each H sample under one model: its view mean and its gram (all H needs)."""
+    """What the H pass keeps of each H sample under one model: its view mean (all the second term needs)."""
 
     own: Tensor    # [M, n, d]  E_aug[Φ_h] of each H sample
-    gram: Tensor   # [M, n, n]  E_aug[Φ_h Φ_hᵀ]
 
     @property
     def mean(self) -> Tensor:
@@ -81,20 +80,18 @@ class HeldoutViews:
 
 def heldout_pass(embed_views: Callable[[np.ndarray, int], Tensor], heldout: np.ndarray, *, chunk: int,
                  on_chunk: Callable[[np.ndarray, Tensor, bool], None] | None = None) -> HeldoutViews:
-    """Embed H in chunks (key -1 - s for the chunk at s) and keep each sample's view mean and gram."""
-    own = gram = None
+    """Embed H in chunks (key -1 - s for the chunk at s) and keep each sample's view mean."""
+    own = None
     for s in range(0, len(heldout), chunk):
         v = embed_views(heldout[s:s + chunk], -1 - s)
         if own is None:
             own = torch.zeros(len(heldout), *v.shape[-2:])
-            gram = torch.zeros(len(heldout), v.shape[-2], v.shape[-2])
         own[s:s + chunk] = v.mean(0)
-        gram[s:s + chunk] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
         if on_chunk is not None:
             on_chunk(heldout[s:s + chunk], v, True)
     if own is None:
         raise ValueError("no held-out samples: the CMC's second term needs H")
-    return HeldoutViews(own, gram)
+    return HeldoutViews(own)
 
 
 def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: int, heldout: np.ndarray,
@@ -104,9 +101,10 @@ def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: i
     embed_views(idx, key) returns the views of the samples at `idx`, [A, B, n_mod, d], L2-normalised;
     `key` (-1 - s for the H pass, s for the pass over every sample) lets the caller seed the views of a
     chunk so that they do not depend on the chunk order. H is embedded first (heldout_pass): its mean over
-    views and samples is all the second term needs. The held-out rules: an H sample's terms come from the
-    views of the H pass (the ones H's mean is made of, so that saved views reproduce them), and its
-    unrelated set is the rest of H, not H with itself in it (with one H sample the full mean stands).
+    views and samples is all the second term needs. The held-out rule: an H sample's unrelated set is the
+    rest of H (its own H-pass views left out of the mean), not H with itself in it; with one H sample the
+    full mean stands. (A run saved with --save-views keeps both passes' views of H, so that re-importing
+    them reproduces H rows too.)
     on_chunk(idx, views, heldout_pass) sees every chunk's views (to save them, to report progress).
     """
     is_heldout = np.zeros(n, dtype=bool)
@@ -126,12 +124,10 @@ def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: i
             cross = torch.zeros(n, v.shape[-2], v.shape[-2])
         gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
         cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
-        own = idx[is_heldout[idx]]
-        if len(own):
-            pos = h_pos[own]
-            h_rest = ((h_sum - h.own[pos]) / (len(heldout) - 1) if len(heldout) > 1 else h_mean.expand(len(pos), -1, -1))
-            gram[own] = h.gram[pos]
-            cross[own] = torch.einsum("imd,ind->imn", h.own[pos], h_rest)
+        own = is_heldout[idx]
+        if own.any() and len(heldout) > 1:
+            h_rest = (h_sum - h.own[h_pos[idx[own]]]) / (len(heldout) - 1)
+            cross[idx[own]] = torch.einsum("imd,ind->imn", v.mean(0)[own], h_rest)
         if on_chunk is not None:
             on_chunk(idx, v, False)
     return CMCTerms(gram, cross)

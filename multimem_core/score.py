@@ -48,13 +48,15 @@ def package_versions() -> dict[str, str]:
 def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n: int, views: int,
                 aug: AugmentConfig, seed: int, chunk: int, device, clean_out: dict[str, np.ndarray] | None,
                 progress: bool, desc: str, views_out: dict[str, np.ndarray] | None = None,
+                heldout_views_out: dict[str, np.ndarray] | None = None,
                 report: Callable[..., None] | None = None, name: str = "") -> CMCTerms:
     """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [n, d]) if given.
 
     The embedding (A augmented views of each chunk, seeded by `seed` and the chunk) lives here; the
     terms and the held-out rule are metric.streamed_cmc_terms.
-    `views_out` (modality -> [A, n, d]) receives the views themselves; H rows keep the views of the first
-    pass, the ones its mean was computed from, so that the saved views reproduce the terms exactly.
+    `views_out` (modality -> [A, n, d]) receives the views of every sample, `heldout_views_out` (modality ->
+    [A, len(heldout), d], in `heldout` order) those of the H pass, the ones H's mean is made of: together
+    they reproduce the terms exactly (`multimem import-embeddings`).
     """
     model.eval()
     mods = model.modalities
@@ -62,19 +64,21 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
     def views_of(idx: np.ndarray, key: int) -> torch.Tensor:  # [A, B, n, d]
         return embed_views(model, select(data, idx), base=aug, views=views, gen=view_generator(seed, key))
 
-    is_heldout = np.zeros(n, dtype=bool)
-    is_heldout[heldout] = True
+    h_pos = np.full(n, -1)
+    h_pos[heldout] = np.arange(len(heldout))
     chunks = -(-n // chunk)
     bar = tqdm(total=chunks, desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
 
     def on_chunk(idx: np.ndarray, v: torch.Tensor, heldout_pass: bool) -> None:
-        if views_out is not None:  # H rows keep the views of the H pass, the ones its mean came from
-            keep = np.ones(len(idx), dtype=bool) if heldout_pass else ~is_heldout[idx]
-            for j, m in enumerate(mods):
-                views_out[m][:, idx[keep]] = v[:, keep, j].numpy()
         if heldout_pass:
+            if heldout_views_out is not None:
+                for j, m in enumerate(mods):
+                    heldout_views_out[m][:, h_pos[idx]] = v[:, :, j].numpy()
             return
+        if views_out is not None:
+            for j, m in enumerate(mods):
+                views_out[m][:, idx] = v[:, :, j].numpy()
         bar.update(1)
         if report is not None:
             done = int(idx[-1]) + 1
@@ -163,14 +167,20 @@ def score_run(cfg: ScoreConfig) -> RunDir:
             views = ({m: np.lib.format.open_memmap(folder / f"{m}.views.npy", mode="w+", dtype=np.float32,
                                                    shape=(cfg.views, n, model.embed_dim))
                       for m in modalities} if cfg.save_views else None)
+            h = assignment.heldout
+            h_views = ({m: np.lib.format.open_memmap(folder / f"{m}.heldout.views.npy", mode="w+", dtype=np.float32,
+                                                     shape=(cfg.views, len(h), model.embed_dim))
+                        for m in modalities} if cfg.save_views else None)
             terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.views,
                                       aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
                                       desc=f"embed {name} ×{cfg.views} views", views_out=views,
-                                      report=stages.report, name=name)
-            for arr in [*clean[name].values(), *(views or {}).values()]:
+                                      heldout_views_out=h_views, report=stages.report, name=name)
+            for arr in [*clean[name].values(), *(views or {}).values(), *(h_views or {}).values()]:
                 arr.flush()
             (folder / "ids.txt").write_text("\n".join(decoded.ids) + "\n")
+            if cfg.save_views:
+                (folder / "heldout.ids.txt").write_text("\n".join(decoded.ids[i] for i in h) + "\n")
 
     logit_scales = {name: float(model.logit_scale.detach().exp().clamp(max=100)) for name, (model, _) in models.items()}
     scores = write_scored(run, stages, ids=decoded.ids, assignment=assignment, terms=terms, clean=clean,

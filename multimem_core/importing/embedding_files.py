@@ -39,6 +39,10 @@ class EmbeddingFile:
     ids: list[str]
     views: np.ndarray            # [A, N, d] (may be a read-only memmap)
     clean: np.ndarray | None     # [N, d] the un-augmented view, when the folder has one apart from the views
+    # `multimem score --save-views` also keeps the views of its H pass (the ones H's mean is made of):
+    # m.heldout.views.npy [A, M, d] with heldout.ids.txt; the importer's H pass uses them when present
+    heldout_views: np.ndarray | None = None
+    heldout_ids: list[str] | None = None
 
     @property
     def n_views(self) -> int:
@@ -106,7 +110,24 @@ def _read_npy(folder: Path, modality: str) -> EmbeddingFile | None:
     if views.shape[1] != len(ids):
         raise ImportValidationError(f"{path}: {views.shape[1]} embeddings but {ids_path} lists {len(ids)} ids. "
                                     "Row i of the array belongs to line i of the id file.")
-    return EmbeddingFile(modality, path, ids, views, clean)
+    h_views, h_ids = _read_heldout_views(folder, modality, views)
+    return EmbeddingFile(modality, path, ids, views, clean, h_views, h_ids)
+
+
+def _read_heldout_views(folder: Path, modality: str, views: np.ndarray):
+    """m.heldout.views.npy [A, M, d] with heldout.ids.txt (the H pass of a run saved with --save-views), if any."""
+    path, ids_path = folder / f"{modality}.heldout.views.npy", folder / "heldout.ids.txt"
+    if not path.is_file():
+        return None, None
+    if not ids_path.is_file():
+        raise ImportValidationError(f"{path}: no {ids_path.name} beside it (the ids of its rows, one a line).")
+    h_views, h_ids = _float_array(path), read_id_lines(ids_path)
+    if h_views.ndim != 3 or h_views.shape[0] != views.shape[0] or h_views.shape[2] != views.shape[2] or (
+            h_views.shape[1] != len(h_ids)):
+        raise ImportValidationError(f"{path}: shape {tuple(h_views.shape)}; beside views {tuple(views.shape)} it must "
+                                    f"be [A, M, d] = [{views.shape[0]}, {len(h_ids)} (lines of {ids_path.name}), "
+                                    f"{views.shape[2]}].")
+    return h_views, h_ids
 
 
 def _read_parquet(folder: Path, modality: str, vector_column: str | None) -> EmbeddingFile | None:
@@ -197,8 +218,9 @@ class ModelEmbeddings:
             pos = {sid: r for r, sid in enumerate(f.ids)}
             self.rows[m] = np.fromiter((pos[s] for s in self.ids), dtype=np.int64, count=len(self.ids))
 
-    def views(self, idx: np.ndarray, modalities: Sequence[str]):
-        """[A, B, n, d] float32 L2-normalised torch tensor of the samples at positions `idx` of `ids`."""
+    def views(self, idx: np.ndarray, modalities: Sequence[str], *, heldout_pass: bool = False):
+        """[A, B, n, d] float32 L2-normalised torch tensor of the samples at positions `idx` of `ids`;
+        heldout_pass: from the H pass's own views where the folder keeps them (m.heldout.views.npy)."""
         import torch
         import torch.nn.functional as F
 
@@ -206,7 +228,11 @@ class ModelEmbeddings:
         per_mod = []
         for m in modalities:
             f = self.files[m]
-            x = np.asarray(f.views[:, self.rows[m][idx]], dtype=np.float32)
+            h_pos = {sid: r for r, sid in enumerate(f.heldout_ids or [])}
+            if heldout_pass and f.heldout_views is not None and all(self.ids[i] in h_pos for i in idx):
+                x = np.asarray(f.heldout_views[:, [h_pos[self.ids[i]] for i in idx]], dtype=np.float32)
+            else:
+                x = np.asarray(f.views[:, self.rows[m][idx]], dtype=np.float32)
             per_mod.append(np.broadcast_to(x, (a, *x.shape[1:])))  # one view of a modality stands for all A
         return F.normalize(torch.from_numpy(np.stack(per_mod, axis=2)), dim=-1)
 

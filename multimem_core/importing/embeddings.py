@@ -143,8 +143,10 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                         clean[name][m][idx] = model.clean(idx, m).astype(np.float16)
                     stages.report(stage="embed", model=name, chunk=int(idx[0]) // cfg.chunk_size + 1, chunks=chunks)
 
-                terms[name] = streamed_cmc_terms(lambda idx, _key, model=model: model.views(idx, modalities), n=n,
-                                                 heldout=h, chunk=cfg.chunk_size, on_chunk=on_chunk)
+                def views_of(idx, key, model=model):  # the H pass (key < 0) reads the saved H-pass views
+                    return model.views(idx, modalities, heldout_pass=key < 0)
+
+                terms[name] = streamed_cmc_terms(views_of, n=n, heldout=h, chunk=cfg.chunk_size, on_chunk=on_chunk)
                 for arr in clean[name].values():
                     arr.flush()
                 (folder / "ids.txt").write_text("\n".join(ids) + "\n")
