@@ -309,3 +309,22 @@ def describe_skipped(errors: pd.DataFrame, *, total: int | None = None, where: s
     if len(ids) > shown:
         lines.append(f"  … and {len(ids) - shown} more")
     return "\n".join(lines)
+
+class Stages:
+    """Times each stage into RUN/timings.json and reports it in RUN/progress.json."""
+
+    def __init__(self, run: RunDir, enabled: bool):
+        self.run, self.enabled = run, enabled
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.enabled:
+            self.run.write_progress(stage=name)
+        t = time.perf_counter()
+        yield
+        if self.enabled:
+            self.run.record_timing(name, time.perf_counter() - t)
+
+    def report(self, **fields):
+        if self.enabled:
+            self.run.write_progress(**fields)

@@ -22,7 +22,7 @@ from multimem_core.run import RunDir
 REPO = Path(__file__).resolve().parents[1]
 # `multimem score` small enough for tests: tiny towers at 16 px, image+text, two training workers
 TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--batch-size", "32",
-        "--augmentations", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
+        "--views", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
 
 
 def score_cmd(manifest: Path, out: Path, *extra: str, epochs: int = 30, modalities="image,text") -> list[str]:

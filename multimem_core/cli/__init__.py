@@ -1,0 +1,71 @@
+"""`multimem …`: the command line, one module per command group. Each subcommand is a small `add_<name>`
+(its options) and `cmd_<name>` (its work); a module lists its commands in COMMANDS.
+
+Heavy imports (torch, umap, streamlit) happen inside the commands so that `multimem --help` is instant
+(the option defaults come from multimem_core.config, which imports nothing heavy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from . import apps, imports, mitigation, score
+from .common import CLIError, existing_path  # noqa: F401 (public names)
+from .score import score_config, score_defaults  # noqa: F401 (public names)
+
+# `SUBCOMMANDS` lists them in the order `multimem --help` shows: (name, one-line help, add, cmd).
+SUBCOMMANDS: list = [*score.COMMANDS, *imports.COMMANDS, *apps.COMMANDS, *mitigation.COMMANDS]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multimem",
+        description="Measure, explain and mitigate memorization in multi-modal contrastive models (MultiMem).",
+        epilog="Start with `multimem demo`, then open the dashboard with the command it prints.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text, add, run in SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from multimem_core.runlock import RunLockedError
+
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+    except RunLockedError as e:  # a second writer on a run: say who holds it
+        raise CLIError(str(e))
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or "the run"
+        raise CLIError(f"no space left writing {where} ({getattr(e, 'strerror', None) or e}). Free some space (or "
+                       "choose another --out) and run the same command again: finished work is kept and the "
+                       "run resumes; until then it is marked failed, not complete.")
+    return int(result or 0)
+
+
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # EFBIG: a file-size limit (ulimit -f)
+# Libraries that write through their own native code (safetensors) report a full disk as text in a
+# RuntimeError: match the system's own words for ENOSPC / EFBIG / EDQUOT.
+DISK_FULL_WORDS = ("no space left on device", "file too large", "disk quota exceeded", "storagefull")
+
+
+def disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        return True
+    return any(w in str(error).lower() for w in DISK_FULL_WORDS)
