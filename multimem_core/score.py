@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import AugmentConfig, augment_batch
+from .confidence import heldout_confidence
 from .data.manifest import ColumnKeys
 from .data.media import MediaSpec
 from .metric import CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
@@ -196,8 +197,9 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
 def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict[str, torch.Tensor]:
     """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
 
-    A frozen encoder (e.g. MiniLM) is the expensive part of preparing: its features are kept in
-    cache_dir keyed by the encoder and the exact texts, so a rerun or a resumed run never recomputes them.
+    A frozen encoder (MiniLM for text, EfficientNet-Lite0 for images) is the expensive part of preparing: its
+    features are kept in cache_dir keyed by the encoder and the exact inputs, so a rerun, a resumed run or a
+    training worker never recomputes them.
     """
     import hashlib
 
@@ -210,7 +212,13 @@ def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict[str, torch.Tens
         if encoder is None:
             out[m] = tower.prepare(arrays[m])
             continue
-        key = hashlib.sha256(json.dumps([encoder, list(arrays[m])]).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(encoder.encode())
+        if isinstance(arrays[m], np.ndarray):  # decoded media (a frozen image tower): their bytes
+            digest.update(str(arrays[m].shape).encode())
+            digest.update(np.ascontiguousarray(arrays[m]).data)
+        else:
+            digest.update(json.dumps(list(arrays[m])).encode())
+        key = digest.hexdigest()[:16]
         path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
         if path.is_file():
             out[m] = load_file(path)["features"]
@@ -282,7 +290,20 @@ def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int,
                 report=report, bar_position=position)
 
 
+def resolve_media(cfg: ScoreConfig) -> ScoreConfig:
+    """The config with the image decode size filled in: None means the image tower's own (224 px for the
+    default frozen EfficientNet-Lite0, 32 px for mm-tiny)."""
+    from dataclasses import replace
+
+    from .models.frozen_image import native_image_size
+
+    if cfg.media.image_size is not None:
+        return cfg
+    return replace(cfg, media=replace(cfg.media, image_size=native_image_size(cfg.model.image_tower)))
+
+
 def score_run(cfg: ScoreConfig) -> RunDir:
+    cfg = resolve_media(cfg)
     distributed = init_distributed()
     rank, world = dist_info()
     run = RunDir(cfg.out)
@@ -372,6 +393,7 @@ def score_run(cfg: ScoreConfig) -> RunDir:
                           seed=cfg.train.seed, projection_per_modality=cfg.projection_per_modality)
 
     final = {**base_config, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
+             "confidence": scores.attrs["confidence"],
              "n_skipped": int(decoded.errors["id"].nunique()) if len(decoded.errors) else 0,
              "models": {name: {"trained_on": sorted(set(assignment.roles[idx])), "n_train": int(len(idx)),
                                **{k: v for k, v in stats.items() if k != "key"}}
@@ -421,11 +443,14 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
     From each model's CMC terms and clean embeddings (rows in `ids` order): scores.parquet with the
     baselines, diagnostics/sim_in.npy and sim_out.npy, and projection.parquet from `projection_model`'s
     embeddings (None: no projection). `logit_scales` (model -> exp of the learned temperature) feed the loss
-    baseline; None leaves that column out. Returns the scores table.
+    baseline; None leaves that column out. Returns the scores table, with the run's confidence figure
+    (confidence.heldout_confidence) in its attrs["confidence"].
     """
     with stages("score"):
         scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales,
                                               heldout_rows=True)
+        # how far the scores can be trusted; pandas keeps attrs in the Parquet schema's metadata
+        scores.attrs["confidence"] = heldout_confidence(clean, assignment.heldout, modalities=modalities)
         run.write_scores(scores)
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)

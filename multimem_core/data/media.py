@@ -37,7 +37,7 @@ class MediaError(Exception):
 class MediaSpec:
     """The fixed shapes every sample is decoded to (part of the decode cache key)."""
 
-    image_size: int = 32
+    image_size: int | None = None   # None: the image tower's own (score.resolve_media fills it in)
     audio_sample_rate: int = 16000
     audio_seconds: float = 1.0
     video_frames: int = 8

