@@ -12,10 +12,10 @@ built sets are cached in ~/.cache/multimem/real, or --cache):
                 horn, ...) plus GCompris's farm animals with their calls. 10 % of the sounds are swapped.
 
 The truth (which samples were swapped) is kept in truth.csv beside the manifest, never in the manifest.
-Each set is scored by a `multimem score` subprocess (timed; peak memory of its whole process tree,
-sampled with psutil), and the table shows per set: time, peak memory, the AUROC of swapped vs clean for
-`multimem`, `-cmc_out` and each baseline, and the run's confidence (retrieval recall@5 on the held-out
-set against chance, `multimem summary`).
+Each set is scored by a `multimem score` subprocess (timed; peak memory of its whole process tree, as
+proportional set size sampled with psutil), and the table shows per set: time, peak memory, the AUROC
+of swapped vs clean for `multimem`, `-cmc_out` and each baseline, and the run's confidence (retrieval
+recall@5 on the held-out set against chance, as `multimem summary` prints it).
 
     python benchmarks/bench_real.py                          # both sets, default options
     python benchmarks/bench_real.py --sets stamps -- --epochs 60 --image-tower mm-tiny
@@ -209,7 +209,7 @@ def build_set(name: str, root: Path, *, n: int = 800, seed: int = 0) -> Path:
 # --- scoring ----------------------------------------------------------------------------------------
 
 def run_tree_peak(cmd: list[str]) -> tuple[int, float, float]:
-    """Run cmd; return (exit status, wall seconds, peak resident memory of its process tree in GiB)."""
+    """Run cmd; return (exit status, wall seconds, peak memory (PSS) of its process tree in GiB)."""
     import psutil
 
     t = time.perf_counter()
@@ -222,10 +222,11 @@ def run_tree_peak(cmd: list[str]) -> tuple[int, float, float]:
         while not done.is_set():
             try:
                 procs = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+                # PSS: shared pages (torch's libraries in every worker) count once, split among sharers
+                peak = max(peak, sum(p.memory_full_info().pss for p in procs if p.is_running()))
             except psutil.Error:
                 pass
-            time.sleep(0.25)
+            time.sleep(0.5)
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
@@ -236,7 +237,7 @@ def run_tree_peak(cmd: list[str]) -> tuple[int, float, float]:
 
 
 def score_set(name: str, manifest: Path, out: Path, extra: list[str]) -> dict:
-    from multimem_core.diagnose import auroc_table
+    from multimem_core.diagnose import LOWER_IS_WORSE, auroc_table
     from multimem_core.run import RunDir
 
     modalities = "image,text" if name == "stamps" else "audio,image,text"
@@ -256,7 +257,8 @@ def score_set(name: str, manifest: Path, out: Path, extra: list[str]) -> dict:
     conf = run.config().get("confidence", {})
     return {"set": name, "n": int(len(scores)), "injected": int((injected != "").sum()), "options": extra,
             "seconds": round(wall, 1), "peak_gib": round(peak, 2),
-            "auroc": {r.name: round(r.auroc, 3) for r in table.itertuples()},
+            "auroc": {(f"-{r.score}" if r.score in LOWER_IS_WORSE else r.score): round(r.auroc, 3)
+                      for r in table.itertuples()},
             "confidence": conf}
 
 

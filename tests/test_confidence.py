@@ -78,3 +78,21 @@ def test_run_stores_the_figure_and_summary_warns_only_when_low(tmp_path, aligned
     assert ("WARNING: low confidence" in text) is (not aligned)
     if not aligned:
         assert "import-embeddings" in text and "pretrained" in text
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_overview_warns_only_when_low(tmp_path, aligned, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from app import common
+
+    run = write_import(tmp_path, aligned=aligned)
+    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Confidence: recall@5" in c.value for c in at.caption)
+    warned = [w.value for w in at.warning if "low confidence" in w.value]
+    assert bool(warned) is (not aligned)
