@@ -44,6 +44,9 @@ def test_frozen_open_clip_needs_a_checkpoint():
 
     with pytest.raises(ValueError, match="needs --pretrained"):
         create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", freeze_image=True))
+    # neither a file nor one of the architecture's pretrained tags: one clear error before any work
+    with pytest.raises(FileNotFoundError, match="no such file, nor an open_clip pretrained tag"):
+        create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", pretrained="missing.pt"))
 
 
 def test_packaged_efficientnet_tells_photos_apart():

@@ -74,21 +74,28 @@ def build_clip(name: str, *, embed_dim: int | None = None, image_size: int | Non
                pretrained: str | None = None) -> nn.Module:
     """An open_clip model with its text tower as a module (`.text`), so each tower can be taken apart.
 
-    With `pretrained`, the local checkpoint is loaded (weights_only=True); open_clip converts a standard
-    CLIP state dict to this layout itself.
+    With `pretrained`, a local checkpoint is loaded (weights_only=True); open_clip converts a standard
+    CLIP state dict to this layout itself. An open_clip pretrained tag (`openai`, `laion2b_s34b_b79k`, ...)
+    downloads from the model hub, so it works only on a machine that reaches it.
     """
     import open_clip
 
     arch = architecture(name)
     if pretrained is not None:
-        if not Path(pretrained).is_file():
-            raise FileNotFoundError(f"--pretrained {pretrained}: no such file (pretrained tags that download "
-                                    "from a hub are not supported here; give a local checkpoint path)")
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not Path(pretrained).is_file() and pretrained not in tags:
+            raise FileNotFoundError(f"--pretrained {pretrained}: no such file, nor an open_clip pretrained tag of "
+                                    f"{name} ({', '.join(tags) or 'it has none'})")
         if embed_dim not in (None, arch["embed_dim"]):
             raise ValueError(f"the checkpoint of {name} fixes embed_dim={arch['embed_dim']}; leave it unset")
         kwargs = {"force_image_size": image_size} if image_size else {}
-        return open_clip.create_model(name, pretrained=pretrained, force_custom_text=True,
-                                      weights_only=True, **kwargs)
+        try:
+            return open_clip.create_model(name, pretrained=pretrained, force_custom_text=True,
+                                          weights_only=True, **kwargs)
+        except OSError as e:  # a tag whose weights could not be fetched (no network, no hub)
+            raise FileNotFoundError(f"--pretrained {pretrained}: the weights of this open_clip tag could not "
+                                    f"be fetched ({e}); download them where a hub is reachable and give the "
+                                    "local file instead") from e
     cfg = dict(arch, embed_dim=embed_dim or arch["embed_dim"])
     cfg["vision_cfg"] = dict(arch["vision_cfg"], image_size=image_size or arch["vision_cfg"]["image_size"])
     cfg.pop("custom_text", None)

@@ -82,7 +82,8 @@ def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
     _open_clip_visual_check(arch, pretrained)
     cfg = architecture(arch)
     visual = build_clip(arch, pretrained=pretrained).visual.eval()
-    return ImageEncoder(f"{arch}@{Path(pretrained).resolve()}", visual, int(cfg["embed_dim"]),
+    source = Path(pretrained).resolve() if Path(pretrained).is_file() else pretrained  # a file or a hub tag
+    return ImageEncoder(f"{arch}@{source}", visual, int(cfg["embed_dim"]),
                         int(cfg["vision_cfg"]["image_size"]), tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD))
 
 
@@ -151,5 +152,3 @@ def _open_clip_visual_check(tower: str, pretrained: str | None) -> None:
     if pretrained is None:
         raise ValueError(f"--freeze-image with --image-tower {tower} needs --pretrained (a local open_clip "
                          "checkpoint): a frozen tower with random weights would learn nothing")
-    if not Path(pretrained).is_file():
-        raise FileNotFoundError(f"--pretrained {pretrained}: no such file")
