@@ -122,7 +122,7 @@ class NewRun:
     folds: int = 2
     epochs: int = 20
     image_tower: str = "mm-tiny"
-    text_tower: str = ""                    # empty: same as the image tower
+    text_tower: str = ""                    # empty: the score command's default (minilm)
     augmentations: int = 8
     image_size: int = 32
     batch_size: int = 128

@@ -18,8 +18,8 @@ from app import common
 from multimem_core import MODALITIES, launch
 from multimem_core.run import RunDir
 
-IMAGE_TOWERS = ["mm-tiny", "mm-small"]
-TEXT_TOWERS = {"": "same as the image tower", "minilm": "minilm (frozen MiniLM + projection)",
+IMAGE_TOWERS = ["mm-tiny", "mm-small", "efficientnet-lite0"]
+TEXT_TOWERS = {"": "the default (minilm)", "minilm": "minilm (frozen MiniLM + projection)",
                "mm-tiny": "mm-tiny", "mm-small": "mm-small"}
 STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/sync:",
                "complete": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
