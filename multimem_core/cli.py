@@ -69,7 +69,8 @@ SUBCOMMANDS: list = []
 # Pretrained towers by default (issue 11): a frozen EfficientNet-Lite0 for images and MiniLM for text, both
 # shipped in PyPI wheels; image_size None decodes images at the image tower's own size (224 for it).
 SCORE_DEFAULTS = {"epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.0, "image_size": None, "frames": 8,
-                  "audio_seconds": 1.0, "augmentations": 8, "text_tower": "minilm", "image_tower": "efficientnet-lite0"}
+                  "audio_seconds": 1.0, "augmentations": 8, "text_tower": "minilm", "image_tower": "efficientnet-lite0",
+                  "folds": 4}
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -86,7 +87,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=["crossfit", "paper"], default="crossfit",
                    help="crossfit: K folds, every training sample scored; paper: S_S/S_C/S_I/H of the paper")
-    g.add_argument("--folds", type=int, default=2, help="K for crossfit: K models, each trained without one fold")
+    g.add_argument("--folds", type=int, default=SCORE_DEFAULTS["folds"],
+                   help="K for crossfit: K models, each trained without one fold")
     g.add_argument("--heldout-frac", type=float, default=0.1, help="share of samples held out as H (never trained on)")
     g.add_argument("--augmentations", type=int, default=SCORE_DEFAULTS["augmentations"], help="random views per sample in the CMC expectation")
     g = p.add_argument_group("model and training")
@@ -179,20 +181,20 @@ def cmd_score(args) -> int:
 
 # The demo's defaults per built-in dataset, chosen by measurement on 2 CPU cores (README, "The demo").
 # Any option given on the command line wins.
-# The demos keep the towers they were measured with (tiny towers trained from scratch at 32 px): the
-# defaults of `multimem score` moved to pretrained towers for real photos (issue 11), the demos did not
-# (tests/test_cli_defaults.py checks that their configs are unchanged).
-DEMO_TOWERS = {"image_tower": "mm-tiny", "image_size": 32}
+# The demos keep what they were measured with (tiny towers trained from scratch at 32 px, 2 folds): the
+# defaults of `multimem score` moved to pretrained towers and 4 folds for real photos (issue 11), the demos
+# did not (tests/test_cli_defaults.py checks that their configs are unchanged).
+DEMO_PINNED = {"image_tower": "mm-tiny", "image_size": 32, "folds": 2}
 DEMO_PROFILES = {
     "shapes": {"samples": 1500, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
-               **DEMO_TOWERS, "text_tower": "mm-tiny"},
+               **DEMO_PINNED, "text_tower": "mm-tiny"},
     # Every emoji is unique, so clean samples are memorized too and only what carries over between emoji
     # (motion, spoken words, the picture in its clip, a pretrained text tower's sense of names) separates
     # them from injected ones. Measured MultiMem AUROC on 1,000 samples with the frozen MiniLM text tower:
     # 60 epochs 0.75, 100 epochs 0.79 with the bare emoji as image, 0.85 with the clip's key frame as image
     # (it shows the motion too); lr 0.001 0.79, lr 0.004 0.71; 1,400 samples x 72 epochs 0.76 (README, "The demo").
     "emoji": {"samples": 1000, "epochs": 100, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
-              "audio_seconds": 2.0, **DEMO_TOWERS, "text_tower": "minilm"},
+              "audio_seconds": 2.0, **DEMO_PINNED, "text_tower": "minilm"},
 }
 DEMO_QUICK = {"samples": 400, "epochs": 8, "augmentations": 4}
 PROFILE_KEYS = tuple(SCORE_DEFAULTS)

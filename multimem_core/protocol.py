@@ -21,7 +21,7 @@ PROTOCOLS = ("crossfit", "paper")
 @dataclass(frozen=True)
 class ProtocolConfig:
     name: str = "crossfit"
-    folds: int = 2
+    folds: int = 4  # 4 beat 2 on real photos (MultiMem AUROC 0.849 vs 0.824, same time: README, "Real data")
     heldout_frac: float = 0.1
     # paper: shares of S_S, S_C, S_I (H takes heldout_frac first)
     paper_shares: tuple[float, float, float] = (0.5, 0.25, 0.25)
