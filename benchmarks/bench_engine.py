@@ -38,8 +38,8 @@ def bench_training_loop(n: int = 512, epochs: int = 2, modalities=("image", "tex
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = read_manifest(build_shapes(tmp / "data", n=n, progress=False))
-        decoded = decode_manifest(manifest, list(modalities), MediaSpec(), tmp / "cache", progress=False)
-        mcfg = ModelConfig(modalities=modalities)
+        decoded = decode_manifest(manifest, list(modalities), MediaSpec(image_size=32), tmp / "cache", progress=False)
+        mcfg = ModelConfig(modalities=modalities, image_tower="mm-tiny", text_tower="mm-tiny")
         torch.manual_seed(0)
         model = create_model(mcfg)
         data = model.prepare(decoded.arrays)

@@ -38,8 +38,21 @@ def _color(x: Tensor, cfg: AugmentConfig, gen: torch.Generator, shape: tuple[int
     return ((x - mean) * contrast + mean * bright).clamp(0, 1)
 
 
+def augment_feature_views(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
+    """Cached features of V views of each sample [B, V, F] (a frozen image tower) -> one random view [B, F]
+    plus Gaussian noise of norm about feature_noise. The views carry the augmentation; the noise is scaled
+    by 1/√F because the features are unit vectors of 1,280 dimensions, where a per-dimension σ of 0.05
+    (what 384-d MiniLM text features get) would be 1.8 times the feature itself."""
+    pick = torch.randint(0, x.shape[1], (x.shape[0],), generator=gen)
+    x = x[torch.arange(x.shape[0]), pick].float()
+    return x + cfg.feature_noise / x.shape[1] ** 0.5 * torch.randn(x.shape, generator=gen)
+
+
 def augment_image(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
-    """uint8 or [0,1] float [B, 3, H, W] -> augmented float [B, 3, H, W] in [0, 1]."""
+    """uint8 or [0,1] float [B, 3, H, W] -> augmented float [B, 3, H, W] in [0, 1].
+    Cached features of a frozen tower [B, V, F] -> augment_feature_views."""
+    if x.ndim == 3:
+        return augment_feature_views(x, cfg, gen)
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     b = x.shape[0]
     grid = _affine_grid(b, x.shape[-2:], cfg, gen)

@@ -30,7 +30,7 @@ class ColumnKeys:
 class MediaSpec:
     """The fixed shapes every sample is decoded to, and where media may come from (the decode cache key)."""
 
-    image_size: int = 32
+    image_size: int | None = None   # None: the image tower's own (score.resolve_media fills it in)
     audio_sample_rate: int = 16000
     audio_seconds: float = 1.0
     video_frames: int = 8
@@ -66,9 +66,13 @@ class ModelConfig:
     """What to build. `embed_dim=None` takes the image architecture's own embedding size."""
 
     modalities: Sequence[str] = ("image", "text")
-    image_tower: str = "mm-tiny"          # open_clip architecture (ours or built in)
-    text_tower: str = "mm-tiny"           # open_clip architecture, 'minilm', or a sentence-transformers path
+    # Pretrained towers by default, both shipped in PyPI wheels (measured on real photos: README, "Real data"):
+    # 'efficientnet-lite0' (frozen ImageNet features + trained projection) or an open_clip architecture
+    image_tower: str = "efficientnet-lite0"
+    text_tower: str = "minilm"            # open_clip architecture, 'minilm', or a sentence-transformers path
     pretrained: str | None = None         # local open_clip checkpoint for image/text towers of `image_tower`
+    freeze_image: bool = False            # open_clip image tower: frozen `pretrained` features + projection
+    image_views: int = 4                  # frozen image tower: augmented views whose features are cached
     embed_dim: int | None = None
     image_size: int | None = None         # None: the architecture's own
     video_frames: int = 8
@@ -84,7 +88,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ProtocolConfig:
     name: str = "crossfit"
-    folds: int = 2
+    folds: int = 4  # 4 beat 2 on real photos (MultiMem AUROC 0.849 vs 0.824, same time: README, "Real data")
     heldout_frac: float = 0.1
     # paper: shares of S_S, S_C, S_I (H takes heldout_frac first)
     paper_shares: tuple[float, float, float] = (0.5, 0.25, 0.25)

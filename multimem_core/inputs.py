@@ -76,8 +76,9 @@ def samples_table(source: Manifest, *, ids: Sequence[str], rows: np.ndarray, rol
 def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
     """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
 
-    A frozen encoder (e.g. MiniLM) is the expensive part of preparing: its features are kept in
-    cache_dir keyed by the encoder and the exact texts, so a rerun or a resumed run never recomputes them.
+    A frozen encoder (MiniLM for text, EfficientNet-Lite0 for images) is the expensive part of preparing: its
+    features are kept in cache_dir keyed by the encoder and the exact inputs, so a rerun, a resumed run or a
+    training worker never recomputes them.
     """
     import hashlib
 
@@ -90,7 +91,13 @@ def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
         if encoder is None:
             out[m] = tower.prepare(arrays[m])
             continue
-        key = hashlib.sha256(json.dumps([encoder, list(arrays[m])]).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(encoder.encode())
+        if isinstance(arrays[m], np.ndarray):  # decoded media (a frozen image tower): their bytes
+            digest.update(str(arrays[m].shape).encode())
+            digest.update(np.ascontiguousarray(arrays[m]).data)
+        else:
+            digest.update(json.dumps(list(arrays[m])).encode())
+        key = digest.hexdigest()[:16]
         path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
         if path.is_file():
             out[m] = load_file(path)["features"]

@@ -128,9 +128,9 @@ class NewRun:
     folds: int = ProtocolConfig.folds
     epochs: int = TrainConfig.epochs
     image_tower: str = ModelConfig.image_tower
-    text_tower: str = ""                    # empty: same as the image tower
+    text_tower: str = ModelConfig.text_tower
     views: int = ScoreConfig.views
-    image_size: int = MediaSpec.image_size
+    image_size: int | None = MediaSpec.image_size  # None: the image tower's own
     batch_size: int = TrainConfig.batch_size
     frames: int = MediaSpec.video_frames
     audio_seconds: float = MediaSpec.audio_seconds
@@ -140,7 +140,7 @@ class NewRun:
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "multimem_core.cli", "score", self.input, "--out", self.out,
                "--protocol", self.protocol, "--epochs", str(self.epochs), "--image-tower", self.image_tower,
-               "--views", str(self.views), "--image-size", str(self.image_size),
+               "--views", str(self.views),
                "--batch-size", str(self.batch_size), "--frames", str(self.frames),
                "--audio-seconds", str(self.audio_seconds), "--seed", str(self.seed), "--device", self.device,
                "--quiet"]
@@ -150,6 +150,8 @@ class NewRun:
             cmd += ["--modalities", ",".join(self.modalities)]
         if self.text_tower:
             cmd += ["--text-tower", self.text_tower]
+        if self.image_size:
+            cmd += ["--image-size", str(self.image_size)]
         return cmd
 
 

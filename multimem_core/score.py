@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import AugmentConfig, ScoreConfig  # noqa: F401 (ScoreConfig re-exported: its old home)
+from .confidence import heldout_confidence
 from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
@@ -97,12 +98,25 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
         bar.close()
 
 
+def resolve_media(cfg: ScoreConfig) -> ScoreConfig:
+    """The config with the image decode size filled in: None means the image tower's own (224 px for the
+    default frozen EfficientNet-Lite0, 32 px for mm-tiny)."""
+    from dataclasses import replace
+
+    from .models.frozen_image import native_image_size
+
+    if cfg.media.image_size is not None:
+        return cfg
+    return replace(cfg, media=replace(cfg.media, image_size=native_image_size(cfg.model.image_tower)))
+
+
 def score_run(cfg: ScoreConfig) -> RunDir:
     """Score `cfg.input` into the run directory `cfg.out`, holding its lock (one writer per run).
 
     A run that stops with an error is marked failed (config.json status, progress.json stage) before
     the error goes on; a killed one keeps status "running" without a lock holder. Either way only a
     run whose status is "complete" counts as complete (RunDir.is_complete)."""
+    cfg = resolve_media(cfg)
     distributed = init_distributed()
     rank, _ = dist_info()
     run = RunDir(cfg.out)
@@ -210,6 +224,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
                           seed=cfg.train.seed, projection_per_modality=cfg.projection_per_modality)
 
     final = {**base_config, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
+             "confidence": scores.attrs["confidence"],
              "n_skipped": int(decoded.errors["id"].nunique()) if len(decoded.errors) else 0,
              "models": {name: {"trained_on": sorted(set(assignment.roles[idx])), "n_train": int(len(idx)),
                                **{k: v for k, v in stats.items() if k != "key"}}
@@ -244,11 +259,14 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
     From each model's CMC terms and clean embeddings (rows in `ids` order): scores.parquet with the
     baselines, diagnostics/sim_in.npy and sim_out.npy, and projection.parquet from `projection_model`'s
     embeddings (None: no projection). `logit_scales` (model -> exp of the learned temperature) feed the loss
-    baseline; None leaves that column out. Returns the scores table.
+    baseline; None leaves that column out. Returns the scores table, with the run's confidence figure
+    (confidence.heldout_confidence) in its attrs["confidence"].
     """
     with stages("score"):
         scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales,
                                               heldout_rows=True)
+        # how far the scores can be trusted; pandas keeps attrs in the Parquet schema's metadata
+        scores.attrs["confidence"] = heldout_confidence(clean, assignment.heldout, modalities=modalities)
         run.write_scores(scores)
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)

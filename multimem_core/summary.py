@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .confidence import format_confidence
 from .diagnose import auroc_table, score_columns
 from .run import RunDir
 
@@ -31,6 +32,7 @@ def summarize(run: RunDir) -> dict:
     }
     if scores is None:
         return out
+    out["confidence"] = cfg.get("confidence") or scores.attrs.get("confidence") or {}
     merged = scores.merge(samples[["id", "injected"]], on="id", how="left")
     merged["injected"] = merged["injected"].fillna("").astype(str)
     out["n_scored"] = int(len(scores))
@@ -73,6 +75,7 @@ def format_summary(s: dict) -> str:
     if s.get("timings"):
         total = sum(s["timings"].values())
         lines.append(f"time       {total:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
+    lines += format_confidence(s.get("confidence") or {})
     if "mean_by_role" in s:
         lines.append("\nmean MultiMem by role")
         for role, v in s["mean_by_role"].items():

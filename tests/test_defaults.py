@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ENGINE = {"epochs": TrainConfig.epochs, "batch_size": TrainConfig.batch_size, "lr": TrainConfig.lr,
           "weight_decay": TrainConfig.weight_decay, "seed": TrainConfig.seed, "image_size": MediaSpec.image_size,
           "frames": MediaSpec.video_frames, "audio_seconds": MediaSpec.audio_seconds, "views": ScoreConfig.views,
-          "device": ScoreConfig.device, "image_tower": ModelConfig.image_tower, "protocol": ProtocolConfig.name,
+          "device": ScoreConfig.device, "image_tower": ModelConfig.image_tower,
+          "text_tower": ModelConfig.text_tower, "image_views": ModelConfig.image_views, "protocol": ProtocolConfig.name,
           "folds": ProtocolConfig.folds, "heldout_frac": ProtocolConfig.heldout_frac}
 
 
@@ -64,5 +65,7 @@ def test_new_run_page_widgets_show_the_defaults(tmp_path, monkeypatch):
              "audio_seconds": at.number_input(key="newrun_audio_s").value,
              "seed": at.number_input(key="newrun_seed").value, "device": at.selectbox(key="newrun_device").value,
              "protocol": at.radio(key="newrun_protocol").value,
-             "image_tower": at.selectbox(key="newrun_image_tower").value}
+             "image_tower": at.selectbox(key="newrun_image_tower").value,
+             "text_tower": at.selectbox(key="newrun_text_tower").value}
+    shown["image_size"] = shown["image_size"] or None  # the page's 0 is "the tower's own", the engine's None
     assert shown == {k: ENGINE[k] for k in shown}

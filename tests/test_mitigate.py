@@ -259,7 +259,7 @@ def test_noisy_batches_leave_the_shared_temperature_alone(tmp_path, spec, trains
     from multimem_core.train import TrainConfig, train_model
 
     torch.manual_seed(0)
-    model = create_model(ModelConfig(image_size=16))
+    model = create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", image_size=16))
     n = 32
     data = {"image": torch.rand(n, 3, 16, 16),
             "text": model.towers["text"].prepare([f"shape number {i}" for i in range(n)])}

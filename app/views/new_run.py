@@ -19,8 +19,8 @@ from multimem_core import MODALITIES, launch
 from multimem_core.run import RunDir
 
 DEFAULT = launch.NewRun  # its field defaults are the engine's (multimem_core.config), as `multimem score` has them
-IMAGE_TOWERS = ["mm-tiny", "mm-small"]
-TEXT_TOWERS = {"": "same as the image tower", "minilm": "minilm (frozen MiniLM + projection)",
+IMAGE_TOWERS = ["efficientnet-lite0", "mm-tiny", "mm-small"]
+TEXT_TOWERS = {"minilm": "minilm (frozen MiniLM + projection)", "": "same as the image tower",
                "mm-tiny": "mm-tiny", "mm-small": "mm-small"}
 STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/sync:",
                "complete": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
@@ -175,12 +175,16 @@ with left:
     epochs = int(c3.number_input("Epochs", min_value=1, max_value=1000, value=DEFAULT.epochs, key="newrun_epochs"))
     c1, c2 = st.columns(2)
     image_tower = c1.selectbox("Image tower", IMAGE_TOWERS, index=IMAGE_TOWERS.index(DEFAULT.image_tower), key="newrun_image_tower",
-                               help="open_clip architecture for images and video frames")
-    text_tower = c2.selectbox("Text tower", list(TEXT_TOWERS), format_func=TEXT_TOWERS.get, key="newrun_text_tower")
+                               help="efficientnet-lite0: frozen pretrained features (shipped with the package) + a trained "
+                                    "projection; mm-tiny / mm-small: open_clip towers trained from scratch")
+    text_tower = c2.selectbox("Text tower", list(TEXT_TOWERS), index=list(TEXT_TOWERS).index(DEFAULT.text_tower),
+                              format_func=TEXT_TOWERS.get, key="newrun_text_tower")
 with right:
     with st.expander("More options"):
         views = int(st.number_input("Augmented views per sample", 1, 64, DEFAULT.views, key="newrun_views"))
-        image_size = int(st.number_input("Image size (px)", 8, 256, DEFAULT.image_size, step=8, key="newrun_image_size"))
+        # 0: the image tower's own size (DEFAULT.image_size None), as `multimem score` decides it
+        image_size = int(st.number_input("Image size (px, 0: the tower's own)", 0, 512, DEFAULT.image_size or 0,
+                                         step=8, key="newrun_image_size")) or None
         batch_size = int(st.number_input("Batch size", 2, 4096, DEFAULT.batch_size, key="newrun_batch"))
         frames = int(st.number_input("Video frames", 1, 64, DEFAULT.frames, key="newrun_frames"))
         audio_seconds = float(st.number_input("Audio seconds", 0.1, 30.0, DEFAULT.audio_seconds, step=0.5, key="newrun_audio_s"))

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import common
 from multimem_core import diagnose
+from multimem_core.confidence import format_confidence
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 PAPER_ORDER = {"contrib__text": 0, "contrib__video": 1, "contrib__image": 2, "contrib__audio": 3}
@@ -110,6 +111,12 @@ c[3].metric("Skipped", f"{data.errors['id'].nunique():,}", help="Samples whose m
 c[4].metric("Injected", f"{int((t['injected'] != '').sum()):,}" if data.has_injected else "unknown",
             help="Known misalignments (built-in datasets only)")
 c[5].metric("Flagged noisy", f"{sum(1 for v in labels.values() if v == 'noisy'):,}")
+
+confidence_lines = format_confidence(cfg.get("confidence") or {})
+if len(confidence_lines) > 1:  # the figure is below its threshold: say so before any score is read
+    st.warning(confidence_lines[1].removeprefix("WARNING: "), icon=":material/warning:")
+if confidence_lines:
+    st.caption(confidence_lines[0].replace("confidence ", "Confidence: ", 1))
 
 if n_scored == 0:
     st.info("This run has no scores yet. When the engine finishes scoring, this page fills in by itself on "

@@ -155,6 +155,7 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                               projection_model=next(iter(models)) if cfg.projection else None, seed=cfg.seed)
         run.write_config({
             **base, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
+            "confidence": scores.attrs["confidence"],
             "n_skipped": int(len(errors)), "seconds": round(time.perf_counter() - t0, 2),
             "models": {name: {"source": str(model.folder.resolve()), "views": model.n_views, "dim": model.dim,
                               "trained_on": sorted(set(assignment.roles[assignment.train_sets[name]])),

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig  # noqa: F401 (re-exported: its old home)
+from .frozen_image import FROZEN_IMAGE_ENCODERS, FrozenImageTower, is_frozen_image
 from .towers import AudioTower, FrozenTextTower, ImageTower, OpenClipTextTower, VideoTower
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -49,21 +50,28 @@ def build_clip(name: str, *, embed_dim: int | None = None, image_size: int | Non
                pretrained: str | None = None) -> nn.Module:
     """An open_clip model with its text tower as a module (`.text`), so each tower can be taken apart.
 
-    With `pretrained`, the local checkpoint is loaded (weights_only=True); open_clip converts a standard
-    CLIP state dict to this layout itself.
+    With `pretrained`, a local checkpoint is loaded (weights_only=True); open_clip converts a standard
+    CLIP state dict to this layout itself. An open_clip pretrained tag (`openai`, `laion2b_s34b_b79k`, ...)
+    downloads from the model hub, so it works only on a machine that reaches it.
     """
     import open_clip
 
     arch = architecture(name)
     if pretrained is not None:
-        if not Path(pretrained).is_file():
-            raise FileNotFoundError(f"--pretrained {pretrained}: no such file (pretrained tags that download "
-                                    "from a hub are not supported here; give a local checkpoint path)")
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not Path(pretrained).is_file() and pretrained not in tags:
+            raise FileNotFoundError(f"--pretrained {pretrained}: no such file, nor an open_clip pretrained tag of "
+                                    f"{name} ({', '.join(tags) or 'it has none'})")
         if embed_dim not in (None, arch["embed_dim"]):
             raise ValueError(f"the checkpoint of {name} fixes embed_dim={arch['embed_dim']}; leave it unset")
         kwargs = {"force_image_size": image_size} if image_size else {}
-        return open_clip.create_model(name, pretrained=pretrained, force_custom_text=True,
-                                      weights_only=True, **kwargs)
+        try:
+            return open_clip.create_model(name, pretrained=pretrained, force_custom_text=True,
+                                          weights_only=True, **kwargs)
+        except OSError as e:  # a tag whose weights could not be fetched (no network, no hub)
+            raise FileNotFoundError(f"--pretrained {pretrained}: the weights of this open_clip tag could not "
+                                    f"be fetched ({e}); download them where a hub is reachable and give the "
+                                    "local file instead") from e
     cfg = dict(arch, embed_dim=embed_dim or arch["embed_dim"])
     cfg["vision_cfg"] = dict(arch["vision_cfg"], image_size=image_size or arch["vision_cfg"]["image_size"])
     cfg.pop("custom_text", None)
@@ -96,25 +104,35 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
     unknown = set(mods) - {"image", "text", "audio", "video"}
     if unknown or len(mods) < 2:
         raise ValueError(f"modalities must be ≥ 2 of image, text, audio, video; got {mods}")
-    arch = architecture(cfg.image_tower)
+    frozen_image = is_frozen_image(cfg.image_tower, cfg.freeze_image)
+    # the open_clip architecture of the trained towers (text, video frames) when the image tower is not one
+    clip_arch = "mm-tiny" if cfg.image_tower in FROZEN_IMAGE_ENCODERS else cfg.image_tower
+    arch = architecture(clip_arch)
     embed_dim = cfg.embed_dim or arch["embed_dim"]
-    image_size = cfg.image_size or arch["vision_cfg"]["image_size"]
+    native_size = arch["vision_cfg"]["image_size"]
+    image_size = native_size if frozen_image else (cfg.image_size or native_size)
     towers: dict[str, nn.Module] = {}
-    clip = build_clip(cfg.image_tower, embed_dim=embed_dim, image_size=image_size, pretrained=cfg.pretrained)
+    clip = None if frozen_image else build_clip(cfg.image_tower, embed_dim=embed_dim, image_size=image_size,
+                                                pretrained=cfg.pretrained)
 
     if "image" in mods:
-        towers["image"] = ImageTower(clip.visual, image_size)
+        towers["image"] = (FrozenImageTower.create(cfg.image_tower, embed_dim, pretrained=cfg.pretrained,
+                                                   views=cfg.image_views)
+                           if frozen_image else ImageTower(clip.visual, image_size))
     if "text" in mods:
         if cfg.text_tower in FROZEN_TEXT_ENCODERS or Path(cfg.text_tower).exists():
             towers["text"] = FrozenTextTower.create(cfg.text_tower, embed_dim)
         else:
-            text_clip = clip if cfg.text_tower == cfg.image_tower else build_clip(cfg.text_tower, embed_dim=embed_dim)
+            same = cfg.text_tower == cfg.image_tower
+            text_clip = clip if same and clip is not None else build_clip(
+                cfg.text_tower, embed_dim=embed_dim, pretrained=cfg.pretrained if same else None)
             towers["text"] = OpenClipTextTower(text_clip.text, text_clip.text.context_length)
     if "audio" in mods:
         towers["audio"] = AudioTower(embed_dim, sample_rate=cfg.audio_sample_rate)
     if "video" in mods:
         # Its own copy of the image architecture: moving frames are not the still images' distribution.
-        frame_visual = copy.deepcopy(clip.visual)
+        frame_visual = copy.deepcopy(clip.visual) if clip is not None else build_clip(
+            clip_arch, embed_dim=embed_dim, image_size=image_size).visual
         towers["video"] = VideoTower(ImageTower(frame_visual, image_size), embed_dim, cfg.video_frames)
     ordered = {m: towers[m] for m in ("image", "text", "audio", "video") if m in towers}
     return MultiTowerModel(ordered, embed_dim, cfg.init_temperature)

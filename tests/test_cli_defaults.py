@@ -1,0 +1,39 @@
+"""The built-in demos keep the configuration they were measured with when `multimem score`'s defaults move.
+
+tests/data/demo_configs_before_issue11.json holds both demos' resolved configs computed once from the code
+before the defaults moved to pretrained towers (issue 11)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from multimem_core import cli
+
+BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
+# options added since, at the values that leave a run as it was
+ADDED = {"model": {"freeze_image": False, "image_views": 4}}
+
+
+def resolved(dataset: str) -> tuple[int, dict]:
+    args = cli.build_parser().parse_args(["demo", "--dataset", dataset])
+    cli.apply_demo_profile(args)
+    return args.samples, json.loads(json.dumps(cli.score_config(args, "IN", "OUT").to_dict()))
+
+
+@pytest.mark.parametrize("dataset", ["emoji", "shapes"])
+def test_demo_configs_are_unchanged(dataset):
+    samples, config = resolved(dataset)
+    expected = json.loads(json.dumps(BEFORE[dataset]["config"]))
+    for section, fields in ADDED.items():
+        expected[section].update(fields)
+    assert samples == BEFORE[dataset]["samples"]
+    assert config == expected
+
+
+def test_score_defaults_use_pretrained_towers():
+    args = cli.build_parser().parse_args(["score", "x.csv", "--out", "o"])
+    model = cli.score_config(args, "x.csv", "o").model
+    assert (model.image_tower, model.text_tower) == ("efficientnet-lite0", "minilm")

