@@ -37,7 +37,7 @@ def score_config_of(run: RunDir) -> ScoreConfig:
     proto["paper_shares"] = tuple(proto.get("paper_shares", (0.5, 0.25, 0.25)))
     model = dict(c["model"])
     return ScoreConfig(
-        input=c["input"], out=str(run.path), modalities=list(c["modalities"]), keys=ColumnKeys(**c["keys"]),
+        input=str(run.input_path), out=str(run.path), modalities=list(c["modalities"]), keys=ColumnKeys(**c["keys"]),
         protocol=ProtocolConfig(**proto), model=ModelConfig(**model), train=TrainConfig(**train),
         media=MediaSpec(**c["media"]), augmentations=int(c.get("augmentations", 8)),
         chunk_size=int(c.get("chunk_size", 256)), projection=False, device=c.get("device", "auto"),

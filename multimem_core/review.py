@@ -1,42 +1,31 @@
-"""Flags and export: the reviewer's decisions and the cleaned dataset they lead to.
+"""Flags and tags: the reviewer's decisions (the cleaned dataset they lead to is multimem_core.export).
 
 Flags live in RUN/review.sqlite (WAL). Every click is one row, committed before the click returns;
 undo is a new row that points at the decision it cancels, so history is never rewritten and a killed
 app loses nothing that was committed. Several app sessions (or the CLI) may write at once: SQLite
 serialises the writers, and nobody updates or deletes a row, so nobody overwrites anybody.
-
-Export has one implementation, used by the dashboard and by `multimem export`: pick the ids to drop
-with a `DropRule`, then write either the cleaned manifest in the input's own format and columns (an
-open_clip training CSV comes back as an open_clip training CSV) or the list of removed ids.
-No Streamlit import here.
+Tags (free words beyond noisy / ok / unsure, several per sample) are kept the same way, one row per
+added or removed tag. No Streamlit import here.
 """
 
 from __future__ import annotations
 
 import getpass
-import io
-import json
 import os
+import re
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
-import numpy as np
 import pandas as pd
 
-# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
-from multimem_core.diagnose import LOWER_IS_WORSE
-from multimem_core.run import RunDir, atomic_write_bytes
+from multimem_core.run import RunDir
 
 LABELS = ("noisy", "ok", "unsure")
-
-MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
-ID_FORMATS = ("ids", "ids-csv", "npy")
-SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shards.write_shards)
-FORMATS = MANIFEST_FORMATS + (SHARD_FORMAT,) + ID_FORMATS
+TAG_PATTERN = re.compile(r"^[\w][\w .:/+-]{0,39}$")  # a short word or phrase: letters, digits, a few signs
 
 
 class ReviewError(ValueError):
@@ -48,10 +37,6 @@ def default_reviewer() -> str:
         return getpass.getuser()
     except Exception:  # no login name in some containers
         return os.environ.get("USER", "reviewer")
-
-
-def lower_is_worse(column: str) -> bool:
-    return column in LOWER_IS_WORSE
 
 
 # --- flags -------------------------------------------------------------------------------------------
@@ -69,6 +54,15 @@ CREATE TABLE IF NOT EXISTS decisions (
     source     TEXT NOT NULL DEFAULT ''   -- where the click came from: samples, detail, map, cli
 );
 CREATE INDEX IF NOT EXISTS decisions_sample ON decisions(sample_id);
+CREATE TABLE IF NOT EXISTS tags (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    sample_id  TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    action     TEXT NOT NULL CHECK (action IN ('add', 'remove')),
+    reviewer   TEXT NOT NULL,
+    created_at TEXT NOT NULL    -- ISO 8601, UTC
+);
+CREATE INDEX IF NOT EXISTS tags_sample ON tags(sample_id);
 """
 
 
@@ -178,6 +172,41 @@ class ReviewStore:
     def flagged_ids(self, label: str = "noisy") -> list[str]:
         return sorted(sid for sid, lab in self.labels().items() if lab == label)
 
+    # -- tags -----------------------------------------------------------------------------------------
+    def tag(self, sample_ids: str | Iterable[str], tag: str, *, reviewer: str, remove: bool = False) -> int:
+        """Add (or remove) a free tag on samples, one row each, in one transaction; returns the row count."""
+        tag = str(tag).strip()
+        if not TAG_PATTERN.match(tag):
+            raise ReviewError(f"tag {tag!r} is not usable: up to 40 letters, digits, spaces or . : / + -, "
+                              "starting with a letter or digit")
+        if not str(reviewer).strip():
+            raise ReviewError("reviewer name is empty; type your name in the sidebar")
+        ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
+        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), _now()) for sid in ids]
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO tags (sample_id, tag, action, reviewer, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def tags(self) -> dict[str, tuple[str, ...]]:
+        """sample_id -> its current tags (those whose latest row adds them), sorted."""
+        if not self.path.is_file():
+            return {}
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT t.sample_id, t.tag FROM tags t WHERE t.action = 'add' AND t.seq = (SELECT MAX(u.seq) "
+                "FROM tags u WHERE u.sample_id = t.sample_id AND u.tag = t.tag)").fetchall()
+        out: dict[str, list[str]] = {}
+        for sid, tag in rows:
+            out.setdefault(sid, []).append(tag)
+        return {sid: tuple(sorted(tags)) for sid, tags in out.items()}
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -186,236 +215,3 @@ def _now() -> str:
 def _empty_history() -> pd.DataFrame:
     return pd.DataFrame(columns=["seq", "sample_id", "action", "label", "reason", "reviewer", "created_at",
                                  "undoes", "source", "undone_by"])
-
-
-# --- which ids to drop -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DropRule:
-    """flagged (label noisy) | top (the n most suspicious by `score`) | above / below (score vs threshold)
-    | ids (an explicit list, e.g. the dashboard's current selection)."""
-
-    kind: str
-    n: int | None = None
-    threshold: float | None = None
-    score: str = "multimem"
-    ids: tuple[str, ...] = field(default_factory=tuple)
-
-    def describe(self) -> str:
-        if self.kind == "flagged":
-            return "samples flagged as noisy"
-        if self.kind == "top":
-            end = "lowest" if lower_is_worse(self.score) else "highest"
-            return f"the {self.n} samples with the {end} {self.score}"
-        if self.kind in ("above", "below"):
-            return f"samples with {self.score} {'>' if self.kind == 'above' else '<'} {self.threshold:g}"
-        return f"{len(self.ids)} selected samples"
-
-
-def parse_drop_rule(text: str, *, score: str = "multimem") -> DropRule:
-    """'flagged' | 'top:N' | 'above:T' | 'below:T' (the CLI's --drop)."""
-    kind, _, value = text.strip().partition(":")
-    kind = kind.lower()
-    try:
-        if kind == "flagged" and not value:
-            return DropRule("flagged", score=score)
-        if kind == "top":
-            n = int(value)
-            if n < 0:
-                raise ValueError
-            return DropRule("top", n=n, score=score)
-        if kind in ("above", "below"):
-            return DropRule(kind, threshold=float(value), score=score)
-    except ValueError:
-        pass
-    raise ReviewError(f"--drop {text!r} is not a rule; use flagged, top:N (e.g. top:100), above:T or below:T "
-                      "(e.g. above:0.2)")
-
-
-def ids_to_drop(run: RunDir, rule: DropRule, *, store: ReviewStore | None = None,
-                scores: pd.DataFrame | None = None) -> list[str]:
-    """The ids the rule removes: score rules most suspicious first, flagged and explicit ids sorted."""
-    if rule.kind == "flagged":
-        return (store or ReviewStore.for_run(run)).flagged_ids("noisy")
-    if rule.kind == "ids":
-        known = set(run.samples()["id"].astype(str))
-        unknown = [i for i in rule.ids if i not in known]
-        if unknown:
-            raise ReviewError(f"{len(unknown)} selected ids are not in {run.samples_path} (e.g. {unknown[0]!r})")
-        return sorted(set(rule.ids))
-    scores = run.scores() if scores is None else scores
-    if scores is None:
-        raise ReviewError(f"{run.path} has no scores.parquet yet: score the run before dropping by score")
-    if rule.score not in scores.columns:
-        cols = [c for c in scores.columns if c not in ("id", "role")]
-        raise ReviewError(f"no score column {rule.score!r} in {run.scores_path}; choose one of {', '.join(cols)}")
-    values = scores[rule.score].to_numpy(dtype=np.float64)
-    ids = scores["id"].astype(str).to_numpy()
-    ok = np.isfinite(values)
-    ids, values = ids[ok], values[ok]
-    sign = -1.0 if lower_is_worse(rule.score) else 1.0
-    order = np.argsort(-sign * values, kind="stable")  # most suspicious first
-    if rule.kind == "top":
-        return ids[order[: rule.n]].tolist()
-    if rule.kind == "above":
-        keep = values[order] > rule.threshold
-    elif rule.kind == "below":
-        keep = values[order] < rule.threshold
-    else:
-        raise ReviewError(f"unknown drop rule {rule.kind!r}")
-    return ids[order][keep].tolist()
-
-
-# --- export --------------------------------------------------------------------------------------------
-
-@dataclass
-class Export:
-    data: bytes
-    format: str
-    dropped: list[str]
-    kept: int  # rows in the cleaned manifest (for id formats: samples not dropped)
-    total: int
-    suffix: str
-    source: str  # what the rows came from: the original manifest file or samples.parquet
-    table: pd.DataFrame | None = None  # shards only: the kept samples, written by write_export
-    root: str = ""  # shards only: the folder the table's media paths / shard references are under
-
-    def summary(self) -> str:
-        return f"dropped {len(self.dropped)} of {self.total} samples, kept {self.kept} ({self.format})"
-
-
-def manifest_info(run: RunDir) -> dict:
-    return run.config().get("manifest") or {}
-
-
-def default_format(run: RunDir, out: str | Path | None = None) -> str:
-    """From the output's suffix when it says (.txt ids, .npy, .jsonl, ...), else the input's own format."""
-    suffix = Path(out).suffix.lower() if out else ""
-    by_suffix = {".txt": "ids", ".npy": "npy", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
-                 ".parquet": "parquet"}
-    input_format = manifest_info(run).get("format")
-    if suffix == ".csv" and input_format == "tsv":
-        return "tsv"  # an open_clip "csv" that is tab-separated keeps its tabs
-    if suffix in by_suffix:
-        return by_suffix[suffix]
-    if input_format == "webdataset":
-        return SHARD_FORMAT  # shards in, shards out
-    return input_format if input_format in MANIFEST_FORMATS else "csv"
-
-
-def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
-                 store: ReviewStore | None = None) -> Export:
-    fmt = format or default_format(run)
-    if fmt not in FORMATS:
-        raise ReviewError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    dropped = ids_to_drop(run, rule, store=store)
-    samples = run.samples()
-    total = len(samples)
-    drop_set = set(dropped)
-    kept = int((~samples["id"].astype(str).isin(drop_set)).sum())
-    if fmt == "ids":
-        data = "".join(f"{i}\n" for i in dropped).encode()
-        return Export(data, fmt, dropped, kept, total, ".txt", "drop rule")
-    if fmt == "ids-csv":
-        data = _removed_table(run, dropped, rule).to_csv(index=False).encode()
-        return Export(data, fmt, dropped, kept, total, ".csv", "drop rule")
-    if fmt == "npy":
-        buf = io.BytesIO()
-        # DataComp-style: a sorted array of the removed ids (unicode, loads without allow_pickle).
-        np.save(buf, np.array(sorted(dropped), dtype=str), allow_pickle=False)
-        return Export(buf.getvalue(), fmt, dropped, kept, total, ".npy", "drop rule")
-    if fmt == SHARD_FORMAT:
-        # The run's samples (shard references or media paths) minus the dropped; write_export copies the
-        # media into new shards. Samples that failed to decode are not in samples.parquet, so not exported.
-        table = samples.loc[~samples["id"].astype(str).isin(drop_set)].reset_index(drop=True)
-        return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
-                      root=str(run.dataset_root))
-    table, source = cleaned_manifest(run, drop_set)
-    return Export(_encode_table(table, fmt), fmt, dropped, len(table), total, "." + fmt, source)
-
-
-def write_export(export: Export, out: str | Path) -> Path:
-    out = Path(out).expanduser()
-    if export.format == SHARD_FORMAT:  # `out` is a folder of .tar shards
-        from multimem_core.data.shards import write_shards
-
-        try:
-            write_shards(export.table, export.root, out)
-        except (ValueError, OSError) as e:
-            raise ReviewError(f"cannot write shards into {out}: {e}") from e
-        return out
-    atomic_write_bytes(out, export.data)
-    return out
-
-
-def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule) -> pd.DataFrame:
-    df = pd.DataFrame({"id": list(dropped)})
-    scores = run.scores()
-    if scores is not None and rule.score in scores.columns:
-        df = df.merge(scores[["id", rule.score]].astype({"id": str}), on="id", how="left")
-    return df
-
-
-def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, str]:
-    """The input manifest without the dropped rows, with the input's own column names.
-
-    Re-reads the original file when it is still there, so every column survives (also ones the engine
-    ignored); otherwise rebuilds the table from samples.parquet with the original names."""
-    info = manifest_info(run)
-    samples = run.samples()
-    samples["id"] = samples["id"].astype(str)
-    path = Path(info["path"]) if info.get("path") else None
-    if path is not None and not path.is_absolute():
-        path = run.dataset_root / path
-    fmt = info.get("format")
-    if path is not None and path.is_file() and fmt in MANIFEST_FORMATS:
-        original = _read_original(path, fmt)
-        drop_rows = set(samples.loc[samples["id"].isin(drop), "row"].astype(int))
-        if len(original) < len(samples):
-            raise ReviewError(f"{path} has {len(original)} rows but the run has {len(samples)} samples: the "
-                              "manifest changed after the run; export with --format ids instead")
-        keep = np.array([i not in drop_rows for i in range(len(original))])
-        return original[keep].reset_index(drop=True), str(path)
-    source_columns = info.get("source_columns") or {}
-    # the original names in the order the engine recorded them (the file's own order is gone with it)
-    standard = list(source_columns) or ["id", "image", "text", "audio", "video", "label", "injected"]
-    cols = [c for c in standard if c in samples.columns]
-    table = samples.loc[~samples["id"].isin(drop), cols].rename(columns=source_columns)
-    return table.reset_index(drop=True), str(run.samples_path)
-
-
-def _read_original(path: Path, fmt: str) -> pd.DataFrame:
-    if fmt in ("csv", "tsv"):
-        text = path.read_bytes().decode("utf-8-sig")
-        header = text.split("\n", 1)[0]
-        # the same rule the manifest reader uses: open_clip "csv" files are often tab-separated
-        sep = "\t" if fmt == "tsv" or header.count("\t") > header.count(",") else ","
-        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-        df.attrs["sep"] = sep
-        return df
-    if fmt == "jsonl":
-        text = path.read_bytes().decode("utf-8-sig")
-        if text.lstrip().startswith("["):
-            records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return pd.DataFrame.from_records(records).astype(object)
-    return pd.read_parquet(path)
-
-
-def _encode_table(table: pd.DataFrame, fmt: str) -> bytes:
-    if fmt in ("csv", "tsv"):
-        sep = table.attrs.get("sep", "\t" if fmt == "tsv" else ",")
-        if fmt == "tsv":
-            sep = "\t"
-        return table.to_csv(index=False, sep=sep).encode()
-    if fmt == "jsonl":
-        lines = []
-        for rec in table.to_dict(orient="records"):
-            # drop keys a record never had (from.records fills them with NaN)
-            rec = {k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))}
-            lines.append(json.dumps(rec, ensure_ascii=False, default=str))
-        return ("\n".join(lines) + "\n").encode() if lines else b""
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
-    return buf.getvalue()

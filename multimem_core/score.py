@@ -31,7 +31,7 @@ from .data.media import MediaSpec
 from .metric import CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
 from .models.factory import ModelConfig, create_model
 from .protocol import Assignment, ProtocolConfig, assign
-from .run import HELDOUT, RunDir, atomic_save_npy
+from .run import HELDOUT, RunDir, atomic_save_npy, stored_paths
 from .train import TrainConfig, dist_info, init_distributed, select, train_model
 
 
@@ -295,10 +295,12 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     with stages("read"):
         source = read_input(cfg)
     modalities = list(cfg.modalities or source.modalities)
+    # absolute, and relative to the run: the dashboard and `mitigate` may start anywhere (RunDir.stored_path)
+    paths = stored_paths(run.path, input=cfg.input, dataset_root=source.root, manifest=source.path)
     base_config = {
         **cfg.to_dict(), "modalities": modalities, "status": "running", "versions": package_versions(),
-        "dataset_root": str(source.root),
-        "manifest": {"path": str(source.path), "format": source.format, "sha256": source.sha256,
+        "input": paths["input"], "dataset_root": paths["dataset_root"], "paths_from_run": paths["paths_from_run"],
+        "manifest": {"path": paths["manifest"], "format": source.format, "sha256": source.sha256,
                      "source_columns": source.source_columns},
         "dataset": _dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

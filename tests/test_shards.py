@@ -219,7 +219,7 @@ def test_rewriting_shards_copies_every_member(dataset, tmp_path):
 
 
 def test_scores_on_shards_equal_scores_on_the_manifest(dataset, tmp_path):
-    from multimem_core.review import DropRule, build_export, default_format, write_export
+    from multimem_core.export import DropRule, build_export, default_format, write_export
     from multimem_core.score import score_run
 
     manifest, folder, _ = dataset

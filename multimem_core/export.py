@@ -1,0 +1,304 @@
+"""Export: the cleaned dataset the reviewer's decisions (or a score rule) lead to. No Streamlit import here.
+
+One implementation, used by the dashboard and by `multimem export`: pick the ids to drop with a
+`DropRule`, then write either the cleaned manifest in the input's own format and columns (an open_clip
+training CSV comes back as an open_clip training CSV) or the list of removed ids. A written manifest's
+media paths are rebased so that they open from the folder it is written into (or made absolute).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
+from multimem_core.diagnose import LOWER_IS_WORSE
+from multimem_core.review import ReviewError, ReviewStore
+from multimem_core.run import RunDir, atomic_write_bytes
+
+MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+ID_FORMATS = ("ids", "ids-csv", "npy")
+SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shards.write_shards)
+FORMATS = MANIFEST_FORMATS + (SHARD_FORMAT,) + ID_FORMATS
+MEDIA_MODALITIES = ("image", "audio", "video")
+
+
+def lower_is_worse(column: str) -> bool:
+    return column in LOWER_IS_WORSE
+
+
+# --- which ids to drop -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DropRule:
+    """flagged (label noisy) | top (the n most suspicious by `score`) | above / below (score vs threshold)
+    | ids (an explicit list, e.g. the dashboard's current selection)."""
+
+    kind: str
+    n: int | None = None
+    threshold: float | None = None
+    score: str = "multimem"
+    ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        if self.kind == "flagged":
+            return "samples flagged as noisy"
+        if self.kind == "top":
+            end = "lowest" if lower_is_worse(self.score) else "highest"
+            return f"the {self.n} samples with the {end} {self.score}"
+        if self.kind in ("above", "below"):
+            return f"samples with {self.score} {'>' if self.kind == 'above' else '<'} {self.threshold:g}"
+        return f"{len(self.ids)} selected samples"
+
+
+def parse_drop_rule(text: str, *, score: str = "multimem") -> DropRule:
+    """'flagged' | 'top:N' | 'above:T' | 'below:T' (the CLI's --drop)."""
+    kind, _, value = text.strip().partition(":")
+    kind = kind.lower()
+    try:
+        if kind == "flagged" and not value:
+            return DropRule("flagged", score=score)
+        if kind == "top":
+            n = int(value)
+            if n < 0:
+                raise ValueError
+            return DropRule("top", n=n, score=score)
+        if kind in ("above", "below"):
+            return DropRule(kind, threshold=float(value), score=score)
+    except ValueError:
+        pass
+    raise ReviewError(f"--drop {text!r} is not a rule; use flagged, top:N (e.g. top:100), above:T or below:T "
+                      "(e.g. above:0.2)")
+
+
+def ids_to_drop(run: RunDir, rule: DropRule, *, store: ReviewStore | None = None,
+                scores: pd.DataFrame | None = None) -> list[str]:
+    """The ids the rule removes: score rules most suspicious first, flagged and explicit ids sorted."""
+    if rule.kind == "flagged":
+        return (store or ReviewStore.for_run(run)).flagged_ids("noisy")
+    if rule.kind == "ids":
+        known = set(run.samples()["id"].astype(str))
+        unknown = [i for i in rule.ids if i not in known]
+        if unknown:
+            raise ReviewError(f"{len(unknown)} selected ids are not in {run.samples_path} (e.g. {unknown[0]!r})")
+        return sorted(set(rule.ids))
+    scores = run.scores() if scores is None else scores
+    if scores is None:
+        raise ReviewError(f"{run.path} has no scores.parquet yet: score the run before dropping by score")
+    if rule.score not in scores.columns:
+        cols = [c for c in scores.columns if c not in ("id", "role")]
+        raise ReviewError(f"no score column {rule.score!r} in {run.scores_path}; choose one of {', '.join(cols)}")
+    values = scores[rule.score].to_numpy(dtype=np.float64)
+    ids = scores["id"].astype(str).to_numpy()
+    ok = np.isfinite(values)
+    ids, values = ids[ok], values[ok]
+    sign = -1.0 if lower_is_worse(rule.score) else 1.0
+    order = np.argsort(-sign * values, kind="stable")  # most suspicious first
+    if rule.kind == "top":
+        return ids[order[: rule.n]].tolist()
+    if rule.kind == "above":
+        keep = values[order] > rule.threshold
+    elif rule.kind == "below":
+        keep = values[order] < rule.threshold
+    else:
+        raise ReviewError(f"unknown drop rule {rule.kind!r}")
+    return ids[order][keep].tolist()
+
+
+# --- export --------------------------------------------------------------------------------------------
+
+@dataclass
+class Export:
+    data: bytes
+    format: str
+    dropped: list[str]
+    kept: int  # rows in the cleaned manifest (for id formats: samples not dropped)
+    total: int
+    suffix: str
+    source: str  # what the rows came from: the original manifest file or samples.parquet
+    # manifests and shards: the kept rows, and the folder their media paths / shard references are under
+    table: pd.DataFrame | None = None
+    root: str = ""
+    media_columns: tuple[str, ...] = ()  # manifests: the columns that hold media paths (the input's own names)
+
+    def summary(self) -> str:
+        return f"dropped {len(self.dropped)} of {self.total} samples, kept {self.kept} ({self.format})"
+
+
+def manifest_info(run: RunDir) -> dict:
+    return run.config().get("manifest") or {}
+
+
+def default_format(run: RunDir, out: str | Path | None = None) -> str:
+    """From the output's suffix when it says (.txt ids, .npy, .jsonl, ...), else the input's own format."""
+    suffix = Path(out).suffix.lower() if out else ""
+    by_suffix = {".txt": "ids", ".npy": "npy", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
+                 ".parquet": "parquet"}
+    input_format = manifest_info(run).get("format")
+    if suffix == ".csv" and input_format == "tsv":
+        return "tsv"  # an open_clip "csv" that is tab-separated keeps its tabs
+    if suffix in by_suffix:
+        return by_suffix[suffix]
+    if input_format == "webdataset":
+        return SHARD_FORMAT  # shards in, shards out
+    return input_format if input_format in MANIFEST_FORMATS else "csv"
+
+
+def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
+                 store: ReviewStore | None = None) -> Export:
+    fmt = format or default_format(run)
+    if fmt not in FORMATS:
+        raise ReviewError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    dropped = ids_to_drop(run, rule, store=store)
+    samples = run.samples()
+    total = len(samples)
+    drop_set = set(dropped)
+    kept = int((~samples["id"].astype(str).isin(drop_set)).sum())
+    if fmt == "ids":
+        data = "".join(f"{i}\n" for i in dropped).encode()
+        return Export(data, fmt, dropped, kept, total, ".txt", "drop rule")
+    if fmt == "ids-csv":
+        data = _removed_table(run, dropped, rule).to_csv(index=False).encode()
+        return Export(data, fmt, dropped, kept, total, ".csv", "drop rule")
+    if fmt == "npy":
+        buf = io.BytesIO()
+        # DataComp-style: a sorted array of the removed ids (unicode, loads without allow_pickle).
+        np.save(buf, np.array(sorted(dropped), dtype=str), allow_pickle=False)
+        return Export(buf.getvalue(), fmt, dropped, kept, total, ".npy", "drop rule")
+    if fmt == SHARD_FORMAT:
+        # The run's samples (shard references or media paths) minus the dropped; write_export copies the
+        # media into new shards. Samples that failed to decode are not in samples.parquet, so not exported.
+        table = samples.loc[~samples["id"].astype(str).isin(drop_set)].reset_index(drop=True)
+        return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
+                      root=str(run.dataset_root))
+    table, source = cleaned_manifest(run, drop_set)
+    names = manifest_info(run).get("source_columns") or {}
+    media = tuple(c for c in (names.get(m, m) for m in MEDIA_MODALITIES) if c in table.columns)
+    root = str(run.dataset_root)
+    # `data` is what a browser downloads to a folder nobody knows: absolute paths open from anywhere here
+    data = _encode_table(rebase_media_paths(table, media, root=root, to=None), fmt)
+    return Export(data, fmt, dropped, len(table), total, "." + fmt, source, table=table, root=root,
+                  media_columns=media)
+
+
+def write_export(export: Export, out: str | Path, *, absolute_paths: bool = False) -> Path:
+    """Write the export to `out`. A cleaned manifest's media paths are rewritten relative to the folder of
+    `out` (absolute with `absolute_paths`), so that they open from where the file is written."""
+    out = Path(out).expanduser()
+    if export.format in MANIFEST_FORMATS and export.table is not None:
+        to = None if absolute_paths else out.resolve().parent
+        table = rebase_media_paths(export.table, export.media_columns, root=export.root, to=to)
+        atomic_write_bytes(out, _encode_table(table, export.format))
+        return out
+    if export.format == SHARD_FORMAT:  # `out` is a folder of .tar shards
+        from multimem_core.data.shards import write_shards
+
+        try:
+            write_shards(export.table, export.root, out)
+        except (ValueError, OSError) as e:
+            raise ReviewError(f"cannot write shards into {out}: {e}") from e
+        return out
+    atomic_write_bytes(out, export.data)
+    return out
+
+
+def rebase_media_paths(table: pd.DataFrame, columns: Sequence[str], *, root: str | Path,
+                       to: str | Path | None) -> pd.DataFrame:
+    """A copy of `table` whose media cells (paths relative to `root`) resolve from the folder `to`, or are
+    absolute when `to` is None. Empty cells, URLs and absolute paths stay as they are; a WebDataset
+    reference "shard.tar#key.jpg" has its shard part rebased."""
+    root = Path(root).expanduser().resolve()
+    out = table.copy()
+    out.attrs = dict(table.attrs)  # the separator of an open_clip CSV
+
+    def rebase(value):
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+        path, hash_, member = text.partition("#") if ".tar#" in text else (text, "", "")
+        if not path.strip() or "://" in path or Path(path).expanduser().is_absolute():
+            return value
+        full = root / path
+        return (str(full) if to is None else os.path.relpath(full, Path(to))) + hash_ + member
+
+    for c in columns:
+        out[c] = out[c].map(rebase)
+    return out
+
+
+def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule) -> pd.DataFrame:
+    df = pd.DataFrame({"id": list(dropped)})
+    scores = run.scores()
+    if scores is not None and rule.score in scores.columns:
+        df = df.merge(scores[["id", rule.score]].astype({"id": str}), on="id", how="left")
+    return df
+
+
+def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, str]:
+    """The input manifest without the dropped rows, with the input's own column names.
+
+    Re-reads the original file when it is still there, so every column survives (also ones the engine
+    ignored); otherwise rebuilds the table from samples.parquet with the original names."""
+    info = manifest_info(run)
+    samples = run.samples()
+    samples["id"] = samples["id"].astype(str)
+    path = run.stored_path("manifest") if info.get("path") else None
+    if path is not None and not path.exists() and not Path(info["path"]).is_absolute():
+        path = run.dataset_root / info["path"]  # a name relative to the dataset's folder (hand-made runs)
+    fmt = info.get("format")
+    if path is not None and path.is_file() and fmt in MANIFEST_FORMATS:
+        original = _read_original(path, fmt)
+        drop_rows = set(samples.loc[samples["id"].isin(drop), "row"].astype(int))
+        if len(original) < len(samples):
+            raise ReviewError(f"{path} has {len(original)} rows but the run has {len(samples)} samples: the "
+                              "manifest changed after the run; export with --format ids instead")
+        keep = np.array([i not in drop_rows for i in range(len(original))])
+        return original[keep].reset_index(drop=True), str(path)
+    source_columns = info.get("source_columns") or {}
+    # the original names in the order the engine recorded them (the file's own order is gone with it)
+    standard = list(source_columns) or ["id", "image", "text", "audio", "video", "label", "injected"]
+    cols = [c for c in standard if c in samples.columns]
+    table = samples.loc[~samples["id"].isin(drop), cols].rename(columns=source_columns)
+    return table.reset_index(drop=True), str(run.samples_path)
+
+
+def _read_original(path: Path, fmt: str) -> pd.DataFrame:
+    if fmt in ("csv", "tsv"):
+        text = path.read_bytes().decode("utf-8-sig")
+        header = text.split("\n", 1)[0]
+        # the same rule the manifest reader uses: open_clip "csv" files are often tab-separated
+        sep = "\t" if fmt == "tsv" or header.count("\t") > header.count(",") else ","
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        df.attrs["sep"] = sep
+        return df
+    if fmt == "jsonl":
+        text = path.read_bytes().decode("utf-8-sig")
+        if text.lstrip().startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return pd.DataFrame.from_records(records).astype(object)
+    return pd.read_parquet(path)
+
+
+def _encode_table(table: pd.DataFrame, fmt: str) -> bytes:
+    if fmt in ("csv", "tsv"):
+        sep = table.attrs.get("sep", "\t" if fmt == "tsv" else ",")
+        if fmt == "tsv":
+            sep = "\t"
+        return table.to_csv(index=False, sep=sep).encode()
+    if fmt == "jsonl":
+        lines = []
+        for rec in table.to_dict(orient="records"):
+            # drop keys a record never had (from.records fills them with NaN)
+            rec = {k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))}
+            lines.append(json.dumps(rec, ensure_ascii=False, default=str))
+        return ("\n".join(lines) + "\n").encode() if lines else b""
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
