@@ -81,33 +81,84 @@ def weakest_pair(sim: np.ndarray, modalities: Sequence[str]) -> tuple[str, str, 
 
 
 def weakest_pair_sentence(sim: np.ndarray, modalities: Sequence[str], *, margin: float = 0.1) -> str:
-    """Say in words which modality disagrees: "audio disagrees with image and text".
+    """Say in words which modality disagrees: "audio disagrees with image and text" (reason_sentences)."""
+    return reason_sentences(np.asarray(sim)[None], modalities, margin=margin)[0]
+
+
+def reason_sentences(sims: np.ndarray, modalities: Sequence[str], *, margin: float = 0.1) -> list[str]:
+    """Per sample of `sims` [N, n, n], in words, which modality disagrees with the others.
 
     With three or more modalities, the odd one out is the modality whose mean similarity to the others
     is lowest; it "disagrees with" every modality it is less similar to than the other pairs are on
     average, minus `margin`. If no single modality stands out, the weakest pair is named instead.
+    Vectorised over samples: a 100,000-sample run takes about a second.
     """
-    s = np.asarray(sim, dtype=np.float64)
+    s = np.asarray(sims, dtype=np.float64)
     n = len(modalities)
-    a, b, weakest = weakest_pair(s, modalities)
+    if s.ndim != 3 or s.shape[1:] != (n, n) or n < 2:
+        raise ValueError(f"similarity matrices of shape {s.shape}: the shape does not match {n} modalities {list(modalities)}")
+    iu = np.triu_indices(n, k=1)
+    pairs = s[:, iu[0], iu[1]]
+    k = np.argmin(pairs, axis=1)
+    a, b, weakest = iu[0][k], iu[1][k], pairs[np.arange(len(s)), k]
     if n == 2:
-        return f"{a} and {b} agree (similarity {weakest:.2f})" if weakest >= 0.5 else \
-            f"{a} and {b} disagree (similarity {weakest:.2f})"
+        return [f"{modalities[0]} and {modalities[1]} {'agree' if w >= 0.5 else 'disagree'} (similarity {w:.2f})"
+                for w in weakest]
     off = ~np.eye(n, dtype=bool)
-    row_mean = np.where(off, s, 0).sum(axis=1) / (n - 1)
-    odd = int(np.argmin(row_mean))
-    others = [j for j in range(n) if j != odd]
-    rest = s[np.ix_(others, others)][~np.eye(n - 1, dtype=bool)]
-    reference = float(rest.mean())  # how well the other modalities agree among themselves
-    against = [modalities[j] for j in others if s[odd, j] < reference - margin - 1e-9]
-    if against:
-        return (f"{modalities[odd]} disagrees with {_and_list(against)} "
-                f"(similarity {np.mean([s[odd, modalities.index(m)] for m in against]):.2f} vs "
-                f"{reference:.2f} among the others)")
-    spread = float(s[off].max() - s[off].min())
-    if spread < margin:
-        return f"no modality stands out (similarities {s[off].min():.2f} to {s[off].max():.2f})"
-    return f"the weakest pair is {a} and {b} (similarity {weakest:.2f})"
+    row_mean = np.where(off, s, 0).sum(axis=2) / (n - 1)
+    odd = np.argmin(row_mean, axis=1)
+    others = np.arange(n)[None, :] != odd[:, None]  # [N, n]
+    among = others[:, :, None] & others[:, None, :] & off
+    reference = (s * among).sum(axis=(1, 2)) / among.sum(axis=(1, 2))  # how the others agree among themselves
+    odd_row = s[np.arange(len(s)), odd]  # [N, n]
+    against = others & (odd_row < reference[:, None] - margin - 1e-9)
+    count = against.sum(axis=1)
+    against_mean = np.where(against, odd_row, 0).sum(axis=1) / np.maximum(count, 1)
+    off_values = s[:, off]
+    low, high = off_values.min(axis=1), off_values.max(axis=1)
+    out = []
+    for i in range(len(s)):
+        if count[i]:
+            names = [modalities[j] for j in np.flatnonzero(against[i])]
+            out.append(f"{modalities[odd[i]]} disagrees with {_and_list(names)} "
+                       f"(similarity {against_mean[i]:.2f} vs {reference[i]:.2f} among the others)")
+        elif high[i] - low[i] < margin:
+            out.append(f"no modality stands out (similarities {low[i]:.2f} to {high[i]:.2f})")
+        else:
+            out.append(f"the weakest pair is {modalities[a[i]]} and {modalities[b[i]]} (similarity {weakest[i]:.2f})")
+    return out
+
+
+# --- the reason per sample, cached in the run ----------------------------------------------------------
+
+REASONS_FILE = "reasons.parquet"  # in RUN/diagnostics/: id, reason
+
+
+def write_reasons(run) -> pd.DataFrame:
+    """Every scored sample's reason under the model that never trained on it (diagnostics/sim_out.npy),
+    into RUN/diagnostics/reasons.parquet (atomically). Called by the scoring pipeline, or lazily by
+    `reasons`. A run without similarity matrices (imported scores) gets an empty table."""
+    from multimem_core.run import atomic_write_parquet
+
+    sims = run.similarity_matrices()
+    scores = run.scores()
+    if sims is None or scores is None or len(scores) != len(sims[1]):
+        table = pd.DataFrame({"id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
+    else:
+        table = pd.DataFrame({"id": scores["id"].astype(str).to_numpy(),
+                              "reason": reason_sentences(np.asarray(sims[1]), run.modalities)})
+    atomic_write_parquet(run.diagnostics_dir / REASONS_FILE, table)
+    return table
+
+
+def reasons(run) -> pd.DataFrame:
+    """RUN/diagnostics/reasons.parquet, computed and written first if it is absent or older than the
+    similarity matrices it is made from."""
+    path = run.diagnostics_dir / REASONS_FILE
+    source = run.diagnostics_dir / "sim_out.npy"
+    if path.is_file() and (not source.is_file() or path.stat().st_mtime_ns >= source.stat().st_mtime_ns):
+        return pd.read_parquet(path)
+    return write_reasons(run)
 
 
 # --- cross-modal neighbours ---------------------------------------------------------------------------

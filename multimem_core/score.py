@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, diagnose
 from .augment import AugmentConfig, augment_batch
 from .data.manifest import ColumnKeys
 from .data.media import MediaSpec
@@ -432,6 +432,7 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
         atomic_save_npy(run.diagnostics_dir / "sim_out.npy", sim_out)
+        diagnose.write_reasons(run)  # the one-line reason every card and table row shows
     if projection_model is not None:
         with stages("projection"):
             run.write_projection(projection_table(ids, clean[projection_model], modalities, seed=seed,
