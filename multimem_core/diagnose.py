@@ -147,7 +147,10 @@ def write_reasons(run) -> pd.DataFrame:
     else:
         table = pd.DataFrame({"id": scores["id"].astype(str).to_numpy(),
                               "reason": reason_sentences(np.asarray(sims[1]), run.modalities)})
-    atomic_write_parquet(run.diagnostics_dir / REASONS_FILE, table)
+    try:
+        atomic_write_parquet(run.diagnostics_dir / REASONS_FILE, table)
+    except OSError:  # a read-only run (shared, archived): use the reasons without caching them
+        pass
     return table
 
 
@@ -258,23 +261,52 @@ def score_columns(scores: pd.DataFrame) -> list[str]:
     return head + [c for c in scores.columns if c.startswith(SCORE_PREFIXES)]
 
 
+# Plain names and one-line help for every score column: the one home the dashboard and the summary read.
+SCORE_NAMES = {
+    "multimem": ("memorized (MultiMem)",
+                 "memorized: the model that trained on it aligns its modalities much better than one that did not "
+                 "(agreement in − agreement out). High = memorized."),
+    "cmc_in": ("agreement, models that trained on it",
+               "How well its modalities agree (CMC) under the models that trained on it. Low = even training "
+               "did not make them agree."),
+    "cmc_out": ("agreement, model that never saw it",
+                "How well its modalities agree (CMC) under the model that never trained on it. Low = its "
+                "modalities contradict each other: likely a wrong pairing."),
+    "base__cosine": ("cosine, trained model (baseline)",
+                     "Mean cosine similarity of its modalities under a model that trained on it. Low = misaligned."),
+    "base__clipmem": ("image–text memorized (CLIPMem baseline)",
+                      "MultiMem on image and text only, as CLIPMem measures it. High = its caption was memorized."),
+    "base__loss": ("training loss (baseline)",
+                   "Its contrastive loss under a model that trained on it. High = hard or noisy."),
+}
+
+
 def score_label(column: str) -> str:
-    """A human name for a score column."""
-    if column == "multimem":
-        return "MultiMem"
-    if column == "cmc_in":
-        return "CMC, models that saw it"
-    if column == "cmc_out":
-        return "CMC, model that did not"
+    """A plain name for a score column."""
+    if column in SCORE_NAMES:
+        return SCORE_NAMES[column][0]
     if column.startswith("pair__"):
         a, b = column[len("pair__"):].split("__")
-        return f"pair {a}–{b}"
+        return f"memorized, {a}–{b} only"
     if column.startswith("contrib__"):
-        return f"contribution of {column[len('contrib__'):]}"
+        return f"driven by {column[len('contrib__'):]}"
     if column.startswith("base__"):
-        return {"base__cosine": "baseline: cosine", "base__clipmem": "baseline: CLIPMem (image–text)",
-                "base__loss": "baseline: loss"}.get(column, "baseline: " + column[len("base__"):])
+        return f"{column[len('base__'):]} (baseline)"
     return column
+
+
+def score_help(column: str) -> str:
+    """What a score column measures and what a high value means, in a sentence or two."""
+    if column in SCORE_NAMES:
+        return SCORE_NAMES[column][1]
+    if column.startswith("pair__"):
+        a, b = column[len("pair__"):].split("__")
+        return (f"MultiMem on its {a} and {b} alone. High = the model memorized the pairing of this {a} with "
+                f"this {b}.")
+    if column.startswith("contrib__"):
+        m = column[len("contrib__"):]
+        return f"How much its MultiMem drops when {m} is left out. High = {m} is what makes it memorized."
+    return f"A score imported with the run ({column})."
 
 
 def suspicion(scores: pd.DataFrame, column: str) -> np.ndarray:
@@ -335,7 +367,7 @@ def pair_vs_all(scores: pd.DataFrame, *, mask: np.ndarray | None = None) -> pd.D
     for c in cols:
         v = sub[c].to_numpy(dtype=np.float64)
         v = v[np.isfinite(v)]
-        rows.append({"score": c, "name": "all modalities" if c == "multimem" else score_label(c)[5:],
+        rows.append({"score": c, "name": "all modalities" if c == "multimem" else "–".join(c.split("__")[1:]),
                      "mean": float(v.mean()) if len(v) else np.nan,
                      "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0})
     return pd.DataFrame(rows, columns=["score", "name", "mean", "sem"])
