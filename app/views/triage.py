@@ -44,10 +44,12 @@ def queue(data: common.RunData) -> tuple[list[str], str]:
     options = common.score_options(data)
     score = c2.selectbox("Score", options, format_func=diagnose.score_label, key="triage_score",
                          index=options.index("multimem") if "multimem" in options else 0)
-    n = int(c3.number_input("N", min_value=1, max_value=len(t), value=min(500, len(t)), step=50, key="triage_n"))
+    scored = int((data.score_row >= 0).sum())
+    n = int(c3.number_input("N", min_value=1, max_value=max(1, scored), value=min(500, max(1, scored)), step=50,
+                            key="triage_n", help=f"Up to the {scored:,} scored samples"))
     rows = common.sorted_rows(str(data.run.path), data.stamp, score, score in diagnose.LOWER_IS_WORSE)
     rows = rows[data.score_row[rows] >= 0][:n]
-    return t["id"].to_numpy()[rows].tolist(), f"the {n:,} most suspicious by {diagnose.score_label(score)}"
+    return t["id"].to_numpy()[rows].tolist(), f"the {len(rows):,} most suspicious by {diagnose.score_label(score)}"
 
 
 def order(data: common.RunData) -> np.ndarray:
@@ -104,7 +106,7 @@ reviewed = sum(1 for s in ids if s in labels)
 st.progress(reviewed / len(ids), text=f"**{reviewed:,} of {len(ids):,} reviewed** · {common.plain(described)}")
 
 size = len(ids)
-nav = st.columns([1, 1, 1.2, 1.2, 1.2, 4])
+nav = st.columns([1.4, 1.1, 1.3, 1.1, 1.5, 3.4])
 nav[0].button("Previous", key="triage_prev", shortcut="K", on_click=move, args=(-1, size), width="stretch",
               disabled=pos == 0)
 nav[1].button("Next", key="triage_next", shortcut="J", on_click=move, args=(1, size), width="stretch",
