@@ -91,7 +91,7 @@ filtered, note = st.session_state.get(common.FILTERED), st.session_state.get(com
 if filtered is not None and note != "no filter" and st.toggle(f"Show the Samples filters: {note} "
                                                               f"({len(filtered):,} samples)", value=True,
                                                               key="map_use_filters"):
-    inside = np.isin(t["id"].to_numpy()[drawn["row"].to_numpy()], np.asarray(filtered, dtype=object))
+    inside = t["id"].iloc[drawn["row"].to_numpy()].isin(set(filtered)).to_numpy()
     rest = drawn[~inside]
     fig.add_trace(go.Scattergl(
         x=rest["x"], y=rest["y"], mode="markers", customdata=rest["row"], text=rest["hover"],
@@ -107,6 +107,7 @@ if colour in data.score_cols:
     lo, hi = (np.percentile(finite, [1, 99]) if len(finite) else (0, 1))
     fig.add_trace(go.Scattergl(
         x=drawn["x"], y=drawn["y"], mode="markers", customdata=drawn["row"], text=drawn["hover"],
+        name=f"in the Samples filters ({len(drawn):,})", showlegend=len(fig.data) > 0,
         marker=dict(size=size, color=np.nan_to_num(v, nan=lo), colorscale="Plasma",
                     cmin=lo, cmax=hi, colorbar=dict(title=diagnose.score_label(colour)), opacity=0.8),
         hovertemplate="%{text}<br>" + diagnose.score_label(colour) + " %{marker.color:+.3f}<extra></extra>"))
@@ -127,8 +128,7 @@ else:
 selection_now = st.session_state.get(common.SELECTION) or []
 if selection_now:
     # the selection (from the map, or rows picked in the Samples table) ringed, so it shows in both directions
-    ring = frame[frame["shown"] & np.isin(t["id"].to_numpy()[frame["row"].to_numpy()],
-                                         np.asarray(selection_now, dtype=object))]
+    ring = frame[frame["shown"].to_numpy() & t["id"].iloc[frame["row"].to_numpy()].isin(set(selection_now)).to_numpy()]
     fig.add_trace(go.Scattergl(x=ring["x"], y=ring["y"], mode="markers", customdata=ring["row"], text=ring["hover"],
                                name=f"selection ({len(selection_now):,})", hovertemplate="%{text}<extra>selected</extra>",
                                marker=dict(size=size + 7, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111"))))
@@ -137,12 +137,12 @@ fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t
                   title=dict(text=f"Map of the {'joint (all modalities)' if space == 'joint' else space} embedding "
                              f"({len(frame):,} samples): nearby points are samples the model embeds alike", x=0,
                              font=dict(size=15),
-                             subtitle=dict(text="" if len(drawn) == len(frame) else
-                                           f"{len(drawn):,} drawn: the {ALWAYS_DRAWN:,} most memorized and a random "
+                             subtitle=dict(text="" if frame["shown"].all() else
+                                           f"{int(frame['shown'].sum()):,} drawn: the {ALWAYS_DRAWN:,} most memorized and a random "
                                            "sample of the rest; a box or lasso selects every sample inside it",
                                            font=dict(size=12, color="#666"))),
                   xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
-                  legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+                  legend=dict(orientation="h", y=-0.02, yanchor="top", x=0, xanchor="left"))
 
 left, right = st.columns([4, 1], gap="medium")
 with left:
