@@ -139,7 +139,8 @@ def _load(path: str, stamp: tuple) -> RunData:
     text = table["text"].fillna("").astype(str).str.lower() if "text" in table.columns else pd.Series([""] * len(table))
     # the one-line reason, computed once per run (RUN/diagnostics/reasons.parquet), never per view
     reasons = diagnose.reasons(run)
-    table["reason"] = table["id"].map(dict(zip(reasons["id"].astype(str), reasons["reason"]))).fillna("")
+    reason_of = dict(zip(reasons["id"].astype(str), reasons["reason"]))
+    table["reason"] = [reason_of.get(i, "") for i in table["id"]]
     table["label"] = table["label"].fillna("").astype(str) if "label" in table.columns else ""
     return RunData(run=run, stamp=stamp, config=config, modalities=list(config["modalities"]),
                    protocol=protocol_name(config), table=table, score_cols=score_cols,

@@ -7,6 +7,7 @@ rows to show, in display order. Map and Triage reuse the result through the sess
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +70,9 @@ def caption_mask(captions: pd.Series, query: str, mode: str) -> np.ndarray:
             pattern = re.compile(query, re.IGNORECASE)
         except re.error as e:
             raise FilterError(f"the caption pattern {query!r} is not a regular expression: {e}") from e
-        return captions.str.contains(pattern, regex=True).to_numpy(dtype=bool)
+        with warnings.catch_warnings():  # pandas warns about groups in a pattern; a user's regex may have them
+            warnings.simplefilter("ignore", UserWarning)
+            return captions.str.contains(pattern, regex=True).to_numpy(dtype=bool)
     mask = np.ones(len(captions), dtype=bool)
     for word in query.lower().split():
         mask &= captions.str.contains(word, regex=False).to_numpy(dtype=bool)

@@ -3,7 +3,6 @@ manifests whose media paths open from where they are written."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
