@@ -45,7 +45,8 @@ def safe_media_path(root: str | Path, value: str) -> Path:
 def read_media(root: str | Path, value: str) -> tuple[bytes, str]:
     """(bytes, mime type) of a media file under `root`, or of a WebDataset member ("shard.tar#key.jpg")
     of a shard under `root`; MediaPathError as safe_media_path."""
-    from multimem_core.data.shards import ShardMemberError, is_member_ref, read_member
+    from multimem_core.data.shard_members import read_member
+    from multimem_core.data.shards import ShardMemberError, is_member_ref
 
     text = str(value or "").strip()
     if is_member_ref(text):

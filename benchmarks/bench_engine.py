@@ -32,7 +32,8 @@ def bench_training_loop(n: int = 512, epochs: int = 2, modalities=("image", "tex
     from multimem_core.data.media import MediaSpec
     from multimem_core.data.shapes import build_shapes
     from multimem_core.models.factory import ModelConfig, create_model
-    from multimem_core.train import TrainConfig, contrastive_loss, select, train_model
+    from multimem_core.inputs import select
+    from multimem_core.train import TrainConfig, contrastive_loss, train_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

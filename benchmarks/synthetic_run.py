@@ -12,7 +12,6 @@ embeddings the way the metric defines it. Media files are few (`n_media`) and sh
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
@@ -20,9 +19,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from multimem_core import MODALITIES
-from multimem_core.run import RunDir, contrib_column, pair_column
+from multimem_core.metric import CMCTerms, scores_from_terms
+from multimem_core.run import RunDir, pair_column
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 245), "yellow": (235, 220, 40),
            "magenta": (220, 50, 220), "cyan": (40, 220, 230)}
@@ -83,12 +84,6 @@ def _write_media(root: Path, n_media: int, modalities: Sequence[str], rng: np.ra
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _cmc(sim: np.ndarray, heldout: np.ndarray, idx: Sequence[int]) -> np.ndarray:
-    """CMC restricted to modalities `idx`: ½·mean of the sub-matrix − ½·held-out similarity, /n² via mean."""
-    sub = sim[:, idx][:, :, idx]
-    return 0.5 * sub.mean(axis=(1, 2)) - 0.5 * heldout
 
 
 def make_synthetic_run(path: str | Path, n: int, *, modalities: Sequence[str] = MODALITIES, seed: int = 0,
@@ -186,15 +181,13 @@ def make_synthetic_run(path: str | Path, n: int, *, modalities: Sequence[str] = 
     sim_in[:, eye] = 1.0
     sim_out[:, eye] = 1.0
     h = 0.02 * rng.normal(size=len(s_idx))
-    all_idx = list(range(len(modalities)))
-    cmc_in, cmc_out = _cmc(sim_in, h, all_idx), _cmc(sim_out, h, all_idx)
-    scores = pd.DataFrame({"id": ids[s_idx], "role": roles[s_idx], "multimem": cmc_in - cmc_out,
-                           "cmc_in": cmc_in, "cmc_out": cmc_out})
-    for a, b in itertools.combinations(all_idx, 2):
-        scores[pair_column(modalities[a], modalities[b])] = _cmc(sim_in, h, [a, b]) - _cmc(sim_out, h, [a, b])
-    for k, m in enumerate(modalities):
-        rest = [i for i in all_idx if i != k]
-        scores[contrib_column(m)] = scores["multimem"] - (_cmc(sim_in, h, rest) - _cmc(sim_out, h, rest))
+    # the metric's own terms: gram = the similarity matrix, cross = the same held-out similarity h for
+    # every modality pair (so that any subset's CMC has the second term h)
+    cross = torch.from_numpy(np.broadcast_to(h[:, None, None], sim_in.shape).astype(np.float32).copy())
+    cols = scores_from_terms(CMCTerms(torch.from_numpy(sim_in.astype(np.float32)), cross),
+                             CMCTerms(torch.from_numpy(sim_out.astype(np.float32)), cross), modalities=modalities)
+    scores = pd.DataFrame({"id": ids[s_idx], "role": roles[s_idx],
+                           **{k: v.numpy().astype(np.float64) for k, v in cols.items()}})
     if "image" in modalities and "text" in modalities:
         a, b = modalities.index("image"), modalities.index("text")
         scores["base__cosine"] = sim_in[:, a, b]

@@ -10,28 +10,12 @@ a seed, and a resumed training replays the same views.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    crop_scale: float = 0.9          # image/video: zoom in up to this fraction of the side
-    translate: float = 0.04          # image/video: shift up to this fraction of the side
-    hflip: bool = False              # only when captions say nothing about left and right
-    jitter: float = 0.1              # image/video: brightness/contrast ± this
-    token_dropout: float = 0.05      # text: drop this fraction of word tokens
-    feature_noise: float = 0.05      # text (frozen features): Gaussian noise σ
-    audio_gain_db: float = 6.0       # audio: gain ± this many dB
-    audio_shift: float = 0.1         # audio: circular shift up to this fraction of the clip
-    audio_noise: float = 0.005       # audio: additive noise σ
-    frame_jitter: int = 1            # video: each frame index moves by up to this many frames
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .config import AugmentConfig
 
 
 def _affine_grid(b: int, size: tuple[int, int], cfg: AugmentConfig, gen: torch.Generator) -> Tensor:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .inputs import select
 from .run import RunDir, atomic_write_json
-from .train import select
 
 EVALUATION_FILE = "evaluation.json"
 

@@ -1,9 +1,7 @@
-"""Export: the cleaned dataset the reviewer's decisions (or a score rule) lead to. No Streamlit import here.
-
-One implementation, used by the dashboard and by `multimem export`: pick the ids to drop with a
-`DropRule`, then write either the cleaned manifest in the input's own format and columns (an open_clip
-training CSV comes back as an open_clip training CSV) or the list of removed ids. A written manifest's
-media paths are rebased so that they open from the folder it is written into (or made absolute).
+"""Export has one implementation, used by the dashboard and by `multimem export`: pick the ids to drop with a
+review.DropRule, then write either the cleaned manifest in the input's own format and columns (an open_clip
+training CSV comes back as an open_clip training CSV), WebDataset shards, or the list of removed ids.
+No Streamlit import here.
 """
 
 from __future__ import annotations
@@ -11,108 +9,23 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
-from multimem_core.diagnose import LOWER_IS_WORSE
-from multimem_core.review import ReviewError, ReviewStore
+from multimem_core.review import DropRule, ReviewError, ReviewStore, ids_to_drop
 from multimem_core.run import RunDir, atomic_write_bytes
 
 MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ID_FORMATS = ("ids", "ids-csv", "npy")
-SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shards.write_shards)
+SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shard_writer.write_shards)
 FORMATS = MANIFEST_FORMATS + (SHARD_FORMAT,) + ID_FORMATS
 MEDIA_MODALITIES = ("image", "audio", "video")
 
 
-def lower_is_worse(column: str) -> bool:
-    return column in LOWER_IS_WORSE
-
-
-# --- which ids to drop -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DropRule:
-    """flagged (label noisy) | top (the n most suspicious by `score`) | above / below (score vs threshold)
-    | ids (an explicit list, e.g. the dashboard's current selection)."""
-
-    kind: str
-    n: int | None = None
-    threshold: float | None = None
-    score: str = "multimem"
-    ids: tuple[str, ...] = field(default_factory=tuple)
-
-    def describe(self) -> str:
-        if self.kind == "flagged":
-            return "samples flagged as noisy"
-        if self.kind == "top":
-            end = "lowest" if lower_is_worse(self.score) else "highest"
-            return f"the {self.n} samples with the {end} {self.score}"
-        if self.kind in ("above", "below"):
-            return f"samples with {self.score} {'>' if self.kind == 'above' else '<'} {self.threshold:g}"
-        return f"{len(self.ids)} selected samples"
-
-
-def parse_drop_rule(text: str, *, score: str = "multimem") -> DropRule:
-    """'flagged' | 'top:N' | 'above:T' | 'below:T' (the CLI's --drop)."""
-    kind, _, value = text.strip().partition(":")
-    kind = kind.lower()
-    try:
-        if kind == "flagged" and not value:
-            return DropRule("flagged", score=score)
-        if kind == "top":
-            n = int(value)
-            if n < 0:
-                raise ValueError
-            return DropRule("top", n=n, score=score)
-        if kind in ("above", "below"):
-            return DropRule(kind, threshold=float(value), score=score)
-    except ValueError:
-        pass
-    raise ReviewError(f"--drop {text!r} is not a rule; use flagged, top:N (e.g. top:100), above:T or below:T "
-                      "(e.g. above:0.2)")
-
-
-def ids_to_drop(run: RunDir, rule: DropRule, *, store: ReviewStore | None = None,
-                scores: pd.DataFrame | None = None) -> list[str]:
-    """The ids the rule removes: score rules most suspicious first, flagged and explicit ids sorted."""
-    if rule.kind == "flagged":
-        return (store or ReviewStore.for_run(run)).flagged_ids("noisy")
-    if rule.kind == "ids":
-        known = set(run.samples()["id"].astype(str))
-        unknown = [i for i in rule.ids if i not in known]
-        if unknown:
-            raise ReviewError(f"{len(unknown)} selected ids are not in {run.samples_path} (e.g. {unknown[0]!r})")
-        return sorted(set(rule.ids))
-    scores = run.scores() if scores is None else scores
-    if scores is None:
-        raise ReviewError(f"{run.path} has no scores.parquet yet: score the run before dropping by score")
-    if rule.score not in scores.columns:
-        cols = [c for c in scores.columns if c not in ("id", "role")]
-        raise ReviewError(f"no score column {rule.score!r} in {run.scores_path}; choose one of {', '.join(cols)}")
-    values = scores[rule.score].to_numpy(dtype=np.float64)
-    ids = scores["id"].astype(str).to_numpy()
-    ok = np.isfinite(values)
-    ids, values = ids[ok], values[ok]
-    sign = -1.0 if lower_is_worse(rule.score) else 1.0
-    order = np.argsort(-sign * values, kind="stable")  # most suspicious first
-    if rule.kind == "top":
-        return ids[order[: rule.n]].tolist()
-    if rule.kind == "above":
-        keep = values[order] > rule.threshold
-    elif rule.kind == "below":
-        keep = values[order] < rule.threshold
-    else:
-        raise ReviewError(f"unknown drop rule {rule.kind!r}")
-    return ids[order][keep].tolist()
-
-
-# --- export --------------------------------------------------------------------------------------------
 
 @dataclass
 class Export:
@@ -198,7 +111,7 @@ def write_export(export: Export, out: str | Path, *, absolute_paths: bool = Fals
         atomic_write_bytes(out, _encode_table(table, export.format))
         return out
     if export.format == SHARD_FORMAT:  # `out` is a folder of .tar shards
-        from multimem_core.data.shards import write_shards
+        from multimem_core.data.shard_writer import write_shards
 
         try:
             write_shards(export.table, export.root, out)

@@ -3,7 +3,7 @@
     RUN/job.json      what was started: the command, its process (group) id, when; `cancelled` once cancelled
     RUN/log.txt       everything the process printed
     RUN/exit_code     its exit status, written by the wrapper shell when it ends
-    RUN/progress.json what the engine is doing (stage, model, epoch, samples/s, time left), see score.Stages
+    RUN/progress.json what the engine is doing (stage, model, epoch, samples/s, time left), see run.Stages
 
 Nothing is kept in the browser session: a reload, a second tab or a restarted dashboard reads the same
 files and finds the job where it is. Inputs must lie under the data root (`multimem app --data-root`,
@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .config import MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
 from .run import RunDir, atomic_write_json
 
 ENV_DATA_ROOT = "MULTIMEM_DATA_ROOT"
@@ -118,23 +119,24 @@ class NewRun:
     input: str                              # manifest or shards folder (absolute, under the data root)
     out: str                                # the run directory
     modalities: list[str] = field(default_factory=list)  # empty: all the input has
-    protocol: str = "crossfit"
-    folds: int = 2
-    epochs: int = 20
-    image_tower: str = "mm-tiny"
+    # defaults: the engine's config dataclasses (multimem_core.config), as `multimem score` has them
+    protocol: str = ProtocolConfig.name
+    folds: int = ProtocolConfig.folds
+    epochs: int = TrainConfig.epochs
+    image_tower: str = ModelConfig.image_tower
     text_tower: str = ""                    # empty: same as the image tower
-    augmentations: int = 8
-    image_size: int = 32
-    batch_size: int = 128
-    frames: int = 8
-    audio_seconds: float = 1.0
-    seed: int = 0
-    device: str = "auto"
+    views: int = ScoreConfig.views
+    image_size: int = MediaSpec.image_size
+    batch_size: int = TrainConfig.batch_size
+    frames: int = MediaSpec.video_frames
+    audio_seconds: float = MediaSpec.audio_seconds
+    seed: int = TrainConfig.seed
+    device: str = ScoreConfig.device
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "multimem_core.cli", "score", self.input, "--out", self.out,
                "--protocol", self.protocol, "--epochs", str(self.epochs), "--image-tower", self.image_tower,
-               "--augmentations", str(self.augmentations), "--image-size", str(self.image_size),
+               "--views", str(self.views), "--image-size", str(self.image_size),
                "--batch-size", str(self.batch_size), "--frames", str(self.frames),
                "--audio-seconds", str(self.audio_seconds), "--seed", str(self.seed), "--device", self.device,
                "--quiet"]

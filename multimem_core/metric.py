@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,73 @@ def cmc_terms(views: Tensor, heldout_views: Tensor) -> CMCTerms:
     gram = torch.einsum("vimd,vind->imn", views, views) / views.shape[0]
     heldout_mean = heldout.mean(dim=(0, 1))                     # [n, d]: E_h Φ_h
     cross = torch.einsum("imd,nd->imn", views.mean(0), heldout_mean)
+    return CMCTerms(gram, cross)
+
+
+@dataclass(frozen=True)
+class HeldoutViews:
+    """What the H pass keeps of each H sample under one model: its view mean (all the second term needs)."""
+
+    own: Tensor    # [M, n, d]  E_aug[Φ_h] of each H sample
+
+    @property
+    def mean(self) -> Tensor:
+        """[n, d] E_h E_aug[Φ_h]: the second term's unrelated set."""
+        return self.own.sum(0) / len(self.own)
+
+
+def heldout_pass(embed_views: Callable[[np.ndarray, int], Tensor], heldout: np.ndarray, *, chunk: int,
+                 on_chunk: Callable[[np.ndarray, Tensor, bool], None] | None = None) -> HeldoutViews:
+    """Embed H in chunks (key -1 - s for the chunk at s) and keep each sample's view mean."""
+    own = None
+    for s in range(0, len(heldout), chunk):
+        v = embed_views(heldout[s:s + chunk], -1 - s)
+        if own is None:
+            own = torch.zeros(len(heldout), *v.shape[-2:])
+        own[s:s + chunk] = v.mean(0)
+        if on_chunk is not None:
+            on_chunk(heldout[s:s + chunk], v, True)
+    if own is None:
+        raise ValueError("no held-out samples: the CMC's second term needs H")
+    return HeldoutViews(own)
+
+
+def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: int, heldout: np.ndarray,
+                       chunk: int, on_chunk: Callable[[np.ndarray, Tensor, bool], None] | None = None) -> CMCTerms:
+    """gram and cross of all n samples under one model, embedded chunk by chunk (memory: one chunk).
+
+    embed_views(idx, key) returns the views of the samples at `idx`, [A, B, n_mod, d], L2-normalised;
+    `key` (-1 - s for the H pass, s for the pass over every sample) lets the caller seed the views of a
+    chunk so that they do not depend on the chunk order. H is embedded first (heldout_pass): its mean over
+    views and samples is all the second term needs. The held-out rule: an H sample's unrelated set is the
+    rest of H (its own H-pass views left out of the mean), not H with itself in it; with one H sample the
+    full mean stands. (A run saved with --save-views keeps both passes' views of H, so that re-importing
+    them reproduces H rows too.)
+    on_chunk(idx, views, heldout_pass) sees every chunk's views (to save them, to report progress).
+    """
+    is_heldout = np.zeros(n, dtype=bool)
+    is_heldout[heldout] = True
+    h_pos = np.full(n, -1)
+    h_pos[heldout] = np.arange(len(heldout))
+    h = heldout_pass(embed_views, heldout, chunk=chunk, on_chunk=on_chunk)
+    h_sum = h.own.sum(0)
+    h_mean = h_sum / len(heldout)
+
+    gram = cross = None
+    for s in range(0, n, chunk):
+        idx = np.arange(s, min(n, s + chunk))
+        v = embed_views(idx, s)
+        if gram is None:
+            gram = torch.zeros(n, v.shape[-2], v.shape[-2])
+            cross = torch.zeros(n, v.shape[-2], v.shape[-2])
+        gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
+        cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
+        own = is_heldout[idx]
+        if own.any() and len(heldout) > 1:
+            h_rest = (h_sum - h.own[h_pos[idx[own]]]) / (len(heldout) - 1)
+            cross[idx[own]] = torch.einsum("imd,ind->imn", v.mean(0)[own], h_rest)
+        if on_chunk is not None:
+            on_chunk(idx, v, False)
     return CMCTerms(gram, cross)
 
 

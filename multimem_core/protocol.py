@@ -9,34 +9,14 @@ H is in no training set and is never scored: it is the unrelated set of the CMC'
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
+from .config import PROTOCOLS, ProtocolConfig  # noqa: F401 (ProtocolConfig: re-exported, its old home)
 from .run import HELDOUT, fold_role
 
-PROTOCOLS = ("crossfit", "paper")
-
-
-@dataclass(frozen=True)
-class ProtocolConfig:
-    name: str = "crossfit"
-    folds: int = 2
-    heldout_frac: float = 0.1
-    # paper: shares of S_S, S_C, S_I (H takes heldout_frac first)
-    paper_shares: tuple[float, float, float] = (0.5, 0.25, 0.25)
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.name not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.name!r}: choose one of {', '.join(PROTOCOLS)}")
-        if self.name == "crossfit" and self.folds < 2:
-            raise ValueError("crossfit needs --folds 2 or more (each sample needs a model that did not see it)")
-        if not 0 < self.heldout_frac < 0.5:
-            raise ValueError("heldout_frac must lie in (0, 0.5)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -74,16 +54,32 @@ def assign(n: int, cfg: ProtocolConfig) -> Assignment:
     if cfg.name == "crossfit":
         for k, part in enumerate(np.array_split(rest, cfg.folds)):
             roles[part] = fold_role(k)
-        folds = [fold_role(k) for k in range(cfg.folds)]
-        train_sets = {f: np.flatnonzero(np.isin(roles, [g for g in folds if g != f])) for f in folds}
-        in_models = {f: [g for g in folds if g != f] for f in folds}
-        out_model = {f: f for f in folds}
-    else:
-        shares = np.asarray(cfg.paper_shares, dtype=float)
-        cuts = np.round(np.cumsum(shares / shares.sum()) * len(rest)).astype(int)[:-1]
-        s_s, s_c, s_i = np.split(rest, cuts)
-        roles[s_s], roles[s_c], roles[s_i] = "S_S", "S_C", "S_I"
-        train_sets = {"f": np.sort(np.concatenate([s_s, s_c])), "g": np.sort(np.concatenate([s_s, s_i]))}
+        return assignment_from_roles(roles, "crossfit", models=[fold_role(k) for k in range(cfg.folds)])
+    shares = np.asarray(cfg.paper_shares, dtype=float)
+    cuts = np.round(np.cumsum(shares / shares.sum()) * len(rest)).astype(int)[:-1]
+    s_s, s_c, s_i = np.split(rest, cuts)
+    roles[s_s], roles[s_c], roles[s_i] = "S_S", "S_C", "S_I"
+    return assignment_from_roles(roles, "paper")
+
+
+def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str] = ("f", "g")) -> Assignment:
+    """Who trains on what and which models score whom, from each sample's role (the protocol's rules).
+
+    paper: f trains on S_S ∪ S_C, g on S_S ∪ S_I; S_C and S_S are scored f − g, S_I g − f.
+    crossfit: a sample's role is the name of the one model in `models` that did not train on it.
+    `assign` splits a dataset this way; the importers apply the same rules to roles given in a file.
+    """
+    roles = np.asarray(roles).astype(str)
+    if name == "paper":
+        train_sets = {"f": np.flatnonzero(np.isin(roles, ["S_S", "S_C"])),
+                      "g": np.flatnonzero(np.isin(roles, ["S_S", "S_I"]))}
         in_models = {"S_C": ["f"], "S_I": ["g"], "S_S": ["f"]}
         out_model = {"S_C": "g", "S_I": "f", "S_S": "g"}
-    return Assignment(roles.astype(str), train_sets, in_models, out_model)
+    elif name == "crossfit":
+        models = list(models)
+        train_sets = {f: np.flatnonzero(~np.isin(roles, [f, HELDOUT])) for f in models}
+        in_models = {f: [g for g in models if g != f] for f in models}
+        out_model = {f: f for f in models}
+    else:
+        raise ValueError(f"unknown protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")
+    return Assignment(roles, train_sets, in_models, out_model)

@@ -15,14 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .augment import AugmentConfig
-from .data.manifest import ColumnKeys
-from .data.media import MediaSpec
-from .models.factory import ModelConfig, MultiTowerModel, create_model
-from .protocol import Assignment, ProtocolConfig, assign
+from .config import AugmentConfig, ColumnKeys, MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
+from .inputs import decode, prepare_cached, read_input
+from .models.factory import MultiTowerModel, create_model
+from .protocol import Assignment, assign
 from .run import RunDir, RunDirError
-from .score import ScoreConfig, _decode, prepare_cached, read_input, resolve_device
-from .train import TrainConfig
+from .train import resolve_device
 
 
 def score_config_of(run: RunDir) -> ScoreConfig:
@@ -39,7 +37,7 @@ def score_config_of(run: RunDir) -> ScoreConfig:
     return ScoreConfig(
         input=str(run.input_path), out=str(run.path), modalities=list(c["modalities"]), keys=ColumnKeys(**c["keys"]),
         protocol=ProtocolConfig(**proto), model=ModelConfig(**model), train=TrainConfig(**train),
-        media=MediaSpec(**c["media"]), augmentations=int(c.get("augmentations", 8)),
+        media=MediaSpec(**c["media"]), views=int(c.get("views", c.get("augmentations", ScoreConfig.views))),
         chunk_size=int(c.get("chunk_size", 256)), projection=False, device=c.get("device", "auto"),
     )
 
@@ -109,11 +107,11 @@ def load_run_inputs(run: RunDir, *, progress: bool = False) -> RunInputs:
     """Decode (from RUN/cache when it is there) and prepare the run's data exactly as score_run did."""
     cfg = score_config_of(run)
     try:
-        source = read_input(cfg)
+        source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
     except FileNotFoundError as e:
         raise RunDirError(f"the input of {run.path} ({cfg.input}) cannot be read: {e}. Evaluation and "
                           "mitigation re-read the dataset; put it back where the run found it") from e
-    decoded = _decode(source, cfg.modalities, cfg.media, run.cache_dir, progress)
+    decoded = decode(source, cfg.modalities, cfg.media, run.cache_dir, progress=progress)
     samples = run.samples()
     ids = list(decoded.ids)
     if ids != samples["id"].astype(str).tolist():

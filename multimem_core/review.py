@@ -1,11 +1,12 @@
-"""Flags and tags: the reviewer's decisions (the cleaned dataset they lead to is multimem_core.export).
+"""Flags and export: the reviewer's decisions and the cleaned dataset they lead to.
 
 Flags live in RUN/review.sqlite (WAL). Every click is one row, committed before the click returns;
 undo is a new row that points at the decision it cancels, so history is never rewritten and a killed
 app loses nothing that was committed. Several app sessions (or the CLI) may write at once: SQLite
 serialises the writers, and nobody updates or deletes a row, so nobody overwrites anybody.
-Tags (free words beyond noisy / ok / unsure, several per sample) are kept the same way, one row per
-added or removed tag. No Streamlit import here.
+
+Which ids to drop is a `DropRule` (flagged, top N, above or below a threshold); export.py writes what is
+left. No Streamlit import here.
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ import os
 import re
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
+# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
+from multimem_core.diagnose import LOWER_IS_WORSE
 from multimem_core.run import RunDir
 
 LABELS = ("noisy", "ok", "unsure")
 TAG_PATTERN = re.compile(r"^[\w][\w .:/+-]{0,39}$")  # a short word or phrase: letters, digits, a few signs
+
 
 
 class ReviewError(ValueError):
@@ -37,6 +42,10 @@ def default_reviewer() -> str:
         return getpass.getuser()
     except Exception:  # no login name in some containers
         return os.environ.get("USER", "reviewer")
+
+
+def lower_is_worse(column: str) -> bool:
+    return column in LOWER_IS_WORSE
 
 
 # --- flags -------------------------------------------------------------------------------------------
@@ -208,6 +217,7 @@ class ReviewStore:
         return {sid: tuple(sorted(tags)) for sid, tags in out.items()}
 
 
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -215,3 +225,81 @@ def _now() -> str:
 def _empty_history() -> pd.DataFrame:
     return pd.DataFrame(columns=["seq", "sample_id", "action", "label", "reason", "reviewer", "created_at",
                                  "undoes", "source", "undone_by"])
+
+
+# --- which ids to drop -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DropRule:
+    """flagged (label noisy) | top (the n most suspicious by `score`) | above / below (score vs threshold)
+    | ids (an explicit list, e.g. the dashboard's current selection)."""
+
+    kind: str
+    n: int | None = None
+    threshold: float | None = None
+    score: str = "multimem"
+    ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> str:
+        if self.kind == "flagged":
+            return "samples flagged as noisy"
+        if self.kind == "top":
+            end = "lowest" if lower_is_worse(self.score) else "highest"
+            return f"the {self.n} samples with the {end} {self.score}"
+        if self.kind in ("above", "below"):
+            return f"samples with {self.score} {'>' if self.kind == 'above' else '<'} {self.threshold:g}"
+        return f"{len(self.ids)} selected samples"
+
+
+def parse_drop_rule(text: str, *, score: str = "multimem") -> DropRule:
+    """'flagged' | 'top:N' | 'above:T' | 'below:T' (the CLI's --drop)."""
+    kind, _, value = text.strip().partition(":")
+    kind = kind.lower()
+    try:
+        if kind == "flagged" and not value:
+            return DropRule("flagged", score=score)
+        if kind == "top":
+            n = int(value)
+            if n < 0:
+                raise ValueError
+            return DropRule("top", n=n, score=score)
+        if kind in ("above", "below"):
+            return DropRule(kind, threshold=float(value), score=score)
+    except ValueError:
+        pass
+    raise ReviewError(f"--drop {text!r} is not a rule; use flagged, top:N (e.g. top:100), above:T or below:T "
+                      "(e.g. above:0.2)")
+
+
+def ids_to_drop(run: RunDir, rule: DropRule, *, store: ReviewStore | None = None,
+                scores: pd.DataFrame | None = None) -> list[str]:
+    """The ids the rule removes: score rules most suspicious first, flagged and explicit ids sorted."""
+    if rule.kind == "flagged":
+        return (store or ReviewStore.for_run(run)).flagged_ids("noisy")
+    if rule.kind == "ids":
+        known = set(run.samples()["id"].astype(str))
+        unknown = [i for i in rule.ids if i not in known]
+        if unknown:
+            raise ReviewError(f"{len(unknown)} selected ids are not in {run.samples_path} (e.g. {unknown[0]!r})")
+        return sorted(set(rule.ids))
+    scores = run.scores() if scores is None else scores
+    if scores is None:
+        raise ReviewError(f"{run.path} has no scores.parquet yet: score the run before dropping by score")
+    if rule.score not in scores.columns:
+        cols = [c for c in scores.columns if c not in ("id", "role")]
+        raise ReviewError(f"no score column {rule.score!r} in {run.scores_path}; choose one of {', '.join(cols)}")
+    values = scores[rule.score].to_numpy(dtype=np.float64)
+    ids = scores["id"].astype(str).to_numpy()
+    ok = np.isfinite(values)
+    ids, values = ids[ok], values[ok]
+    sign = -1.0 if lower_is_worse(rule.score) else 1.0
+    order = np.argsort(-sign * values, kind="stable")  # most suspicious first
+    if rule.kind == "top":
+        return ids[order[: rule.n]].tolist()
+    if rule.kind == "above":
+        keep = values[order] > rule.threshold
+    elif rule.kind == "below":
+        keep = values[order] < rule.threshold
+    else:
+        raise ReviewError(f"unknown drop rule {rule.kind!r}")
+    return ids[order][keep].tolist()

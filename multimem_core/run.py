@@ -21,6 +21,7 @@ Writes go to a temporary name and are renamed, so a reader never sees half a fil
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import os
 import time
 from dataclasses import dataclass
@@ -266,3 +267,23 @@ class RunDir:
 
     def write_progress(self, **fields: Any) -> None:
         atomic_write_json(self.progress_path, {"updated": time.time(), "pid": os.getpid(), **fields})
+
+
+class Stages:
+    """Times each stage into RUN/timings.json and reports it in RUN/progress.json."""
+
+    def __init__(self, run: RunDir, enabled: bool):
+        self.run, self.enabled = run, enabled
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.enabled:
+            self.run.write_progress(stage=name)
+        t = time.perf_counter()
+        yield
+        if self.enabled:
+            self.run.record_timing(name, time.perf_counter() - t)
+
+    def report(self, **fields):
+        if self.enabled:
+            self.run.write_progress(**fields)

@@ -10,13 +10,8 @@ stream to .npy memmaps, and per sample only two n×n matrices per model are kept
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,46 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, diagnose
-from .augment import AugmentConfig, augment_batch
-from .data.manifest import ColumnKeys
-from .data.media import MediaSpec
-from .metric import CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms
+from .config import AugmentConfig, ScoreConfig  # noqa: F401 (ScoreConfig re-exported: its old home)
+from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
+from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
+                     streamed_cmc_terms)
 from .models.factory import ModelConfig, create_model
-from .protocol import Assignment, ProtocolConfig, assign
-from .run import HELDOUT, RunDir, atomic_save_npy, stored_paths
-from .train import TrainConfig, dist_info, init_distributed, select, train_model
-
-
-@dataclass
-class ScoreConfig:
-    input: str                                  # manifest file or folder of WebDataset shards
-    out: str
-    modalities: list[str] | None = None         # None: every modality the input has
-    keys: ColumnKeys = field(default_factory=ColumnKeys)
-    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    media: MediaSpec = field(default_factory=MediaSpec)
-    augmentations: int = 8                      # A: random views in the CMC's first term
-    chunk_size: int = 256
-    projection: bool = True
-    projection_per_modality: bool = False
-    device: str = "auto"
-    progress: bool = True
-    # also keep the A augmented views the metric used: RUN/embeddings/<model>/<modality>.views.npy [A, N, d]
-    # float32, so that `multimem import-embeddings` on them reproduces this run's scores exactly
-    save_views: bool = False
-    train_workers: int | None = None  # None: one process per model up to the number of cores (CPU only)
-
-    def to_dict(self) -> dict:
-        return {
-            "input": str(self.input), "out": str(self.out), "modalities": self.modalities,
-            "keys": asdict(self.keys), "protocol": self.protocol.to_dict(), "model": self.model.to_dict(),
-            "train": self.train.to_dict(), "media": asdict(self.media), "augmentations": self.augmentations,
-            "chunk_size": self.chunk_size, "projection": self.projection,
-            "projection_per_modality": self.projection_per_modality, "device": self.device,
-            "save_views": self.save_views,
-        }
+from .parallel_training import train_in_processes, train_workers
+from .protocol import Assignment, assign
+from .run import HELDOUT, RunDir, Stages, atomic_save_npy, stored_paths
+from .targeted import embed_views, view_generator
+from .train import dist_info, init_distributed, resolve_device, train_model
 
 
 def package_versions() -> dict[str, str]:
@@ -79,207 +44,56 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-class Stages:
-    """Times each stage into RUN/timings.json and reports it in RUN/progress.json."""
-
-    def __init__(self, run: RunDir, enabled: bool):
-        self.run, self.enabled = run, enabled
-
-    @contextmanager
-    def __call__(self, name: str):
-        if self.enabled:
-            self.run.write_progress(stage=name)
-        t = time.perf_counter()
-        yield
-        if self.enabled:
-            self.run.record_timing(name, time.perf_counter() - t)
-
-    def report(self, **fields):
-        if self.enabled:
-            self.run.write_progress(**fields)
-
-
-def read_input(cfg: ScoreConfig):
-    from .data.manifest import read_manifest
-
-    path = Path(cfg.input).expanduser()
-    if path.is_dir() or str(path).endswith(".tar"):
-        from .data.shards import read_shards
-
-        return read_shards(path, keys=cfg.keys, modalities=cfg.modalities)
-    return read_manifest(path, keys=cfg.keys, modalities=cfg.modalities)
-
-
-def _decode(source, modalities, spec, cache_dir, progress):
-    if getattr(source, "format", None) == "webdataset":
-        from .data.shards import decode_shards
-
-        return decode_shards(source, modalities, spec, cache_dir, progress=progress)
-    from .data.decode import decode_manifest
-
-    return decode_manifest(source, modalities, spec, cache_dir, progress=progress)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @torch.no_grad()
 def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n: int, views: int,
                 aug: AugmentConfig, seed: int, chunk: int, device, clean_out: dict[str, np.ndarray] | None,
                 progress: bool, desc: str, views_out: dict[str, np.ndarray] | None = None,
+                heldout_views_out: dict[str, np.ndarray] | None = None,
                 report: Callable[..., None] | None = None, name: str = "") -> CMCTerms:
     """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [n, d]) if given.
 
-    H is embedded first (its mean over views and samples is all the second term needs), then every
-    sample in chunks of `chunk`: A augmented views → gram, view mean · H mean → cross.
-    `views_out` (modality -> [A, n, d]) receives the views themselves; H rows keep the views of the first
-    pass, the ones its mean was computed from, so that the saved views reproduce the terms exactly.
+    The embedding (A augmented views of each chunk, seeded by `seed` and the chunk) lives here; the
+    terms and the held-out rule are metric.streamed_cmc_terms.
+    `views_out` (modality -> [A, n, d]) receives the views of every sample, `heldout_views_out` (modality ->
+    [A, len(heldout), d], in `heldout` order) those of the H pass, the ones H's mean is made of: together
+    they reproduce the terms exactly (`multimem import-embeddings`).
     """
     model.eval()
     mods = model.modalities
-    is_heldout = np.zeros(n, dtype=bool)
-    is_heldout[heldout] = True
 
-    def views_of(idx: np.ndarray, start: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed * 7919 + start)  # same views whatever the chunk order
-        batch = select(data, idx)
-        out = []
-        for _ in range(views):
-            emb = model({m: x.to(device) for m, x in augment_batch(batch, aug, gen).items()})
-            out.append(torch.stack([emb[m] for m in mods], dim=1).cpu())
-        return torch.stack(out)  # [A, B, n, d]
+    def views_of(idx: np.ndarray, key: int) -> torch.Tensor:  # [A, B, n, d]
+        return embed_views(model, select(data, idx), base=aug, views=views, gen=view_generator(seed, key))
 
-    h_sum = torch.zeros(len(mods), model.embed_dim)
     h_pos = np.full(n, -1)
     h_pos[heldout] = np.arange(len(heldout))
-    h_own = torch.zeros(len(heldout), len(mods), model.embed_dim)  # each H sample's share of h_sum, left out below
-    for s in range(0, len(heldout), chunk):
-        v = views_of(heldout[s:s + chunk], -1 - s)
-        h_sum += v.mean(0).sum(0)
-        h_own[s:s + chunk] = v.mean(0)
-        if views_out is not None:
-            for j, m in enumerate(mods):
-                views_out[m][:, heldout[s:s + chunk]] = v[:, :, j].numpy()
-    h_mean = h_sum / max(1, len(heldout))
+    chunks = -(-n // chunk)
+    bar = tqdm(total=chunks, desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
 
-    gram = torch.zeros(n, len(mods), len(mods))
-    cross = torch.zeros(n, len(mods), len(mods))
-    t0, chunks = time.perf_counter(), -(-n // chunk)
-    for k, s in enumerate(tqdm(range(0, n, chunk), desc=desc, unit="chunk", disable=not progress,
-                               dynamic_ncols=True)):
-        idx = np.arange(s, min(n, s + chunk))
-        v = views_of(idx, s)
-        gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
-        cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
-        own = is_heldout[idx]
-        if own.any() and len(heldout) > 1:  # an H sample's unrelated set is the rest of H, not itself
-            h_rest = (h_sum - h_own[h_pos[idx[own]]]) / (len(heldout) - 1)
-            cross[idx[own]] = torch.einsum("imd,ind->imn", v.mean(0)[own], h_rest)
+    def on_chunk(idx: np.ndarray, v: torch.Tensor, heldout_pass: bool) -> None:
+        if heldout_pass:
+            if heldout_views_out is not None:
+                for j, m in enumerate(mods):
+                    heldout_views_out[m][:, h_pos[idx]] = v[:, :, j].numpy()
+            return
         if views_out is not None:
-            keep = ~is_heldout[idx]
             for j, m in enumerate(mods):
-                views_out[m][:, idx[keep]] = v[:, keep, j].numpy()
+                views_out[m][:, idx] = v[:, :, j].numpy()
+        bar.update(1)
         if report is not None:
-            rate = (s + len(idx)) / max(1e-9, time.perf_counter() - t0)
-            report(stage="embed", model=name, chunk=k + 1, chunks=chunks, samples_per_s=round(rate, 1),
-                   eta_s=round((n - s - len(idx)) / max(rate, 1e-9), 1))
+            done = int(idx[-1]) + 1
+            rate = done / max(1e-9, time.perf_counter() - t0)
+            report(stage="embed", model=name, chunk=-(-done // chunk), chunks=chunks, samples_per_s=round(rate, 1),
+                   eta_s=round((n - done) / max(rate, 1e-9), 1))
         if clean_out is not None:
             emb = model({m: x.to(device) for m, x in select(data, idx).items()})
             for m in mods:
                 clean_out[m][idx] = emb[m].cpu().numpy().astype(np.float16)
-    return CMCTerms(gram, cross)
 
-
-def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict[str, torch.Tensor]:
-    """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
-
-    A frozen encoder (e.g. MiniLM) is the expensive part of preparing: its features are kept in
-    cache_dir keyed by the encoder and the exact texts, so a rerun or a resumed run never recomputes them.
-    """
-    import hashlib
-
-    from safetensors.torch import load_file, save_file
-
-    out = {}
-    for m in model.modalities:
-        tower = model.towers[m]
-        encoder = getattr(tower, "encoder_name", None)
-        if encoder is None:
-            out[m] = tower.prepare(arrays[m])
-            continue
-        key = hashlib.sha256(json.dumps([encoder, list(arrays[m])]).encode()).hexdigest()[:16]
-        path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
-        if path.is_file():
-            out[m] = load_file(path)["features"]
-        else:
-            out[m] = tower.prepare(arrays[m])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"features": out[m].contiguous()}, str(path))
-    return out
-
-
-def train_workers(cfg: ScoreConfig, n_models: int, distributed: bool) -> int:
-    """How many models to train at once: one process per model, up to one per core, on CPU only.
-
-    The models of a protocol are independent; on a small CPU two single-threaded trainings run about
-    twice as fast as one two-threaded training (small batches do not keep two threads busy).
-    """
-    if cfg.train_workers is not None:
-        return max(1, min(cfg.train_workers, n_models))
-    if distributed or resolve_device(cfg.device).type != "cpu":
-        return 1
-    return max(1, min(n_models, os.cpu_count() or 1))
-
-
-def _train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, progress: bool) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")  # a fresh interpreter: forking after torch has started threads can hang
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k)
-                   for k, (name, idx) in enumerate(assignment.train_sets.items())]
-        for f in futures:
-            f.result()  # re-raises a worker's error here
-
-
-def _exit_with_parent() -> None:
-    """A killed `multimem score` must not leave its training workers running: watch the parent."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(2)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int):
-    """One model in a worker process: reopen the decoded cache (no media is read again) and train."""
-    _exit_with_parent()
-    torch.set_num_threads(threads)
-    run = RunDir(cfg.out)
-    source = read_input(cfg)
-    modalities = list(cfg.modalities or source.modalities)
-    decoded = _decode(source, modalities, cfg.media, run.cache_dir, False)
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
-    torch.manual_seed(cfg.train.seed)
-    data = prepare_cached(create_model(model_cfg), decoded.arrays, run.cache_dir)
-    torch.manual_seed(cfg.train.seed)
-    model = create_model(model_cfg)
-    stages = Stages(run, True)
-    report = lambda **fields: stages.report(**{**fields, "parallel_models": True})  # noqa: E731
-    train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name, progress=progress,
-                report=report, bar_position=position)
+    try:
+        return streamed_cmc_terms(views_of, n=n, heldout=heldout, chunk=chunk, on_chunk=on_chunk)
+    finally:
+        bar.close()
 
 
 def score_run(cfg: ScoreConfig) -> RunDir:
@@ -293,27 +107,25 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     progress = cfg.progress and lead
 
     with stages("read"):
-        source = read_input(cfg)
+        source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
     modalities = list(cfg.modalities or source.modalities)
-    # absolute, and relative to the run: the dashboard and `mitigate` may start anywhere (RunDir.stored_path)
-    paths = stored_paths(run.path, input=cfg.input, dataset_root=source.root, manifest=source.path)
     base_config = {
         **cfg.to_dict(), "modalities": modalities, "status": "running", "versions": package_versions(),
-        "input": paths["input"], "dataset_root": paths["dataset_root"], "paths_from_run": paths["paths_from_run"],
-        "manifest": {"path": paths["manifest"], "format": source.format, "sha256": source.sha256,
-                     "source_columns": source.source_columns},
-        "dataset": _dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **manifest_config(source), "dataset": dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    # absolute, and relative to the run: the dashboard and `mitigate` may start anywhere (RunDir.stored_path)
+    paths = stored_paths(run.path, input=cfg.input, dataset_root=source.root, manifest=source.path)
+    base_config.update(input=paths["input"], dataset_root=paths["dataset_root"], paths_from_run=paths["paths_from_run"])
     if lead:
         run.write_config(base_config)
 
     with stages("decode"):
         if lead:
-            decoded = _decode(source, modalities, cfg.media, run.cache_dir, progress)
+            decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=progress)
         if distributed:
             torch.distributed.barrier()
         if not lead:
-            decoded = _decode(source, modalities, cfg.media, run.cache_dir, False)
+            decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
     n = len(decoded.ids)
     if lead:
         run.write_errors(decoded.errors)
@@ -323,7 +135,7 @@ def score_run(cfg: ScoreConfig) -> RunDir:
 
     assignment = assign(n, cfg.protocol)
     if lead:
-        run.write_samples(_samples_table(source, decoded, assignment))
+        run.write_samples(samples_table(source, ids=decoded.ids, rows=decoded.rows, roles=assignment.roles))
 
     model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
                                "video_frames": cfg.media.video_frames,
@@ -336,12 +148,12 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     with stages("train"):
         workers = train_workers(cfg, len(assignment.train_sets), distributed)
         if workers > 1:
-            _train_in_processes(cfg, assignment, workers, progress)
+            train_in_processes(cfg, assignment, workers, progress)
         for i, (name, train_idx) in enumerate(assignment.train_sets.items()):
             torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
             model = create_model(model_cfg).to(device)
             report = _train_reporter(stages, i, assignment, cfg.train.epochs) if lead else None
-            # after _train_in_processes this only loads the finished weights (train_model skips done work)
+            # after train_in_processes this only loads the finished weights (train_model skips done work)
             stats = train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name,
                                 progress=progress, report=report)
             models[name] = (model, stats)
@@ -356,16 +168,22 @@ def score_run(cfg: ScoreConfig) -> RunDir:
             clean[name] = {m: np.lib.format.open_memmap(folder / f"{m}.npy", mode="w+", dtype=np.float16,
                                                         shape=(n, model.embed_dim)) for m in modalities}
             views = ({m: np.lib.format.open_memmap(folder / f"{m}.views.npy", mode="w+", dtype=np.float32,
-                                                   shape=(cfg.augmentations, n, model.embed_dim))
+                                                   shape=(cfg.views, n, model.embed_dim))
                       for m in modalities} if cfg.save_views else None)
-            terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.augmentations,
+            h = assignment.heldout
+            h_views = ({m: np.lib.format.open_memmap(folder / f"{m}.heldout.views.npy", mode="w+", dtype=np.float32,
+                                                     shape=(cfg.views, len(h), model.embed_dim))
+                        for m in modalities} if cfg.save_views else None)
+            terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.views,
                                       aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
-                                      desc=f"embed {name} ×{cfg.augmentations} views", views_out=views,
-                                      report=stages.report, name=name)
-            for arr in [*clean[name].values(), *(views or {}).values()]:
+                                      desc=f"embed {name} ×{cfg.views} views", views_out=views,
+                                      heldout_views_out=h_views, report=stages.report, name=name)
+            for arr in [*clean[name].values(), *(views or {}).values(), *(h_views or {}).values()]:
                 arr.flush()
             (folder / "ids.txt").write_text("\n".join(decoded.ids) + "\n")
+            if cfg.save_views:
+                (folder / "heldout.ids.txt").write_text("\n".join(decoded.ids[i] for i in h) + "\n")
 
     logit_scales = {name: float(model.logit_scale.detach().exp().clamp(max=100)) for name, (model, _) in models.items()}
     scores = write_scored(run, stages, ids=decoded.ids, assignment=assignment, terms=terms, clean=clean,
@@ -381,21 +199,6 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     run.write_config(final)
     run.write_progress(stage="done")
     return run
-
-
-def _dataset_info(source) -> dict | None:
-    info = Path(source.root) / "dataset.json"
-    return json.loads(info.read_text()) if info.is_file() else None
-
-
-def _samples_table(source, decoded, assignment: Assignment) -> pd.DataFrame:
-    table = source.table.set_index("row", drop=False).loc[decoded.rows].reset_index(drop=True)
-    table["id"] = decoded.ids
-    table.insert(1, "role", assignment.roles)
-    if "injected" not in table:
-        table["injected"] = ""
-    table["injected"] = table["injected"].fillna("").astype(str)
-    return table
 
 
 def _train_reporter(stages: Stages, index: int, assignment: Assignment, epochs: int) -> Callable[..., None]:

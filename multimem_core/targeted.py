@@ -154,6 +154,12 @@ def drop_frames(video: Tensor, p: float, gen: torch.Generator) -> Tensor:
     return video[torch.arange(b)[:, None], src]
 
 
+def view_generator(seed: int, key: int) -> torch.Generator:
+    """The random stream of the views of one chunk (`key`: its start; H chunks -1 - start), so that a sample's
+    views depend on the run's seed and its chunk, not on the order chunks are embedded in."""
+    return torch.Generator().manual_seed(seed * 7919 + key)
+
+
 @torch.no_grad()
 def embed_views(model, batch: Mapping[str, Tensor], *, base: AugmentConfig, views: int, gen: torch.Generator,
                 targeted: TargetedAugment | None = None) -> Tensor:

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Callable, Protocol
@@ -29,23 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .augment import AugmentConfig, augment_batch
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_frac: float = 0.05
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["augment"] = self.augment.to_dict()
-        return d
+from .augment import augment_batch
+from .config import AugmentConfig, TrainConfig  # noqa: F401 (re-exported: their old homes)
+from .inputs import select
 
 
 def contrastive_loss(emb: dict[str, Tensor], logit_scale: Tensor) -> Tensor:
@@ -117,14 +102,14 @@ def init_distributed() -> bool:
     return True
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def select(data: dict[str, Tensor], idx: np.ndarray) -> dict[str, Tensor]:
-    index = torch.from_numpy(np.sort(idx))  # sorted reads are friendlier to memory-mapped arrays
-    perm = torch.from_numpy(np.argsort(np.argsort(idx)))
-    return {m: x[index][perm] for m, x in data.items()}
 
 
 def train_model(

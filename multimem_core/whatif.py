@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .metric import cmc_from_terms, cmc_terms
+from .inputs import select
+from .metric import cmc_from_terms, cmc_terms, heldout_pass
 from .run import RunDir
-from .targeted import TargetedAugment, embed_views
-from .train import select
+from .targeted import TargetedAugment, embed_views, view_generator
 
 
 @dataclass
@@ -46,13 +46,11 @@ class PreviewModels:
         h = inputs.assignment.heldout
         means = {}
         for name, model in models.items():
-            total = torch.zeros(len(model.modalities), model.embed_dim)
-            for s in range(0, len(h), chunk):
-                gen = torch.Generator().manual_seed(seed * 7919 - 1 - s)
-                v = embed_views(model, select(inputs.data, h[s:s + chunk]), base=inputs.cfg.train.augment,
-                                views=views, gen=gen)
-                total += v.mean(0).sum(0)
-            means[name] = total / max(1, len(h))
+            def views_of(idx, key, model=model):
+                return embed_views(model, select(inputs.data, idx), base=inputs.cfg.train.augment, views=views,
+                                   gen=view_generator(seed, key))
+
+            means[name] = heldout_pass(views_of, h, chunk=chunk).mean
         return cls(run, inputs, models, means, views, seed)
 
     def index_of(self, ids: Sequence[str]) -> np.ndarray:
@@ -64,7 +62,7 @@ class PreviewModels:
 
     def cmc(self, name: str, idx: np.ndarray, targeted: TargetedAugment | None) -> np.ndarray:
         """CMC of the rows `idx` under model `name`, on views seeded per sample set (paired before/after)."""
-        gen = torch.Generator().manual_seed(self.seed * 7919 + 12345)
+        gen = view_generator(self.seed, 12345)
         v = embed_views(self.models[name], select(self.inputs.data, idx), base=self.inputs.cfg.train.augment,
                         views=self.views, gen=gen, targeted=targeted)
         return cmc_from_terms(cmc_terms(v, self.heldout_mean[name][None])).numpy().astype(np.float64)

@@ -55,7 +55,7 @@ def serving_app(args: list[str], log: Path, *, cwd: Path | None = None) -> Itera
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, augmentations: int = 2, seed: int = 0,
+def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, views: int = 2, seed: int = 0,
                       modalities=None, folds: int = 2, protocol: str = "crossfit", projection: bool = True):
     """A fast ScoreConfig: tiny towers, 16 px images, 4 video frames, short audio."""
     from multimem_core.augment import AugmentConfig
@@ -71,7 +71,7 @@ def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, augmentatio
         model=ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", image_size=16),
         train=TrainConfig(epochs=epochs, batch_size=64, seed=seed, augment=AugmentConfig()),
         media=MediaSpec(image_size=16, video_frames=4, audio_seconds=0.5),
-        augmentations=augmentations, projection=projection, progress=False,
+        views=views, projection=projection, progress=False,
         train_workers=1,  # in-process, so tests can interrupt training; test_score covers the parallel path
     )
 

@@ -120,7 +120,7 @@ def test_new_run_progress_finish_and_open(page, server, dirs):
 
     name = re.search(r"job=([^&]+)", page.url).group(1)
     run = RunDir(runs / name)
-    assert run.is_complete() and run.config()["train"]["epochs"] == 6 and run.config()["augmentations"] == 2
+    assert run.is_complete() and run.config()["train"]["epochs"] == 6 and run.config()["views"] == 2
     n_scored = len(run.scores())
 
     # the finished run opens in the other pages

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from multimem_core.export import DropRule, build_export, write_export
-from multimem_core.review import ReviewStore
+from multimem_core.export import build_export, write_export
+from multimem_core.review import DropRule, ReviewStore
 from multimem_core.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -66,6 +66,12 @@ def test_reimported_crossfit_run_gives_the_same_multimem(views_run, shapes_manif
     same = [c for c in original.columns if c not in ("id", "role", "base__loss")]
     np.testing.assert_allclose(again[same].to_numpy(), original[same].to_numpy(), atol=1e-5, rtol=0)
     assert set(again.columns) == set(original.columns)
+    # H rows too (RunDir.scores() drops them): the held-out rule (an H sample against the rest of H) is one
+    # function both paths call, so the re-imported consistency of every H sample is the run's own
+    held, held_again = (pd.read_parquet(r.path / "scores.parquet").query("role == 'H'").set_index("id")
+                        for r in (views_run, run))
+    assert len(held) > 1 and list(held.index) == list(held_again.index)
+    np.testing.assert_allclose(held_again["cmc_out"], held["cmc_out"], atol=1e-5, rtol=0)
     # a full run directory: diagnostics, embeddings, projection, samples with the manifest's columns
     sim_in, sim_out = run.similarity_matrices()
     np.testing.assert_allclose(sim_in, views_run.similarity_matrices()[0], atol=1e-5)
@@ -76,7 +82,7 @@ def test_reimported_crossfit_run_gives_the_same_multimem(views_run, shapes_manif
     assert len(proj) == len(run.samples()) and np.isfinite(proj[["x", "y"]].to_numpy()).all()
     cfg = run.config()
     assert cfg["status"] == "complete" and cfg["source"] == "import-embeddings"
-    assert cfg["protocol"] == {"name": "crossfit", "folds": 2} and cfg["augmentations"] == 2
+    assert cfg["protocol"] == {"name": "crossfit", "folds": 2} and cfg["views"] == 2
     assert "temperature 0.07" in cfg["baselines"]["base__loss"]
     pd.testing.assert_frame_equal(run.samples(), views_run.samples())
 
@@ -110,9 +116,12 @@ def test_paper_layout_and_python_api_agree_with_the_run(views_run, shapes_manife
     def views(model, rows):
         return np.stack([np.load(emb / model / f"{m}.views.npy")[:, rows] for m in mods], axis=2)
 
+    def heldout_views(model):  # H as the run's H pass embedded it (--save-views keeps those views apart)
+        return np.stack([np.load(emb / model / f"{m}.heldout.views.npy") for m in mods], axis=2)
+
     role = samples.set_index("id").loc[ids, "role"].to_numpy()
-    s, h = np.flatnonzero(role == "fold0"), np.flatnonzero(role == "H")
-    cols = multimem_scores(views("fold1", s), views("fold0", s), (views("fold1", h), views("fold0", h)),
+    s = np.flatnonzero(role == "fold0")
+    cols = multimem_scores(views("fold1", s), views("fold0", s), (heldout_views("fold1"), heldout_views("fold0")),
                            modalities=mods, normalize=True)
     assert isinstance(cols["multimem"], np.ndarray)
     np.testing.assert_allclose(cols["multimem"], original.loc[[ids[i] for i in s], "multimem"], atol=1e-5, rtol=0)

@@ -97,7 +97,7 @@ def test_failed_job_shows_the_end_of_its_log(tmp_path):
 def test_cancel_ends_the_whole_process_group(tmp_path):
     tiny_manifest(tmp_path / "data", 200)
     out = launch.start(launch.NewRun(input="manifest.csv", out=str(tmp_path / "runs" / "long"), epochs=500,
-                                     image_size=16, augmentations=1, batch_size=32),
+                                     image_size=16, views=1, batch_size=32),
                        root=tmp_path / "data")
     job = launch.job_state(out).job
     # wait until the engine itself runs (a child of the wrapper shell), then cancel

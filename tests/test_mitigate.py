@@ -13,8 +13,11 @@ import pytest
 import torch
 
 from multimem_core.augment import AugmentConfig
-from multimem_core.mitigate import (MitigateConfig, MitigationError, RegroupPlan, default_name, list_mitigations,
-                                    mitigate, modality_subsets, parse_sweep, removal_order)
+from multimem_core.mitigate import MitigateConfig, MitigationError, default_name, mitigate, parse_sweep
+from multimem_core.mitigation.regroup import RegroupPlan
+from multimem_core.mitigation.remove import removal_order
+from multimem_core.mitigation.results import list_mitigations, removal_curves
+from multimem_core.mitigation.study import AllBatchesPlan, modality_subsets
 from multimem_core.run import RunDir
 from multimem_core.targeted import SpecError, TargetedAugment, drop_frames, reorder_words
 from multimem_core.train import shuffled_batches
@@ -175,7 +178,6 @@ def test_remove_drops_the_top_ranked_and_fine_tunes(run):
     assert more["points"][0] == point  # reused, not retrained
     r0, r1 = (p for p in more["points"] if p["ranking"] == "random")
     assert (folder / "models" / "random-6-d1" / "fold0" / "model.safetensors").is_file()
-    from multimem_core.mitigate import removal_curves
 
     curves = removal_curves(more["points"]).set_index(["ranking", "removed"])
     assert curves.loc[("random", 6), "draws"] == 2
@@ -204,7 +206,7 @@ def test_regroup_rescores_selects_and_reports_overhead(run):
     assert o["scoring_s"] > 0 and 0 < o["share"] < 1
     assert m["after"]["memorization"]["n"] == len(run.scores())
     # the run's own views (2 here): the mitigated in-models against the run's never-saw-it model, exactly
-    assert run.config()["augmentations"] == 2
+    assert run.config()["views"] == 2
     after = pd.read_parquet(run.mitigation_dir / default_name(cfg) / "scores.parquet").set_index("id")
     base = run.scores().set_index("id").loc[after.index]
     assert m["after"]["memorization_vs_reference"]["mean"] == pytest.approx(
@@ -253,7 +255,6 @@ def test_preview_compares_selected_with_clean(run):
 def test_noisy_batches_leave_the_shared_temperature_alone(tmp_path, spec, trains):
     """Batches with noise on their embeddings do not move the logit scale every batch shares (regrouping
     pulled it from 14.5 to 9.4); input-only augmentations train it as usual."""
-    from multimem_core.mitigate import AllBatchesPlan
     from multimem_core.models.factory import ModelConfig, create_model
     from multimem_core.train import TrainConfig, train_model
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimem_core.export import DropRule, build_export, ids_to_drop, parse_drop_rule, write_export
-from multimem_core.review import ReviewError, ReviewStore
+from multimem_core.export import build_export, write_export
+from multimem_core.review import DropRule, ReviewError, ReviewStore, ids_to_drop, parse_drop_rule
 from multimem_core.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent

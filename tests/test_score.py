@@ -61,7 +61,7 @@ def test_injected_rank_above_clean(tmp_path):
 
     manifest = build_shapes(tmp_path / "data", n=400, inject_rate=0.1, seed=1, modalities=("image", "text"),
                             image_size=32, progress=False)
-    cfg = tiny_score_config(manifest, tmp_path / "run", epochs=40, augmentations=4, seed=1, projection=False)
+    cfg = tiny_score_config(manifest, tmp_path / "run", epochs=40, views=4, seed=1, projection=False)
     cfg.media = MediaSpec(image_size=32)
     cfg.model.image_size = 32
     cfg.train.batch_size, cfg.train.weight_decay = 16, 0.0

@@ -14,8 +14,10 @@ import pytest
 from multimem_core.data.decode import decode_manifest
 from multimem_core.data.manifest import ColumnKeys, ManifestError, read_manifest
 from multimem_core.data.media import MediaSpec
-from multimem_core.data.shards import (ShardMemberError, decode_shards, is_member_ref, read_member, read_shards,
-                                       shard_paths, split_ref, write_shards)
+from multimem_core.data.shard_members import read_member
+from multimem_core.data.shard_writer import write_shards
+from multimem_core.data.shards import (ShardMemberError, decode_shards, is_member_ref, read_shards, shard_paths,
+                                       split_ref)
 from tests.conftest import tiny_score_config
 
 SPEC = MediaSpec(image_size=16, audio_sample_rate=8000, audio_seconds=0.25, video_frames=2, video_size=16)
@@ -219,14 +221,15 @@ def test_rewriting_shards_copies_every_member(dataset, tmp_path):
 
 
 def test_scores_on_shards_equal_scores_on_the_manifest(dataset, tmp_path):
-    from multimem_core.export import DropRule, build_export, default_format, write_export
+    from multimem_core.export import build_export, default_format, write_export
+    from multimem_core.review import DropRule
     from multimem_core.score import score_run
 
     manifest, folder, _ = dataset
     runs = {}
     for name, source in (("manifest", manifest.path), ("shards", folder)):
         cfg = tiny_score_config(source, tmp_path / name, modalities=["image", "text", "audio"], epochs=1,
-                                augmentations=1, projection=False)
+                                views=1, projection=False)
         runs[name] = score_run(cfg)
     a, b = runs["manifest"].scores(), runs["shards"].scores()
     assert a["id"].tolist() == b["id"].tolist() and len(a) > 0

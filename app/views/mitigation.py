@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import common
-from multimem_core.mitigate import list_mitigations
+from multimem_core.mitigation.results import list_mitigations, removal_curves
 from multimem_core.run import RunDirError
 from multimem_core.targeted import DEFAULTS, TargetedAugment
 
@@ -114,7 +114,7 @@ def regroup_section(met: dict) -> None:
 
 
 def sweep_section(met: dict) -> None:
-    from multimem_core.mitigate import removal_curves
+
 
     before_after(met)
     points = met.get("points", [])

@@ -18,6 +18,7 @@ from app import common
 from multimem_core import MODALITIES, launch
 from multimem_core.run import RunDir
 
+DEFAULT = launch.NewRun  # its field defaults are the engine's (multimem_core.config), as `multimem score` has them
 IMAGE_TOWERS = ["mm-tiny", "mm-small"]
 TEXT_TOWERS = {"": "same as the image tower", "minilm": "minilm (frozen MiniLM + projection)",
                "mm-tiny": "mm-tiny", "mm-small": "mm-small"}
@@ -166,24 +167,26 @@ with left:
     picked = st.multiselect("Modalities", [m for m in MODALITIES if m in mods], default=mods, key="newrun_mods",
                             help="At least two")
     c1, c2, c3 = st.columns(3)
-    protocol = c1.radio("Protocol", ["crossfit", "paper"], key="newrun_protocol",
+    protocols = ["crossfit", "paper"]
+    protocol = c1.radio("Protocol", protocols, index=protocols.index(DEFAULT.protocol), key="newrun_protocol",
                         help="crossfit: K models, every training sample scored; paper: S_S/S_C/S_I/H, two models")
-    folds = int(c2.number_input("Folds", min_value=2, max_value=10, value=2, key="newrun_folds",
+    folds = int(c2.number_input("Folds", min_value=2, max_value=10, value=DEFAULT.folds, key="newrun_folds",
                                 disabled=protocol != "crossfit"))
-    epochs = int(c3.number_input("Epochs", min_value=1, max_value=1000, value=20, key="newrun_epochs"))
+    epochs = int(c3.number_input("Epochs", min_value=1, max_value=1000, value=DEFAULT.epochs, key="newrun_epochs"))
     c1, c2 = st.columns(2)
-    image_tower = c1.selectbox("Image tower", IMAGE_TOWERS, key="newrun_image_tower",
+    image_tower = c1.selectbox("Image tower", IMAGE_TOWERS, index=IMAGE_TOWERS.index(DEFAULT.image_tower), key="newrun_image_tower",
                                help="open_clip architecture for images and video frames")
     text_tower = c2.selectbox("Text tower", list(TEXT_TOWERS), format_func=TEXT_TOWERS.get, key="newrun_text_tower")
 with right:
     with st.expander("More options"):
-        augmentations = int(st.number_input("Augmented views per sample", 1, 64, 8, key="newrun_views"))
-        image_size = int(st.number_input("Image size (px)", 8, 256, 32, step=8, key="newrun_image_size"))
-        batch_size = int(st.number_input("Batch size", 2, 4096, 128, key="newrun_batch"))
-        frames = int(st.number_input("Video frames", 1, 64, 8, key="newrun_frames"))
-        audio_seconds = float(st.number_input("Audio seconds", 0.1, 30.0, 1.0, step=0.5, key="newrun_audio_s"))
-        seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key="newrun_seed"))
-        device = st.selectbox("Device", ["auto", "cpu", "cuda"], key="newrun_device")
+        views = int(st.number_input("Augmented views per sample", 1, 64, DEFAULT.views, key="newrun_views"))
+        image_size = int(st.number_input("Image size (px)", 8, 256, DEFAULT.image_size, step=8, key="newrun_image_size"))
+        batch_size = int(st.number_input("Batch size", 2, 4096, DEFAULT.batch_size, key="newrun_batch"))
+        frames = int(st.number_input("Video frames", 1, 64, DEFAULT.frames, key="newrun_frames"))
+        audio_seconds = float(st.number_input("Audio seconds", 0.1, 30.0, DEFAULT.audio_seconds, step=0.5, key="newrun_audio_s"))
+        seed = int(st.number_input("Seed", 0, 2**31 - 1, DEFAULT.seed, key="newrun_seed"))
+        devices = ["auto", "cpu", "cuda"]
+        device = st.selectbox("Device", devices, index=devices.index(DEFAULT.device), key="newrun_device")
     if "newrun_name" not in st.session_state:
         stem = Path(text).stem if text and text != "." else "run"
         if stem == "manifest" and Path(text).parent.name:  # shapes/manifest.csv -> shapes-…
@@ -196,7 +199,7 @@ with right:
     if st.button("Start run", type="primary", icon=":material/play_arrow:", disabled=not ready, key="newrun_start"):
         job = launch.NewRun(input=str(path), out=str(folder / name.strip()), modalities=picked, protocol=protocol,
                             folds=folds, epochs=epochs, image_tower=image_tower, text_tower=text_tower,
-                            augmentations=augmentations, image_size=image_size, batch_size=batch_size,
+                            views=views, image_size=image_size, batch_size=batch_size,
                             frames=frames, audio_seconds=audio_seconds, seed=seed, device=device)
         try:
             out = launch.start(job, root=root)

@@ -9,8 +9,8 @@ import streamlit as st
 
 from app import common
 from multimem_core import diagnose
-from multimem_core.export import FORMATS, MANIFEST_FORMATS, DropRule, build_export, default_format, write_export
-from multimem_core.review import LABELS, ReviewError
+from multimem_core.export import FORMATS, MANIFEST_FORMATS, build_export, default_format, write_export
+from multimem_core.review import LABELS, DropRule, ReviewError
 
 FORMAT_NAMES = {"csv": "cleaned manifest, CSV", "tsv": "cleaned manifest, TSV", "jsonl": "cleaned manifest, JSONL",
                 "parquet": "cleaned manifest, Parquet", "ids": "removed ids, text (one a line)",

@@ -78,8 +78,8 @@ def decode_manifest(
     the cache when an earlier call had the same key. Failed samples are recorded, not fatal."""
 
     def samples(mods: list[str]) -> Iterator[Sample]:
-        load = _row_loader(manifest, mods, spec)
-        return _map(lambda rec: (rec, *load(rec)), manifest.table.to_dict("records"), workers)
+        load = row_loader(manifest, mods, spec)
+        return ordered_map(lambda rec: (rec, *load(rec)), manifest.table.to_dict("records"), workers)
 
     return decode_samples(manifest, modalities, spec, cache_dir, samples, progress=progress)
 
@@ -164,7 +164,7 @@ def decode_samples(
     return Decoded(ids=kept_ids, rows=np.asarray(kept_rows, dtype=np.int64), arrays=arrays, errors=error_frame)
 
 
-def _row_loader(
+def row_loader(
     manifest: Manifest,
     modalities: Sequence[str],
     spec: MediaSpec,
@@ -216,7 +216,7 @@ def _error(rec: dict[str, Any], modality: str, path: str, reason: str) -> dict[s
     return {"id": str(rec["id"]), "row": int(rec["row"]), "modality": modality, "path": path, "reason": reason}
 
 
-def _map(fn, items: Iterable, workers: int) -> Iterator:
+def ordered_map(fn, items: Iterable, workers: int) -> Iterator:
     """fn over items in order; with workers > 1 on a thread pool that runs at most a bounded window
     ahead (so a huge manifest, or a stream of shards, never queues all its samples in memory)."""
     if workers <= 1:

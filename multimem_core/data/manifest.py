@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from multimem_core import MODALITIES
+from multimem_core.config import ColumnKeys
 
 FORMATS = {
     ".csv": "csv",
@@ -36,18 +37,6 @@ FORMATS = {
 }
 EXTRA_COLUMNS = ("label", "injected")  # kept as str; "" where a row has none
 MAX_LISTED = 10  # how many offending ids / rows a message lists before "and N more"
-
-
-@dataclass
-class ColumnKeys:
-    """The manifest's column name for each standard field (CLI: --id-key, --image-key, ...)."""
-
-    id: str = "id"
-    text: str = "text"
-    image: str = "image"
-    audio: str = "audio"
-    video: str = "video"
-    label: str = "label"
 
 
 class ManifestError(ValueError):
@@ -93,7 +82,7 @@ def read_manifest(
     table = pd.DataFrame({"id": _ids(path, raw, source.get("id")), "row": range(len(raw))})
     for name in [m for m in MODALITIES if m in source] + [c for c in EXTRA_COLUMNS if c in source]:
         # Text keeps missing cells as "" (decoding reports them as "empty text"); media paths likewise.
-        table[name] = [_cell(v) for v in raw[source[name]].tolist()]
+        table[name] = [cell_text(v) for v in raw[source[name]].tolist()]
     return Manifest(
         table=table,
         root=path.parent.resolve(),
@@ -194,7 +183,7 @@ def _arrow_to_str_frame(table: Any) -> pd.DataFrame:
     return pd.DataFrame(cols, dtype=object)
 
 
-def _cell(v: Any) -> str:
+def cell_text(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, float) and v.is_integer():
@@ -254,7 +243,7 @@ def _missing_column(path: Path, name: str, col: str, have: Iterable[str]) -> Man
 def _ids(path: Path, raw: pd.DataFrame, id_col: str | None) -> list[str]:
     if id_col is None:
         return [str(i) for i in range(len(raw))]
-    ids = [_cell(v).strip() for v in raw[id_col].tolist()]
+    ids = [cell_text(v).strip() for v in raw[id_col].tolist()]
     empty = [i for i, v in enumerate(ids) if not v]
     if empty:
         raise ManifestError(

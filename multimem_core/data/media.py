@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,6 +20,8 @@ import soundfile as sf
 from PIL import Image, UnidentifiedImageError
 from scipy.signal import resample_poly
 
+from ..config import MediaSpec  # noqa: F401 (re-exported: its old home)
+
 Source = Path | str | bytes
 
 
@@ -31,21 +32,6 @@ class MediaError(Exception):
         self.reason = reason
         self.path = None if path is None else str(path)
         super().__init__(reason if path is None else f"{reason}: {path}")
-
-
-@dataclass(frozen=True)
-class MediaSpec:
-    """The fixed shapes every sample is decoded to (part of the decode cache key)."""
-
-    image_size: int = 32
-    audio_sample_rate: int = 16000
-    audio_seconds: float = 1.0
-    video_frames: int = 8
-    video_size: int = 32
-
-    @property
-    def audio_samples(self) -> int:
-        return int(round(self.audio_sample_rate * self.audio_seconds))
 
 
 def _open(src: Source) -> tuple[BinaryIO | str, str | None]:

@@ -10,8 +10,8 @@ members with the same key are one sample (`s001.jpg`, `s001.txt`, `s001.wav`, `s
     decode_shards  one streamed pass through every shard with webdataset (nothing unpacked to disk), member
                    bytes straight into the media loaders, into the same cache and `Decoded` as
                    decode_manifest, with the same per-sample errors
-    read_member    the bytes behind one reference (the dashboard shows media from shards with it)
-    write_shards   samples (media as paths under a root, or as references into shards) -> tar shards
+    read_member    the bytes behind one reference (the dashboard shows media from shards with it): data/shard_members.py
+(Writing shards, the other way round, is data/shard_writer.py.)
 
 Whatever stops the whole dataset (no shards, an unreadable shard, fewer than two modalities, the same key
 twice) raises ManifestError naming the shard; a member that does not decode costs its sample only.
@@ -25,7 +25,6 @@ import os
 import re
 import tarfile
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -34,8 +33,8 @@ from braceexpand import braceexpand
 from webdataset.tariterators import base_plus_ext, tarfile_samples
 
 from multimem_core import MODALITIES
-from multimem_core.data.decode import WORKERS, Decoded, Sample, _map, _row_loader, decode_samples
-from multimem_core.data.manifest import ColumnKeys, Manifest, ManifestError, _cell
+from multimem_core.data.decode import WORKERS, Decoded, Sample, decode_samples, ordered_map, row_loader
+from multimem_core.data.manifest import ColumnKeys, Manifest, ManifestError, cell_text
 from multimem_core.data.media import MediaError, MediaSpec
 
 # Member extensions per modality, in order of preference when a sample has several.
@@ -192,7 +191,7 @@ class _open_for_reading:
         self.f.close()
 
 
-def _is_meta(name: str) -> bool:
+def is_meta(name: str) -> bool:
     # the members webdataset's tar_file_iterator skips (its own __index__-style metadata)
     return ("/" not in name and name.startswith("__") and name.endswith("__")) or re.match(
         r"__[^/]*__($|/)", name) is not None
@@ -205,7 +204,7 @@ def _scan(path: Path) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:
     try:
         with tarfile.open(path, "r:") as tar:
             for info in tar:
-                if not info.isreg() or _is_meta(info.name):
+                if not info.isreg() or is_meta(info.name):
                     continue
                 prefix, ext = base_plus_ext(info.name)
                 if prefix is None:
@@ -258,8 +257,8 @@ def _record(f, name: str, key: str, members: dict[str, tarfile.TarInfo],
         except json.JSONDecodeError:
             meta = {}  # a .json that is not ours (or broken) carries no label; the sample stays usable
     label = next((small(e) for e in exts["label"] if e in members), None)
-    rec["label"] = (label.strip() if label is not None else _cell(meta.get("label")))
-    rec["injected"] = _cell(meta.get("injected"))
+    rec["label"] = (label.strip() if label is not None else cell_text(meta.get("label")))
+    rec["injected"] = cell_text(meta.get("injected"))
     return rec
 
 
@@ -314,14 +313,14 @@ def decode_shards(
     sample skipped, as for manifests; samples keep the shards' key order."""
 
     def samples(mods: list[str]) -> Iterator[Sample]:
-        load = _row_loader(shards, mods, spec, open_media=_member_bytes)
+        load = row_loader(shards, mods, spec, open_media=_member_bytes)
 
         def one(pair: tuple[dict[str, Any], dict[str, Any]]) -> Sample:
             rec, members = pair
             values, errs = load({**rec, "__members__": members})
             return rec, values, errs
 
-        return _map(one, _stream(shards, mods), workers)
+        return ordered_map(one, _stream(shards, mods), workers)
 
     return decode_samples(shards, modalities, spec, cache_dir, samples, progress=progress)
 
@@ -371,167 +370,13 @@ def _stream(shards: Shards, modalities: Sequence[str]) -> Iterator[tuple[dict[st
         yield rest, {}
 
 
-# -------------------------------------------------------------------------------------- reading members
-
-
-@lru_cache(maxsize=64)
-def _member_index(path: str, size: int, mtime_ns: int) -> dict[str, tuple[int, int]]:
-    """member name -> (data offset, size) of one shard; cached per file version (size and mtime are part
-    of the cache key, so a rewritten shard is scanned again)."""
-    with tarfile.open(path, "r:") as tar:
-        return {info.name: (info.offset_data, info.size) for info in tar if info.isreg()}
-
-
-def _index_of(path: Path) -> dict[str, tuple[int, int]]:
-    st = path.stat()
-    try:
-        return _member_index(str(path), st.st_size, st.st_mtime_ns)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ShardMemberError(f"{path}: cannot read the shard ({e})") from e
-
-
-def _shard_path(root: Path, shard: str) -> Path:
-    path = (root / shard).resolve()
-    if not path.is_relative_to(root):
-        raise ShardMemberError(f"{shard!r} points outside the dataset folder {root}; not read")
-    if not path.is_file():
-        raise ShardMemberError(f"no shard {shard!r} under {root}")
-    return path
-
-
-def read_member(root: str | Path, ref: str, *, max_bytes: int | None = None) -> bytes:
-    """The bytes of the member a reference "<shard>#<member>" names, read directly from the tar (the
-    shard's member index is cached, so showing many media of one shard scans it once).
-
-    The shard must lie under `root` (references are untrusted text from a run directory).
-    Raises ShardMemberError when it does not, when shard or member is missing, or when the member is
-    larger than `max_bytes`."""
-    root = Path(root).expanduser().resolve()
-    shard, member = split_ref(ref)
-    path = _shard_path(root, shard)
-    entry = _index_of(path).get(member)
-    if entry is None:
-        raise ShardMemberError(f"no member {member!r} in {path}")
-    offset, size = entry
-    if max_bytes is not None and size > max_bytes:
-        raise ShardMemberError(f"{ref!r} is larger than {max_bytes} bytes")
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(size)
-    if len(data) != size:
-        raise ShardMemberError(f"{path}: member {member!r} is truncated")
-    return data
-
-
-@lru_cache(maxsize=64)
-def _key_index(path: str, size: int, mtime_ns: int) -> dict[str, list[tuple[str, int, int]]]:
-    """sample key -> [(extension, data offset, size)] of one shard (for copying whole samples)."""
-    out: dict[str, list[tuple[str, int, int]]] = {}
-    for name, (offset, length) in _member_index(path, size, mtime_ns).items():
-        prefix, ext = base_plus_ext(name)
-        if prefix is not None and not _is_meta(name):
-            out.setdefault(prefix, []).append((ext.lower(), offset, length))
-    return out
-
-
-def _original_members(root: Path, ref: str) -> dict[str, bytes]:
-    """Every member of the sample a reference points into: {extension: bytes}."""
-    shard, member = split_ref(ref)
-    path = _shard_path(root, shard)
-    _index_of(path)  # scanned (or refused) with a clear error first
-    st = path.stat()
-    out = {}
-    with open(path, "rb") as f:
-        for ext, offset, size in _key_index(str(path), st.st_size, st.st_mtime_ns).get(base_plus_ext(member)[0], []):
-            f.seek(offset)
-            out[ext] = f.read(size)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ writing
-
-
-def write_shards(
-    table: pd.DataFrame,
-    root: str | Path,
-    out_dir: str | Path,
-    *,
-    shard_size: int = 1000,
-    prefix: str = "shard",
-) -> list[Path]:
-    """Write each row of `table` as one WebDataset sample keyed by its id into `out_dir`/{prefix}-000000.tar,
-    ... (`shard_size` samples a shard), in table order; returns the shard paths.
-
-    Media cells are paths under `root` (a manifest's table) or references "<shard>#<member>" into shards
-    under `root` (a table from read_shards or a run's samples.parquet). A sample that came from shards is
-    copied member for member, byte for byte (also members this package does not read); otherwise it gets
-    key.<media extension> from its files, key.txt, and key.json with label and injected (plus key.cls when
-    the label is an integer, the WebDataset convention for class indices).
-
-    Refuses an `out_dir` that already holds .tar files (old shards would mix with the new ones)."""
-    import webdataset as wds
-
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-    root = Path(root).expanduser().resolve()
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.is_dir() and any(out_dir.glob("*.tar")):
-        raise ValueError(f"{out_dir} already holds .tar shards; write into an empty or new folder.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i, key in enumerate(table["id"].astype(str)):
-        _check_key(key, i)
-    pattern = str(out_dir).replace("%", "%%") + f"/{prefix}-%06d.tar"
-    written: list[Path] = []
-    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, post=lambda p: written.append(Path(p))) as sink:
-        for rec in table.to_dict("records"):
-            sink.write(_sample(rec, root))
-    return written
-
-
-def _check_key(key: str, row: int) -> None:
-    if not key or base_plus_ext(f"{key}.txt") != (key, "txt") or _is_meta(key) or key.startswith("/") or (
-            ".." in key.split("/")):
-        raise ValueError(f"id {key!r} (row {row}) cannot be a WebDataset key: a key needs a file name without "
-                         "dots, and no '..' or leading '/'. Rename the ids (e.g. replace '.' by '_').")
-
-
-def _sample(rec: dict[str, Any], root: Path) -> dict[str, Any]:
-    key = str(rec["id"])
-    cells = {m: str(rec.get(m) or "") for m in MODALITIES if _cell(rec.get(m))}
-    refs = [c for m, c in cells.items() if m != "text" and is_member_ref(c)]
-    sample: dict[str, Any] = {}
-    if refs:
-        sample = _original_members(root, refs[0])
-    for m in ("image", "audio", "video"):
-        cell = cells.get(m)
-        if not cell or is_member_ref(cell) or any(e in sample for e in EXTENSIONS[m]):
-            continue
-        path = Path(cell).expanduser()
-        path = path if path.is_absolute() else root / path
-        ext = path.suffix.lower().lstrip(".")
-        if not ext:
-            raise ValueError(f"sample {key!r}: {m} file {cell!r} has no extension; the shard member needs one")
-        sample[ext] = path.read_bytes()
-    if not refs:
-        if "text" in cells:
-            sample["txt"] = cells["text"]
-        meta = {k: _cell(rec.get(k)) for k in ("label", "injected") if _cell(rec.get(k))}
-        if meta:
-            sample[META_EXTENSION] = json.dumps(meta, ensure_ascii=False)
-        if meta.get("label", "").lstrip("-").isdigit():
-            sample["cls"] = meta["label"]
-    return {"__key__": key, **sample}
-
-
 __all__ = [
     "EXTENSIONS",
     "ShardMemberError",
     "Shards",
     "decode_shards",
     "is_member_ref",
-    "read_member",
     "read_shards",
     "shard_paths",
     "split_ref",
-    "write_shards",
 ]

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ModelConfig  # noqa: F401 (re-exported: its old home)
 from .towers import AudioTower, FrozenTextTower, ImageTower, OpenClipTextTower, VideoTower
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -32,26 +31,6 @@ def register_builtin_configs() -> tuple[str, ...]:
 
     open_clip.add_model_config(CONFIG_DIR)
     return tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
-
-
-@dataclass
-class ModelConfig:
-    """What to build. `embed_dim=None` takes the image architecture's own embedding size."""
-
-    modalities: Sequence[str] = ("image", "text")
-    image_tower: str = "mm-tiny"          # open_clip architecture (ours or built in)
-    text_tower: str = "mm-tiny"           # open_clip architecture, 'minilm', or a sentence-transformers path
-    pretrained: str | None = None         # local open_clip checkpoint for image/text towers of `image_tower`
-    embed_dim: int | None = None
-    image_size: int | None = None         # None: the architecture's own
-    video_frames: int = 8
-    audio_sample_rate: int = 16000
-    init_temperature: float = 0.07
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["modalities"] = list(self.modalities)
-        return d
 
 
 def architecture(name: str) -> dict:

@@ -1,0 +1,39 @@
+"""What every command module shares: the user-facing error, path checks, the manifest column options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class CLIError(SystemExit):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+    def __init__(self, message: str):
+        print(f"multimem: error: {message}", file=sys.stderr)
+        super().__init__(2)
+
+
+def existing_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return path
+
+
+KEY_FIELDS = ("id", "text", "image", "audio", "video", "label")
+
+
+def add_key_options(g) -> None:
+    """--id-key, --text-key, …: the manifest's column for each standard field (ColumnKeys)."""
+    for m in KEY_FIELDS:
+        g.add_argument(f"--{m}-key", default=m, help=f"manifest column holding the {m}"
+                       + (" (e.g. filepath for an open_clip CSV)" if m == "image" else
+                          " (e.g. title for an open_clip CSV)" if m == "text" else ""))
+
+
+def column_keys(args):
+    from multimem_core.config import ColumnKeys
+
+    return ColumnKeys(**{m: getattr(args, f"{m}_key") for m in KEY_FIELDS})

@@ -1,0 +1,148 @@
+"""Every configuration of the engine, as plain dataclasses: their field defaults are THE defaults.
+
+The CLI's options, the dashboard's New-run page (launch.NewRun) and the docs read their defaults from
+these classes (tests/test_defaults.py checks that they agree), so a default is changed here and only here.
+Nothing heavy is imported (no torch): `multimem --help` builds its options from this module at once.
+The modules that use a config re-export it under its old home (`multimem_core.train.TrainConfig`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+PROTOCOLS = ("crossfit", "paper")
+
+
+@dataclass
+class ColumnKeys:
+    """The manifest's column name for each standard field (CLI: --id-key, --image-key, ...)."""
+
+    id: str = "id"
+    text: str = "text"
+    image: str = "image"
+    audio: str = "audio"
+    video: str = "video"
+    label: str = "label"
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """The fixed shapes every sample is decoded to (part of the decode cache key)."""
+
+    image_size: int = 32
+    audio_sample_rate: int = 16000
+    audio_seconds: float = 1.0
+    video_frames: int = 8
+    video_size: int = 32
+
+    @property
+    def audio_samples(self) -> int:
+        return int(round(self.audio_sample_rate * self.audio_seconds))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_scale: float = 0.9          # image/video: zoom in up to this fraction of the side
+    translate: float = 0.04          # image/video: shift up to this fraction of the side
+    hflip: bool = False              # only when captions say nothing about left and right
+    jitter: float = 0.1              # image/video: brightness/contrast ± this
+    token_dropout: float = 0.05      # text: drop this fraction of word tokens
+    feature_noise: float = 0.05      # text (frozen features): Gaussian noise σ
+    audio_gain_db: float = 6.0       # audio: gain ± this many dB
+    audio_shift: float = 0.1         # audio: circular shift up to this fraction of the clip
+    audio_noise: float = 0.005       # audio: additive noise σ
+    frame_jitter: int = 1            # video: each frame index moves by up to this many frames
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ModelConfig:
+    """What to build. `embed_dim=None` takes the image architecture's own embedding size."""
+
+    modalities: Sequence[str] = ("image", "text")
+    image_tower: str = "mm-tiny"          # open_clip architecture (ours or built in)
+    text_tower: str = "mm-tiny"           # open_clip architecture, 'minilm', or a sentence-transformers path
+    pretrained: str | None = None         # local open_clip checkpoint for image/text towers of `image_tower`
+    embed_dim: int | None = None
+    image_size: int | None = None         # None: the architecture's own
+    video_frames: int = 8
+    audio_sample_rate: int = 16000
+    init_temperature: float = 0.07
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    name: str = "crossfit"
+    folds: int = 2
+    heldout_frac: float = 0.1
+    # paper: shares of S_S, S_C, S_I (H takes heldout_frac first)
+    paper_shares: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.name not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.name!r}: choose one of {', '.join(PROTOCOLS)}")
+        if self.name == "crossfit" and self.folds < 2:
+            raise ValueError("crossfit needs --folds 2 or more (each sample needs a model that did not see it)")
+        if not 0 < self.heldout_frac < 0.5:
+            raise ValueError("heldout_frac must lie in (0, 0.5)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+
+@dataclass
+class ScoreConfig:
+    input: str                                  # manifest file or folder of WebDataset shards
+    out: str
+    modalities: list[str] | None = None         # None: every modality the input has
+    keys: ColumnKeys = field(default_factory=ColumnKeys)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    media: MediaSpec = field(default_factory=MediaSpec)
+    views: int = 8                              # A: random augmented views per sample in the CMC's first term
+    chunk_size: int = 256
+    projection: bool = True
+    projection_per_modality: bool = False
+    device: str = "auto"
+    progress: bool = True
+    # also keep the A augmented views the metric used: RUN/embeddings/<model>/<modality>.views.npy [A, N, d]
+    # float32, so that `multimem import-embeddings` on them reproduces this run's scores exactly
+    save_views: bool = False
+    train_workers: int | None = None  # None: one process per model up to the number of cores (CPU only)
+
+    def to_dict(self) -> dict:
+        return {
+            "input": str(self.input), "out": str(self.out), "modalities": self.modalities,
+            "keys": asdict(self.keys), "protocol": self.protocol.to_dict(), "model": self.model.to_dict(),
+            "train": self.train.to_dict(), "media": asdict(self.media), "views": self.views,
+            "chunk_size": self.chunk_size, "projection": self.projection,
+            "projection_per_modality": self.projection_per_modality, "device": self.device,
+            "save_views": self.save_views,
+        }
+

@@ -1,0 +1,110 @@
+"""The input of a run, read once: the manifest (or shards), its decoded media (cached), the samples table.
+
+Everything that reads a dataset for the engine goes through here: `multimem score` (score.score_run), the
+importers, restoring a finished run's inputs (restore.py) and, through `select`, every module that takes
+rows out of the decoded tensors (training, evaluation, the what-if preview). No training code here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .data.manifest import ColumnKeys, Manifest
+from .data.media import MediaSpec
+
+
+def is_shards(path: str | Path) -> bool:
+    """A folder or a .tar names WebDataset shards; anything else is a manifest file."""
+    path = Path(path).expanduser()
+    return path.is_dir() or str(path).endswith(".tar")
+
+
+def read_input(path: str | Path, *, keys: ColumnKeys | None = None,
+               modalities: Sequence[str] | None = None) -> Manifest:
+    """The manifest or the shards at `path`, checked (data.manifest / data.shards say what is wrong)."""
+    path = Path(path).expanduser()
+    if is_shards(path):
+        from .data.shards import read_shards
+
+        return read_shards(path, keys=keys, modalities=modalities)
+    from .data.manifest import read_manifest
+
+    return read_manifest(path, keys=keys, modalities=modalities)
+
+
+def decode(source, modalities: Sequence[str], spec: MediaSpec, cache_dir: str | Path, *, progress: bool):
+    """Every sample's media decoded to `spec`'s fixed shapes, memory-mapped from `cache_dir` (reused when
+    the input, the modalities and the spec are the same)."""
+    if getattr(source, "format", None) == "webdataset":
+        from .data.shards import decode_shards
+
+        return decode_shards(source, modalities, spec, cache_dir, progress=progress)
+    from .data.decode import decode_manifest
+
+    return decode_manifest(source, modalities, spec, cache_dir, progress=progress)
+
+
+def dataset_info(source: Manifest) -> dict | None:
+    """The built-in datasets' dataset.json beside the manifest (name, injected kinds, hints), if any."""
+    info = Path(source.root) / "dataset.json"
+    return json.loads(info.read_text()) if info.is_file() else None
+
+
+def manifest_config(source: Manifest) -> dict:
+    """What a run's config.json records about its input: where it is, its format, hash and columns."""
+    return {"dataset_root": str(Path(source.root).resolve()),
+            "manifest": {"path": str(Path(source.path).expanduser().resolve()), "format": source.format,
+                         "sha256": source.sha256, "source_columns": source.source_columns}}
+
+
+def samples_table(source: Manifest, *, ids: Sequence[str], rows: np.ndarray, roles: np.ndarray) -> pd.DataFrame:
+    """RUN/samples.parquet: per sample (manifest rows `rows`, named `ids`) its role, input columns, `injected`."""
+    table = source.table.set_index("row", drop=False).loc[rows].reset_index(drop=True)
+    table["id"] = list(ids)
+    table.insert(1, "role", roles)
+    if "injected" not in table:
+        table["injected"] = ""
+    table["injected"] = table["injected"].fillna("").astype(str)
+    return table
+
+
+def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
+    """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
+
+    A frozen encoder (e.g. MiniLM) is the expensive part of preparing: its features are kept in
+    cache_dir keyed by the encoder and the exact texts, so a rerun or a resumed run never recomputes them.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    out = {}
+    for m in model.modalities:
+        tower = model.towers[m]
+        encoder = getattr(tower, "encoder_name", None)
+        if encoder is None:
+            out[m] = tower.prepare(arrays[m])
+            continue
+        key = hashlib.sha256(json.dumps([encoder, list(arrays[m])]).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
+        if path.is_file():
+            out[m] = load_file(path)["features"]
+        else:
+            out[m] = tower.prepare(arrays[m])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"features": out[m].contiguous()}, str(path))
+    return out
+
+
+def select(data: dict, idx: np.ndarray) -> dict:
+    """The rows `idx` (in that order) of every modality's decoded tensor."""
+    import torch
+
+    index = torch.from_numpy(np.sort(idx))  # sorted reads are friendlier to memory-mapped arrays
+    perm = torch.from_numpy(np.argsort(np.argsort(idx)))
+    return {m: x[index][perm] for m, x in data.items()}

@@ -1,0 +1,80 @@
+"""Training the protocol's models in worker processes (CPU): one process per model, up to one per core.
+
+score.score_run calls `train_in_processes` before its own loop, which then only loads the finished weights.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, ScoreConfig
+from .inputs import decode, prepare_cached, read_input
+from .models.factory import create_model
+from .protocol import Assignment
+from .run import RunDir, Stages
+from .train import resolve_device, train_model
+
+
+def train_workers(cfg: ScoreConfig, n_models: int, distributed: bool) -> int:
+    """How many models to train at once: one process per model, up to one per core, on CPU only.
+
+    The models of a protocol are independent; on a small CPU two single-threaded trainings run about
+    twice as fast as one two-threaded training (small batches do not keep two threads busy).
+    """
+    if cfg.train_workers is not None:
+        return max(1, min(cfg.train_workers, n_models))
+    if distributed or resolve_device(cfg.device).type != "cpu":
+        return 1
+    return max(1, min(n_models, os.cpu_count() or 1))
+
+
+def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, progress: bool) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")  # a fresh interpreter: forking after torch has started threads can hang
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k)
+                   for k, (name, idx) in enumerate(assignment.train_sets.items())]
+        for f in futures:
+            f.result()  # re-raises a worker's error here
+
+
+def _exit_with_parent() -> None:
+    """A killed `multimem score` must not leave its training workers running: watch the parent."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int):
+    """One model in a worker process: reopen the decoded cache (no media is read again) and train."""
+    _exit_with_parent()
+    torch.set_num_threads(threads)
+    run = RunDir(cfg.out)
+    source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
+    modalities = list(cfg.modalities or source.modalities)
+    decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
+    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
+                               "video_frames": cfg.media.video_frames,
+                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    torch.manual_seed(cfg.train.seed)
+    data = prepare_cached(create_model(model_cfg), decoded.arrays, run.cache_dir)
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(model_cfg)
+    stages = Stages(run, True)
+    report = lambda **fields: stages.report(**{**fields, "parallel_models": True})  # noqa: E731
+    train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name, progress=progress,
+                report=report, bar_position=position)
