@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.filters import sort_order
 from app.media import MediaPathError, read_media
 from multimem_core import diagnose
 from multimem_core.launch import runs_folder
@@ -24,7 +25,10 @@ from multimem_core.review import ReviewError, ReviewStore, default_reviewer
 from multimem_core.run import RunDir, RunDirError
 
 ENV_RUN = "MULTIMEM_RUN"  # the run (or folder of runs) the app shows, when not given after `--`
-SELECTION = "selection_ids"  # session key: ids selected on the Map (a list), used by Samples and Export
+SELECTION = "selection_ids"  # session key: ids selected on the Map or picked in the table (a list)
+SELECTION_SOURCE = "selection_source"  # "map" or "table": where the selection was made
+FILTERED = "filtered_ids"  # session key: the Samples page's filtered set, in its order (Map and Triage use it)
+FILTER_NOTE = "filtered_note"  # session key: those filters in words ("label cat, unreviewed")
 REVIEWER = "reviewer"
 DETAIL_PAGE = "views/detail.py"
 FLAG_ICONS = {"noisy": ":material/flag:", "ok": ":material/check_circle:", "unsure": ":material/help:"}
@@ -133,6 +137,11 @@ def _load(path: str, stamp: tuple) -> RunData:
         table["injected"] = ""
     table["injected"] = table["injected"].fillna("").astype(str)
     text = table["text"].fillna("").astype(str).str.lower() if "text" in table.columns else pd.Series([""] * len(table))
+    # the one-line reason, computed once per run (RUN/diagnostics/reasons.parquet), never per view
+    reasons = diagnose.reasons(run)
+    reason_of = dict(zip(reasons["id"].astype(str), reasons["reason"]))
+    table["reason"] = [reason_of.get(i, "") for i in table["id"]]
+    table["label"] = table["label"].fillna("").astype(str) if "label" in table.columns else ""
     return RunData(run=run, stamp=stamp, config=config, modalities=list(config["modalities"]),
                    protocol=protocol_name(config), table=table, score_cols=score_cols,
                    score_row=score_row, errors=run.errors(), has_injected=bool((table["injected"] != "").any()),
@@ -142,6 +151,13 @@ def _load(path: str, stamp: tuple) -> RunData:
 def load_run(path: str | Path) -> RunData:
     run = RunDir(path)
     return _load(str(run.path), _stamp(run))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sorted_rows(path: str, stamp: tuple, column: str, ascending: bool) -> np.ndarray:
+    """Row order of the whole table by a column that does not change while the app runs (a score, id,
+    label, caption, reason): sorted once per run version, reused by every filter and page."""
+    return sort_order(load_run(path).table, column, ascending)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Building the neighbour index…")
@@ -192,7 +208,8 @@ def sidebar() -> None:
                           on_change=lambda: st.session_state.update({REVIEWER: st.session_state["_reviewer_field"]}))
     selected = st.session_state.get(SELECTION) or []
     if selected:
-        st.sidebar.caption(f"Map selection: **{len(selected):,}** samples")
+        where = "picked in the table" if st.session_state.get(SELECTION_SOURCE) == "table" else "on the map"
+        st.sidebar.caption(f"Selection ({where}): **{len(selected):,}** samples")
         st.sidebar.button("Clear selection", on_click=lambda: st.session_state.pop(SELECTION, None))
 
 
@@ -275,7 +292,64 @@ def score_options(data: RunData) -> list[str]:
 
 
 def role_label(role: str) -> str:
-    return {"H": "held out", "S_S": "S_S shared", "S_C": "S_C candidate", "S_I": "S_I independent"}.get(role, role)
+    """Which part of the protocol a sample is in, in words (never "role fold0")."""
+    if role.startswith("fold") and role[4:].isdigit():
+        return f"fold {role[4:]}"
+    return {"H": "held out (no model trained on it)", "S_S": "shared (both models trained on it)",
+            "S_C": "candidate (only f trained on it)", "S_I": "independent (only g trained on it)"}.get(role, role)
+
+
+def keep_widgets(keys, *, save: bool = False) -> None:
+    """Streamlit forgets a widget's value on pages that do not draw it: call once before a page's widgets to
+    restore their values, and once after them with save=True, so filters survive a visit to another page."""
+    for key in keys:
+        shadow = f"_kept_{key}"
+        if save:
+            if key in st.session_state:
+                st.session_state[shadow] = st.session_state[key]
+        elif key not in st.session_state and shadow in st.session_state:
+            st.session_state[key] = st.session_state[shadow]
+
+
+def set_selection(ids, source: str) -> None:
+    """The selection every page shares (cards, table, map, triage, export)."""
+    st.session_state[SELECTION] = [str(i) for i in ids]
+    st.session_state[SELECTION_SOURCE] = source
+
+
+def tag_ids(data: RunData, ids, tag: str, *, remove: bool = False) -> None:
+    """Button callback: add (or remove) a free tag on samples."""
+    try:
+        n = store(data).tag(list(ids), tag, reviewer=reviewer(), remove=remove)
+        st.session_state["_toast"] = f"{'Untagged' if remove else 'Tagged'} {n:,} as {tag}"
+    except ReviewError as e:
+        st.session_state["_toast"] = f"Not saved: {e}"
+
+
+def score_column_config(data: RunData) -> dict:
+    """st.dataframe column settings: every score under its plain name, with what high means as help."""
+    return {c: st.column_config.NumberColumn(diagnose.score_label(c), help=diagnose.score_help(c), format="%+.3f")
+            for c in data.score_cols}
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail_uri(root: str, value: str, size: int = 96) -> str | None:
+    """A small PNG of an image file as a data URI: the table's thumbnails (a page of rows at a time)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        blob, _ = read_media(root, value)
+        with Image.open(io.BytesIO(blob)) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+    except Exception:  # a broken or missing file shows as an empty cell; the card says why
+        return None
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 # --- media ---------------------------------------------------------------------------------------------
@@ -315,25 +389,29 @@ def show_media(data: RunData, row: pd.Series, modality: str, *, compact: bool = 
 # --- sample cards ------------------------------------------------------------------------------------
 
 def card_grid(data: RunData, rows: pd.DataFrame, *, labels: dict[str, str], score: str, columns: int = 4,
-              source: str, key: str) -> None:
+              source: str, key: str, tags: dict | None = None) -> None:
     """Cards for `rows` (already filtered, sorted and paged), `columns` to a row."""
     for start in range(0, len(rows), columns):
         cols = st.columns(columns, gap="small")
         for col, (_, row) in zip(cols, rows.iloc[start:start + columns].iterrows()):
             with col:
-                sample_card(data, row, labels=labels, score=score, source=source, key=key)
+                sample_card(data, row, labels=labels, score=score, source=source, key=key, tags=tags)
 
 
-def sample_card(data: RunData, row: pd.Series, *, labels: dict[str, str], score: str, source: str, key: str) -> None:
+def sample_card(data: RunData, row: pd.Series, *, labels: dict[str, str], score: str, source: str, key: str,
+                tags: dict | None = None) -> None:
     sid = str(row["id"])
     with st.container(border=True):
         st.page_link(DETAIL_PAGE, label=f"**{_md(sid)}**", icon=":material/open_in_new:", query_params={"id": sid},
                      help="Open the sample detail")
         label = labels.get(sid)
         facts = [_md(role_label(str(row["role"])))]
+        if row.get("label"):
+            facts.append(f"label {_md(row['label'])}")
         if row.get("injected"):
             facts.append(f"injected: {_md(row['injected'])}")
         facts.append(f"{FLAG_ICONS[label]} **{label}**" if label else "not reviewed")
+        facts += [f"#{_md(t)}" for t in (tags or {}).get(sid, ())]
         st.caption(" · ".join(facts))
         visual = [m for m in ("image", "video") if m in data.modalities and m in row.index]
         if len(visual) == 2:
@@ -348,18 +426,20 @@ def sample_card(data: RunData, row: pd.Series, *, labels: dict[str, str], score:
             if m in data.modalities and m in row.index:
                 show_media(data, row, m, compact=True)
         if bool(row.get("scored")):
-            parts = [f"MultiMem **{fmt(row.get('multimem'))}**"]
-            if score != "multimem":
+            parts = [f"memorized **{fmt(row.get('multimem'))}**"]
+            if score in data.score_cols and score != "multimem":
                 parts.append(f"{_md(diagnose.score_label(score))} **{fmt(row.get(score))}**")
             st.markdown(" · ".join(parts))
+            if row.get("reason"):
+                st.caption(f":material/explore: {_md(row['reason'])}")
         else:
             st.caption("not scored (held out or skipped)")
+        # no `help` on these: Streamlit draws a second, hidden copy of a button that has a tooltip
         b1, b2 = st.columns(2, gap="small")
         b1.button("Noisy", key=f"{key}_noisy_{sid}", icon=FLAG_ICONS["noisy"], on_click=flag_ids,
-                  args=(data, [sid], "noisy"), kwargs={"source": source}, width="stretch",
-                  help="Flag as a noisy pair (saved at once)")
+                  args=(data, [sid], "noisy"), kwargs={"source": source}, width="stretch")
         b2.button("OK", key=f"{key}_ok_{sid}", icon=FLAG_ICONS["ok"], on_click=flag_ids, args=(data, [sid], "ok"),
-                  kwargs={"source": source}, width="stretch", help="Mark as reviewed and fine (saved at once)")
+                  kwargs={"source": source}, width="stretch")
 
 
 def paged(n: int, *, key: str, sizes=(12, 24, 48)) -> slice:

@@ -31,6 +31,7 @@ PAGES: dict[str, list] = {
     "Explore": [
         st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
         st.Page("views/samples.py", title="Samples", icon=":material/grid_view:"),
+        st.Page("views/triage.py", title="Triage", icon=":material/keyboard:"),
         st.Page("views/detail.py", title="Sample detail", icon=":material/search:"),
         st.Page("views/map.py", title="Map", icon=":material/scatter_plot:"),
     ],

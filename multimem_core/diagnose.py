@@ -81,33 +81,87 @@ def weakest_pair(sim: np.ndarray, modalities: Sequence[str]) -> tuple[str, str, 
 
 
 def weakest_pair_sentence(sim: np.ndarray, modalities: Sequence[str], *, margin: float = 0.1) -> str:
-    """Say in words which modality disagrees: "audio disagrees with image and text".
+    """Say in words which modality disagrees: "audio disagrees with image and text" (reason_sentences)."""
+    return reason_sentences(np.asarray(sim)[None], modalities, margin=margin)[0]
+
+
+def reason_sentences(sims: np.ndarray, modalities: Sequence[str], *, margin: float = 0.1) -> list[str]:
+    """Per sample of `sims` [N, n, n], in words, which modality disagrees with the others.
 
     With three or more modalities, the odd one out is the modality whose mean similarity to the others
     is lowest; it "disagrees with" every modality it is less similar to than the other pairs are on
     average, minus `margin`. If no single modality stands out, the weakest pair is named instead.
+    Vectorised over samples: a 100,000-sample run takes about a second.
     """
-    s = np.asarray(sim, dtype=np.float64)
+    s = np.asarray(sims, dtype=np.float64)
     n = len(modalities)
-    a, b, weakest = weakest_pair(s, modalities)
+    if s.ndim != 3 or s.shape[1:] != (n, n) or n < 2:
+        raise ValueError(f"similarity matrices of shape {s.shape}: the shape does not match {n} modalities {list(modalities)}")
+    iu = np.triu_indices(n, k=1)
+    pairs = s[:, iu[0], iu[1]]
+    k = np.argmin(pairs, axis=1)
+    a, b, weakest = iu[0][k], iu[1][k], pairs[np.arange(len(s)), k]
     if n == 2:
-        return f"{a} and {b} agree (similarity {weakest:.2f})" if weakest >= 0.5 else \
-            f"{a} and {b} disagree (similarity {weakest:.2f})"
+        return [f"{modalities[0]} and {modalities[1]} {'agree' if w >= 0.5 else 'disagree'} (similarity {w:.2f})"
+                for w in weakest]
     off = ~np.eye(n, dtype=bool)
-    row_mean = np.where(off, s, 0).sum(axis=1) / (n - 1)
-    odd = int(np.argmin(row_mean))
-    others = [j for j in range(n) if j != odd]
-    rest = s[np.ix_(others, others)][~np.eye(n - 1, dtype=bool)]
-    reference = float(rest.mean())  # how well the other modalities agree among themselves
-    against = [modalities[j] for j in others if s[odd, j] < reference - margin - 1e-9]
-    if against:
-        return (f"{modalities[odd]} disagrees with {_and_list(against)} "
-                f"(similarity {np.mean([s[odd, modalities.index(m)] for m in against]):.2f} vs "
-                f"{reference:.2f} among the others)")
-    spread = float(s[off].max() - s[off].min())
-    if spread < margin:
-        return f"no modality stands out (similarities {s[off].min():.2f} to {s[off].max():.2f})"
-    return f"the weakest pair is {a} and {b} (similarity {weakest:.2f})"
+    row_mean = np.where(off, s, 0).sum(axis=2) / (n - 1)
+    odd = np.argmin(row_mean, axis=1)
+    others = np.arange(n)[None, :] != odd[:, None]  # [N, n]
+    among = others[:, :, None] & others[:, None, :] & off
+    reference = (s * among).sum(axis=(1, 2)) / among.sum(axis=(1, 2))  # how the others agree among themselves
+    odd_row = s[np.arange(len(s)), odd]  # [N, n]
+    against = others & (odd_row < reference[:, None] - margin - 1e-9)
+    count = against.sum(axis=1)
+    against_mean = np.where(against, odd_row, 0).sum(axis=1) / np.maximum(count, 1)
+    off_values = s[:, off]
+    low, high = off_values.min(axis=1), off_values.max(axis=1)
+    out = []
+    for i in range(len(s)):
+        if count[i]:
+            names = [modalities[j] for j in np.flatnonzero(against[i])]
+            out.append(f"{modalities[odd[i]]} disagrees with {_and_list(names)} "
+                       f"(similarity {against_mean[i]:.2f} vs {reference[i]:.2f} among the others)")
+        elif high[i] - low[i] < margin:
+            out.append(f"no modality stands out (similarities {low[i]:.2f} to {high[i]:.2f})")
+        else:
+            out.append(f"the weakest pair is {modalities[a[i]]} and {modalities[b[i]]} (similarity {weakest[i]:.2f})")
+    return out
+
+
+# --- the reason per sample, cached in the run ----------------------------------------------------------
+
+REASONS_FILE = "reasons.parquet"  # in RUN/diagnostics/: id, reason
+
+
+def write_reasons(run) -> pd.DataFrame:
+    """Every scored sample's reason under the model that never trained on it (diagnostics/sim_out.npy),
+    into RUN/diagnostics/reasons.parquet (atomically). Called by the scoring pipeline, or lazily by
+    `reasons`. A run without similarity matrices (imported scores) gets an empty table."""
+    from multimem_core.run import atomic_write_parquet
+
+    sims = run.similarity_matrices()
+    scores = run.scores()
+    if sims is None or scores is None or len(scores) != len(sims[1]):
+        table = pd.DataFrame({"id": pd.Series(dtype=str), "reason": pd.Series(dtype=str)})
+    else:
+        table = pd.DataFrame({"id": scores["id"].astype(str).to_numpy(),
+                              "reason": reason_sentences(np.asarray(sims[1]), run.modalities)})
+    try:
+        atomic_write_parquet(run.diagnostics_dir / REASONS_FILE, table)
+    except OSError:  # a read-only run (shared, archived): use the reasons without caching them
+        pass
+    return table
+
+
+def reasons(run) -> pd.DataFrame:
+    """RUN/diagnostics/reasons.parquet, computed and written first if it is absent or older than the
+    similarity matrices it is made from."""
+    path = run.diagnostics_dir / REASONS_FILE
+    source = run.diagnostics_dir / "sim_out.npy"
+    if path.is_file() and (not source.is_file() or path.stat().st_mtime_ns >= source.stat().st_mtime_ns):
+        return pd.read_parquet(path)
+    return write_reasons(run)
 
 
 # --- cross-modal neighbours ---------------------------------------------------------------------------
@@ -207,23 +261,52 @@ def score_columns(scores: pd.DataFrame) -> list[str]:
     return head + [c for c in scores.columns if c.startswith(SCORE_PREFIXES)]
 
 
+# Plain names and one-line help for every score column: the one home the dashboard and the summary read.
+SCORE_NAMES = {
+    "multimem": ("memorized (MultiMem)",
+                 "memorized: the model that trained on it aligns its modalities much better than one that did not "
+                 "(agreement in − agreement out). High = memorized."),
+    "cmc_in": ("agreement, models that trained on it",
+               "How well its modalities agree (CMC) under the models that trained on it. Low = even training "
+               "did not make them agree."),
+    "cmc_out": ("agreement, model that never saw it",
+                "How well its modalities agree (CMC) under the model that never trained on it. Low = its "
+                "modalities contradict each other: likely a wrong pairing."),
+    "base__cosine": ("cosine, trained model (baseline)",
+                     "Mean cosine similarity of its modalities under a model that trained on it. Low = misaligned."),
+    "base__clipmem": ("image–text memorized (CLIPMem baseline)",
+                      "MultiMem on image and text only, as CLIPMem measures it. High = its caption was memorized."),
+    "base__loss": ("training loss (baseline)",
+                   "Its contrastive loss under a model that trained on it. High = hard or noisy."),
+}
+
+
 def score_label(column: str) -> str:
-    """A human name for a score column."""
-    if column == "multimem":
-        return "MultiMem"
-    if column == "cmc_in":
-        return "CMC, models that saw it"
-    if column == "cmc_out":
-        return "CMC, model that did not"
+    """A plain name for a score column."""
+    if column in SCORE_NAMES:
+        return SCORE_NAMES[column][0]
     if column.startswith("pair__"):
         a, b = column[len("pair__"):].split("__")
-        return f"pair {a}–{b}"
+        return f"memorized, {a}–{b} only"
     if column.startswith("contrib__"):
-        return f"contribution of {column[len('contrib__'):]}"
+        return f"driven by {column[len('contrib__'):]}"
     if column.startswith("base__"):
-        return {"base__cosine": "baseline: cosine", "base__clipmem": "baseline: CLIPMem (image–text)",
-                "base__loss": "baseline: loss"}.get(column, "baseline: " + column[len("base__"):])
+        return f"{column[len('base__'):]} (baseline)"
     return column
+
+
+def score_help(column: str) -> str:
+    """What a score column measures and what a high value means, in a sentence or two."""
+    if column in SCORE_NAMES:
+        return SCORE_NAMES[column][1]
+    if column.startswith("pair__"):
+        a, b = column[len("pair__"):].split("__")
+        return (f"MultiMem on its {a} and {b} alone. High = the model memorized the pairing of this {a} with "
+                f"this {b}.")
+    if column.startswith("contrib__"):
+        m = column[len("contrib__"):]
+        return f"How much its MultiMem drops when {m} is left out. High = {m} is what makes it memorized."
+    return f"A score imported with the run ({column})."
 
 
 def suspicion(scores: pd.DataFrame, column: str) -> np.ndarray:
@@ -284,7 +367,7 @@ def pair_vs_all(scores: pd.DataFrame, *, mask: np.ndarray | None = None) -> pd.D
     for c in cols:
         v = sub[c].to_numpy(dtype=np.float64)
         v = v[np.isfinite(v)]
-        rows.append({"score": c, "name": "all modalities" if c == "multimem" else score_label(c)[5:],
+        rows.append({"score": c, "name": "all modalities" if c == "multimem" else "–".join(c.split("__")[1:]),
                      "mean": float(v.mean()) if len(v) else np.nan,
                      "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0})
     return pd.DataFrame(rows, columns=["score", "name", "mean", "sem"])

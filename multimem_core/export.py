@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,7 @@ MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ID_FORMATS = ("ids", "ids-csv", "npy")
 SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shard_writer.write_shards)
 FORMATS = MANIFEST_FORMATS + (SHARD_FORMAT,) + ID_FORMATS
+MEDIA_MODALITIES = ("image", "audio", "video")
 
 
 
@@ -34,8 +36,10 @@ class Export:
     total: int
     suffix: str
     source: str  # what the rows came from: the original manifest file or samples.parquet
-    table: pd.DataFrame | None = None  # shards only: the kept samples, written by write_export
-    root: str = ""  # shards only: the folder the table's media paths / shard references are under
+    # manifests and shards: the kept rows, and the folder their media paths / shard references are under
+    table: pd.DataFrame | None = None
+    root: str = ""
+    media_columns: tuple[str, ...] = ()  # manifests: the columns that hold media paths (the input's own names)
 
     def summary(self) -> str:
         return f"dropped {len(self.dropped)} of {self.total} samples, kept {self.kept} ({self.format})"
@@ -88,11 +92,24 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
         return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
                       root=str(run.dataset_root))
     table, source = cleaned_manifest(run, drop_set)
-    return Export(_encode_table(table, fmt), fmt, dropped, len(table), total, "." + fmt, source)
+    names = manifest_info(run).get("source_columns") or {}
+    media = tuple(c for c in (names.get(m, m) for m in MEDIA_MODALITIES) if c in table.columns)
+    root = str(run.dataset_root)
+    # `data` is what a browser downloads to a folder nobody knows: absolute paths open from anywhere here
+    data = _encode_table(rebase_media_paths(table, media, root=root, to=None), fmt)
+    return Export(data, fmt, dropped, len(table), total, "." + fmt, source, table=table, root=root,
+                  media_columns=media)
 
 
-def write_export(export: Export, out: str | Path) -> Path:
+def write_export(export: Export, out: str | Path, *, absolute_paths: bool = False) -> Path:
+    """Write the export to `out`. A cleaned manifest's media paths are rewritten relative to the folder of
+    `out` (absolute with `absolute_paths`), so that they open from where the file is written."""
     out = Path(out).expanduser()
+    if export.format in MANIFEST_FORMATS and export.table is not None:
+        to = None if absolute_paths else out.resolve().parent
+        table = rebase_media_paths(export.table, export.media_columns, root=export.root, to=to)
+        atomic_write_bytes(out, _encode_table(table, export.format))
+        return out
     if export.format == SHARD_FORMAT:  # `out` is a folder of .tar shards
         from multimem_core.data.shard_writer import write_shards
 
@@ -102,6 +119,28 @@ def write_export(export: Export, out: str | Path) -> Path:
             raise ReviewError(f"cannot write shards into {out}: {e}") from e
         return out
     atomic_write_bytes(out, export.data)
+    return out
+
+
+def rebase_media_paths(table: pd.DataFrame, columns: Sequence[str], *, root: str | Path,
+                       to: str | Path | None) -> pd.DataFrame:
+    """A copy of `table` whose media cells (paths relative to `root`) resolve from the folder `to`, or are
+    absolute when `to` is None. Empty cells, URLs and absolute paths stay as they are; a WebDataset
+    reference "shard.tar#key.jpg" has its shard part rebased."""
+    root = Path(root).expanduser().resolve()
+    out = table.copy()
+    out.attrs = dict(table.attrs)  # the separator of an open_clip CSV
+
+    def rebase(value):
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+        path, hash_, member = text.partition("#") if ".tar#" in text else (text, "", "")
+        if not path.strip() or "://" in path or Path(path).expanduser().is_absolute():
+            return value
+        full = root / path
+        return (str(full) if to is None else os.path.relpath(full, Path(to))) + hash_ + member
+
+    for c in columns:
+        out[c] = out[c].map(rebase)
     return out
 
 
@@ -121,9 +160,9 @@ def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, str]:
     info = manifest_info(run)
     samples = run.samples()
     samples["id"] = samples["id"].astype(str)
-    path = Path(info["path"]) if info.get("path") else None
-    if path is not None and not path.is_absolute():
-        path = run.dataset_root / path
+    path = run.stored_path("manifest") if info.get("path") else None
+    if path is not None and not path.exists() and not Path(info["path"]).is_absolute():
+        path = run.dataset_root / info["path"]  # a name relative to the dataset's folder (hand-made runs)
     fmt = info.get("format")
     if path is not None and path.is_file() and fmt in MANIFEST_FORMATS:
         original = _read_original(path, fmt)

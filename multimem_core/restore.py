@@ -35,7 +35,7 @@ def score_config_of(run: RunDir) -> ScoreConfig:
     proto["paper_shares"] = tuple(proto.get("paper_shares", (0.5, 0.25, 0.25)))
     model = dict(c["model"])
     return ScoreConfig(
-        input=c["input"], out=str(run.path), modalities=list(c["modalities"]), keys=ColumnKeys(**c["keys"]),
+        input=str(run.input_path), out=str(run.path), modalities=list(c["modalities"]), keys=ColumnKeys(**c["keys"]),
         protocol=ProtocolConfig(**proto), model=ModelConfig(**model), train=TrainConfig(**train),
         media=MediaSpec(**c["media"]), views=int(c.get("views", c.get("augmentations", ScoreConfig.views))),
         chunk_size=int(c.get("chunk_size", 256)), projection=False, device=c.get("device", "auto"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from multimem_core.diagnose import LOWER_IS_WORSE
 from multimem_core.run import RunDir
 
 LABELS = ("noisy", "ok", "unsure")
+TAG_PATTERN = re.compile(r"^[\w][\w .:/+-]{0,39}$")  # a short word or phrase: letters, digits, a few signs
 
 
 
@@ -61,6 +63,15 @@ CREATE TABLE IF NOT EXISTS decisions (
     source     TEXT NOT NULL DEFAULT ''   -- where the click came from: samples, detail, map, cli
 );
 CREATE INDEX IF NOT EXISTS decisions_sample ON decisions(sample_id);
+CREATE TABLE IF NOT EXISTS tags (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    sample_id  TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    action     TEXT NOT NULL CHECK (action IN ('add', 'remove')),
+    reviewer   TEXT NOT NULL,
+    created_at TEXT NOT NULL    -- ISO 8601, UTC
+);
+CREATE INDEX IF NOT EXISTS tags_sample ON tags(sample_id);
 """
 
 
@@ -169,6 +180,42 @@ class ReviewStore:
 
     def flagged_ids(self, label: str = "noisy") -> list[str]:
         return sorted(sid for sid, lab in self.labels().items() if lab == label)
+
+    # -- tags -----------------------------------------------------------------------------------------
+    def tag(self, sample_ids: str | Iterable[str], tag: str, *, reviewer: str, remove: bool = False) -> int:
+        """Add (or remove) a free tag on samples, one row each, in one transaction; returns the row count."""
+        tag = str(tag).strip()
+        if not TAG_PATTERN.match(tag):
+            raise ReviewError(f"tag {tag!r} is not usable: up to 40 letters, digits, spaces or . : / + -, "
+                              "starting with a letter or digit")
+        if not str(reviewer).strip():
+            raise ReviewError("reviewer name is empty; type your name in the sidebar")
+        ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
+        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), _now()) for sid in ids]
+        with closing(self._connect()) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO tags (sample_id, tag, action, reviewer, created_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def tags(self) -> dict[str, tuple[str, ...]]:
+        """sample_id -> its current tags (those whose latest row adds them), sorted."""
+        if not self.path.is_file():
+            return {}
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT t.sample_id, t.tag FROM tags t WHERE t.action = 'add' AND t.seq = (SELECT MAX(u.seq) "
+                "FROM tags u WHERE u.sample_id = t.sample_id AND u.tag = t.tag)").fetchall()
+        out: dict[str, list[str]] = {}
+        for sid, tag in rows:
+            out.setdefault(sid, []).append(tag)
+        return {sid: tuple(sorted(tags)) for sid, tags in out.items()}
+
 
 
 def _now() -> str:

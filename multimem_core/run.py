@@ -113,6 +113,14 @@ def allocated_memmap(path: str | os.PathLike, dtype, shape: tuple[int, ...]) -> 
     return array
 
 
+def stored_paths(run_path: Path, **paths: str | os.PathLike) -> dict:
+    """config.json entries for paths a run refers to: each absolute, plus "paths_from_run" with each relative
+    to the run directory (RunDir.stored_path reads them back from any working folder)."""
+    absolute = {k: str(Path(v).expanduser().resolve()) for k, v in paths.items()}
+    run_path = Path(run_path).expanduser().resolve()
+    return {**absolute, "paths_from_run": {k: os.path.relpath(v, run_path) for k, v in absolute.items()}}
+
+
 class RunDirError(RuntimeError):
     pass
 
@@ -205,7 +213,35 @@ class RunDir:
     @property
     def dataset_root(self) -> Path:
         """The folder media paths in samples.parquet are relative to; the app serves nothing outside it."""
-        return Path(self.config()["dataset_root"])
+        return self.stored_path("dataset_root")
+
+    @property
+    def input_path(self) -> Path:
+        """The manifest file or shards folder the run was made from."""
+        return self.stored_path("input")
+
+    def stored_path(self, key: str) -> Path:
+        """A path config.json names ("input", "dataset_root", "manifest"), usable from any working folder.
+
+        The engine stores it absolute and, under "paths_from_run", relative to the run directory, so a run
+        moved together with its data still finds it. Runs made before that kept the path as typed,
+        relative to the folder `multimem score` ran in; that folder is the run's path minus its `out`."""
+        config = self.config()
+        value = config["manifest"].get("path", "") if key == "manifest" else config.get(key, "")
+        stored = Path(str(value)).expanduser()
+        candidates = [stored] if stored.is_absolute() else []
+        from_run = (config.get("paths_from_run") or {}).get(key)
+        if from_run:
+            candidates.append(self.path / from_run)
+        if not stored.is_absolute():
+            out = Path(str(config.get("out", "")))
+            if (str(out) not in ("", ".") and not out.is_absolute() and ".." not in out.parts
+                    and len(out.parts) <= len(self.path.parts)):
+                candidates.append(self.path.parents[len(out.parts) - 1] / stored)
+        for path in candidates:
+            if path.exists():
+                return path.resolve()
+        return candidates[0] if candidates else stored
 
     def samples(self) -> pd.DataFrame:
         return pd.read_parquet(self.samples_path)

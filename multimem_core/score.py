@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, diagnose
 from .config import AugmentConfig, ScoreConfig  # noqa: F401 (ScoreConfig re-exported: its old home)
 from .confidence import heldout_confidence
 from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
@@ -28,7 +28,7 @@ from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean
 from .models.factory import ModelConfig, create_model
 from .parallel_training import train_in_processes, train_workers
 from .protocol import Assignment, assign
-from .run import HELDOUT, RunDir, Stages, allocated_memmap, atomic_save_npy, describe_skipped
+from .run import HELDOUT, RunDir, Stages, allocated_memmap, atomic_save_npy, describe_skipped, stored_paths
 from .runlock import RunLock
 from .targeted import embed_views, view_generator
 from .train import dist_info, init_distributed, resolve_device, train_model
@@ -145,6 +145,9 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
         **cfg.to_dict(), "modalities": modalities, "status": "running", "versions": package_versions(),
         **manifest_config(source), "dataset": dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    # absolute, and relative to the run: the dashboard and `mitigate` may start anywhere (RunDir.stored_path)
+    paths = stored_paths(run.path, input=cfg.input, dataset_root=source.root, manifest=source.path)
+    base_config.update(input=paths["input"], dataset_root=paths["dataset_root"], paths_from_run=paths["paths_from_run"])
     if lead:
         run.write_config(base_config)
 
@@ -271,6 +274,7 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
         atomic_save_npy(run.diagnostics_dir / "sim_out.npy", sim_out)
+        diagnose.write_reasons(run)  # the one-line reason every card and table row shows
     if projection_model is not None:
         with stages("projection"):
             run.write_projection(projection_table(ids, clean[projection_model], modalities, seed=seed,

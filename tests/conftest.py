@@ -19,17 +19,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 @contextmanager
-def serving_app(args: list[str], log: Path) -> Iterator[str]:
-    """`multimem app ARGS --port P` on a free localhost port; yields its URL once /_stcore/health answers.
+def serving_app(args: list[str], log: Path, *, cwd: Path | None = None) -> Iterator[str]:
+    """`multimem app ARGS --port P` on a free localhost port (started in `cwd`); yields its URL once
+    /_stcore/health answers.
 
-    The app runs in a process group of its own (the CLI starts streamlit as a child) and the whole group
-    goes at the end; its output is in `log`, which failures quote."""
+    The app runs in a process group of its own and is stopped with SIGTERM (it takes its Streamlit child
+    down itself); its output is in `log`, which failures quote."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # the checkout first on the path, also when the app starts in another folder
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                         os.environ.get("PYTHONPATH", "")])}
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "multimem_core.cli", "app", *args, "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import common
 from app.media import MediaPathError, safe_media_path
+from multimem_core import diagnose
 from multimem_core.review import ReviewStore
 from multimem_core.run import RunDir
 
@@ -57,7 +59,8 @@ def test_overview_shows_counts_plots_and_auroc(run, monkeypatch):
     assert metrics["Scored"] == f"{len(run.scores()):,}"
     assert len(at.get("plotly_chart")) >= 5  # histograms, contributions, pairs, precision at k
     auroc = at.dataframe[0].value
-    assert "multimem" not in auroc.columns and set(auroc["name"]) >= {"MultiMem", "baseline: cosine"}
+    assert "multimem" not in auroc.columns
+    assert set(auroc["name"]) >= {diagnose.score_label("multimem"), diagnose.score_label("base__cosine")}
     assert auroc["auroc"].between(0, 1).all()
 
 
@@ -93,7 +96,7 @@ def test_samples_filters_and_paging(run, monkeypatch):
     assert not card_ids(at) and "No sample matches" in at.info[0].value
     at.text_input(key="samples_query").input("").run()
     first = card_ids(at)
-    at.number_input(key="samples_page").set_value(2).run()
+    at.number_input(key="samples_cards_page").set_value(2).run()
     assert card_ids(at) and not set(card_ids(at)) & set(first)
 
 
@@ -282,3 +285,77 @@ def test_every_page_handles_other_run_shapes(variant, monkeypatch, tmp_path):
     if variant == "paper protocol":
         at.switch_page("views/overview.py").run()
         assert any("S_C" in str(c.proto.spec) for c in at.get("plotly_chart"))
+
+
+def test_samples_label_regex_sort_table_tags_and_bulk_flags(run, monkeypatch):
+    at = start(run.path, monkeypatch, "views/samples.py")
+    at.session_state[common.REVIEWER] = "tester"
+    samples = run.samples().set_index("id")
+    label = samples["label"].value_counts().index[0]
+    at.multiselect(key="samples_labels").set_value([label]).run()
+    shown = card_ids(at)
+    assert shown and set(samples.loc[shown, "label"]) == {label}
+    at.multiselect(key="samples_labels").set_value([]).run()
+    colour = samples["text"].iloc[0].split()[0]
+    at.session_state["samples_text_mode"] = "regex"
+    at.text_input(key="samples_query").input(f"^{colour} (square|circle|triangle|cross)").run()
+    shown = card_ids(at)
+    assert shown and all(re.match(f"{colour} (square|circle|triangle|cross)", t)
+                         for t in samples.loc[shown, "text"])
+    at.text_input(key="samples_query").input("(unclosed").run()
+    assert at.error and "not a regular expression" in at.error[0].value
+    at.text_input(key="samples_query").input("").run()
+    at.selectbox(key="samples_sort").set_value("id").run()
+    assert card_ids(at) == sorted(samples.index)[:12]
+    # the reason on every scored card, computed once per run
+    reasons = diagnose.reasons(run).set_index("id")["reason"]
+    captions = " ".join(c.value for c in at.caption)
+    assert any(reasons.get(i, "") and common.plain(reasons[i]) in captions for i in card_ids(at))
+
+    # the table: every score under its plain name, flag, tags, reason
+    at.session_state["samples_view"] = "table"
+    at.run()
+    table = at.dataframe[0].value
+    assert {"id", "flag", "tags", "reason"} <= set(table.columns) and set(run.scores().columns) >= {"multimem"}
+    assert "multimem" in table.columns and len(table) == 50
+
+    # bulk actions on the filtered set: tag, then filter by the tag; flag them all
+    at.multiselect(key="samples_labels").set_value([label]).run()
+    expected = set(samples.index[samples["label"] == label])
+    at.text_input(key="bulk_tag").input("watermark").run()
+    at.button(key="bulk_tag_add").click().run()
+    store = ReviewStore.for_run(run)
+    assert {i for i, tags in store.tags().items() if "watermark" in tags} == expected
+    at.button(key="bulk_noisy").click().run()
+    assert set(store.flagged_ids()) == expected
+
+
+def test_card_buttons_have_no_hidden_copies(run, monkeypatch):
+    """A button with a tooltip is drawn twice by Streamlit (24 "Noisy" buttons for 12 cards): none on cards."""
+    at = start(run.path, monkeypatch, "views/samples.py")
+    buttons = [b for b in at.button if b.key and b.key.startswith(("grid_noisy_", "grid_ok_"))]
+    assert len(buttons) == 24 and not any(b.help for b in buttons)
+
+
+def test_triage_decides_with_a_reason_advances_and_resumes_for_another_reviewer(run, monkeypatch):
+    at = start(run.path, monkeypatch)
+    at.session_state[common.REVIEWER] = "ann"
+    at.session_state["triage_source"] = "top"
+    at.switch_page("views/triage.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    top = run.scores().sort_values("multimem", ascending=False)["id"].astype(str).tolist()
+    assert "0 of" in at.get("progress")[0].proto.text
+    at.text_input(key="triage_reason").input("the caption names another shape").run()
+    at.button(key="triage_noisy").click().run()
+    at.button(key="triage_ok").click().run()
+    hist = ReviewStore.for_run(run).history().sort_values("seq")
+    assert hist["sample_id"].tolist() == top[:2] and hist["label"].tolist() == ["noisy", "ok"]
+    assert hist["reason"].tolist() == ["the caption names another shape", ""] and set(hist["source"]) == {"triage"}
+    assert set(hist["reviewer"]) == {"ann"} and "2 of" in at.get("progress")[0].proto.text
+    at.button(key="triage_prev").click().run()  # k
+    assert at.get("page_link")[0].proto.label.endswith(common.plain(top[1]) + "**")
+
+    other = start(run.path, monkeypatch)  # another reviewer, another session: resumes at the first open one
+    other.session_state["triage_source"] = "top"
+    other.switch_page("views/triage.py").run()
+    assert other.get("page_link")[0].proto.label.endswith(common.plain(top[2]) + "**")

@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from multimem_core import cli
+from multimem_core.cli.score import apply_demo_profile
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
-# options added since, at the values that leave a run as it was
-ADDED = {"model": {"freeze_image": False, "image_views": 4}}
+# options added since, at the values that leave a run as it was, and the one renamed (issue 12)
+ADDED = {"model": {"freeze_image": False, "image_views": 4}, "media": {"allow_outside_root": False}}
+RENAMED = {"augmentations": "views"}
 
 
 def resolved(dataset: str) -> tuple[int, dict]:
     args = cli.build_parser().parse_args(["demo", "--dataset", dataset])
-    cli.apply_demo_profile(args)
+    apply_demo_profile(args)
     return args.samples, json.loads(json.dumps(cli.score_config(args, "IN", "OUT").to_dict()))
 
 
@@ -29,6 +31,8 @@ def test_demo_configs_are_unchanged(dataset):
     expected = json.loads(json.dumps(BEFORE[dataset]["config"]))
     for section, fields in ADDED.items():
         expected[section].update(fields)
+    for old, new in RENAMED.items():
+        expected[new] = expected.pop(old)
     assert samples == BEFORE[dataset]["samples"]
     assert config == expected
 

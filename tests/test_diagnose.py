@@ -74,3 +74,32 @@ def test_projection_falls_back_to_pca_below_twenty_points():
     assert any("too few for UMAP" in str(w.message) for w in caught)
     with pytest.raises(ValueError, match="NaN"):
         diagnose.umap_projection(np.array([[0.0, np.nan]] * 30))
+
+
+def test_reason_sentences_treat_every_sample_on_its_own():
+    rng = np.random.default_rng(0)
+    sims = rng.uniform(-1, 1, (300, 4, 4))
+    sims = (sims + sims.transpose(0, 2, 1)) / 2
+    mods = ["image", "text", "audio", "video"]
+    batch = diagnose.reason_sentences(sims, mods)
+    assert batch == [diagnose.weakest_pair_sentence(m, mods) for m in sims]
+    assert len({r.split(" (")[0] for r in batch}) > 5  # several different diagnoses, not one repeated
+
+
+def test_reasons_are_written_by_scoring_and_recomputed_lazily(engine_run, tmp_path):
+    import shutil
+
+    from multimem_core.run import RunDir
+
+    run = RunDir(shutil.copytree(engine_run.path, tmp_path / "run", ignore=shutil.ignore_patterns("models", "cache")))
+    path = run.diagnostics_dir / diagnose.REASONS_FILE
+    assert path.is_file(), "score_run writes the reasons"
+    path.unlink()
+    table = diagnose.reasons(run)
+    assert path.is_file() and table["id"].tolist() == run.scores()["id"].astype(str).tolist()
+    sims = run.similarity_matrices()[1]
+    k = len(table) // 2
+    assert table["reason"].iloc[k] == diagnose.weakest_pair_sentence(sims[k], run.modalities)
+    stamp = path.stat().st_mtime_ns
+    diagnose.reasons(run)
+    assert path.stat().st_mtime_ns == stamp, "a fresh file is read, not recomputed"

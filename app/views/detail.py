@@ -47,14 +47,14 @@ c2.markdown(" · ".join(facts))
 
 if bool(row["scored"]):
     m = st.columns(5)
-    m[0].metric("MultiMem", common.fmt(row["multimem"]), help="CMC in − CMC out; higher = more memorized")
-    m[1].metric("CMC, models that saw it", common.fmt(row.get("cmc_in")))
-    m[2].metric("CMC, model that did not", common.fmt(row.get("cmc_out")))
+    for col, c in zip(m[:3], ("multimem", "cmc_in", "cmc_out")):
+        col.metric(diagnose.score_label(c), common.fmt(row.get(c)), help=diagnose.score_help(c))
     if "multimem" in t.columns:
         pct = float((t["multimem"] < row["multimem"]).sum() / max(1, t["scored"].sum()))
-        m[3].metric("Percentile", f"{pct:.1%}", help="Share of scored samples with a lower MultiMem")
+        m[3].metric("Percentile", f"{pct:.1%}", help="Share of scored samples that are less memorized")
     if "base__cosine" in row.index:
-        m[4].metric("Cosine (baseline)", common.fmt(row.get("base__cosine")))
+        m[4].metric(diagnose.score_label("base__cosine"), common.fmt(row.get("base__cosine")),
+                    help=diagnose.score_help("base__cosine"))
 else:
     st.info("This sample has no score: it is held out, or it could not be loaded. Its media are shown below.")
 
@@ -75,7 +75,7 @@ if sims is None and not data.run.embedding_models():
 if sims is not None and k >= 0:
     sim_in, sim_out = np.asarray(sims[0][k], dtype=float), np.asarray(sims[1][k], dtype=float)
     st.subheader("How the modalities agree")
-    sentence = diagnose.weakest_pair_sentence(sim_out, data.modalities)
+    sentence = row.get("reason") or diagnose.weakest_pair_sentence(sim_out, data.modalities)  # cached per run
     st.info(f"Under the model that never trained on it, **{common.plain(sentence)}**.", icon=":material/explore:")
     off = ~np.eye(len(data.modalities), dtype=bool)
     gain = float(sim_in[off].mean() - sim_out[off].mean())
@@ -138,7 +138,8 @@ if model:
                             if r is None:
                                 continue
                             other = t.iloc[r]
-                            st.caption(f"{int(n['rank'])}. {common.plain(n['id'])} · similarity {n['similarity']:.2f}")
+                            st.page_link(common.DETAIL_PAGE, label=f"{int(n['rank'])}. {common.plain(n['id'])} · "
+                                         f"similarity {n['similarity']:.2f}", query_params={"id": str(n["id"])})
                             common.show_media(data, other, target, compact=True)
 
 # --- flag ----------------------------------------------------------------------------------------------------

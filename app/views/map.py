@@ -73,8 +73,12 @@ space = c1.selectbox("Embedding", spaces, key="map_space", format_func=lambda s:
 colour_opts = common.score_options(data) + [k for k, v in CATEGORIES.items() if v != "injected" or data.has_injected]
 colour = c2.selectbox("Colour by", colour_opts, key="map_colour",
                       format_func=lambda c: diagnose.score_label(c) if c in data.score_cols else c)
-c3.markdown("<div style='padding-top:2.1rem'>Drag a <b>box</b> or <b>lasso</b> to select; click a point for "
-            "its thumbnail.</div>", unsafe_allow_html=True)
+# Streamlit turns point clicks off while the lasso or box tool is active, so the mouse mode is a choice
+MOUSE = {"click": "click a point", "lasso": "lasso", "box": "box"}
+st.session_state.setdefault("map_mouse", "click")
+mouse = c3.segmented_control("Mouse", list(MOUSE), format_func=MOUSE.get, key="map_mouse",
+                             help="Click: a point's thumbnail and a link to its detail. Lasso or box: select every "
+                                  "sample inside the shape.") or "click"
 
 frame = map_frame(str(data.run.path), data.stamp, space)
 drawn = frame[frame["shown"]]
@@ -82,6 +86,18 @@ labels = common.store(data).labels()
 t = data.table
 size = 5 if len(drawn) < 10_000 else 3
 fig = go.Figure()
+# the Samples page's filters (label, flag, caption, ...): the matching samples in colour, the rest grey
+filtered, note = st.session_state.get(common.FILTERED), st.session_state.get(common.FILTER_NOTE, "no filter")
+if filtered is not None and note != "no filter" and st.toggle(f"Show the Samples filters: {note} "
+                                                              f"({len(filtered):,} samples)", value=True,
+                                                              key="map_use_filters"):
+    inside = t["id"].iloc[drawn["row"].to_numpy()].isin(set(filtered)).to_numpy()
+    rest = drawn[~inside]
+    fig.add_trace(go.Scattergl(
+        x=rest["x"], y=rest["y"], mode="markers", customdata=rest["row"], text=rest["hover"],
+        name=f"outside the Samples filters ({len(rest):,})", marker=dict(size=size, color="#D0D0D0", opacity=0.5),
+        hovertemplate="%{text}<extra>outside the filters</extra>"))
+    drawn = drawn[inside]
 if colour in data.score_cols:
     v = t[colour].to_numpy(dtype=np.float64)[drawn["row"].to_numpy()]
     # draw the most suspicious last, on top, so that they stay visible in a dense map
@@ -91,6 +107,7 @@ if colour in data.score_cols:
     lo, hi = (np.percentile(finite, [1, 99]) if len(finite) else (0, 1))
     fig.add_trace(go.Scattergl(
         x=drawn["x"], y=drawn["y"], mode="markers", customdata=drawn["row"], text=drawn["hover"],
+        name=f"in the Samples filters ({len(drawn):,})", showlegend=len(fig.data) > 0,
         marker=dict(size=size, color=np.nan_to_num(v, nan=lo), colorscale="Plasma",
                     cmin=lo, cmax=hi, colorbar=dict(title=diagnose.score_label(colour)), opacity=0.8),
         hovertemplate="%{text}<br>" + diagnose.score_label(colour) + " %{marker.color:+.3f}<extra></extra>"))
@@ -108,14 +125,24 @@ else:
             customdata=drawn["row"][sel], text=drawn["hover"][sel],
             marker=dict(size=size, color=PALETTE[i % len(PALETTE)], opacity=0.8),
             hovertemplate="%{text}<br>" + cat + "<extra></extra>"))
-fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t=64, b=10), dragmode="lasso",
-                  title=dict(text=f"UMAP of the {space} embedding ({len(frame):,} samples)", x=0, font=dict(size=15),
-                             subtitle=dict(text="" if len(drawn) == len(frame) else
-                                           f"{len(drawn):,} drawn: the {ALWAYS_DRAWN:,} most memorized and a random "
+selection_now = st.session_state.get(common.SELECTION) or []
+if selection_now:
+    # the selection (from the map, or rows picked in the Samples table) ringed, so it shows in both directions
+    ring = frame[frame["shown"].to_numpy() & t["id"].iloc[frame["row"].to_numpy()].isin(set(selection_now)).to_numpy()]
+    fig.add_trace(go.Scattergl(x=ring["x"], y=ring["y"], mode="markers", customdata=ring["row"], text=ring["hover"],
+                               name=f"selection ({len(selection_now):,})", hovertemplate="%{text}<extra>selected</extra>",
+                               marker=dict(size=size + 7, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111"))))
+fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t=64, b=10),
+                  dragmode={"click": "pan", "lasso": "lasso", "box": "select"}[mouse],
+                  title=dict(text=f"Map of the {'joint (all modalities)' if space == 'joint' else space} embedding "
+                             f"({len(frame):,} samples): nearby points are samples the model embeds alike", x=0,
+                             font=dict(size=15),
+                             subtitle=dict(text="" if frame["shown"].all() else
+                                           f"{int(frame['shown'].sum()):,} drawn: the {ALWAYS_DRAWN:,} most memorized and a random "
                                            "sample of the rest; a box or lasso selects every sample inside it",
                                            font=dict(size=12, color="#666"))),
-                  xaxis_title="UMAP 1 (no unit)", yaxis_title="UMAP 2 (no unit)",
-                  legend=dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right"))
+                  xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
+                  legend=dict(orientation="h", y=-0.02, yanchor="top", x=0, xanchor="left"))
 
 left, right = st.columns([4, 1], gap="medium")
 with left:
@@ -124,24 +151,28 @@ with left:
 
 chart_selection = dict((event or {}).get("selection") or {}) if event else {}
 signature = (space, repr(chart_selection.get("box")), repr(chart_selection.get("lasso")),
-             tuple(chart_selection.get("point_indices") or ()))
+             repr([p.get("customdata") for p in chart_selection.get("points") or []]))
 if st.session_state.get("map_last_event") != signature:
     # a new selection on the chart replaces the session's selection; an unchanged one leaves it alone,
     # so that "Clear selection" in the sidebar sticks
     st.session_state["map_last_event"] = signature
     rows = selected_rows(chart_selection, frame)
     if len(rows):
-        st.session_state[common.SELECTION] = t["id"].to_numpy()[rows].tolist()
+        common.set_selection(t["id"].to_numpy()[rows].tolist(), "map")
 
 selection = st.session_state.get(common.SELECTION) or []
 with right:
     if not selection:
         st.info("Nothing selected yet. Use the lasso or box tool on the map, or click a point.", icon=":material/touch_app:")
-    elif len(selection) == 1:
-        r = data.row_of(selection[0])
-        if r is not None:
-            common.sample_card(data, t.iloc[r], labels=labels, score=colour if colour in data.score_cols else
-                               "multimem", source="map", key="map_preview")
+    elif len(selection) == 1 and (r := data.row_of(selection[0])) is not None:
+        point = t.iloc[r]  # the clicked point: its thumbnail and a link to its detail
+        st.page_link(common.DETAIL_PAGE, label=f"Open {common.plain(point['id'])}", icon=":material/open_in_new:",
+                     query_params={"id": str(point["id"])})
+        for m in ("image", "text"):
+            if m in data.modalities:
+                common.show_media(data, point, m, compact=True)
+        if point.get("reason"):
+            st.caption(f":material/explore: {common.plain(point['reason'])}")
     if selection:
         st.metric("Selected", f"{len(selection):,}")
         st.button("Flag all as noisy", icon=":material/flag:", key="map_flag_all", type="primary",

@@ -1,14 +1,22 @@
-"""Samples: a grid of sample cards, most memorized first, with filters and one-click flags."""
+"""Samples: cards or a table of every sample, most memorized first; filters, bulk actions, one-click flags.
+
+The filtered set (in display order) goes into the session for the Map (which shows it) and Triage (which
+walks through it); rows picked in the table become the selection the Map shows.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
-from app import common
+from app import common, filters
 from multimem_core import diagnose
+from multimem_core.review import LABELS
 
-FLAG_STATES = ["any", "unreviewed", "flagged (any label)", "noisy", "ok", "unsure"]
+VIEWS = {"cards": ":material/grid_view: Cards", "table": ":material/table_rows: Table"}
+KEPT = ["samples_sort", "samples_labels", "samples_flag", "samples_tags", "samples_roles",
+        "samples_kinds", "samples_filter_col", "samples_query", "samples_text_mode", "samples_view"]
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -18,85 +26,157 @@ def score_range(path: str, stamp: tuple, column: str) -> tuple[float, float]:
     return (float(v.min()), float(v.max())) if len(v) else (0.0, 0.0)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def sort_order(path: str, stamp: tuple, column: str, ascending: bool) -> np.ndarray:
-    """Row order of the whole table by a score (unscored last): sorted once, reused by every filter."""
-    v = common.load_run(path).table[column].to_numpy(dtype=np.float64)
-    key = np.where(np.isfinite(v), v if ascending else -v, np.inf)
-    return np.argsort(key, kind="stable")
+@st.cache_data(max_entries=4, show_spinner=False)
+def distinct(path: str, stamp: tuple, column: str) -> list[str]:
+    return sorted(v for v in common.load_run(path).table[column].astype(str).unique() if v)
 
 
-def filtered_rows(data: common.RunData, labels: dict[str, str]) -> tuple[np.ndarray, str]:
-    """Filter widgets -> the matching table rows in display order, and the chosen sort score."""
+def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters:
     t = data.table
-    options = common.score_options(data)
-    c1, c2, c3, c4 = st.columns([2, 1.3, 2, 2])
-    sort_col = c1.selectbox("Sort by", options, index=options.index("multimem") if "multimem" in options else 0,
-                            format_func=diagnose.score_label, key="samples_sort")
-    # most suspicious first by default: highest for memorization scores, lowest for cosine and CMC
-    orders = ["lowest first", "highest first"] if sort_col in diagnose.LOWER_IS_WORSE else ["highest first",
-                                                                                            "lowest first"]
-    ascending = c2.selectbox("Order", orders, key=f"samples_order_{sort_col}") == "lowest first"
-    roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == "H", r))
-    role_pick = c3.multiselect("Role", roles, format_func=common.role_label, key="samples_roles",
-                               placeholder="all roles")
-    query = c4.text_input("Caption contains", key="samples_query", placeholder="search captions")
+    sorts = common.score_options(data) + [c for c in filters.SORT_COLUMNS if c == "_flag" or c in t.columns]
+    name = lambda c: filters.SORT_COLUMNS.get(c) or diagnose.score_label(c)  # noqa: E731
+    st.session_state.setdefault("samples_sort", "multimem" if "multimem" in sorts else sorts[0])
+    c1, c2, c3, c4, c5 = st.columns([2, 1.3, 2, 1.6, 1.6])
+    sort = c1.selectbox("Sort by", sorts, format_func=name, key="samples_sort",
+                        help="Any score, or id, dataset label, caption, flag or reason")
+    # most suspicious first by default: highest for memorization scores, lowest for agreement and cosine
+    orders = ["lowest first", "highest first"] if sort in diagnose.LOWER_IS_WORSE or sort not in data.score_cols \
+        else ["highest first", "lowest first"]
+    ascending = c2.selectbox("Order", orders, key=f"samples_order_{sort}") == "lowest first"
+    dataset_labels = distinct(str(data.run.path), data.stamp, "label")
+    label_pick = c3.multiselect("Dataset label", dataset_labels, key="samples_labels", placeholder="any label",
+                                disabled=not dataset_labels, help=None if dataset_labels else "This dataset has no labels")
+    flag_state = c4.selectbox("Flag", filters.FLAG_STATES, key="samples_flag")
+    tag_pick = c5.multiselect("Tag", all_tags, key="samples_tags", placeholder="any tag", disabled=not all_tags,
+                              help=None if all_tags else "No tags yet: tag samples with the bulk actions below")
 
-    c1, c2, c3, c4 = st.columns([2, 1.3, 2, 2])
-    filter_col = c1.selectbox("Score filter", options, index=options.index(sort_col),
-                              format_func=diagnose.score_label, key="samples_filter_col",
+    c1, c2, c3, c4 = st.columns([2, 2.6, 2, 2])
+    options = common.score_options(data)
+    st.session_state.setdefault("samples_filter_col", sort if sort in options else options[0])
+    filter_col = c1.selectbox("Score range of", options, format_func=diagnose.score_label, key="samples_filter_col",
                               help="Any score, e.g. one modality pair")
     lo, hi = score_range(str(data.run.path), data.stamp, filter_col)
+    rng = (lo, hi)
     if hi > lo:
-        rng = c3.slider(f"{diagnose.score_label(filter_col)} range", lo, hi, (lo, hi), key=f"samples_range_{filter_col}",
-                        format="%.3f")
-    else:
-        rng = (lo, hi)
+        rng = c2.slider(diagnose.score_label(filter_col), lo, hi, (lo, hi), key=f"samples_range_{filter_col}",
+                        format="%.3f", help=diagnose.score_help(filter_col))
+    roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == "H", r))
+    role_pick = c3.multiselect("Part of the protocol", roles, format_func=common.role_label, key="samples_roles",
+                               placeholder="all", help="Which fold (or set) the sample is in; held out = no model "
+                                                       "trained on it")
     kinds = sorted(k for k in t["injected"].unique() if k) if data.has_injected else []
     kind_pick = c4.multiselect("Injected kind", ["clean", *kinds], key="samples_kinds", placeholder="any",
                                disabled=not kinds, help=None if kinds else "No injected misalignments known")
-    flag_state = c2.selectbox("Flag", FLAG_STATES, key="samples_flag")
 
-    mask = np.ones(len(t), dtype=bool)
-    if role_pick:
-        mask &= t["role"].isin(role_pick).to_numpy()
-    if rng != (lo, hi):
-        v = t[filter_col].to_numpy(dtype=np.float64)
-        mask &= (v >= rng[0]) & (v <= rng[1])
-    if kind_pick:
-        mask &= t["injected"].replace("", "clean").isin(kind_pick).to_numpy()
-    if query.strip():
-        mask &= data.search_text.str.contains(query.strip().lower(), regex=False).to_numpy()
-    if flag_state != "any":
-        flagged = t["id"].map(labels).fillna("").to_numpy() if labels else np.full(len(t), "")
-        if flag_state == "unreviewed":
-            mask &= flagged == ""
-        elif flag_state == "flagged (any label)":
-            mask &= flagged != ""
-        else:
-            mask &= flagged == flag_state
+    c1, c2, c3 = st.columns([4, 1.6, 2.4])
+    query = c1.text_input("Caption", key="samples_query", placeholder="words the caption contains, or a regex")
+    st.session_state.setdefault("samples_text_mode", "all words")
+    mode = c2.segmented_control("Match", filters.TEXT_MODES, key="samples_text_mode") or "all words"
     selection = st.session_state.get(common.SELECTION) or []
-    if selection and st.toggle(f"Only the map selection ({len(selection):,} samples)", key="samples_only_sel"):
-        mask &= t["id"].isin(set(selection)).to_numpy()
-    order = sort_order(str(data.run.path), data.stamp, sort_col, ascending)
-    return order[mask[order]], sort_col
+    only = None
+    if selection:
+        st.session_state.setdefault("samples_only_sel", st.session_state.get(common.SELECTION_SOURCE) == "map")
+        c3.markdown("<div style='padding-top:2.1rem'></div>", unsafe_allow_html=True)
+        if c3.toggle(f"Only the selection ({len(selection):,})", key="samples_only_sel"):
+            only = set(selection)
+    return filters.Filters(sort=sort, ascending=ascending, roles=role_pick, labels=label_pick, kinds=kind_pick,
+                           flag=flag_state, tags=tag_pick, score=filter_col,
+                           score_range=None if rng == (lo, hi) else tuple(rng), text=query, text_mode=mode,
+                           only_ids=only)
+
+
+def bulk_actions(data: common.RunData, ids: list[str], note: str) -> None:
+    with st.expander(f"Act on these {len(ids):,} samples ({note})", icon=":material/checklist:"):
+        cols = st.columns(len(LABELS) + 1)
+        for col, label in zip(cols, LABELS):
+            col.button(f"Flag all as {label}", key=f"bulk_{label}", icon=common.FLAG_ICONS[label], width="stretch",
+                       on_click=common.flag_ids, args=(data, ids, label), kwargs={"source": "samples-bulk"})
+        if cols[-1].button("Triage them one by one", key="bulk_triage", icon=":material/keyboard:", width="stretch"):
+            st.session_state["triage_source"] = "filters"
+            st.switch_page("views/triage.py")
+        c1, c2, c3, c4 = st.columns([3, 1.2, 1.2, 2.4])
+        tag = c1.text_input("Tag", key="bulk_tag", placeholder="e.g. watermark, duplicate, wrong language",
+                            label_visibility="collapsed")
+        c2.button("Tag all", key="bulk_tag_add", icon=":material/sell:", width="stretch", disabled=not tag.strip(),
+                  on_click=common.tag_ids, args=(data, ids, tag.strip()))
+        c3.button("Untag all", key="bulk_tag_remove", width="stretch", disabled=not tag.strip(),
+                  on_click=common.tag_ids, args=(data, ids, tag.strip()), kwargs={"remove": True})
+        if c4.button("Export without them…", key="bulk_export", icon=":material/ios_share:", width="stretch"):
+            common.set_selection(ids, "table")
+            st.session_state["export_rule"] = "selection"
+            st.switch_page("views/review_export.py")
+
+
+def table_view(data: common.RunData, page: pd.DataFrame, labels: dict, tags: dict) -> None:
+    shown = pd.DataFrame({"id": page["id"].to_numpy()})
+    config = {"id": st.column_config.TextColumn("id", pinned=True)}
+    if "image" in data.modalities and "image" in page.columns:
+        root = str(data.root)
+        shown.insert(0, "thumbnail", [common.thumbnail_uri(root, str(v)) if isinstance(v, str) and v else None
+                                      for v in page["image"]])
+        config["thumbnail"] = st.column_config.ImageColumn("image", width="small")
+    if "text" in page.columns:
+        shown["caption"] = page["text"].fillna("").astype(str).to_numpy()
+        config["caption"] = st.column_config.TextColumn("caption", width="large")
+    if page["label"].astype(bool).any():
+        shown["label"] = page["label"].to_numpy()
+    shown["flag"] = filters.flag_column(page["id"], labels)
+    shown["tags"] = [", ".join(tags.get(i, ())) for i in page["id"]]
+    shown["reason"] = page["reason"].to_numpy()
+    config["reason"] = st.column_config.TextColumn("why (model that never saw it)", width="large",
+                                                   help="The modality that disagrees with the others")
+    for c in data.score_cols:
+        shown[c] = page[c].to_numpy()
+    config.update(common.score_column_config(data))
+    event = st.dataframe(shown, hide_index=True, width="stretch", height=min(38 + 35 * len(shown), 760),
+                         row_height=56 if "thumbnail" in shown else None, column_config=config,
+                         on_select="rerun", selection_mode="multi-row", key="samples_table")
+    picked = shown["id"].iloc[list(event.selection.rows)].tolist() if event and event.selection.rows else []
+    if picked and picked != st.session_state.get("samples_table_last"):
+        st.session_state["samples_table_last"] = picked
+        common.set_selection(picked, "table")
+        st.rerun()  # the sidebar and the bulk actions show the new selection
+    if picked:
+        st.caption(f"{len(picked):,} rows picked: they are the selection the Map highlights.")
 
 
 data = common.current_run()
 st.title("Samples")
 st.caption("Most memorized first. Flag a noisy pair with one click; every click is saved at once to "
-           "`review.sqlite`.")
-if not data.score_cols:
-    st.info("This run has no scores yet, so samples are listed in manifest order.", icon=":material/hourglass_empty:")
-labels = common.store(data).labels()
+           "`review.sqlite`. Each sample says why it scores high: the modality that disagrees under the model "
+           "that never trained on it.")
+common.keep_widgets(KEPT)
+review = common.store(data)
+labels, tags = review.labels(), review.tags()
+all_tags = sorted({t for have in tags.values() for t in have})
 if data.score_cols:
-    rows, sort_col = filtered_rows(data, labels)
+    chosen = filter_widgets(data, all_tags)
 else:
-    rows, sort_col = np.arange(len(data.table)), "multimem"
+    st.info("This run has no scores yet, so samples are listed in manifest order.", icon=":material/hourglass_empty:")
+    chosen = filters.Filters(sort="id", ascending=True)
+dynamic = chosen.sort in ("_flag",)
+order = None if dynamic else common.sorted_rows(str(data.run.path), data.stamp, chosen.sort, chosen.ascending)
+try:
+    rows = filters.matching_rows(data.table, data.search_text, chosen, labels=labels, tags=tags, order=order)
+except filters.FilterError as e:
+    st.error(str(e), icon=":material/error:")
+    st.stop()
+common.keep_widgets(KEPT, save=True)
+ids = data.table["id"].to_numpy()[rows].tolist()
+st.session_state[common.FILTERED] = ids
+st.session_state[common.FILTER_NOTE] = chosen.describe()
 
 if len(rows) == 0:
     st.info("No sample matches these filters. Widen the score range, clear the caption search or pick "
             "another flag state.", icon=":material/search_off:")
     st.stop()
-page = data.table.iloc[rows[common.paged(len(rows), key="samples")]]
-common.card_grid(data, page, labels=labels, score=sort_col, source="samples", key="grid")
+bulk_actions(data, ids, chosen.describe())
+st.session_state.setdefault("samples_view", "cards")
+view = st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, key="samples_view",
+                            label_visibility="collapsed") or "cards"
+sizes = (12, 24, 48) if view == "cards" else (50, 100, 200)
+page = data.table.iloc[rows[common.paged(len(rows), key=f"samples_{view}", sizes=sizes)]]
+if view == "table":
+    table_view(data, page, labels, tags)
+else:
+    common.card_grid(data, page, labels=labels, score=chosen.sort, source="samples", key="grid", tags=tags)

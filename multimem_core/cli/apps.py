@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import CLIError, existing_path
@@ -23,35 +24,85 @@ def _free_port(host: str, preferred: int) -> int:
 
 def add_app(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=existing_path, help="a run directory, or a folder of runs (the app offers a picker)")
-    p.add_argument("--port", type=int, default=8501, help="port to serve on (the next free one if taken)")
+    p.add_argument("--port", type=int, default=None,
+                   help="port to serve on (the next free one if taken); default: Streamlit's own setting "
+                        "($STREAMLIT_SERVER_PORT, else server.port in .streamlit/config.toml, else 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; the default keeps the dashboard on this machine (0.0.0.0 exposes it)")
     p.add_argument("--data-root", default=".",
                    help="the New-run page starts runs only on manifests or shards under this folder")
 
 
+def app_port(given: int | None) -> int:
+    """--port, else what Streamlit itself would use: $STREAMLIT_SERVER_PORT, then its config files, then 8501."""
+    import os
+
+    if given is not None:
+        return given
+    env = os.environ.get("STREAMLIT_SERVER_PORT", "").strip()
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise CLIError(f"STREAMLIT_SERVER_PORT={env!r} is not a port number; unset it or use --port") from None
+    from streamlit import config
+
+    return int(config.get_option("server.port"))
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached `multimem app`: stop the server it started, then exit."""
+
+
+def _die_with_parent() -> None:
+    """In the Streamlit child (Linux): get SIGTERM when `multimem app` dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not glibc: the signal handlers in cmd_app still cover SIGTERM and Ctrl-C
+        pass
+
+
 def cmd_app(args) -> int:
     import os
+    import signal
     import subprocess
 
     from app import streamlit_command
 
-    port = _free_port(args.host, args.port)
-    if port != args.port:
-        print(f"port {args.port} is taken; using {port}")
+    wanted = app_port(args.port)
+    port = _free_port(args.host, wanted)
+    if port != wanted:
+        print(f"port {wanted} is taken; using {port}")
     run = Path(args.run).resolve()
     cmd = streamlit_command(run, host=args.host, port=port)
     # the address as bound: "localhost" may resolve to ::1 first, where nothing listens
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
     print(f"MultiMem Studio for {run}\n  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
     env = {**os.environ, "MULTIMEM_RUN": str(run), "MULTIMEM_DATA_ROOT": str(Path(args.data_root).resolve())}
-    proc = subprocess.Popen(cmd, env=env)
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    # its own process group, so that stopping it takes whatever Streamlit started too
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     try:
         return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+    except (KeyboardInterrupt, _Stopped):
         return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def add_export(p: argparse.ArgumentParser) -> None:
@@ -68,6 +119,9 @@ def add_export(p: argparse.ArgumentParser) -> None:
                         "ids: removed ids, "
                         "one a line; ids-csv: removed ids with their score; npy: sorted removed ids (DataComp style). "
                         "Default: from --out's suffix, else the input manifest's own format")
+    p.add_argument("--absolute-paths", action="store_true",
+                   help="write media paths absolute (default: relative to the folder of --out, so they open "
+                        "from where the cleaned manifest is written)")
 
 
 def cmd_export(args) -> int:
@@ -79,7 +133,8 @@ def cmd_export(args) -> int:
     try:
         rule = parse_drop_rule(args.drop, score=args.score)
         export = build_export(run, rule, format=args.format or default_format(run, args.out))
-        out = write_export(export, args.out)  # shards: refuses a folder that already holds shards
+        # shards: refuses a folder that already holds shards
+        out = write_export(export, args.out, absolute_paths=args.absolute_paths)
     except (ReviewError, RunDirError) as e:
         raise CLIError(str(e))
     print(f"{export.summary()}: {rule.describe()}\nwrote {out}")
