@@ -80,10 +80,14 @@ def test_new_run_progress_finish_and_open(page, server, dirs):
     assert page.locator("h1").first.inner_text().strip() == "New run"
     # the shapes manifest is found under the data root and preselected; its modalities are read
     page.wait_for_selector("text=120 samples · modalities image, text")
+    # a tower trained from scratch, so that training has epochs to watch (the default image tower is frozen)
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Image tower").click()
+    page.get_by_role("option", name="mm-tiny", exact=True).click()
+    settle(page)
     set_number(page, "Epochs", 6)
     page.get_by_text("More options").click()
     set_number(page, "Augmented views per sample", 2)
-    set_number(page, "Image size (px)", 16)
+    set_number(page, "Image size (px, 0: the tower's own)", 16)
     set_number(page, "Batch size", 32)
     shot(page, "new_run_form")
     page.get_by_role("button", name=re.compile("Start run")).click()
