@@ -105,7 +105,7 @@ def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None 
     )
 
 
-def run_score(cfg) -> "RunDir":
+def run_score(cfg):
     from multimem_core.data.manifest import ManifestError
     from multimem_core.score import score_run
 
