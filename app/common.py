@@ -19,7 +19,7 @@ import streamlit as st
 
 from app.filters import sort_order
 from app.media import MediaPathError, read_media
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 from multimem_core.launch import runs_folder
 from multimem_core.review import ReviewError, ReviewStore, default_reviewer
 from multimem_core.run import RunDir, RunDirError
@@ -128,7 +128,7 @@ def _load(path: str, stamp: tuple) -> RunData:
         scores = pd.DataFrame({"id": pd.Series(dtype=str)})
     scores = scores.copy()
     scores["id"] = scores["id"].astype(str)
-    score_cols = diagnose.score_columns(scores)
+    score_cols = names.score_columns(scores.columns)
     scores["_score_row"] = np.arange(len(scores))
     table = samples.merge(scores[["id", "_score_row", *score_cols]], on="id", how="left")
     score_row = table.pop("_score_row").fillna(-1).astype(np.int64).to_numpy()
@@ -187,15 +187,15 @@ def sidebar() -> None:
     # runs started on the New-run page: in `root` when it is a folder of runs, else under the data root
     runs += [p for p in discover_runs(str(runs_folder(root))) if p not in runs]
     if runs:
-        names = {p: _run_label(p, root) for p in runs}
+        labels = {p: _run_label(p, root) for p in runs}
         current = st.session_state.get("run_path")
         index = runs.index(current) if current in runs else 0
         if len(runs) > 1:
-            choice = st.sidebar.selectbox("Run", runs, index=index, format_func=names.get, key="run_picker",
+            choice = st.sidebar.selectbox("Run", runs, index=index, format_func=labels.get, key="run_picker",
                                           help=f"Runs found under {root}")
         else:
             choice = runs[0]
-            st.sidebar.caption(f"Run **{_md(names[choice])}**")
+            st.sidebar.caption(f"Run **{_md(labels[choice])}**")
         st.session_state["run_path"] = choice
     else:
         st.session_state.pop("run_path", None)
@@ -289,14 +289,6 @@ def code(text: str) -> str:
 
 def score_options(data: RunData) -> list[str]:
     return list(data.score_cols)
-
-
-def role_label(role: str) -> str:
-    """Which part of the protocol a sample is in, in words (never "role fold0")."""
-    if role.startswith("fold") and role[4:].isdigit():
-        return f"fold {role[4:]}"
-    return {"H": "held out (no model trained on it)", "S_S": "shared (both models trained on it)",
-            "S_C": "candidate (only f trained on it)", "S_I": "independent (only g trained on it)"}.get(role, role)
 
 
 def keep_widgets(keys, *, save: bool = False) -> None:
@@ -405,7 +397,7 @@ def sample_card(data: RunData, row: pd.Series, *, labels: dict[str, str], score:
         st.page_link(DETAIL_PAGE, label=f"**{_md(sid)}**", icon=":material/open_in_new:", query_params={"id": sid},
                      help="Open the sample detail")
         label = labels.get(sid)
-        facts = [_md(role_label(str(row["role"])))]
+        facts = [_md(names.role_label(str(row["role"])))]
         if row.get("label"):
             facts.append(f"label {_md(row['label'])}")
         if row.get("injected"):

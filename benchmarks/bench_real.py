@@ -237,7 +237,8 @@ def run_tree_peak(cmd: list[str]) -> tuple[int, float, float]:
 
 
 def score_set(name: str, manifest: Path, out: Path, extra: list[str]) -> dict:
-    from multimem_core.diagnose import LOWER_IS_WORSE, auroc_table
+    from multimem_core.names import LOWER_IS_WORSE
+    from multimem_core.diagnose import auroc_table
     from multimem_core.run import RunDir
 
     modalities = "image,text" if name == "stamps" else "audio,image,text"

@@ -42,7 +42,7 @@ def test_too_few_heldout_samples_give_no_figure():
 
 def write_import(tmp_path, *, aligned: bool):
     """import-embeddings of two models (paper layout) over N samples, the last H held out."""
-    from multimem_core.importers import EmbeddingImport, import_embeddings
+    from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
 
     ids = [f"s{i:02d}" for i in range(N)]
     manifest = tmp_path / "manifest.csv"

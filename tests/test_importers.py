@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimem_core.importers import (EmbeddingImport, ImportValidationError, ScoresImport, import_embeddings,
-                                     import_scores)
+from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
+from multimem_core.importing.embedding_files import ImportValidationError
+from multimem_core.importing.scores import ScoresImport, import_scores
 from multimem_core.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,8 @@ def views_run(engine_run) -> RunDir:
 
 
 def test_save_views_option_reaches_the_engine(tmp_path):
-    from multimem_core.cli import build_parser, score_config
+    from multimem_core.cli import build_parser
+    from multimem_core.cli.score import score_config
 
     args = build_parser().parse_args(["score", "m.csv", "--out", str(tmp_path), "--save-views"])
     assert score_config(args, args.input, args.out).save_views

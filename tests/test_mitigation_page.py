@@ -20,7 +20,8 @@ PAGE = "views/mitigation.py"
 @pytest.fixture(scope="module")
 def mitigated_run(engine_run, tmp_path_factory) -> RunDir:
     """A copy of the engine's run with models and decode cache, and a small removal sweep."""
-    from multimem_core.mitigate import MitigateConfig, mitigate
+    from multimem_core.mitigation.settings import MitigateConfig
+    from multimem_core.mitigation import mitigate
 
     dst = tmp_path_factory.mktemp("mitigation_page") / "run"
     shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("review.sqlite*", "mitigation", "evaluation.json"))

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import common
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 from multimem_core.review import LABELS
 
 data = common.current_run()
@@ -36,7 +36,7 @@ row = t.iloc[row_i]
 
 labels = common.store(data).labels()
 state = labels.get(sid)
-facts = [f"role **{common.plain(common.role_label(str(row['role'])))}**"]
+facts = [f"role **{common.plain(names.role_label(str(row['role'])))}**"]
 if row.get("label"):
     facts.append(f"label **{common.plain(row['label'])}**")
 if row.get("injected"):
@@ -113,7 +113,7 @@ if bool(row["scored"]) and contrib_cols:
 
 # --- neighbours: what the model expected ---------------------------------------------------------------------
 models = data.run.embedding_models()
-model = diagnose.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
+model = names.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
 if model:
     st.subheader("What the model would expect")
     st.caption(f"Nearest neighbours under model **{common.plain(model)}**, which did not train on this sample "

@@ -11,7 +11,7 @@ import streamlit as st
 
 from app import common
 from app.selection import selected_rows
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 
 MAX_POINTS = 20_000  # drawn at most: a browser redraws 100k WebGL points slowly; selections still cover all
 ALWAYS_DRAWN = 2_000  # the most memorized samples are always among the drawn points
@@ -101,7 +101,7 @@ if filtered is not None and note != "no filter" and st.toggle(f"Show the Samples
 if colour in data.score_cols:
     v = t[colour].to_numpy(dtype=np.float64)[drawn["row"].to_numpy()]
     # draw the most suspicious last, on top, so that they stay visible in a dense map
-    draw = np.argsort(np.nan_to_num(-v if colour in diagnose.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
+    draw = np.argsort(np.nan_to_num(-v if colour in names.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
     drawn, v = drawn.iloc[draw], v[draw]
     finite = v[np.isfinite(v)]
     lo, hi = (np.percentile(finite, [1, 99]) if len(finite) else (0, 1))

@@ -15,7 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from app import common
-from multimem_core import MODALITIES, launch
+from multimem_core.names import MODALITIES
+from multimem_core import launch
 from multimem_core.run import RunDir
 
 DEFAULT = launch.NewRun  # its field defaults are the engine's (multimem_core.config), as `multimem score` has them

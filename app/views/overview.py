@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import common
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 from multimem_core.confidence import format_confidence
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
@@ -37,16 +37,16 @@ def summaries(path: str, stamp: tuple) -> dict:
         return out
     groups = {}
     if data.protocol == "paper":
-        for role in ("S_C", "S_I", "S_S"):
+        for role in ("S_C", "S_I", "S_S"):  # the paper's Figure 1 order
             sel = t["role"] == role
             if sel.any():
-                groups[common.role_label(role)] = t.loc[sel, "multimem"].to_numpy()
+                groups[names.role_label(role)] = t.loc[sel, "multimem"].to_numpy()
         out["by_role"] = ("MultiMem by set", "the paper's Figure 1: S_C high, S_I low, S_S near 0", "MultiMem", groups)
     elif {"cmc_in", "cmc_out"} <= set(t.columns):
         out["by_role"] = ("CMC in vs out", "in: the models that trained on a sample; out: the one that did not",
                           "CMC", {"in": t["cmc_in"].to_numpy(), "out": t["cmc_out"].to_numpy()})
     else:  # scores imported from a table: no CMC terms, so MultiMem by the roles the table gave
-        groups = {common.role_label(r): part["multimem"].to_numpy() for r, part in t.groupby("role")}
+        groups = {names.role_label(r): part["multimem"].to_numpy() for r, part in t.groupby("role")}
         out["by_role"] = ("MultiMem by role", "imported scores (no CMC terms in the table)", "MultiMem", groups)
     kinds = {}
     if data.has_injected:
@@ -106,7 +106,7 @@ labels = common.store(data).labels()
 c = st.columns(6)
 c[0].metric("Samples", f"{len(t):,}")
 c[1].metric("Scored", f"{n_scored:,}")
-c[2].metric("Held out", f"{int((t['role'] == 'H').sum()):,}")
+c[2].metric("Held out", f"{int((t['role'] == names.HELDOUT).sum()):,}")
 c[3].metric("Skipped", f"{data.errors['id'].nunique():,}", help="Samples whose media could not be loaded")
 c[4].metric("Injected", f"{int((t['injected'] != '').sum()):,}" if data.has_injected else "unknown",
             help="Known misalignments (built-in datasets only)")

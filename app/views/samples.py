@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app import common, filters
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 from multimem_core.review import LABELS
 
 VIEWS = {"cards": ":material/grid_view: Cards", "table": ":material/table_rows: Table"}
@@ -40,7 +40,7 @@ def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters
     sort = c1.selectbox("Sort by", sorts, format_func=name, key="samples_sort",
                         help="Any score, or id, dataset label, caption, flag or reason")
     # most suspicious first by default: highest for memorization scores, lowest for agreement and cosine
-    orders = ["lowest first", "highest first"] if sort in diagnose.LOWER_IS_WORSE or sort not in data.score_cols \
+    orders = ["lowest first", "highest first"] if sort in names.LOWER_IS_WORSE or sort not in data.score_cols \
         else ["highest first", "lowest first"]
     ascending = c2.selectbox("Order", orders, key=f"samples_order_{sort}") == "lowest first"
     dataset_labels = distinct(str(data.run.path), data.stamp, "label")
@@ -60,8 +60,8 @@ def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters
     if hi > lo:
         rng = c2.slider(diagnose.score_label(filter_col), lo, hi, (lo, hi), key=f"samples_range_{filter_col}",
                         format="%.3f", help=diagnose.score_help(filter_col))
-    roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == "H", r))
-    role_pick = c3.multiselect("Part of the protocol", roles, format_func=common.role_label, key="samples_roles",
+    roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == names.HELDOUT, r))
+    role_pick = c3.multiselect("Part of the protocol", roles, format_func=names.role_label, key="samples_roles",
                                placeholder="all", help="Which fold (or set) the sample is in; held out = no model "
                                                        "trained on it")
     kinds = sorted(k for k in t["injected"].unique() if k) if data.has_injected else []

@@ -11,7 +11,7 @@ import numpy as np
 import streamlit as st
 
 from app import common
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 from multimem_core.review import LABELS
 
 SOURCES = {"filters": "the Samples filters", "selection": "the selection (map or table)", "top": "the top N by a score",
@@ -47,7 +47,7 @@ def queue(data: common.RunData) -> tuple[list[str], str]:
     scored = int((data.score_row >= 0).sum())
     n = int(c3.number_input("N", min_value=1, max_value=max(1, scored), value=min(500, max(1, scored)), step=50,
                             key="triage_n", help=f"Up to the {scored:,} scored samples"))
-    rows = common.sorted_rows(str(data.run.path), data.stamp, score, score in diagnose.LOWER_IS_WORSE)
+    rows = common.sorted_rows(str(data.run.path), data.stamp, score, score in names.LOWER_IS_WORSE)
     rows = rows[data.score_row[rows] >= 0][:n]
     return t["id"].to_numpy()[rows].tolist(), f"the {len(rows):,} most suspicious by {diagnose.score_label(score)}"
 
@@ -70,7 +70,7 @@ def decide(data: common.RunData, sid: str, label: str, size: int) -> None:
 
 def neighbour_links(data: common.RunData, row, sid: str) -> None:
     models = data.run.embedding_models()
-    model = diagnose.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
+    model = names.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
     if not model:
         return
     index = common.neighbour_index(str(data.run.path), data.stamp, model)
@@ -131,7 +131,7 @@ if row_i is None:
     st.stop()
 row = data.table.iloc[row_i]
 state = labels.get(sid)
-facts = [f"**{pos + 1:,}** of {size:,}", common.plain(common.role_label(str(row["role"])))]
+facts = [f"**{pos + 1:,}** of {size:,}", common.plain(names.role_label(str(row["role"])))]
 if row.get("label"):
     facts.append(f"label **{common.plain(row['label'])}**")
 if row.get("injected"):
