@@ -8,6 +8,7 @@ from .confidence import format_confidence
 from .diagnose import auroc_table
 from .names import BASE, CMC_OUT, HELDOUT, MULTIMEM, PAIR, score_columns
 from .run import RunDir
+from .tables import join_scores
 
 
 def _auroc_columns(scores: pd.DataFrame) -> list[str]:
@@ -31,8 +32,7 @@ def summarize(run: RunDir) -> dict:
     if scores is None:
         return out
     out["confidence"] = cfg.get("confidence") or scores.attrs.get("confidence") or {}
-    merged = scores.merge(samples[["id", "injected"]], on="id", how="left")
-    merged["injected"] = merged["injected"].fillna("").astype(str)
+    merged = join_scores(samples, scores).scored()
     out["n_scored"] = int(len(scores))
     out["mean_by_role"] = merged.groupby("role")["multimem"].agg(["mean", "count"]).round(4).to_dict("index")
     kinds = merged["injected"].replace("", "clean")

@@ -350,7 +350,7 @@ def test_import_scores_validation(tmp_path, manifest):
 def test_import_scores_run_opens_on_every_page(views_run, shapes_manifest, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
     table = views_run.scores()[["id", "multimem", "base__cosine"]].rename(columns={"multimem": "mem"})
     table.to_parquet(tmp_path / "paper_scores.parquet")
@@ -364,7 +364,7 @@ def test_import_scores_run_opens_on_every_page(views_run, shapes_manifest, tmp_p
     assert len(run.samples()) == len(pd.read_csv(shapes_manifest))
     assert run.projection() is None and run.similarity_matrices() is None and run.embedding_models() == []
 
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
     for page in ["views/overview.py", "views/samples.py", "views/detail.py", "views/map.py", "views/review_export.py"]:
         at = AppTest.from_file(str(MAIN), default_timeout=120)
         at.run()

@@ -38,9 +38,9 @@ def top_id(run: RunDir) -> str:
 def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
-    monkeypatch.setenv(common.ENV_RUN, str(mitigated_run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(mitigated_run.path))
     at = AppTest.from_file(str(MAIN), default_timeout=180)
     at.run()
     sid = top_id(mitigated_run)

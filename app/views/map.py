@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
+from app import common, run_data
 from app.selection import selected_rows
 from multimem_core import diagnose, names
 
@@ -22,8 +22,8 @@ PALETTE = ["#B0B0B0", "#E45756", "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#7
 @st.cache_data(max_entries=6, show_spinner="Preparing the map…")
 def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
     """Every projected sample: row (into the table), x, y, shown (drawn on the map), hover (drawn ones only)."""
-    data = common.load_run(path)
-    proj = common.projection(path, stamp)
+    data = run_data.load_run(path)
+    proj = run_data.projection(path, stamp)
     xc, yc = ("x", "y") if space == "joint" else (f"x__{space}", f"y__{space}")
     pos = proj["id"].map(data.position)
     keep = pos.notna().to_numpy() & np.isfinite(proj[xc].to_numpy(dtype=float))
@@ -53,9 +53,9 @@ def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
     return frame
 
 
-data = common.current_run()
+data = run_data.current_run()
 st.title("Map")
-proj = common.projection(str(data.run.path), data.stamp)
+proj = run_data.projection(str(data.run.path), data.stamp)
 if proj is None or len(proj) == 0:
     if data.config.get("source") == "import-scores":
         st.info("This run was imported from a score table: it has no embeddings, so there is no map "
@@ -82,7 +82,7 @@ mouse = c3.segmented_control("Mouse", list(MOUSE), format_func=MOUSE.get, key="m
 
 frame = map_frame(str(data.run.path), data.stamp, space)
 drawn = frame[frame["shown"]]
-labels = common.store(data).labels()
+labels = run_data.store(data).labels()
 t = data.table
 size = 5 if len(drawn) < 10_000 else 3
 fig = go.Figure()

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
+from app import common, run_data
 from multimem_core import diagnose, names
 from multimem_core.confidence import format_confidence
 
@@ -30,7 +30,7 @@ def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 380, sub
 @st.cache_data(max_entries=4, show_spinner=False)
 def summaries(path: str, stamp: tuple) -> dict:
     """Everything Overview plots, computed once per run version (AUROC on 100k samples takes a moment)."""
-    data = common.load_run(path)
+    data = run_data.load_run(path)
     t = data.table[data.table["scored"]]
     out: dict = {"n_scored": len(t)}
     if len(t) == 0:
@@ -91,18 +91,18 @@ def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str, subtitl
     return fig
 
 
-data = common.current_run()
+data = run_data.current_run()
 cfg = data.config
 ds = cfg.get("dataset") or {}
 st.title(f"Overview · {data.name}")
 st.caption(f"Dataset **{common.plain(ds.get('name') or cfg.get('manifest', {}).get('path', '?'))}** · "
-           f"protocol **{data.protocol}**" + (f" with {common.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
+           f"protocol **{data.protocol}**" + (f" with {run_data.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
                                              else "")
            + f" · modalities **{', '.join(data.modalities)}** · {common.code(data.run.path)}")
 
 t = data.table
 n_scored = int(t["scored"].sum())
-labels = common.store(data).labels()
+labels = run_data.store(data).labels()
 c = st.columns(6)
 c[0].metric("Samples", f"{len(t):,}")
 c[1].metric("Scored", f"{n_scored:,}")

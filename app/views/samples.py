@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import common, filters
+from app import common, run_data, filters
 from multimem_core import diagnose, names
 from multimem_core.review import LABELS
 
@@ -21,17 +21,17 @@ KEPT = ["samples_sort", "samples_labels", "samples_flag", "samples_tags", "sampl
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def score_range(path: str, stamp: tuple, column: str) -> tuple[float, float]:
-    v = common.load_run(path).table[column].to_numpy(dtype=np.float64)
+    v = run_data.load_run(path).table[column].to_numpy(dtype=np.float64)
     v = v[np.isfinite(v)]
     return (float(v.min()), float(v.max())) if len(v) else (0.0, 0.0)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def distinct(path: str, stamp: tuple, column: str) -> list[str]:
-    return sorted(v for v in common.load_run(path).table[column].astype(str).unique() if v)
+    return sorted(v for v in run_data.load_run(path).table[column].astype(str).unique() if v)
 
 
-def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters:
+def filter_widgets(data: run_data.RunData, all_tags: list[str]) -> filters.Filters:
     t = data.table
     sorts = common.score_options(data) + [c for c in filters.SORT_COLUMNS if c == "_flag" or c in t.columns]
     name = lambda c: filters.SORT_COLUMNS.get(c) or diagnose.score_label(c)  # noqa: E731
@@ -85,7 +85,7 @@ def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters
                            only_ids=only)
 
 
-def bulk_actions(data: common.RunData, ids: list[str], note: str) -> None:
+def bulk_actions(data: run_data.RunData, ids: list[str], note: str) -> None:
     with st.expander(f"Act on these {len(ids):,} samples ({note})", icon=":material/checklist:"):
         cols = st.columns(len(LABELS) + 1)
         for col, label in zip(cols, LABELS):
@@ -107,7 +107,7 @@ def bulk_actions(data: common.RunData, ids: list[str], note: str) -> None:
             st.switch_page("views/review_export.py")
 
 
-def table_view(data: common.RunData, page: pd.DataFrame, labels: dict, tags: dict) -> None:
+def table_view(data: run_data.RunData, page: pd.DataFrame, labels: dict, tags: dict) -> None:
     shown = pd.DataFrame({"id": page["id"].to_numpy()})
     config = {"id": st.column_config.TextColumn("id", pinned=True)}
     if "image" in data.modalities and "image" in page.columns:
@@ -140,13 +140,13 @@ def table_view(data: common.RunData, page: pd.DataFrame, labels: dict, tags: dic
         st.caption(f"{len(picked):,} rows picked: they are the selection the Map highlights.")
 
 
-data = common.current_run()
+data = run_data.current_run()
 st.title("Samples")
 st.caption("Most memorized first. Flag a noisy pair with one click; every click is saved at once to "
            "`review.sqlite`. Each sample says why it scores high: the modality that disagrees under the model "
            "that never trained on it.")
 common.keep_widgets(KEPT)
-review = common.store(data)
+review = run_data.store(data)
 labels, tags = review.labels(), review.tags()
 all_tags = sorted({t for have in tags.values() for t in have})
 if data.score_cols:
@@ -155,7 +155,7 @@ else:
     st.info("This run has no scores yet, so samples are listed in manifest order.", icon=":material/hourglass_empty:")
     chosen = filters.Filters(sort="id", ascending=True)
 dynamic = chosen.sort in ("_flag",)
-order = None if dynamic else common.sorted_rows(str(data.run.path), data.stamp, chosen.sort, chosen.ascending)
+order = None if dynamic else run_data.sorted_rows(str(data.run.path), data.stamp, chosen.sort, chosen.ascending)
 try:
     rows = filters.matching_rows(data.table, data.search_text, chosen, labels=labels, tags=tags, order=order)
 except filters.FilterError as e:
