@@ -20,10 +20,28 @@ def default_id() -> str:
     return str(t["id"].iloc[0])
 
 
+def go_to(sample_id: str) -> None:
+    """Callback of every link to another sample on this page: the URL, the state and the form all move to it
+    before the page redraws, so what is shown, what the URL names and what Save flags are the same sample."""
+    st.session_state["detail_id"] = str(sample_id)
+    st.query_params["id"] = str(sample_id)
+
+
+def walk_list() -> tuple[list[str], str]:
+    """The list prev/next walks: the Samples page's filtered set in its order, else every sample, most memorized
+    first (the Samples default)."""
+    filtered = st.session_state.get(common.FILTERED)
+    if filtered is not None:
+        return list(filtered), st.session_state.get(common.FILTER_NOTE) or "no filter"
+    column = "multimem" if "multimem" in data.score_cols else "id"
+    rows = common.sorted_rows(str(data.run.path), data.stamp, column, column == "id")
+    return t["id"].to_numpy()[rows].tolist(), "every sample, most memorized first"
+
+
 # The sample: ?id=... (links from cards), else the last one viewed, else the most memorized.
 wanted = st.query_params.get("id") or st.session_state.get("detail_id") or default_id()
 st.title("Sample detail")
-c1, c2 = st.columns([3, 5])
+c1, c2, c3 = st.columns([3, 3.4, 5])
 sid = c1.text_input("Sample id", value=str(wanted), key=f"detail_id_input_{wanted}").strip()
 row_i = data.row_of(sid)
 if row_i is None:
@@ -34,6 +52,17 @@ if st.query_params.get("id") != sid:
     st.query_params["id"] = sid
 row = t.iloc[row_i]
 
+walk, walk_note = walk_list()
+at = walk.index(sid) if sid in walk else None
+p1, p2, p3 = c2.columns([1, 1, 1.6], vertical_alignment="bottom")
+p1.button("Previous", key="detail_prev", icon=":material/arrow_back:", shortcut="left", width="stretch",
+          disabled=not at, on_click=go_to, args=(walk[at - 1] if at else sid,))
+p2.button("Next", key="detail_next", icon=":material/arrow_forward:", shortcut="right", width="stretch",
+          disabled=at is None or at + 1 >= len(walk), on_click=go_to,
+          args=(walk[at + 1] if at is not None and at + 1 < len(walk) else sid,))
+p3.markdown(f"**{at + 1:,} of {len(walk):,}**" if at is not None else f"not in the list ({len(walk):,})",
+            help=f"Previous / next (← →) walk the Samples list: {walk_note}")
+
 labels = common.store(data).labels()
 state = labels.get(sid)
 facts = [f"role **{common.plain(common.role_label(str(row['role'])))}**"]
@@ -42,8 +71,8 @@ if row.get("label"):
 if row.get("injected"):
     facts.append(f"injected **{common.plain(row['injected'])}**")
 facts.append(f"flag **{common.FLAG_ICONS[state]} {state}**" if state else "not reviewed")
-c2.markdown("<div style='padding-top:2.1rem'></div>", unsafe_allow_html=True)
-c2.markdown(" · ".join(facts))
+c3.markdown("<div style='padding-top:2.1rem'></div>", unsafe_allow_html=True)
+c3.markdown(" · ".join(facts))
 
 if bool(row["scored"]):
     m = st.columns(5)
@@ -138,8 +167,9 @@ if model:
                             if r is None:
                                 continue
                             other = t.iloc[r]
-                            st.page_link(common.DETAIL_PAGE, label=f"{int(n['rank'])}. {common.plain(n['id'])} · "
-                                         f"similarity {n['similarity']:.2f}", query_params={"id": str(n["id"])})
+                            st.button(f"{int(n['rank'])}. {common.plain(n['id'])} · similarity "
+                                      f"{n['similarity']:.2f}", key=f"nb_{q}_{target}_{n['id']}", type="tertiary",
+                                      icon=":material/open_in_new:", on_click=go_to, args=(str(n["id"]),))
                             common.show_media(data, other, target, compact=True)
 
 # --- flag ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""The reviewer's day, second round, in Chromium: a flag always lands on the sample shown and the URL names it;
+previous / next walk the Samples list; a shared URL reproduces the filters; no page asks another host for
+anything; a repair appears in the export. Helpers from tests/test_browser.py."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pytest
+
+from multimem_core.run import RunDir
+from tests.conftest import serving_app
+from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, open_page, settle, shot
+from tests.test_browser_triage import nav, wait_for
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def walk_run(engine_run, tmp_path_factory) -> RunDir:
+    dst = tmp_path_factory.mktemp("walk") / "run"
+    shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("review.sqlite*", "exports", "mitigation"))
+    return RunDir(dst)
+
+
+@pytest.fixture(scope="module")
+def session(walk_run, tmp_path_factory):
+    """A served app, a browser page, and every host the page sent a request to."""
+    from playwright.sync_api import sync_playwright
+
+    log = tmp_path_factory.mktemp("log") / "app.log"
+    hosts: list[str] = []
+    with serving_app([str(walk_run.path)], log) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 2000})
+        pg.on("request", lambda req: hosts.append(req.url))
+        yield pg, url, hosts
+        browser.close()
+
+
+def url_id(pg) -> str | None:
+    return (parse_qs(urlparse(pg.url).query).get("id") or [None])[0]
+
+
+def shown_id(pg) -> str:
+    return pg.locator("[data-testid='stMain'] [data-testid='stTextInput'] input").first.input_value()
+
+
+def decisions(run: RunDir) -> list[tuple]:
+    if not run.review_path.exists():
+        return []
+    try:
+        with sqlite3.connect(run.review_path) as conn:
+            return conn.execute("SELECT sample_id, label, source FROM decisions ORDER BY seq").fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def test_neighbour_link_moves_the_url_and_the_flag_lands_on_the_sample_shown(session, walk_run):
+    pg, url, _ = session
+    scores = walk_run.scores()
+    a = str(scores.sort_values("multimem")["id"].iloc[-1])
+    open_page(pg, url, f"detail?id={a}")
+    assert url_id(pg) == a and shown_id(pg) == a
+    link = pg.locator("[class*='st-key-nb_'] button").first
+    b = link.inner_text().split(". ", 1)[1].split(" · ")[0].strip()
+    assert b != a
+    link.click()
+    wait_for(lambda: url_id(pg) == b, f"the URL to name the neighbour {b}")
+    settle(pg)
+    assert shown_id(pg) == b
+    before = len(decisions(walk_run))
+    pg.locator("[data-testid='stForm'] label:has-text('unsure')").first.click()
+    pg.locator("[data-testid='stForm'] button:has-text('Save')").first.click()
+    wait_for(lambda: len(decisions(walk_run)) == before + 1, "the decision to be saved")
+    settle(pg)
+    assert decisions(walk_run)[-1] == (b, "unsure", "detail")
+    assert url_id(pg) == b and shown_id(pg) == b, "the page stays on the flagged sample"
+    assert pg.get_by_text(f"Flagged {b} as unsure").count() >= 1
+    pg.reload()
+    settle(pg)
+    assert url_id(pg) == b and shown_id(pg) == b, "a reload shows the same sample"
+    shot(pg, "detail_after_neighbour_flag")
+
+
+def test_previous_and_next_walk_the_filtered_samples(session, walk_run):
+    pg, url, _ = session
+    samples, scores = walk_run.samples(), walk_run.scores()
+    label = str(samples["label"].value_counts().index[0])
+    table = samples.assign(id=samples["id"].astype(str)).merge(scores.assign(id=scores["id"].astype(str)),
+                                                                on="id", how="left")
+    expected = table[table["label"].astype(str) == label].sort_values("multimem", ascending=False,
+                                                                        kind="stable", na_position="last")["id"].tolist()
+    assert len(expected) >= 3
+    open_page(pg, url, "samples")
+    pg.locator("[data-testid='stMultiSelect']:has-text('Dataset label') input").first.click()
+    pg.keyboard.type(label)
+    pg.keyboard.press("Enter")
+    pg.locator("h1").first.click()
+    settle(pg)
+    assert pg.get_by_text(f"of {len(expected):,}").count() >= 1
+    nav(pg, "Sample detail")
+    pg.locator("[data-testid='stMain'] [data-testid='stTextInput'] input").first.fill(expected[0])
+    pg.keyboard.press("Enter")
+    wait_for(lambda: url_id(pg) == expected[0], "the typed id in the URL")
+    settle(pg)
+    assert pg.get_by_text(f"1 of {len(expected):,}").count() == 1
+    pg.locator("h1").first.click()
+    pg.keyboard.press("ArrowRight")
+    wait_for(lambda: url_id(pg) == expected[1], "→ to open the next sample of the filtered list")
+    settle(pg)
+    assert shown_id(pg) == expected[1] and pg.get_by_text(f"2 of {len(expected):,}").count() == 1
+    pg.locator("[class*='st-key-detail_next'] button").click()
+    wait_for(lambda: url_id(pg) == expected[2], "Next")
+    pg.locator("h1").first.click()
+    pg.keyboard.press("ArrowLeft")
+    wait_for(lambda: url_id(pg) == expected[1], "← back")
+    pg.locator("[class*='st-key-detail_prev'] button").click()
+    wait_for(lambda: url_id(pg) == expected[0], "Previous")
+    settle(pg)
+    assert pg.locator("[class*='st-key-detail_prev'] button").is_disabled(), "nothing before the first"
+    shot(pg, "detail_walk")
+
+
+def test_no_page_requests_anything_from_another_host(session):
+    pg, url, hosts = session
+    hosts.clear()
+    for path in ("", "samples", "triage", "detail", "map", "review_export", "mitigation", "new_run"):
+        open_page(pg, url, path)
+        time.sleep(1.0)  # icons, fonts and media load after the script run
+    assert len(hosts) > 20, "the listener sees the page's requests"
+    local = {"127.0.0.1", "localhost", "[::1]"}
+    foreign = sorted({u for u in hosts if urlparse(u).scheme in ("http", "https", "ws", "wss")
+                      and urlparse(u).hostname not in local | {"::1"}})
+    assert not foreign, foreign
+    icon = pg.evaluate("() => [...document.querySelectorAll(\"link[rel*='icon']\")].map(l => l.href)")
+    assert icon and all(urlparse(h).hostname in local for h in icon), icon
