@@ -53,6 +53,19 @@ def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
     return frame
 
 
+def take_chart_selection() -> None:
+    """on_select callback: it runs before the page (and the sidebar) redraws, so the selection count in the
+    sidebar, the rings and the panel all show the new selection in the same run. A new chart selection
+    replaces the session's; "Clear selection" in the sidebar sticks, since this only runs on a chart event."""
+    event = st.session_state.get("map_chart") or {}
+    chart_selection = dict(event.get("selection") or {})
+    run = common.load_run(st.session_state["run_path"])
+    frame = map_frame(str(run.run.path), run.stamp, st.session_state.get("map_space") or "joint")
+    rows = selected_rows(chart_selection, frame)
+    if len(rows):
+        common.set_selection(run.table["id"].to_numpy()[rows].tolist(), "map")
+
+
 data = common.current_run()
 st.title("Map")
 proj = common.projection(str(data.run.path), data.stamp)
@@ -146,19 +159,8 @@ fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t
 
 left, right = st.columns([4, 1], gap="medium")
 with left:
-    event = st.plotly_chart(fig, width="stretch", on_select="rerun", key="map_chart",
-                            selection_mode=("points", "box", "lasso"))
-
-chart_selection = dict((event or {}).get("selection") or {}) if event else {}
-signature = (space, repr(chart_selection.get("box")), repr(chart_selection.get("lasso")),
-             repr([p.get("customdata") for p in chart_selection.get("points") or []]))
-if st.session_state.get("map_last_event") != signature:
-    # a new selection on the chart replaces the session's selection; an unchanged one leaves it alone,
-    # so that "Clear selection" in the sidebar sticks
-    st.session_state["map_last_event"] = signature
-    rows = selected_rows(chart_selection, frame)
-    if len(rows):
-        common.set_selection(t["id"].to_numpy()[rows].tolist(), "map")
+    st.plotly_chart(fig, width="stretch", on_select=take_chart_selection, key="map_chart",
+                    selection_mode=("points", "box", "lasso"))
 
 selection = st.session_state.get(common.SELECTION) or []
 with right:
@@ -175,9 +177,11 @@ with right:
             st.caption(f":material/explore: {common.plain(point['reason'])}")
     if selection:
         st.metric("Selected", f"{len(selection):,}")
-        st.button("Flag all as noisy", icon=":material/flag:", key="map_flag_all", type="primary",
-                  help=f"Writes {len(selection):,} decisions at once", on_click=common.flag_ids,
-                  args=(data, list(selection), "noisy"), kwargs={"source": "map"}, width="stretch")
+        with st.popover("Flag all as noisy", icon=":material/flag:", width="stretch"):
+            st.markdown(f"Write **{len(selection):,}** decisions, one per selected sample, each as *noisy*?")
+            st.button(f"Yes, flag {len(selection):,} as noisy", key="map_flag_all", type="primary",
+                      on_click=common.flag_ids, args=(data, list(selection), "noisy"), kwargs={"source": "map"},
+                      width="stretch")
         st.page_link("views/review_export.py", label="Export the selection", icon=":material/ios_share:")
         if st.button("Show it on Samples", icon=":material/grid_view:", key="map_to_samples", width="stretch"):
             st.session_state["samples_only_sel"] = True
