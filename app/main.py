@@ -23,8 +23,9 @@ import streamlit as st  # noqa: E402
 
 from app import common  # noqa: E402
 
-st.set_page_config(page_title="MultiMem Studio", page_icon=":material/neurology:", layout="wide",
-                   initial_sidebar_state="expanded")
+# the tab icon is a file served by the app itself: a Material icon name would be fetched from a fonts host
+st.set_page_config(page_title="MultiMem Studio", page_icon=str(Path(__file__).resolve().parent / "icon.png"),
+                   layout="wide", initial_sidebar_state="expanded")
 
 # Sections of the sidebar navigation; pages run in the order listed. Add yours here.
 PAGES: dict[str, list] = {
