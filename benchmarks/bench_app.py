@@ -49,7 +49,7 @@ def main() -> int:
     args = p.parse_args()
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import common, run_data
     from synthetic_run import make_synthetic_run
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_app_"))
@@ -58,7 +58,7 @@ def main() -> int:
         t = time.perf_counter()
         make_synthetic_run(base, args.n, seed=0)
         print(f"synthetic run: {args.n:,} samples written in {time.perf_counter() - t:.1f} s ({run_path})")
-    os.environ[common.ENV_RUN] = str(run_path)
+    os.environ[run_data.ENV_RUN] = str(run_path)
 
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300)
     t = time.perf_counter()

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.metric import CMCTerms, scores_from_terms
-from multimem_core.run import RunDir, pair_column
+from multimem_core.run import RunDir
+from multimem_core.names import pair_column
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 245), "yellow": (235, 220, 40),
            "magenta": (220, 50, 220), "cyan": (40, 220, 230)}

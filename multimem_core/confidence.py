@@ -57,18 +57,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
 
 
-def run_confidence(run) -> dict:
-    """The figure of a finished run from its files (embeddings/<model>/<modality>.npy and the H rows)."""
-    samples = run.samples()
-    modalities = run.config()["modalities"]
-    heldout = np.flatnonzero(samples["role"].astype(str).to_numpy() == "H")
-    clean = {}
-    for folder in sorted(p for p in run.embeddings_dir.iterdir() if p.is_dir()):
-        if all((folder / f"{m}.npy").is_file() for m in modalities):
-            clean[folder.name] = {m: np.load(folder / f"{m}.npy", mmap_mode="r") for m in modalities}
-    return heldout_confidence(clean, heldout, modalities=modalities)
-
-
 def format_confidence(conf: dict) -> list[str]:
     """Lines for `multimem summary`: the figure per pair and, when low, the warning and what to do."""
     if not conf:

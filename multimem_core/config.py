@@ -3,7 +3,7 @@
 The CLI's options, the dashboard's New-run page (launch.NewRun) and the docs read their defaults from
 these classes (tests/test_defaults.py checks that they agree), so a default is changed here and only here.
 Nothing heavy is imported (no torch): `multimem --help` builds its options from this module at once.
-The modules that use a config re-export it under its old home (`multimem_core.train.TrainConfig`, ...).
+Every module imports its config classes from here.
 """
 
 from __future__ import annotations

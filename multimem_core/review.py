@@ -24,8 +24,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
-from multimem_core.diagnose import LOWER_IS_WORSE
+# `top:N` drops the N most suspicious, whichever end of the score that is (names.LOWER_IS_WORSE).
+from multimem_core.names import LOWER_IS_WORSE
 from multimem_core.run import RunDir
 
 LABELS = ("noisy", "ok", "unsure")

@@ -58,12 +58,12 @@ def serving_app(args: list[str], log: Path, *, cwd: Path | None = None) -> Itera
 def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, views: int = 2, seed: int = 0,
                       modalities=None, folds: int = 2, protocol: str = "crossfit", projection: bool = True):
     """A fast ScoreConfig: tiny towers, 16 px images, 4 video frames, short audio."""
-    from multimem_core.augment import AugmentConfig
-    from multimem_core.data.media import MediaSpec
-    from multimem_core.models.factory import ModelConfig
-    from multimem_core.protocol import ProtocolConfig
-    from multimem_core.score import ScoreConfig
-    from multimem_core.train import TrainConfig
+    from multimem_core.config import AugmentConfig
+    from multimem_core.config import MediaSpec
+    from multimem_core.config import ModelConfig
+    from multimem_core.config import ProtocolConfig
+    from multimem_core.config import ScoreConfig
+    from multimem_core.config import TrainConfig
 
     return ScoreConfig(
         input=str(manifest), out=str(out), modalities=modalities,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from multimem_core import cli
-from multimem_core.cli.score import apply_demo_profile
+from multimem_core.cli.score import apply_demo_profile, score_config
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
 # options added since, at the values that leave a run as it was, and the one renamed (issue 12)
@@ -22,7 +22,7 @@ RENAMED = {"augmentations": "views"}
 def resolved(dataset: str) -> tuple[int, dict]:
     args = cli.build_parser().parse_args(["demo", "--dataset", dataset])
     apply_demo_profile(args)
-    return args.samples, json.loads(json.dumps(cli.score_config(args, "IN", "OUT").to_dict()))
+    return args.samples, json.loads(json.dumps(score_config(args, "IN", "OUT").to_dict()))
 
 
 @pytest.mark.parametrize("dataset", ["emoji", "shapes"])
@@ -39,5 +39,5 @@ def test_demo_configs_are_unchanged(dataset):
 
 def test_score_defaults_use_pretrained_towers():
     args = cli.build_parser().parse_args(["score", "x.csv", "--out", "o"])
-    model = cli.score_config(args, "x.csv", "o").model
+    model = score_config(args, "x.csv", "o").model
     assert (model.image_tower, model.text_tower) == ("efficientnet-lite0", "minilm")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from multimem_core.cli import build_parser, score_config
+from multimem_core.cli import build_parser
+from multimem_core.cli.score import score_config
 from multimem_core.config import MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
 from multimem_core.launch import NewRun
 

@@ -20,7 +20,8 @@ PAGE = "views/mitigation.py"
 @pytest.fixture(scope="module")
 def mitigated_run(engine_run, tmp_path_factory) -> RunDir:
     """A copy of the engine's run with models and decode cache, and a small removal sweep."""
-    from multimem_core.mitigate import MitigateConfig, mitigate
+    from multimem_core.mitigation.settings import MitigateConfig
+    from multimem_core.mitigation import mitigate
 
     dst = tmp_path_factory.mktemp("mitigation_page") / "run"
     shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("review.sqlite*", "mitigation", "evaluation.json"))
@@ -37,9 +38,9 @@ def top_id(run: RunDir) -> str:
 def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
-    monkeypatch.setenv(common.ENV_RUN, str(mitigated_run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(mitigated_run.path))
     at = AppTest.from_file(str(MAIN), default_timeout=180)
     at.run()
     sid = top_id(mitigated_run)

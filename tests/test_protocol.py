@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from multimem_core.protocol import ProtocolConfig, assign
+from multimem_core.config import ProtocolConfig
+from multimem_core.protocol import assign
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])

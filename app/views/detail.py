@@ -6,11 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
-from multimem_core import diagnose
+from app import common, run_data
+from multimem_core import diagnose, names
 from multimem_core.review import LABELS
 
-data = common.current_run()
+data = run_data.current_run()
 t = data.table
 
 
@@ -34,7 +34,7 @@ def walk_list() -> tuple[list[str], str]:
     if filtered is not None:
         return list(filtered), st.session_state.get(common.FILTER_NOTE) or "no filter"
     column = "multimem" if "multimem" in data.score_cols else "id"
-    rows = common.sorted_rows(str(data.run.path), data.stamp, column, column == "id")
+    rows = run_data.sorted_rows(str(data.run.path), data.stamp, column, column == "id")
     return t["id"].to_numpy()[rows].tolist(), "every sample, most memorized first"
 
 
@@ -63,9 +63,9 @@ p2.button("Next", key="detail_next", icon=":material/arrow_forward:", shortcut="
 p3.markdown(f"**{at + 1:,} of {len(walk):,}**" if at is not None else f"not in the list ({len(walk):,})",
             help=f"Previous / next (← →) walk the Samples list: {walk_note}")
 
-labels = common.store(data).labels()
+labels = run_data.store(data).labels()
 state = labels.get(sid)
-facts = [f"role **{common.plain(common.role_label(str(row['role'])))}**"]
+facts = [f"role **{common.plain(names.role_label(str(row['role'])))}**"]
 if row.get("label"):
     facts.append(f"label **{common.plain(row['label'])}**")
 if row.get("injected"):
@@ -96,7 +96,7 @@ for col, m in zip(cols, data.modalities):
         common.show_media(data, row, m, compact=False)
 
 # --- similarity matrices ----------------------------------------------------------------------------------
-sims = common.similarity_matrices(str(data.run.path), data.stamp)
+sims = run_data.similarity_matrices(str(data.run.path), data.stamp)
 k = int(data.score_row[row_i])
 if sims is None and not data.run.embedding_models():
     st.caption("This run has no embeddings or similarity matrices (scores imported from a table), so the "
@@ -142,13 +142,13 @@ if bool(row["scored"]) and contrib_cols:
 
 # --- neighbours: what the model expected ---------------------------------------------------------------------
 models = data.run.embedding_models()
-model = diagnose.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
+model = names.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
 if model:
     st.subheader("What the model would expect")
     st.caption(f"Nearest neighbours under model **{common.plain(model)}**, which did not train on this sample "
                "(faiss, exact cosine). For a wrong caption, the captions its image is closest to are the "
                "suggested fix.")
-    index = common.neighbour_index(str(data.run.path), data.stamp, model)
+    index = run_data.neighbour_index(str(data.run.path), data.stamp, model)
     if sid not in index:
         st.caption("This sample has no embedding under that model (it was skipped).")
     else:
@@ -189,7 +189,7 @@ with st.form(f"flag_form_{sid}", clear_on_submit=True, border=True):
     fc2.text_input("Reason", key=f"detail_reason_{sid}", placeholder="e.g. the caption names another colour")
     fc3.markdown("<div style='padding-top:1.7rem'></div>", unsafe_allow_html=True)
     fc3.form_submit_button("Save", type="primary", width="stretch", on_click=save_decision, args=(sid,))
-history = common.store(data).history(sid)
+history = run_data.store(data).history(sid)
 if len(history):
     st.dataframe(history[["seq", "action", "label", "reason", "reviewer", "created_at", "undone_by"]],
                  hide_index=True, width="stretch")

@@ -9,9 +9,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
+from app import common, run_data
 from app.selection import selected_rows
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 
 MAX_POINTS = 20_000  # drawn at most: a browser redraws 100k WebGL points slowly; selections still cover all
 ALWAYS_DRAWN = 2_000  # the most memorized samples are always among the drawn points
@@ -22,8 +22,8 @@ PALETTE = ["#B0B0B0", "#E45756", "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#7
 @st.cache_data(max_entries=6, show_spinner="Preparing the map…")
 def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
     """Every projected sample: row (into the table), x, y, shown (drawn on the map), hover (drawn ones only)."""
-    data = common.load_run(path)
-    proj = common.projection(path, stamp)
+    data = run_data.load_run(path)
+    proj = run_data.projection(path, stamp)
     xc, yc = ("x", "y") if space == "joint" else (f"x__{space}", f"y__{space}")
     pos = proj["id"].map(data.position)
     keep = pos.notna().to_numpy() & np.isfinite(proj[xc].to_numpy(dtype=float))
@@ -59,16 +59,16 @@ def take_chart_selection() -> None:
     replaces the session's; "Clear selection" in the sidebar sticks, since this only runs on a chart event."""
     event = st.session_state.get("map_chart") or {}
     chart_selection = dict(event.get("selection") or {})
-    run = common.load_run(st.session_state["run_path"])
+    run = run_data.load_run(st.session_state["run_path"])
     frame = map_frame(str(run.run.path), run.stamp, st.session_state.get("map_space") or "joint")
     rows = selected_rows(chart_selection, frame)
     if len(rows):
         common.set_selection(run.table["id"].to_numpy()[rows].tolist(), "map")
 
 
-data = common.current_run()
+data = run_data.current_run()
 st.title("Map")
-proj = common.projection(str(data.run.path), data.stamp)
+proj = run_data.projection(str(data.run.path), data.stamp)
 if proj is None or len(proj) == 0:
     if data.config.get("source") == "import-scores":
         st.info("This run was imported from a score table: it has no embeddings, so there is no map "
@@ -95,7 +95,7 @@ mouse = c3.segmented_control("Mouse", list(MOUSE), format_func=MOUSE.get, key="m
 
 frame = map_frame(str(data.run.path), data.stamp, space)
 drawn = frame[frame["shown"]]
-labels = common.store(data).labels()
+labels = run_data.store(data).labels()
 t = data.table
 size = 5 if len(drawn) < 10_000 else 3
 fig = go.Figure()
@@ -114,7 +114,7 @@ if filtered is not None and note != "no filter" and st.toggle(f"Show the Samples
 if colour in data.score_cols:
     v = t[colour].to_numpy(dtype=np.float64)[drawn["row"].to_numpy()]
     # draw the most suspicious last, on top, so that they stay visible in a dense map
-    draw = np.argsort(np.nan_to_num(-v if colour in diagnose.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
+    draw = np.argsort(np.nan_to_num(-v if colour in names.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
     drawn, v = drawn.iloc[draw], v[draw]
     finite = v[np.isfinite(v)]
     lo, hi = (np.percentile(finite, [1, 99]) if len(finite) else (0, 1))

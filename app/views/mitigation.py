@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
+from app import common, run_data
 from multimem_core.mitigation.results import list_mitigations, removal_curves
 from multimem_core.run import RunDirError
 from multimem_core.targeted import DEFAULTS, TargetedAugment
@@ -286,7 +286,7 @@ def preview_section(data) -> None:
 
 # --- the page ------------------------------------------------------------------------------------------------
 
-data = common.current_run()
+data = run_data.current_run()
 st.title("Mitigation")
 st.caption("Lower memorization and check what it does to downstream accuracy. Runs come from "
            "`multimem mitigate RUN --strategy remove|regroup|augment`; the preview below needs no training.")

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import common
-from multimem_core import MODALITIES, launch
+from app import common, run_data
+from multimem_core.names import MODALITIES
+from multimem_core import launch
 from multimem_core.run import RunDir
 
 DEFAULT = launch.NewRun  # its field defaults are the engine's (multimem_core.config), as `multimem score` has them
@@ -26,7 +27,7 @@ STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/syn
                "complete": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
 
 root = launch.data_root()
-folder = launch.runs_folder(common.runs_root(), root=root)
+folder = launch.runs_folder(run_data.runs_root(), root=root)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -57,7 +58,7 @@ def describe_input(path: str, mtime: float) -> tuple[list[str], int, str]:
 
 def open_run(path: Path) -> None:
     """Make `path` the dashboard's run and go to its Overview."""
-    common.discover_runs.clear()
+    run_data.discover_runs.clear()
     st.session_state["run_path"] = str(path.resolve())
     st.session_state["run_picker"] = str(path.resolve())
     st.switch_page("views/overview.py")

@@ -7,7 +7,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from app import common
+from app import common, run_data
 from multimem_core import diagnose
 from multimem_core.export import FORMATS, MANIFEST_FORMATS, build_export, default_format, write_export
 from multimem_core.review import LABELS, DropRule, ReviewError
@@ -19,8 +19,8 @@ FORMAT_NAMES = {"csv": "cleaned manifest, CSV", "tsv": "cleaned manifest, TSV", 
 RULES = {"flagged": "Flagged as noisy", "top": "Top N by a score", "above": "Above a threshold",
          "below": "Below a threshold", "selection": "Current map selection"}
 
-data = common.current_run()
-store = common.store(data)
+data = run_data.current_run()
+store = run_data.store(data)
 st.title("Review & export")
 
 # --- decisions -----------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import common, filters, url_state
-from multimem_core import diagnose
+from app import common, filters, run_data, url_state
+from multimem_core import diagnose, names
 from multimem_core.review import LABELS, ReviewError
 from multimem_core.saved_views import save_view
 
@@ -23,17 +23,17 @@ KEPT = ["samples_sort", "samples_labels", "samples_flag", "samples_tags", "sampl
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def score_range(path: str, stamp: tuple, column: str) -> tuple[float, float]:
-    v = common.load_run(path).table[column].to_numpy(dtype=np.float64)
+    v = run_data.load_run(path).table[column].to_numpy(dtype=np.float64)
     v = v[np.isfinite(v)]
     return (float(v.min()), float(v.max())) if len(v) else (0.0, 0.0)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def distinct(path: str, stamp: tuple, column: str) -> list[str]:
-    return sorted(v for v in common.load_run(path).table[column].astype(str).unique() if v)
+    return sorted(v for v in run_data.load_run(path).table[column].astype(str).unique() if v)
 
 
-def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters:
+def filter_widgets(data: run_data.RunData, all_tags: list[str]) -> filters.Filters:
     t = data.table
     sorts = common.score_options(data) + [c for c in filters.SORT_COLUMNS if c == "_flag" or c in t.columns]
     name = lambda c: filters.SORT_COLUMNS.get(c) or diagnose.score_label(c)  # noqa: E731
@@ -42,7 +42,7 @@ def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters
     sort = c1.selectbox("Sort by", sorts, format_func=name, key="samples_sort",
                         help="Any score, or id, dataset label, caption, flag or reason")
     # most suspicious first by default: highest for memorization scores, lowest for agreement and cosine
-    orders = ["lowest first", "highest first"] if sort in diagnose.LOWER_IS_WORSE or sort not in data.score_cols \
+    orders = ["lowest first", "highest first"] if sort in names.LOWER_IS_WORSE or sort not in data.score_cols \
         else ["highest first", "lowest first"]
     ascending = c2.selectbox("Order", orders, key=f"samples_order_{sort}") == "lowest first"
     dataset_labels = distinct(str(data.run.path), data.stamp, "label")
@@ -62,8 +62,8 @@ def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters
     if hi > lo:
         rng = c2.slider(diagnose.score_label(filter_col), lo, hi, (lo, hi), key=f"samples_range_{filter_col}",
                         format="%.3f", help=diagnose.score_help(filter_col))
-    roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == "H", r))
-    role_pick = c3.multiselect("Part of the protocol", roles, format_func=common.role_label, key="samples_roles",
+    roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == names.HELDOUT, r))
+    role_pick = c3.multiselect("Part of the protocol", roles, format_func=names.role_label, key="samples_roles",
                                placeholder="all", help="Which fold (or set) the sample is in; held out = no model "
                                                        "trained on it")
     kinds = sorted(k for k in t["injected"].unique() if k) if data.has_injected else []
@@ -90,11 +90,11 @@ def filter_widgets(data: common.RunData, all_tags: list[str]) -> filters.Filters
 URL_KEYS = ("sort", "order", "label", "flag", "tag", "role", "kind", "range", "q", "mode", "view", "sel")
 
 
-def default_sort(data: common.RunData) -> str:
+def default_sort(data: run_data.RunData) -> str:
     return "multimem" if "multimem" in data.score_cols else (data.score_cols or ["id"])[0]
 
 
-def apply_query(data: common.RunData, q: url_state.Query, all_tags: list[str]) -> None:
+def apply_query(data: run_data.RunData, q: url_state.Query, all_tags: list[str]) -> None:
     """A shared link or a saved view: set the filter widgets from the URL (unknown values are left out)."""
     ss, t = st.session_state, data.table
     sorts = common.score_options(data) + [c for c in filters.SORT_COLUMNS if c == "_flag" or c in t.columns]
@@ -130,9 +130,9 @@ def apply_query(data: common.RunData, q: url_state.Query, all_tags: list[str]) -
     ss["samples_only_sel"] = bool(picked)
 
 
-def query_of(data: common.RunData, f: filters.Filters, view: str) -> url_state.Query:
+def query_of(data: run_data.RunData, f: filters.Filters, view: str) -> url_state.Query:
     q: url_state.Query = {}
-    orders_default = f.sort in diagnose.LOWER_IS_WORSE or f.sort not in data.score_cols
+    orders_default = f.sort in names.LOWER_IS_WORSE or f.sort not in data.score_cols
     if f.sort != default_sort(data) or f.ascending != orders_default:
         q["sort"], q["order"] = [f.sort], ["asc" if f.ascending else "desc"]
     q["label"], q["tag"], q["role"], q["kind"] = list(f.labels), list(f.tags), list(f.roles), list(f.kinds)
@@ -151,12 +151,12 @@ def query_of(data: common.RunData, f: filters.Filters, view: str) -> url_state.Q
     return q
 
 
-def save_view_box(data: common.RunData, query: url_state.Query) -> None:
+def save_view_box(data: run_data.RunData, query: url_state.Query) -> None:
     with st.popover("Save this view", icon=":material/bookmark_add:"):
         name = st.text_input("Name", key="view_name", placeholder="e.g. dogs, unreviewed, caption wrong")
         if st.button("Save", key="view_save", disabled=not name.strip()):
             try:
-                save_view(common.store(data), name, "samples", query, reviewer=common.reviewer())
+                save_view(run_data.store(data), name, "samples", query, reviewer=common.reviewer())
                 st.session_state["_toast"] = f"Saved the view {name.strip()!r}: it is in the sidebar"
                 st.rerun()
             except ReviewError as e:
@@ -166,7 +166,7 @@ def save_view_box(data: common.RunData, query: url_state.Query) -> None:
                        "the filters without it.")
 
 
-def bulk_actions(data: common.RunData, ids: list[str], note: str) -> None:
+def bulk_actions(data: run_data.RunData, ids: list[str], note: str) -> None:
     with st.expander(f"Act on these {len(ids):,} samples ({note})", icon=":material/checklist:"):
         cols = st.columns(len(LABELS) + 1)
         for col, label in zip(cols, LABELS):
@@ -188,7 +188,7 @@ def bulk_actions(data: common.RunData, ids: list[str], note: str) -> None:
             st.switch_page("views/review_export.py")
 
 
-def table_view(data: common.RunData, page: pd.DataFrame, labels: dict, tags: dict) -> None:
+def table_view(data: run_data.RunData, page: pd.DataFrame, labels: dict, tags: dict) -> None:
     shown = pd.DataFrame({"id": page["id"].to_numpy()})
     config = {"id": st.column_config.TextColumn("id", pinned=True)}
     if "image" in data.modalities and "image" in page.columns and len(page) <= THUMBNAIL_ROWS:
@@ -221,13 +221,13 @@ def table_view(data: common.RunData, page: pd.DataFrame, labels: dict, tags: dic
         st.caption(f"{len(picked):,} rows picked: they are the selection the Map highlights.")
 
 
-data = common.current_run()
+data = run_data.current_run()
 st.title("Samples")
 st.caption("Most memorized first. Flag a noisy pair with one click; every click is saved at once to "
            "`review.sqlite`. Each sample says why it scores high: the modality that disagrees under the model "
            "that never trained on it.")
 common.keep_widgets(KEPT)
-review = common.store(data)
+review = run_data.store(data)
 labels, tags = review.labels(), review.tags()
 all_tags = sorted({t for have in tags.values() for t in have})
 if (shared := url_state.incoming("samples", URL_KEYS)) is not None:
@@ -238,7 +238,7 @@ else:
     st.info("This run has no scores yet, so samples are listed in manifest order.", icon=":material/hourglass_empty:")
     chosen = filters.Filters(sort="id", ascending=True)
 dynamic = chosen.sort in ("_flag",)
-order = None if dynamic else common.sorted_rows(str(data.run.path), data.stamp, chosen.sort, chosen.ascending)
+order = None if dynamic else run_data.sorted_rows(str(data.run.path), data.stamp, chosen.sort, chosen.ascending)
 try:
     rows = filters.matching_rows(data.table, data.search_text, chosen, labels=labels, tags=tags, order=order)
 except filters.FilterError as e:

@@ -1,4 +1,4 @@
-"""`multimem import-embeddings` and `import-scores` (multimem_core.importers)."""
+"""`multimem import-embeddings` and `import-scores` (multimem_core.importing)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def add_import_embeddings(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import_embeddings(args) -> int:
-    from multimem_core.importers import EmbeddingImport, import_embeddings
+    from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
 
     cfg = EmbeddingImport(
         manifest=args.manifest, out=args.out, in_model=args.in_model, out_model=args.out_model,
@@ -53,7 +53,7 @@ def cmd_import_embeddings(args) -> int:
 def run_import(importer, cfg) -> int:
     """Both importers: a clear one-line error for bad input, else the run's summary and how to open it."""
     from multimem_core.data.manifest import ManifestError
-    from multimem_core.importers import ImportValidationError
+    from multimem_core.importing.embedding_files import ImportValidationError
 
     try:
         run = importer(cfg)
@@ -72,7 +72,7 @@ def add_import_scores(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import_scores(args) -> int:
-    from multimem_core.importers import ScoresImport, import_scores
+    from multimem_core.importing.scores import ScoresImport, import_scores
 
     cfg = ScoresImport(manifest=args.manifest, scores=args.scores, out=args.out,
                        multimem_column=args.multimem_column, keys=column_keys(args), overwrite=args.overwrite)

@@ -1,4 +1,4 @@
-"""`multimem evaluate` and `mitigate` (multimem_core.evaluate, multimem_core.mitigate)."""
+"""`multimem evaluate` and `mitigate` (multimem_core.evaluate, multimem_core.mitigation)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def add_mitigate(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_mitigate(args) -> int:
-    from multimem_core.mitigate import MitigateConfig, MitigationError, format_metrics, mitigate, parse_sweep
+    from multimem_core.mitigation.settings import MitigateConfig, MitigationError, parse_sweep
+    from multimem_core.mitigation.results import format_metrics
+    from multimem_core.mitigation import mitigate
     from multimem_core.run import RunDir, RunDirError
     from multimem_core.targeted import SpecError
 

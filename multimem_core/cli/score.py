@@ -75,12 +75,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None = None):
-    from multimem_core.augment import AugmentConfig
-    from multimem_core.data.media import MediaSpec
-    from multimem_core.models.factory import ModelConfig
-    from multimem_core.protocol import ProtocolConfig
-    from multimem_core.score import ScoreConfig
-    from multimem_core.train import TrainConfig
+    from multimem_core.config import AugmentConfig
+    from multimem_core.config import MediaSpec
+    from multimem_core.config import ModelConfig
+    from multimem_core.config import ProtocolConfig
+    from multimem_core.config import ScoreConfig
+    from multimem_core.config import TrainConfig
 
     hflip = args.hflip or bool((dataset_hints or {}).get("allow_hflip", False))
     try:

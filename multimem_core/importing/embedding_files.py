@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import MODALITIES
+from ..names import MODALITIES
 
 MAX_LISTED = 10          # ids a message lists before "and N more"
 DEFAULT_TEMPERATURE = 0.07  # CLIP's initial temperature: the loss baseline's logit scale is 1/T = 14.3

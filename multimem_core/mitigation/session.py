@@ -12,7 +12,8 @@ import torch
 
 from ..evaluate import evaluate_models, read_evaluation
 from ..run import RunDir, RunDirError, atomic_write_json
-from ..train import TrainConfig, train_model
+from ..config import TrainConfig
+from ..train import train_model
 from .settings import MitigateConfig, MitigationError, default_name
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig  # noqa: F401 (re-exported: its old home)
+from ..config import ModelConfig
 from .frozen_image import FROZEN_IMAGE_ENCODERS, FrozenImageTower, is_frozen_image
 from .towers import AudioTower, FrozenTextTower, ImageTower, OpenClipTextTower, VideoTower
 

@@ -97,7 +97,8 @@ def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncode
 def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: int, seed: int = 0,
                  chunk: int = 64) -> Tensor:
     """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is)."""
-    from ..augment import AugmentConfig, augment_image
+    from ..config import AugmentConfig
+    from ..augment import augment_image
 
     aug = AugmentConfig(crop_scale=VIEW_CROP_SCALE, translate=VIEW_TRANSLATE, jitter=VIEW_JITTER)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
