@@ -17,6 +17,7 @@ from app.run_data import RunData, discover_runs, runs_root, store
 from multimem_core import diagnose, names
 from multimem_core.launch import runs_folder
 from multimem_core.review import ReviewError, ReviewStore, default_reviewer
+from multimem_core.repairs import record_repair, undo_repair
 from multimem_core.saved_views import list_views
 
 SELECTION = "selection_ids"  # session key: ids selected on the Map or picked in the table (a list)
@@ -103,6 +104,23 @@ def flag_ids(data: RunData, ids, label: str, *, source: str, reason: str = "") -
             f"Flagged {len(seqs):,} as {label}"
     except ReviewError as e:
         st.session_state["_toast"] = f"Not saved: {e}"
+
+
+def repair(data: RunData, sample_id: str, modality: str, from_id: str, *, source: str) -> None:
+    """Button callback: sample_id takes `modality` from from_id (applied by an export with repairs)."""
+    try:
+        record_repair(store(data), sample_id, modality, from_id, reviewer=reviewer(), source=source)
+        st.session_state["_toast"] = f"Repaired {sample_id}: its {modality} is now {from_id}'s"
+    except ReviewError as e:
+        st.session_state["_toast"] = f"Not saved: {e}"
+
+
+def unrepair(data: RunData, seq: int) -> None:
+    try:
+        undo_repair(store(data), seq, reviewer=reviewer())
+        st.session_state["_toast"] = f"Undid repair #{seq}"
+    except ReviewError as e:
+        st.session_state["_toast"] = f"Not undone: {e}"
 
 
 def show_toast() -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from urllib.parse import parse_qs, urlparse
 
@@ -141,3 +139,79 @@ def test_no_page_requests_anything_from_another_host(session):
     assert not foreign, foreign
     icon = pg.evaluate("() => [...document.querySelectorAll(\"link[rel*='icon']\")].map(l => l.href)")
     assert icon and all(urlparse(h).hostname in local for h in icon), icon
+
+
+def test_a_shared_url_reproduces_the_filters_and_a_saved_view_reopens_them(session, walk_run):
+    pg, url, _ = session
+    samples = walk_run.samples()
+    label = str(samples["label"].value_counts().index[-1])
+    count = int((samples["label"].astype(str) == label).sum())
+    # a fresh page load is a fresh session: only the URL carries the filters
+    pg.goto(f"{url}/samples?label={label}&sort=id&order=asc&view=table")
+    settle(pg)
+    assert pg.get_by_text(f"{count:,} of {len(samples):,} samples match, sorted by id").count() == 1
+    assert label in pg.locator("[data-testid='stMultiSelect']:has-text('Dataset label')").first.inner_text()
+    query = parse_qs(urlparse(pg.url).query)
+    assert query.get("label") == [label] and query.get("view") == ["table"] and query.get("sort") == ["id"]
+
+    pg.locator("button:has-text('Save this view')").first.click()
+    pg.locator("[data-testid='stPopoverBody'] input").first.fill("only " + label)
+    pg.locator("[data-testid='stPopoverBody'] input").first.press("Enter")
+    settle(pg)
+    pg.locator("[data-testid='stPopoverBody'] button:has-text('Save')").first.click()
+    link = pg.locator(f"[data-testid='stSidebar'] a:has-text('only {label}')")
+    link.first.wait_for(timeout=30_000)
+    with sqlite3.connect(walk_run.review_path) as conn:
+        assert conn.execute("SELECT page FROM saved_views WHERE name = ?", (f"only {label}",)).fetchone() == ("samples",)
+
+    # another session: the saved view in the sidebar brings the same filters back
+    pg.goto(f"{url}/samples")
+    settle(pg)
+    assert pg.get_by_text(f"{count:,} of {len(samples):,} samples match").count() == 0
+    pg.locator(f"[data-testid='stSidebar'] a:has-text('only {label}')").first.click()
+    wait_for(lambda: pg.get_by_text(f"{count:,} of {len(samples):,} samples match, sorted by id").count() == 1,
+             "the saved view's filters")
+    settle(pg)
+    assert parse_qs(urlparse(pg.url).query).get("label") == [label]
+    shot(pg, "samples_saved_view")
+
+
+def test_a_repair_made_on_the_detail_page_appears_in_the_export(session, walk_run):
+    pg, url, _ = session
+    modalities = walk_run.config()["modalities"]
+    query = modalities[0]
+    target = "text" if query != "text" else modalities[1]
+    scores = walk_run.scores()
+    a = str(scores.sort_values("multimem")["id"].iloc[-2])
+    open_page(pg, url, f"detail?id={a}")
+    button = pg.locator(f"[class*='st-key-fix_{query}_{target}_']").first
+    token = next(c for c in button.get_attribute("class").split() if c.startswith(f"st-key-fix_{query}_{target}_"))
+    donor = token[len(f"st-key-fix_{query}_{target}_"):]
+    button.locator("button").click()
+    pg.get_by_text(f"Repaired: its {target} is replaced by").first.wait_for(timeout=30_000)
+    with sqlite3.connect(walk_run.review_path) as conn:
+        assert conn.execute("SELECT sample_id, modality, from_id, source FROM repairs").fetchall() == \
+            [(a, target, donor, "detail")]
+    assert url_id(pg) == a
+
+    open_page(pg, url, "review_export")
+    assert pg.get_by_text("Repairs (1)").count() == 1
+    pg.locator("button:has-text('Build export')").click()
+    pg.wait_for_selector("text=Written to", timeout=30_000)
+    settle(pg)
+    assert pg.get_by_text("Applied 1 repairs").count() == 1
+    written = sorted((walk_run.path / "exports").glob("cleaned_manifest_*.csv"))
+    written = [w for w in written if not w.name.endswith(".repairs.csv")]
+    assert written
+    out = pd.read_csv(written[-1], dtype=str, keep_default_na=False)
+    info = walk_run.config()["manifest"]
+    column = (info.get("source_columns") or {}).get(target, target)
+    original = pd.read_csv(walk_run.stored_path("manifest"), dtype=str, keep_default_na=False)
+    samples = walk_run.samples().assign(id=lambda d: d["id"].astype(str)).set_index("id")
+    donor_value = original[column].iloc[int(samples.loc[donor, "row"])]
+    key = "id" if "id" in out.columns else None
+    assert key, "the shapes manifest has an id column"
+    assert out.set_index("id").loc[a, column] == donor_value
+    log = pd.read_csv(written[-1].with_name(written[-1].stem + ".repairs.csv"), dtype=str, keep_default_na=False)
+    assert log[["sample_id", "from_id"]].values.tolist() == [[a, donor]]
+    shot(pg, "review_export_repairs")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import common, run_data
 from multimem_core import diagnose, names
+from multimem_core.repairs import current_repairs
 from multimem_core.review import LABELS
 
 data = run_data.current_run()
@@ -171,9 +172,18 @@ if model:
                                       f"{n['similarity']:.2f}", key=f"nb_{q}_{target}_{n['id']}", type="tertiary",
                                       icon=":material/open_in_new:", on_click=go_to, args=(str(n["id"]),))
                             common.show_media(data, other, target, compact=True)
+                            st.button(f"Use this {target} for {common.plain(sid)}", key=f"fix_{q}_{target}_{n['id']}",
+                                      icon=":material/build:", on_click=common.repair,
+                                      args=(data, sid, target, str(n["id"])), kwargs={"source": "detail"})
 
 # --- flag ----------------------------------------------------------------------------------------------------
 st.subheader("Your decision")
+fixes = current_repairs(run_data.store(data))
+for fix in fixes[fixes["sample_id"] == sid].itertuples():
+    f1, f2 = st.columns([5, 1])
+    f1.info(f"Repaired: its **{fix.modality}** is replaced by {common.plain(fix.from_id)}'s in an export with "
+            f"repairs ({common.plain(fix.reviewer)}).", icon=":material/build:")
+    f2.button("Undo repair", key=f"unfix_{fix.seq}", on_click=common.unrepair, args=(data, int(fix.seq)))
 
 
 def save_decision(sample_id: str) -> None:

@@ -9,12 +9,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common, run_data
+from app import common, run_data, url_state
 from app.selection import selected_rows
 from multimem_core import diagnose, names
 
 MAX_POINTS = 20_000  # drawn at most: a browser redraws 100k WebGL points slowly; selections still cover all
 ALWAYS_DRAWN = 2_000  # the most memorized samples are always among the drawn points
+URL_KEYS = ("space", "colour", "sel")  # what a link to the map carries (app.url_state)
 CATEGORIES = {"injected kind": "injected", "role": "role", "flag": "_flag"}
 PALETTE = ["#B0B0B0", "#E45756", "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#FF9DA6", "#9D755D"]
 
@@ -80,10 +81,17 @@ if proj is None or len(proj) == 0:
     st.stop()
 
 spaces = ["joint"] + [m for m in data.modalities if f"x__{m}" in proj.columns]
+colour_opts = common.score_options(data) + [k for k, v in CATEGORIES.items() if v != "injected" or data.has_injected]
+if (shared := url_state.incoming("map", URL_KEYS)) is not None:  # a shared link or a saved view
+    st.session_state["map_space"] = url_state.one(shared, "space") if url_state.one(shared, "space") in spaces \
+        else "joint"
+    st.session_state["map_colour"] = url_state.one(shared, "colour") if url_state.one(shared, "colour") in \
+        colour_opts else colour_opts[0]
+    if picked := [i for i in shared.get("sel", []) if data.row_of(i) is not None]:
+        common.set_selection(picked, "map")
 c1, c2, c3 = st.columns([1.4, 2, 3])
 space = c1.selectbox("Embedding", spaces, key="map_space", format_func=lambda s: "joint (all modalities)"
                      if s == "joint" else s)
-colour_opts = common.score_options(data) + [k for k, v in CATEGORIES.items() if v != "injected" or data.has_injected]
 colour = c2.selectbox("Colour by", colour_opts, key="map_colour",
                       format_func=lambda c: diagnose.score_label(c) if c in data.score_cols else c)
 # Streamlit turns point clicks off while the lasso or box tool is active, so the mouse mode is a choice
@@ -163,6 +171,9 @@ with left:
                     selection_mode=("points", "box", "lasso"))
 
 selection = st.session_state.get(common.SELECTION) or []
+url_state.write("map", URL_KEYS, {"space": [space] if space != "joint" else [],
+                                  "colour": [colour] if colour != colour_opts[0] else [],
+                                  "sel": url_state.selection_param(selection)})
 with right:
     if not selection:
         st.info("Nothing selected yet. Use the lasso or box tool on the map, or click a point.", icon=":material/touch_app:")
