@@ -43,6 +43,10 @@ PAGES: dict[str, list] = {
     ],
 }
 
+# metric labels wrap instead of ending in "…": a score's plain name is a few words long
+st.html("<style>[data-testid='stMetricLabel'] * {white-space: normal !important; overflow: visible !important; "
+        "text-overflow: clip !important;} [data-testid='stMetricLabel'] {height: auto !important;}</style>")
+
 page = st.navigation(PAGES)
 common.sidebar()  # run picker and reviewer, on every page
 common.show_toast()

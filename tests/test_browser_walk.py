@@ -215,3 +215,44 @@ def test_a_repair_made_on_the_detail_page_appears_in_the_export(session, walk_ru
     log = pd.read_csv(written[-1].with_name(written[-1].stem + ".repairs.csv"), dtype=str, keep_default_na=False)
     assert log[["sample_id", "from_id"]].values.tolist() == [[a, donor]]
     shot(pg, "review_export_repairs")
+
+
+def test_map_box_selection_shows_at_once_and_flag_all_asks_first(session, walk_run):
+    pg, url, _ = session
+    open_page(pg, url, "map")
+    pg.locator("[data-testid='stMain'] button:has-text('box')").first.click()
+    settle(pg)
+    box = pg.evaluate("""() => { const gd = document.querySelector('.js-plotly-plot'), s = gd._fullLayout._size;
+        const r = gd.getBoundingClientRect(); return [r.left + s.l, r.top + s.t, s.w, s.h]; }""")
+    left, top, w, h = box
+    pg.mouse.move(left + 0.05 * w, top + 0.05 * h)
+    pg.mouse.down()
+    pg.mouse.move(left + 0.5 * w, top + 0.5 * h, steps=12)
+    pg.mouse.move(left + 0.95 * w, top + 0.95 * h, steps=12)
+    pg.mouse.up()
+    sidebar = pg.locator("[data-testid='stSidebar']")
+    wait_for(lambda: "Selection (on the map)" in sidebar.inner_text(), "the sidebar to show the box selection")
+    settle(pg)
+    n = int(sidebar.inner_text().split("Selection (on the map):", 1)[1].split("samples")[0].strip().replace(",", ""))
+    assert n > 0
+    legend = pg.evaluate("() => document.querySelector('.js-plotly-plot')._fullData.map(t => t.name)")
+    assert f"selection ({n:,})" in legend, legend
+    before = len(decisions(walk_run))
+    pg.locator("button:has-text('Flag all as noisy')").first.click()
+    confirm = pg.locator(f"[data-testid='stPopoverBody'] button:has-text('Yes, flag {n:,} as noisy')")
+    confirm.wait_for(timeout=10_000)
+    assert len(decisions(walk_run)) == before, "nothing is written before the confirmation"
+    confirm.click()
+    wait_for(lambda: len(decisions(walk_run)) == before + n, f"{n} decisions")
+    shot(pg, "map_box_selection")
+
+
+def test_detail_layout_leaves_room_for_labels_and_the_audio_seek_bar(session, walk_run):
+    pg, url, _ = session
+    sid = str(walk_run.scores().sort_values("multimem")["id"].iloc[-1])
+    open_page(pg, url, f"detail?id={sid}")
+    widths = pg.evaluate("() => [...document.querySelectorAll('[data-testid=stMain] audio')].map(a => a.clientWidth)")
+    assert widths and min(widths) >= 300, widths
+    cut = pg.evaluate("""() => [...document.querySelectorAll('[data-testid=stMetricLabel]')]
+        .filter(l => l.scrollWidth > l.clientWidth + 1 || l.scrollHeight > l.clientHeight + 1).map(l => l.innerText)""")
+    assert not cut, cut

@@ -90,11 +90,20 @@ else:
 
 # --- every modality at full size ------------------------------------------------------------------------
 st.subheader("What the sample contains")
-cols = st.columns(len(data.modalities), gap="medium")
-for col, m in zip(cols, data.modalities):
+# pictures side by side; caption and sound share one wider column, where the audio player has room for its
+# seek bar (Chromium hides it in a player narrower than about 300 px)
+visual = [m for m in data.modalities if m in ("image", "video")]
+other = [m for m in data.modalities if m not in visual]
+cols = st.columns([3] * len(visual) + ([4] if other else []), gap="medium")
+for col, m in zip(cols, visual):
     with col:
         st.markdown(f"**{m}**")
         common.show_media(data, row, m, compact=False)
+if other:
+    with cols[-1]:
+        for m in other:
+            st.markdown(f"**{m}**")
+            common.show_media(data, row, m, compact=False)
 
 # --- similarity matrices ----------------------------------------------------------------------------------
 sims = run_data.similarity_matrices(str(data.run.path), data.stamp)
