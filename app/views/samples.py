@@ -60,8 +60,10 @@ def filter_widgets(data: run_data.RunData, all_tags: list[str]) -> filters.Filte
     lo, hi = score_range(str(data.run.path), data.stamp, filter_col)
     rng = (lo, hi)
     if hi > lo:
-        rng = c2.slider(diagnose.score_label(filter_col), lo, hi, (lo, hi), key=f"samples_range_{filter_col}",
-                        format="%.3f", help=diagnose.score_help(filter_col))
+        key = f"samples_range_{filter_col}"
+        st.session_state.setdefault(key, (lo, hi))  # a shared link may have set it already
+        rng = c2.slider(diagnose.score_label(filter_col), lo, hi, key=key, format="%.3f",
+                        help=diagnose.score_help(filter_col))
     roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == names.HELDOUT, r))
     role_pick = c3.multiselect("Part of the protocol", roles, format_func=names.role_label, key="samples_roles",
                                placeholder="all", help="Which fold (or set) the sample is in; held out = no model "
