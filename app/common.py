@@ -16,7 +16,9 @@ from app.media import MediaPathError, read_media
 from app.run_data import RunData, discover_runs, runs_root, store
 from multimem_core import diagnose, names
 from multimem_core.launch import runs_folder
-from multimem_core.review import ReviewError, default_reviewer
+from multimem_core.review import ReviewError, ReviewStore, default_reviewer
+from multimem_core.repairs import record_repair, undo_repair
+from multimem_core.saved_views import list_views
 
 SELECTION = "selection_ids"  # session key: ids selected on the Map or picked in the table (a list)
 SELECTION_SOURCE = "selection_source"  # "map" or "table": where the selection was made
@@ -56,11 +58,25 @@ def sidebar() -> None:
     st.session_state["_reviewer_field"] = st.session_state[REVIEWER]
     st.sidebar.text_input("Reviewer", key="_reviewer_field", help="Your name, stored with every flag you set.",
                           on_change=lambda: st.session_state.update({REVIEWER: st.session_state["_reviewer_field"]}))
+    saved_views_list()
     selected = st.session_state.get(SELECTION) or []
     if selected:
         where = "picked in the table" if st.session_state.get(SELECTION_SOURCE) == "table" else "on the map"
         st.sidebar.caption(f"Selection ({where}): **{len(selected):,}** samples")
         st.sidebar.button("Clear selection", on_click=lambda: st.session_state.pop(SELECTION, None))
+
+
+def saved_views_list() -> None:
+    """The run's saved views (review.sqlite), each a link that opens its page with its filters."""
+    path = st.session_state.get("run_path")
+    if not path:
+        return
+    views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    if views:
+        st.sidebar.caption("Saved views")
+        for v in views:
+            st.sidebar.page_link(f"views/{v['page']}.py", label=_md(v["name"]), icon=":material/bookmark:",
+                                 query_params=v["params"], help=f"saved by {v['reviewer']}, {v['created_at'][:16]}")
 
 
 def _run_label(path: str, root: Path | None) -> str:
@@ -81,11 +97,30 @@ def reviewer() -> str:
 def flag_ids(data: RunData, ids, label: str, *, source: str, reason: str = "") -> None:
     """Button callback: one committed row per id, before the page redraws."""
     try:
-        seqs = store(data).flag(list(ids) if not isinstance(ids, str) else ids, label, reviewer=reviewer(),
-                                reason=reason, source=source)
-        st.session_state["_toast"] = f"Flagged {len(seqs):,} as {label}"
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        seqs = store(data).flag(ids, label, reviewer=reviewer(), reason=reason, source=source)
+        # one sample: say which, so that the reviewer sees the flag went where they meant
+        st.session_state["_toast"] = f"Flagged {ids[0]} as {label}" if len(ids) == 1 else \
+            f"Flagged {len(seqs):,} as {label}"
     except ReviewError as e:
         st.session_state["_toast"] = f"Not saved: {e}"
+
+
+def repair(data: RunData, sample_id: str, modality: str, from_id: str, *, source: str) -> None:
+    """Button callback: sample_id takes `modality` from from_id (applied by an export with repairs)."""
+    try:
+        record_repair(store(data), sample_id, modality, from_id, reviewer=reviewer(), source=source)
+        st.session_state["_toast"] = f"Repaired {sample_id}: its {modality} is now {from_id}'s"
+    except ReviewError as e:
+        st.session_state["_toast"] = f"Not saved: {e}"
+
+
+def unrepair(data: RunData, seq: int) -> None:
+    try:
+        undo_repair(store(data), seq, reviewer=reviewer())
+        st.session_state["_toast"] = f"Undid repair #{seq}"
+    except ReviewError as e:
+        st.session_state["_toast"] = f"Not undone: {e}"
 
 
 def show_toast() -> None:

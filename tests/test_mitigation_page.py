@@ -55,8 +55,13 @@ def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeyp
     assert at.selectbox(key="sweep_metric").value == "recall@5"
     at.selectbox(key="sweep_metric").set_value("zero_shot").run()
     assert not at.exception
-    # the preview: the selected sample against clean ones
+    # the preview: nothing runs until asked, and the cost is said first
     assert at.multiselect(key="whatif_ids").value == [sid]
+    assert not any("Targeting" in m.label for m in at.metric)
+    assert any("about" in c.value and " s " in c.value for c in at.caption)
+    at.button(key="whatif_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    # the selected sample against clean ones
     table = at.dataframe[-1].value  # the preview table comes last
     assert table.loc[table["group"] == "selected", "id"].tolist() == [sid]
     assert (table["group"] == "clean (random)").sum() > 0
@@ -84,6 +89,9 @@ def test_page_renders_in_chromium_with_a_preview(mitigated_run, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(f"{url}/mitigation?id={sid}")
             page.wait_for_selector("h1:has-text('Mitigation')", timeout=90_000)
+            page.wait_for_selector("button:has-text('Run the preview')", timeout=90_000)
+            assert page.get_by_text("Targeting (chosen").count() == 0, "the preview waits for the button"
+            page.locator("button:has-text('Run the preview')").click()
             page.wait_for_selector("text=Targeting (chosen", timeout=180_000)  # the preview's metrics
             page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
             time.sleep(1.5)

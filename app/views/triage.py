@@ -68,6 +68,25 @@ def decide(data: run_data.RunData, sid: str, label: str, size: int) -> None:
     move(1, size)
 
 
+def suggestions(data: run_data.RunData, index, sid: str) -> None:
+    """Repair instead of drop: per modality, the nearest one to the sample's other content (its image, else
+    its caption) under the model that never saw it, one click to use it."""
+    cols = st.columns(len(data.modalities), gap="medium")
+    for col, m in zip(cols, data.modalities):
+        query = next((q for q in ("image", "text", "video", "audio") if q != m and q in data.modalities), None)
+        nb = index.neighbours(sid, query=query, target=m, k=1) if query else None
+        if nb is None or not len(nb):
+            continue
+        donor = str(nb["id"].iloc[0])
+        with col:
+            st.caption(f"Suggested {m} (nearest to its {query}, from {common.plain(donor)})")
+            if m == "text" and (r := data.row_of(donor)) is not None:
+                st.text(str(data.table.iloc[r].get("text") or "")[:common.MAX_CARD_TEXT])
+            st.button(f"Replace the {'caption' if m == 'text' else m} with it", key=f"triage_fix_{m}",
+                      icon=":material/build:", on_click=common.repair, args=(data, sid, m, donor),
+                      kwargs={"source": "triage"})
+
+
 def neighbour_links(data: run_data.RunData, row, sid: str) -> None:
     models = data.run.embedding_models()
     model = names.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
@@ -76,6 +95,7 @@ def neighbour_links(data: run_data.RunData, row, sid: str) -> None:
     index = run_data.neighbour_index(str(data.run.path), data.stamp, model)
     if sid not in index:
         return
+    suggestions(data, index, sid)
     st.markdown(f"**Nearest samples** under the model that never saw it ({common.plain(model)})")
     for m in data.modalities[:2]:
         nb = index.neighbours(sid, query=m, target=m, k=NEIGHBOURS)
