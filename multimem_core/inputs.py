@@ -14,8 +14,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .data.manifest import ColumnKeys, Manifest
-from .data.media import MediaSpec
+from .config import ColumnKeys
+from .data.manifest import Manifest
+from .config import MediaSpec
 
 
 def is_shards(path: str | Path) -> bool:

@@ -122,6 +122,10 @@ def add_export(p: argparse.ArgumentParser) -> None:
                         "hf: a Hugging Face dataset folder (input minus dropped rows); fiftyone, spotlight, "
                         "label-studio: every sample with its scores for that tool (docs/INTEGRATIONS.md). "
                         "Default: from --out's suffix, else the input manifest's own format")
+    p.add_argument("--repairs", action="store_true",
+                   help="apply the repairs recorded in the dashboard (a sample's caption, sound or image replaced "
+                        "by the suggested one) to the kept samples, and write what changed beside --out "
+                        "(clean.csv -> clean.repairs.csv)")
     p.add_argument("--absolute-paths", action="store_true",
                    help="write media paths absolute (default: relative to the folder of --out, so they open "
                         "from where the cleaned manifest is written)")
@@ -146,12 +150,16 @@ def cmd_export(args) -> int:
         raise CLIError(f"--format {fmt} needs --drop RULE (flagged, top:N, above:T or below:T)")
     try:
         rule = parse_drop_rule(args.drop, score=args.score)
-        export = build_export(run, rule, format=fmt)
+        export = build_export(run, rule, format=fmt, repairs=args.repairs)
         # shards: refuses a folder that already holds shards
         out = write_export(export, args.out, absolute_paths=args.absolute_paths)
     except (ReviewError, RunDirError) as e:
         raise CLIError(str(e))
     print(f"{export.summary()}: {rule.describe()}\nwrote {out}")
+    if export.repairs is not None:
+        from multimem_core.repairs import repairs_path
+
+        print(f"applied {len(export.repairs)} repairs; wrote {repairs_path(out)}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """A frozen pretrained image encoder with a trained projection (the image counterpart of FrozenTextTower).
 
 A pretrained image encoder generalizes from a few hundred photos where a tower trained from scratch on
-them cannot (measured on real photos, README "Defaults chosen on real data"). Running it every step on a
+them cannot (measured on real photos: docs/REAL_DATA.md). Running it every step on a
 CPU would cost minutes per epoch, so `prepare()` runs it once per dataset on a few views of every image
 (view 0 the image itself, the others random crops with colour jitter) and only the projection trains.
 The CMC's E_aug and the training augmentation pick one of those cached views per step
@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FROZEN_IMAGE_ENCODERS = ("efficientnet-lite0",)
-# Pixels EfficientNet-Lite0 reads by default. It was trained at 224; on 2 CPU cores it encodes about
-# 10 images/s there and 25/s at 160 (README, "Defaults chosen on real data").
+from ..config import FROZEN_EFFICIENTNET
+
+FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET,)
+# Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
+# about the same scores (docs/REAL_DATA.md).
 EFFICIENTNET_SIZE = 160
 # Views cached per image: random crops keep this share of the side at least, shift and jitter as below.
 VIEW_CROP_SCALE, VIEW_TRANSLATE, VIEW_JITTER = 0.75, 0.08, 0.15
@@ -51,7 +53,7 @@ def is_frozen_image(tower: str, freeze: bool) -> bool:
 
 def native_image_size(tower: str) -> int:
     """The pixels an image tower reads: what images are decoded to unless --image-size says otherwise."""
-    if tower == "efficientnet-lite0":
+    if tower == FROZEN_EFFICIENTNET:
         return EFFICIENTNET_SIZE
     from .factory import architecture
 
@@ -68,10 +70,10 @@ def _efficientnet_lite0() -> ImageEncoder:
     # tensors in the same order, so they map by position, and every shape is checked.
     ours = net.state_dict()
     if len(ours) != len(state) or any(a.shape != b.shape for a, b in zip(ours.values(), state.values())):
-        raise RuntimeError("efficientnet-lite0: the packaged weights do not match timm's efficientnet_lite0")
+        raise RuntimeError(f"{FROZEN_EFFICIENTNET}: the packaged weights do not match timm's efficientnet_lite0")
     net.load_state_dict(dict(zip(ours.keys(), state.values())))
     net.reset_classifier(0)  # the 1280-d pooled features, not ImageNet's classes
-    return ImageEncoder("efficientnet-lite0", net.eval(), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return ImageEncoder(FROZEN_EFFICIENTNET, net.eval(), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
@@ -88,7 +90,7 @@ def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
 
 
 def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncoder:
-    if tower == "efficientnet-lite0":
+    if tower == FROZEN_EFFICIENTNET:
         return _efficientnet_lite0()
     return _open_clip_visual(tower, pretrained)
 
@@ -97,7 +99,8 @@ def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncode
 def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: int, seed: int = 0,
                  chunk: int = 64) -> Tensor:
     """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is)."""
-    from ..augment import AugmentConfig, augment_image
+    from ..config import AugmentConfig
+    from ..augment import augment_image
 
     aug = AugmentConfig(crop_scale=VIEW_CROP_SCALE, translate=VIEW_TRANSLATE, jitter=VIEW_JITTER)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
@@ -130,7 +133,7 @@ class FrozenImageTower(nn.Module):
 
     @classmethod
     def create(cls, tower: str, embed_dim: int, *, pretrained: str | None = None, views: int = 4) -> "FrozenImageTower":
-        if tower == "efficientnet-lite0":
+        if tower == FROZEN_EFFICIENTNET:
             dim = 1280
         else:
             from .factory import architecture
