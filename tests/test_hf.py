@@ -96,10 +96,10 @@ def test_dashboard_serves_table_media_under_the_root_only(hf_run, tmp_path):
 def test_dashboard_shows_the_images(hf_run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
     _, run = hf_run
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
     at.run()
     at.switch_page("views/detail.py")

@@ -23,14 +23,15 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.config import ColumnKeys
 from multimem_core.data.decode import WORKERS, Decoded, Sample, decode_samples, ordered_map, row_loader
 from multimem_core.data.hf_folder import METADATA_FILES
 from multimem_core.data.hf_media import (MAX_MEDIA_BYTES, HFMediaError, arrow_table, is_ref,
                                          struct_with_bytes)
 from multimem_core.data.manifest import EXTRA_COLUMNS, Manifest, ManifestError, cell_text
-from multimem_core.data.media import MediaError, MediaSpec
+from multimem_core.config import MediaSpec
+from multimem_core.data.media import MediaError
 from multimem_core.data.paths import OutsideRootError, resolve_under
 
 FORMAT = "hf"
