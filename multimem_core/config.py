@@ -8,7 +8,7 @@ Nothing heavy is imported (no torch): `multimem --help` builds its options from 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Sequence
 
 from .names import MODALITIES
@@ -216,38 +216,34 @@ class ScoreConfig:
                        video_frames=self.media.video_frames, audio_sample_rate=self.media.audio_sample_rate)
 
     def to_dict(self) -> dict:
-        model = {k: v for k, v in self.model.to_dict().items() if k not in MODEL_FROM_INPUT}
-        return {
-            "input": str(self.input), "out": str(self.out), "modalities": self.modalities,
-            "keys": asdict(self.keys), "protocol": self.protocol.to_dict(), "model": model,
-            "train": self.train.to_dict(), "media": asdict(self.media), "views": self.views,
-            "chunk_size": self.chunk_size, "projection": self.projection,
-            "projection_per_modality": self.projection_per_modality, "device": self.device,
-            "save_views": self.save_views, "progress": self.progress,
-        }
+        """What config.json and request.json hold (not train_workers: how this machine trains, not the run)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else asdict(v) if is_dataclass(v) else v
+        out.pop("train_workers")
+        out.update(input=str(self.input), out=str(self.out))
+        out["model"] = {k: v for k, v in out["model"].items() if k not in MODEL_FROM_INPUT}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScoreConfig":
         """The config `to_dict` wrote (RUN/config.json, RUN/request.json); other keys of config.json are ignored."""
-        train = dict(d.get("train") or {})
-        train["augment"] = _known(AugmentConfig, train.get("augment") or {})
-        protocol = dict(d.get("protocol") or {})
-        if "paper_shares" in protocol:
-            protocol["paper_shares"] = tuple(protocol["paper_shares"])
-        model = {k: v for k, v in (d.get("model") or {}).items() if k not in MODEL_FROM_INPUT}
-        rest = {k: d[k] for k in ("chunk_size", "projection", "projection_per_modality", "device", "save_views",
-                                  "progress") if k in d}
-        views = d.get("views", d.get("augmentations", cls.views))  # runs made before the rename say augmentations
-        return cls(input=str(d.get("input", "")), out=str(d.get("out", "")), modalities=d.get("modalities"),
-                   keys=_known(ColumnKeys, d.get("keys") or {}), protocol=_known(ProtocolConfig, protocol),
-                   model=_known(ModelConfig, model), train=_known(TrainConfig, train),
-                   media=_known(MediaSpec, d.get("media") or {}), views=int(views), **rest)
+        d = {**d, "views": d.get("views", d.get("augmentations", cls.views))}  # older runs say augmentations
+        kw = {f.name: _read(f, d[f.name]) for f in fields(cls) if f.name in d and f.name not in ("input", "out")}
+        return cls(input=str(d.get("input", "")), out=str(d.get("out", "")), **kw)
 
 
 # ModelConfig fields that ScoreConfig.model_config fills in from the input, not stored with the run's options
 MODEL_FROM_INPUT = ("modalities", "image_size", "video_frames", "audio_sample_rate")
 
 
-def _known(cls, data: dict):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+def _read(f, value: Any) -> Any:
+    """A field's value as to_dict wrote it: sections rebuilt (unknown keys dropped), tuples as tuples."""
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    if is_dataclass(default):
+        data = {k: v for k, v in (value or {}).items() if not (type(default) is ModelConfig and k in MODEL_FROM_INPUT)}
+        return type(default)(**{g.name: _read(g, data[g.name]) for g in fields(default) if g.name in data})
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
