@@ -8,10 +8,15 @@ The modules that use a config re-export it under its old home (`multimem_core.tr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 PROTOCOLS = ("crossfit", "paper")
+
+
+def field_help(cls, name: str) -> str:
+    """The help text a config field declares in its metadata (what `--help` and the New-run page show)."""
+    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
 
 
 @dataclass
@@ -73,6 +78,21 @@ class ModelConfig:
     pretrained: str | None = None         # local open_clip checkpoint for image/text towers of `image_tower`
     freeze_image: bool = False            # open_clip image tower: frozen `pretrained` features + projection
     image_views: int = 4                  # frozen image tower: augmented views whose features are cached
+    # Sounds: 'aisfx' (frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx`, + trained
+    # projection; measured on real sound sets: README, "Real data") or 'mel-cnn' (trained from scratch)
+    audio_tower: str = field(default="aisfx", metadata={"help": (
+        "aisfx (frozen sound-effects CNN, weights shipped with the package, + trained projection) or mel-cnn "
+        "(a log-mel CNN trained from scratch)")})
+    audio_views: int = field(default=4, metadata={"help": "frozen audio tower: augmented views per clip whose "
+                                                          "features are cached"})
+    # Videos: 'trained' (the image architecture trained from scratch on the frames + a temporal transformer)
+    # or 'efficientnet-lite0' (frozen per-frame features pooled over time + trained projection)
+    video_tower: str = field(default="trained", metadata={"help": (
+        "trained (the image architecture trained from scratch on the frames, with a temporal transformer) or "
+        "efficientnet-lite0 (frozen per-frame ImageNet features, pooled over time: mean and late-minus-early, "
+        "+ trained projection)")})
+    video_views: int = field(default=2, metadata={"help": "frozen video tower: augmented views per clip whose "
+                                                          "features are cached"})
     embed_dim: int | None = None
     image_size: int | None = None         # None: the architecture's own
     video_frames: int = 8

@@ -18,6 +18,8 @@ def score_defaults() -> dict:
             "frames": MediaSpec.video_frames, "audio_seconds": MediaSpec.audio_seconds, "views": ScoreConfig.views,
             "device": ScoreConfig.device, "image_tower": ModelConfig.image_tower,
             "text_tower": ModelConfig.text_tower, "image_views": ModelConfig.image_views,
+            "audio_tower": ModelConfig.audio_tower, "audio_views": ModelConfig.audio_views,
+            "video_tower": ModelConfig.video_tower, "video_views": ModelConfig.video_views,
             "protocol": ProtocolConfig.name, "folds": ProtocolConfig.folds, "heldout_frac": ProtocolConfig.heldout_frac}
 
 
@@ -55,6 +57,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "projection trains): minutes on a CPU")
     g.add_argument("--image-views", type=int, default=default["image_views"],
                    help="frozen image tower: augmented views per image whose features are cached")
+    from multimem_core.config import ModelConfig, field_help
+
+    for name in ("audio_tower", "audio_views", "video_tower", "video_views"):
+        g.add_argument("--" + name.replace("_", "-"), type=type(default[name]), default=default[name],
+                       help=field_help(ModelConfig, name))
     g.add_argument("--embed-dim", type=int, default=None, help="shared embedding size (default: the architecture's)")
     g.add_argument("--epochs", type=int, default=default["epochs"],
                    help="passes over each model's training set (more epochs memorize more)")
@@ -94,7 +101,9 @@ def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None 
         protocol=protocol,
         model=ModelConfig(image_tower=args.image_tower, text_tower=args.text_tower or args.image_tower,
                           pretrained=args.pretrained, embed_dim=args.embed_dim, image_size=args.image_size,
-                          freeze_image=args.freeze_image, image_views=args.image_views),
+                          freeze_image=args.freeze_image, image_views=args.image_views,
+                          audio_tower=args.audio_tower, audio_views=args.audio_views,
+                          video_tower=args.video_tower, video_views=args.video_views),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           weight_decay=args.weight_decay,
                           augment=AugmentConfig(hflip=hflip)),
