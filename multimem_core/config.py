@@ -12,11 +12,17 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 PROTOCOLS = ("crossfit", "paper")
+AUDIO_TOWERS = ("aisfx", "mel-cnn")                 # models.frozen_audio
+VIDEO_TOWERS = ("trained", "efficientnet-lite0")    # models.frozen_video
 
 
 def field_help(cls, name: str) -> str:
     """The help text a config field declares in its metadata (what `--help` and the New-run page show)."""
-    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
+    return field_metadata(cls, name).get("help", "")
+
+
+def field_metadata(cls, name: str) -> dict:
+    return dict(next(f.metadata for f in fields(cls) if f.name == name))
 
 
 @dataclass
@@ -82,7 +88,7 @@ class ModelConfig:
     # projection; measured on real sound sets: README, "Real data") or 'mel-cnn' (trained from scratch)
     audio_tower: str = field(default="aisfx", metadata={"help": (
         "aisfx (frozen sound-effects CNN, weights shipped with the package, + trained projection) or mel-cnn "
-        "(a log-mel CNN trained from scratch)")})
+        "(a log-mel CNN trained from scratch)"), "choices": AUDIO_TOWERS})
     audio_views: int = field(default=4, metadata={"help": "frozen audio tower: augmented views per clip whose "
                                                           "features are cached"})
     # Videos: 'trained' (the image architecture trained from scratch on the frames + a temporal transformer)
@@ -90,7 +96,7 @@ class ModelConfig:
     video_tower: str = field(default="trained", metadata={"help": (
         "trained (the image architecture trained from scratch on the frames, with a temporal transformer) or "
         "efficientnet-lite0 (frozen per-frame ImageNet features, pooled over time: mean and late-minus-early, "
-        "+ trained projection)")})
+        "+ trained projection)"), "choices": VIDEO_TOWERS})
     video_views: int = field(default=2, metadata={"help": "frozen video tower: augmented views per clip whose "
                                                           "features are cached"})
     embed_dim: int | None = None

@@ -129,6 +129,8 @@ class NewRun:
     epochs: int = TrainConfig.epochs
     image_tower: str = ModelConfig.image_tower
     text_tower: str = ModelConfig.text_tower
+    audio_tower: str = ModelConfig.audio_tower
+    video_tower: str = ModelConfig.video_tower
     views: int = ScoreConfig.views
     image_size: int | None = MediaSpec.image_size  # None: the image tower's own
     batch_size: int = TrainConfig.batch_size
@@ -140,6 +142,7 @@ class NewRun:
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "multimem_core.cli", "score", self.input, "--out", self.out,
                "--protocol", self.protocol, "--epochs", str(self.epochs), "--image-tower", self.image_tower,
+               "--audio-tower", self.audio_tower, "--video-tower", self.video_tower,
                "--views", str(self.views),
                "--batch-size", str(self.batch_size), "--frames", str(self.frames),
                "--audio-seconds", str(self.audio_seconds), "--seed", str(self.seed), "--device", self.device,

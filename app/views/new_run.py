@@ -16,6 +16,7 @@ import streamlit as st
 
 from app import common
 from multimem_core import MODALITIES, launch
+from multimem_core.config import AUDIO_TOWERS, VIDEO_TOWERS, ModelConfig, field_help
 from multimem_core.run import RunDir
 
 DEFAULT = launch.NewRun  # its field defaults are the engine's (multimem_core.config), as `multimem score` has them
@@ -179,6 +180,13 @@ with left:
                                     "projection; mm-tiny / mm-small: open_clip towers trained from scratch")
     text_tower = c2.selectbox("Text tower", list(TEXT_TOWERS), index=list(TEXT_TOWERS).index(DEFAULT.text_tower),
                               format_func=TEXT_TOWERS.get, key="newrun_text_tower")
+    c1, c2 = st.columns(2)
+    audio_tower = c1.selectbox("Audio tower", AUDIO_TOWERS, index=list(AUDIO_TOWERS).index(DEFAULT.audio_tower),
+                               key="newrun_audio_tower", help=field_help(ModelConfig, "audio_tower"),
+                               disabled="audio" not in picked)
+    video_tower = c2.selectbox("Video tower", VIDEO_TOWERS, index=list(VIDEO_TOWERS).index(DEFAULT.video_tower),
+                               key="newrun_video_tower", help=field_help(ModelConfig, "video_tower"),
+                               disabled="video" not in picked)
 with right:
     with st.expander("More options"):
         views = int(st.number_input("Augmented views per sample", 1, 64, DEFAULT.views, key="newrun_views"))
@@ -203,7 +211,7 @@ with right:
     if st.button("Start run", type="primary", icon=":material/play_arrow:", disabled=not ready, key="newrun_start"):
         job = launch.NewRun(input=str(path), out=str(folder / name.strip()), modalities=picked, protocol=protocol,
                             folds=folds, epochs=epochs, image_tower=image_tower, text_tower=text_tower,
-                            views=views, image_size=image_size, batch_size=batch_size,
+                            audio_tower=audio_tower, video_tower=video_tower, views=views, image_size=image_size, batch_size=batch_size,
                             frames=frames, audio_seconds=audio_seconds, seed=seed, device=device)
         try:
             out = launch.start(job, root=root)

@@ -57,11 +57,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "projection trains): minutes on a CPU")
     g.add_argument("--image-views", type=int, default=default["image_views"],
                    help="frozen image tower: augmented views per image whose features are cached")
-    from multimem_core.config import ModelConfig, field_help
+    from multimem_core.config import ModelConfig, field_metadata
 
     for name in ("audio_tower", "audio_views", "video_tower", "video_views"):
+        meta = field_metadata(ModelConfig, name)
         g.add_argument("--" + name.replace("_", "-"), type=type(default[name]), default=default[name],
-                       help=field_help(ModelConfig, name))
+                       choices=meta.get("choices"), help=meta.get("help"))
     g.add_argument("--embed-dim", type=int, default=None, help="shared embedding size (default: the architecture's)")
     g.add_argument("--epochs", type=int, default=default["epochs"],
                    help="passes over each model's training set (more epochs memorize more)")
@@ -145,7 +146,7 @@ def cmd_score(args) -> int:
 # The demos keep what they were measured with (tiny towers trained from scratch at 32 px, 2 folds): the
 # defaults of `multimem score` moved to pretrained towers and 4 folds for real photos (issue 11), the demos
 # did not (tests/test_cli_defaults.py checks that their configs are unchanged).
-DEMO_PINNED = {"image_tower": "mm-tiny", "image_size": 32, "folds": 2}
+DEMO_PINNED = {"image_tower": "mm-tiny", "image_size": 32, "folds": 2, "audio_tower": "mel-cnn"}
 DEMO_PROFILES = {
     "shapes": {"samples": 1500, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
                **DEMO_PINNED, "text_tower": "mm-tiny"},
@@ -160,7 +161,7 @@ DEMO_PROFILES = {
 DEMO_QUICK = {"samples": 400, "epochs": 8, "views": 4}
 # the options a demo profile may set (None on the command line: the profile, else the score default)
 PROFILE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "image_size", "frames", "audio_seconds", "views",
-                "text_tower", "image_tower", "folds")
+                "text_tower", "image_tower", "folds", "audio_tower")
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:

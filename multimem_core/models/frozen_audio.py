@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import AUDIO_TOWERS
+
 FROZEN_AUDIO_ENCODERS = ("aisfx",)
-AUDIO_TOWERS = ("aisfx", "mel-cnn")
 # aisfx's front end (its inference.py): 44.1 kHz, 2048-sample Hann frames every 1024, 96 HTK mel bands of
 # power, each band's weights summing to one, log10(10000 x + 1), scaled by the training set's maximum.
 AISFX_RATE, AISFX_FFT, AISFX_HOP, AISFX_MELS, AISFX_MAX = 44100, 2048, 1024, 96, 9.457798957824707

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import VIDEO_TOWERS
 from .frozen_image import FROZEN_IMAGE_ENCODERS, load_image_encoder
-
-VIDEO_TOWERS = ("trained", *FROZEN_IMAGE_ENCODERS)
 # Frames are decoded small (MediaSpec.video_size); the encoder reads them at least this large. EfficientNet
 # on 2 CPU cores reads about 60 frames/s at 96 px: 8 frames x 2 views of 1,000 clips take about 4 min.
 MIN_FRAME_SIZE = 96
