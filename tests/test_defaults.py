@@ -17,7 +17,9 @@ ENGINE = {"epochs": TrainConfig.epochs, "batch_size": TrainConfig.batch_size, "l
           "weight_decay": TrainConfig.weight_decay, "seed": TrainConfig.seed, "image_size": MediaSpec.image_size,
           "frames": MediaSpec.video_frames, "audio_seconds": MediaSpec.audio_seconds, "views": ScoreConfig.views,
           "device": ScoreConfig.device, "image_tower": ModelConfig.image_tower,
-          "text_tower": ModelConfig.text_tower, "image_views": ModelConfig.image_views, "protocol": ProtocolConfig.name,
+          "text_tower": ModelConfig.text_tower, "image_views": ModelConfig.image_views,
+          "audio_tower": ModelConfig.audio_tower, "audio_views": ModelConfig.audio_views,
+          "video_tower": ModelConfig.video_tower, "video_views": ModelConfig.video_views, "protocol": ProtocolConfig.name,
           "folds": ProtocolConfig.folds, "heldout_frac": ProtocolConfig.heldout_frac}
 
 
@@ -66,6 +68,8 @@ def test_new_run_page_widgets_show_the_defaults(tmp_path, monkeypatch):
              "seed": at.number_input(key="newrun_seed").value, "device": at.selectbox(key="newrun_device").value,
              "protocol": at.radio(key="newrun_protocol").value,
              "image_tower": at.selectbox(key="newrun_image_tower").value,
-             "text_tower": at.selectbox(key="newrun_text_tower").value}
+             "text_tower": at.selectbox(key="newrun_text_tower").value,
+             "audio_tower": at.selectbox(key="newrun_audio_tower").value,
+             "video_tower": at.selectbox(key="newrun_video_tower").value}
     shown["image_size"] = shown["image_size"] or None  # the page's 0 is "the tower's own", the engine's None
     assert shown == {k: ENGINE[k] for k in shown}
