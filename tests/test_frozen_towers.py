@@ -55,7 +55,7 @@ def test_default_towers_load_offline_and_are_deterministic():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     default = out[ModelConfig.video_tower]
-    assert default["audio"]["tower"] == "FrozenAudioTower" and default["audio"]["shape"] == [2, ModelConfig.audio_views, 512]
+    assert default["audio"]["tower"] == "FrozenAudioTower" and default["audio"]["shape"] == [2, ModelConfig.audio_views, 768]
     assert default["image"]["tower"] == "FrozenImageTower" and default["text"]["tower"] == "FrozenTextTower"
     frozen_video = out["efficientnet-lite0"]["video"]
     assert frozen_video["tower"] == "FrozenVideoTower" and frozen_video["shape"] == [2, ModelConfig.video_views, 2560]
@@ -82,13 +82,13 @@ def _sound(kind: str, rng: np.random.Generator, seconds: float = 1.0, rate: int 
 
 def test_packaged_sound_encoder_groups_sound_kinds():
     """Different clips of one kind of sound lie closer together than clips of different kinds."""
-    from multimem_core.models.frozen_audio import encode_audio_views
+    from multimem_core.models.frozen_audio import encode_audio_views, standardize
 
     rng = np.random.default_rng(0)
     kinds = ["tone", "clicks", "chirp"]
     waves = np.stack([_sound(k, rng) for k in kinds for _ in range(3)])
-    feats = encode_audio_views(waves, sample_rate=16000, views=2)
-    assert feats.shape == (9, 2, 512)
+    feats = standardize(encode_audio_views(waves, sample_rate=16000, views=2))
+    assert feats.shape == (9, 2, 768)
     assert not torch.allclose(feats[:, 0], feats[:, 1])  # the cached views differ
     sims = feats[:, 0] @ feats[:, 0].T
     label = torch.arange(9) // 3

@@ -148,7 +148,7 @@ def cmd_score(args) -> int:
 # did not (tests/test_cli_defaults.py checks that their configs are unchanged).
 DEMO_PINNED = {"image_tower": "mm-tiny", "image_size": 32, "folds": 2, "audio_tower": "mel-cnn"}
 DEMO_PROFILES = {
-    "shapes": {"samples": 1500, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
+    "shapes": {"samples": 1500, "epochs": 40, "batch_size": 16, "weight_decay": 0.0, "frames": 4, "audio_seconds": 1.0,
                **DEMO_PINNED, "text_tower": "mm-tiny"},
     # Every emoji is unique, so clean samples are memorized too and only what carries over between emoji
     # (motion, spoken words, the picture in its clip, a pretrained text tower's sense of names) separates

@@ -9,7 +9,8 @@ training and the CMC's E_aug pick one cached view per step (augment.augment_feat
 Encoders (docs/ENCODERS.md says what else was searched and why these):
   aisfx   the embedding CNN of "Representation Learning for the Automatic Indexing of Sound Effects
           Libraries" (Ma & Lerch, ISMIR 2022), trained on nine professional sound-effect libraries; its weights
-          (25 MB, CC BY 4.0) ship inside the PyPI wheel `aisfx`. 96-band log mel at 44.1 kHz, 512-d features.
+          (25 MB, CC BY 4.0) ship inside the PyPI wheel `aisfx`. 96-band log mel at 44.1 kHz; 768-d features
+          (its last two blocks), standardized over the dataset.
   mel-cnn the log-mel CNN of towers.AudioTower, trained from scratch (no pretrained weights at all)
 """
 
@@ -92,10 +93,25 @@ def resample(wave: Tensor, rate: int, target: int) -> Tensor:
     return torch.from_numpy(resample_poly(wave.double().numpy(), target // g, rate // g, axis=1)).float()
 
 
+def aisfx_features(net: nn.Module, logmel: Tensor) -> Tensor:
+    """Log-mel [B, T, 96] -> [B, 768]: the maximum over time of the frequency-averaged maps of the last two
+    convolution blocks (256 + 512 channels). The package's own embedding is the last block's alone; adding
+    the block before it separated swapped sounds better on the tune sets (docs/ENCODERS.md)."""
+    h = logmel.unsqueeze(1)
+    h = net.conv_block1(h, pool_size=(2, 2), pool_type="max")
+    h = net.conv_block2(h, pool_size=(2, 2), pool_type="max")
+    h3 = net.conv_block3(h, pool_size=(2, 2), pool_type="max")
+    h4 = net.conv_block4(h3, pool_size=(1, 1), pool_type="max")
+    return torch.cat([h3.mean(dim=3).amax(dim=2), h4.mean(dim=3).amax(dim=2)], dim=1)
+
+
+AISFX_DIM = 256 + 512
+
+
 @torch.no_grad()
 def encode_audio_views(waves: np.ndarray | Tensor, *, sample_rate: int, views: int, seed: int = 0,
                        chunk: int = 32) -> Tensor:
-    """Waveforms [N, L] at sample_rate -> L2-normalised aisfx features [N, views, 512] (view 0: the clip)."""
+    """Waveforms [N, L] at sample_rate -> aisfx features [N, views, 768] (view 0: the clip), not normalised."""
     from ..augment import augment_audio
     from ..config import AugmentConfig
 
@@ -104,7 +120,7 @@ def encode_audio_views(waves: np.ndarray | Tensor, *, sample_rate: int, views: i
     mel = _mel_unit_sum(AISFX_RATE)
     window = torch.hann_window(AISFX_FFT)
     x_all = torch.as_tensor(np.asarray(waves, dtype=np.float32))
-    out = torch.empty(len(x_all), views, 512)
+    out = torch.empty(len(x_all), views, AISFX_DIM)
     gen = torch.Generator().manual_seed(seed)
     for s in range(0, len(x_all), chunk):
         x = x_all[s:s + chunk]
@@ -114,8 +130,19 @@ def encode_audio_views(waves: np.ndarray | Tensor, *, sample_rate: int, views: i
             spec = torch.stft(xv, AISFX_FFT, AISFX_HOP, window=window, center=True, pad_mode="constant",
                               return_complex=True).abs() ** 2
             logmel = torch.log10(10000.0 * torch.einsum("bft,fm->btm", spec, mel) + 1.0) / AISFX_MAX
-            out[s:s + chunk, v] = F.normalize(net(logmel).float(), dim=-1)
+            out[s:s + chunk, v] = aisfx_features(net, logmel).float()
     return out
+
+
+def standardize(feats: Tensor) -> Tensor:
+    """[N, V, F] -> each feature centred and scaled over the dataset's clips and views, then L2-normalised.
+
+    The encoder's features are maxima of ReLU maps: all positive, every pair of clips at a cosine near 1.
+    Centred, what tells clips apart is what the projection sees (on the tune sets this raised the
+    separation of swapped sounds by 0.03-0.07 AUROC, docs/ENCODERS.md). The statistics use no pairing
+    and no label: every sample's features, computed once per dataset."""
+    flat = feats.flatten(0, 1)
+    return F.normalize((feats - flat.mean(dim=0)) / (flat.std(dim=0) + 1e-3), dim=-1)
 
 
 class FrozenAudioTower(nn.Module):
@@ -127,11 +154,11 @@ class FrozenAudioTower(nn.Module):
         super().__init__()
         self.tower, self.sample_rate, self.views = tower, sample_rate, views
         # what the cached features depend on (inputs.prepare_cached keys its cache on it)
-        self.encoder_name = f"audio:{tower}|rate={sample_rate}|views={views}|gain={VIEW_GAIN_DB}|shift={VIEW_SHIFT}"
-        self.proj = nn.Sequential(nn.Linear(512, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
+        self.encoder_name = f"audio:{tower}|b3+b4|standardized|rate={sample_rate}|views={views}|gain={VIEW_GAIN_DB}|shift={VIEW_SHIFT}"
+        self.proj = nn.Sequential(nn.Linear(AISFX_DIM, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
 
     def prepare(self, raw: np.ndarray) -> Tensor:
-        return encode_audio_views(raw, sample_rate=self.sample_rate, views=self.views)
+        return standardize(encode_audio_views(raw, sample_rate=self.sample_rate, views=self.views))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 3:  # not augmented: the clip itself
