@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,3 +96,27 @@ def test_packaged_sound_encoder_groups_sound_kinds():
     same = sims[(label[:, None] == label[None]) & ~torch.eye(9, dtype=torch.bool)].mean()
     other = sims[label[:, None] != label[None]].mean()
     assert same > other + 0.05, (float(same), float(other))
+
+
+@pytest.mark.slow  # about 2 min on 2 cores: the encoders run on every clip
+def test_frozen_audio_and_video_towers_score_a_run(tmp_path, shapes_manifest):
+    """The whole pipeline with the packaged sound encoder and the frozen video tower: features cached once,
+    only the projections train, every training sample scored."""
+    from safetensors.torch import load_file
+
+    from conftest import tiny_score_config
+    from multimem_core.score import score_run
+
+    cfg = tiny_score_config(shapes_manifest, tmp_path / "run", modalities=["audio", "video", "text"], epochs=1,
+                            projection=False)
+    cfg.model.audio_tower, cfg.model.video_tower, cfg.model.audio_views = "aisfx", "efficientnet-lite0", 3
+    run = score_run(cfg)
+    audio = load_file(next(run.cache_dir.glob("features_audio_*.safetensors")))["features"]
+    video = load_file(next(run.cache_dir.glob("features_video_*.safetensors")))["features"]
+    assert audio.shape[1:] == (3, 768) and video.shape[1:] == (2, 2560)
+    saved = torch.load(run.models_dir / "fold0" / "checkpoint.pt", weights_only=True)["model"]
+    for m in ("audio", "video"):
+        keys = [k for k in saved if k.startswith(f"towers.{m}.")]
+        assert keys and all(k.startswith(f"towers.{m}.proj.") for k in keys), keys
+    scores = run.scores()
+    assert len(scores) > 0 and np.isfinite(scores["multimem"]).all()
