@@ -20,7 +20,6 @@ import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.signal import resample_poly
 
-from ..config import MediaSpec  # noqa: F401 (re-exported: its old home)
 
 Source = Path | str | bytes
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig  # noqa: F401 (re-exported: its old home)
+from ..config import CLIP_TEMPERATURE, ModelConfig
 from .frozen_audio import FrozenAudioTower, is_frozen_audio
 from .frozen_image import FROZEN_IMAGE_ENCODERS, FrozenImageTower, is_frozen_image
 from .frozen_video import FrozenVideoTower, is_frozen_video
@@ -83,7 +83,7 @@ def build_clip(name: str, *, embed_dim: int | None = None, image_size: int | Non
 class MultiTowerModel(nn.Module):
     """Towers keyed by modality, one shared embedding space and one learnable temperature."""
 
-    def __init__(self, towers: dict[str, nn.Module], embed_dim: int, init_temperature: float = 0.07):
+    def __init__(self, towers: dict[str, nn.Module], embed_dim: int, init_temperature: float = CLIP_TEMPERATURE):
         super().__init__()
         self.towers = nn.ModuleDict(towers)
         self.embed_dim = embed_dim

@@ -1,7 +1,7 @@
 """A frozen pretrained image encoder with a trained projection (the image counterpart of FrozenTextTower).
 
 A pretrained image encoder generalizes from a few hundred photos where a tower trained from scratch on
-them cannot (measured on real photos, README "Defaults chosen on real data"). Running it every step on a
+them cannot (measured on real photos: docs/REAL_DATA.md). Running it every step on a
 CPU would cost minutes per epoch, so `prepare()` runs it once per dataset on a few views of every image
 (view 0 the image itself, the others random crops with colour jitter) and only the projection trains.
 The CMC's E_aug and the training augmentation pick one of those cached views per step
@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FROZEN_IMAGE_ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
-# Pixels EfficientNet-Lite0 reads by default. It was trained at 224; on 2 CPU cores it encodes about
-# 10 images/s there and 25/s at 160 (README, "Defaults chosen on real data").
+from ..config import FROZEN_EFFICIENTNET
+
+FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, "efficientnet-lite2")
+# Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
+# about the same scores (docs/REAL_DATA.md).
 EFFICIENTNET_SIZE = 160
 # Views cached per image: random crops keep this share of the side at least, shift and jitter as below.
 VIEW_CROP_SCALE, VIEW_TRANSLATE, VIEW_JITTER = 0.75, 0.08, 0.15
@@ -107,7 +109,8 @@ def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncode
 def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: int, seed: int = 0,
                  chunk: int = 64) -> Tensor:
     """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is)."""
-    from ..augment import AugmentConfig, augment_image
+    from ..config import AugmentConfig
+    from ..augment import augment_image
 
     aug = AugmentConfig(crop_scale=VIEW_CROP_SCALE, translate=VIEW_TRANSLATE, jitter=VIEW_JITTER)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
