@@ -15,6 +15,12 @@ from .names import MODALITIES
 from .options import option, validate
 
 PROTOCOLS = ("crossfit", "paper")
+# Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
+# or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
+AUDIO_TOWERS = ("aisfx", "mel-cnn")
+# Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
+# features of every frame pooled over time (models/frozen_video.py).
+VIDEO_TOWERS = ("trained", "efficientnet-lite0")
 # The default image tower: frozen ImageNet EfficientNet-Lite0 features + a trained projection, its weights
 # shipped in a PyPI wheel. Pretrained towers generalize on a few hundred real photos where towers trained
 # from scratch do not (docs/REAL_DATA.md).
@@ -47,7 +53,9 @@ class MediaSpec:
                                     label="Image size (px, 0: the tower's own)",
                                     help="pixels the images and video frames are decoded to (None: the image tower's own)")
     audio_sample_rate: int = 16000
-    audio_seconds: float = option(1.0, flag="--audio-seconds", min=0.1, max=600.0, step=0.5, group="data",
+    # 3 s: most named sound effects fit (the real sound sets' median is 1.5 s); 1 s cut them and separated
+    # swapped sounds less on the tune sets (docs/ENCODERS.md)
+    audio_seconds: float = option(3.0, flag="--audio-seconds", min=0.1, max=600.0, step=0.5, group="data",
                                   label="Audio seconds", help="audio clip length (cropped or zero-padded)")
     video_frames: int = option(8, flag="--frames", min=1, max=64, group="data", label="Video frames",
                                help="video frames sampled evenly per clip")
@@ -106,6 +114,20 @@ class ModelConfig:
                                      "once, only a projection trains): minutes on a CPU")
     image_views: int = option(4, flag="--image-views", min=1, max=64, group="model and training",
                               help="frozen image tower: augmented views per image whose features are cached")
+    audio_tower: str = option("aisfx", flag="--audio-tower", choices=AUDIO_TOWERS, group="model and training",
+                              label="Audio tower",
+                              help="aisfx (frozen sound-effects CNN, weights shipped with the package, + trained "
+                                   "projection) or mel-cnn (a log-mel CNN trained from scratch)")
+    audio_views: int = option(4, flag="--audio-views", min=1, max=64, group="model and training",
+                              help="frozen audio tower: augmented views per clip whose features are cached")
+    video_tower: str = option("trained", flag="--video-tower", choices=VIDEO_TOWERS, group="model and training",
+                              label="Video tower",
+                              help="trained (the image architecture trained from scratch on the frames, with a "
+                                   "temporal transformer) or efficientnet-lite0 (frozen per-frame ImageNet "
+                                   "features pooled over time: the mean frame and late minus early, + trained "
+                                   "projection)")
+    video_views: int = option(2, flag="--video-views", min=1, max=64, group="model and training",
+                              help="frozen video tower: augmented views per clip whose features are cached")
     embed_dim: int | None = option(None, flag="--embed-dim", min=1, group="model and training",
                                    help="shared embedding size (None: the architecture's)")
     image_size: int | None = None         # None: the architecture's own

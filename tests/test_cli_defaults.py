@@ -16,7 +16,9 @@ from multimem_core.config import MODEL_FROM_INPUT
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
 # options added since, at the values that leave a run as it was, and the one renamed
-ADDED = {"model": {"freeze_image": False, "image_views": 4}, "media": {"allow_outside_root": False}}
+ADDED = {"model": {"freeze_image": False, "image_views": 4, "audio_tower": "mel-cnn", "audio_views": 4,
+                   "video_tower": "trained", "video_views": 2},
+         "media": {"allow_outside_root": False}}
 RENAMED = {"augmentations": "views"}
 
 

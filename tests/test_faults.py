@@ -22,7 +22,7 @@ from multimem_core.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 # `multimem score` small enough for tests: tiny towers at 16 px, image+text, two training workers
-TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--batch-size", "32",
+TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--audio-tower", "mel-cnn", "--batch-size", "32",
         "--views", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
 
 
