@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pandas as pd
 import pytest
@@ -66,10 +66,11 @@ def test_neighbour_link_moves_the_url_and_the_flag_lands_on_the_sample_shown(ses
     a = str(scores.sort_values("multimem")["id"].iloc[-1])
     open_page(pg, url, f"detail?id={a}")
     assert url_id(pg) == a and shown_id(pg) == a
-    link = pg.locator("[class*='st-key-nb_'] button").first
-    b = link.inner_text().split(". ", 1)[1].split(" · ")[0].strip()
-    assert b != a
-    link.click()
+    link = pg.locator("[class*='st-key-nb_']").first
+    token = next(c for c in link.get_attribute("class").split() if c.startswith("st-key-nb_"))
+    b = token.split("_", 3)[3]  # st-key-nb_{query}_{target}_{id}
+    assert b != a and b in link.inner_text()
+    link.locator("button").click()
     wait_for(lambda: url_id(pg) == b, f"the URL to name the neighbour {b}")
     settle(pg)
     assert shown_id(pg) == b
@@ -77,10 +78,10 @@ def test_neighbour_link_moves_the_url_and_the_flag_lands_on_the_sample_shown(ses
     pg.locator("[data-testid='stForm'] label:has-text('unsure')").first.click()
     pg.locator("[data-testid='stForm'] button:has-text('Save')").first.click()
     wait_for(lambda: len(decisions(walk_run)) == before + 1, "the decision to be saved")
+    wait_for(lambda: pg.get_by_text(f"Flagged {b} as unsure").count() >= 1, "the toast naming the sample")
     settle(pg)
     assert decisions(walk_run)[-1] == (b, "unsure", "detail")
     assert url_id(pg) == b and shown_id(pg) == b, "the page stays on the flagged sample"
-    assert pg.get_by_text(f"Flagged {b} as unsure").count() >= 1
     pg.reload()
     settle(pg)
     assert url_id(pg) == b and shown_id(pg) == b, "a reload shows the same sample"
@@ -147,7 +148,7 @@ def test_a_shared_url_reproduces_the_filters_and_a_saved_view_reopens_them(sessi
     label = str(samples["label"].value_counts().index[-1])
     count = int((samples["label"].astype(str) == label).sum())
     # a fresh page load is a fresh session: only the URL carries the filters
-    pg.goto(f"{url}/samples?label={label}&sort=id&order=asc&view=table")
+    pg.goto(f"{url}/samples?" + urlencode({"label": label, "sort": "id", "order": "asc", "view": "table"}))
     settle(pg)
     assert pg.get_by_text(f"{count:,} of {len(samples):,} samples match, sorted by id").count() == 1
     assert label in pg.locator("[data-testid='stMultiSelect']:has-text('Dataset label')").first.inner_text()
@@ -156,8 +157,6 @@ def test_a_shared_url_reproduces_the_filters_and_a_saved_view_reopens_them(sessi
 
     pg.locator("button:has-text('Save this view')").first.click()
     pg.locator("[data-testid='stPopoverBody'] input").first.fill("only " + label)
-    pg.locator("[data-testid='stPopoverBody'] input").first.press("Enter")
-    settle(pg)
     pg.locator("[data-testid='stPopoverBody'] button:has-text('Save')").first.click()
     link = pg.locator(f"[data-testid='stSidebar'] a:has-text('only {label}')")
     link.first.wait_for(timeout=30_000)
@@ -208,10 +207,9 @@ def test_a_repair_made_on_the_detail_page_appears_in_the_export(session, walk_ru
     column = (info.get("source_columns") or {}).get(target, target)
     original = pd.read_csv(walk_run.stored_path("manifest"), dtype=str, keep_default_na=False)
     samples = walk_run.samples().assign(id=lambda d: d["id"].astype(str)).set_index("id")
-    donor_value = original[column].iloc[int(samples.loc[donor, "row"])]
-    key = "id" if "id" in out.columns else None
-    assert key, "the shapes manifest has an id column"
-    assert out.set_index("id").loc[a, column] == donor_value
+    assert len(out) == len(original), "nothing was flagged noisy, so every row is kept, in order"
+    assert out[column].iloc[int(samples.loc[a, "row"])] == original[column].iloc[int(samples.loc[donor, "row"])]
+    assert out[column].iloc[int(samples.loc[donor, "row"])] == original[column].iloc[int(samples.loc[donor, "row"])]
     log = pd.read_csv(written[-1].with_name(written[-1].stem + ".repairs.csv"), dtype=str, keep_default_na=False)
     assert log[["sample_id", "from_id"]].values.tolist() == [[a, donor]]
     shot(pg, "review_export_repairs")

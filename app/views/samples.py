@@ -156,7 +156,7 @@ def query_of(data: run_data.RunData, f: filters.Filters, view: str) -> url_state
 def save_view_box(data: run_data.RunData, query: url_state.Query) -> None:
     with st.popover("Save this view", icon=":material/bookmark_add:"):
         name = st.text_input("Name", key="view_name", placeholder="e.g. dogs, unreviewed, caption wrong")
-        if st.button("Save", key="view_save", disabled=not name.strip()):
+        if st.button("Save", key="view_save"):
             try:
                 save_view(run_data.store(data), name, "samples", query, reviewer=common.reviewer())
                 st.session_state["_toast"] = f"Saved the view {name.strip()!r}: it is in the sidebar"
