@@ -26,7 +26,15 @@ def cmd_evaluate(args) -> int:
         result = evaluate_run(run, cfg=EvalConfig(prompt=args.prompt), device=args.device, progress=not args.quiet)
     except (RunDirError, ValueError) as e:
         raise CLIError(str(e))
-    print(json.dumps(result, indent=2) if args.json else "\n".join(["downstream evaluation on H", *format_evaluation(result)]))
+    from multimem_core.label_noise import compare, format_comparison
+    from multimem_core.run import atomic_write_json
+
+    # where the dataset has labels: cleanlab's label issues on the frozen features beside MultiMem's top rows
+    result["label_noise"] = compare(run)
+    atomic_write_json(run.path / "evaluation.json", result)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(["downstream evaluation on H", *format_evaluation(result),
+                                                                   "label noise (cleanlab) beside MultiMem",
+                                                                   *format_comparison(result["label_noise"])]))
     print(f"\nwrote {run.path / 'evaluation.json'}")
     return 0
 
