@@ -47,12 +47,20 @@ def safe_media_path(root: str | Path, value: str) -> Path:
 
 
 def read_media(root: str | Path, value: str) -> tuple[bytes, str]:
-    """(bytes, mime type) of a media file under `root`, or of a WebDataset member ("shard.tar#key.jpg")
-    of a shard under `root`; MediaPathError as safe_media_path."""
+    """(bytes, mime type) of a media file under `root`, of a WebDataset member ("shard.tar#key.jpg") of a
+    shard under `root`, or of media held in a Hugging Face data file under `root` ("data.arrow#image/7");
+    MediaPathError as safe_media_path."""
+    from multimem_core.data import hf_media as hf
     from multimem_core.data.shard_members import read_member
     from multimem_core.data.shards import ShardMemberError, is_member_ref
 
     text = str(value or "").strip()
+    if hf.is_ref(text):
+        try:
+            blob = hf.read_hf_media(root, text, max_bytes=MAX_BYTES)
+        except hf.HFMediaError as e:
+            raise MediaPathError(str(e)) from e
+        return blob, hf.mime_of(blob)
     if is_member_ref(text):
         try:
             blob = read_member(root, text, max_bytes=MAX_BYTES)

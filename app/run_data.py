@@ -18,6 +18,8 @@ import streamlit as st
 
 from app.filters import sort_order
 from multimem_core import diagnose
+from multimem_core.config import ScoreConfig
+from multimem_core.options import option_defaults, option_fields, values_of
 from multimem_core.review import ReviewStore
 from multimem_core.run import RunDir, RunDirError
 from multimem_core.tables import join_scores
@@ -96,15 +98,27 @@ class RunData:
 
 
 def protocol_name(config: dict) -> str:
-    """config["protocol"] is the engine's ProtocolConfig ({"name": ..., "folds": ...}) or a bare name."""
-    p = config.get("protocol", "crossfit")
-    return str(p.get("name", "crossfit")) if isinstance(p, dict) else str(p)
+    """The protocol as config.json's ProtocolConfig names it ("imported" for an imported table of scores)."""
+    return str((config.get("protocol") or {}).get("name", "crossfit"))
 
 
 def protocol_folds(config: dict) -> int | None:
-    p = config.get("protocol")
-    folds = p.get("folds") if isinstance(p, dict) else config.get("folds")
+    folds = (config.get("protocol") or {}).get("folds")
     return int(folds) if folds else None
+
+
+def scored_with(config: dict) -> list[dict] | None:
+    """Every option the run was scored with (flag, value, default, help), from config.json read as the
+    ScoreConfig it is; None for a run that was imported rather than scored here."""
+    if config.get("source") or "train" not in config:
+        return None
+    try:
+        cfg = ScoreConfig.from_dict(config)
+    except (TypeError, ValueError):
+        return None
+    defaults = option_defaults(ScoreConfig)
+    return [{"dest": o.dest, "option": o.option.flag, "value": v, "default": defaults[o.dest], "help": o.option.help}
+            for o, v in zip(option_fields(ScoreConfig), values_of(cfg).values())]
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the run…")

@@ -207,7 +207,8 @@ def make_synthetic_run(path: str | Path, n: int, *, modalities: Sequence[str] = 
     manifest.to_csv(root / "manifest.csv", index=False)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config({
-        "modalities": modalities, "dataset_root": str(root), "protocol": protocol, "folds": folds,
+        "modalities": modalities, "dataset_root": str(root),
+        "protocol": {"name": protocol, **({"folds": folds} if protocol == "crossfit" else {})},
         "models": {m: {"trained_on": "all folds but " + m if protocol == "crossfit" else m} for m in models},
         "manifest": {"path": str(root / "manifest.csv"), "format": "csv",
                      "source_columns": {c: c for c in ["id", *modalities, "label", "injected"]}},

@@ -63,6 +63,8 @@ def default_format(run: RunDir, out: str | Path | None = None) -> str:
         return by_suffix[suffix]
     if input_format == "webdataset":
         return SHARD_FORMAT  # shards in, shards out
+    if input_format == "hf":
+        return "hf"  # a Hugging Face dataset in, one out (multimem_core.exporters.hf)
     return input_format if input_format in MANIFEST_FORMATS else "csv"
 
 

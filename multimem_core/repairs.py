@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from multimem_core.review import ReviewError, ReviewStore, _now
+from multimem_core.review import ReviewError, ReviewStore, utc_timestamp
 
 MODALITIES = ("text", "image", "audio", "video")
 _SCHEMA = """
@@ -53,7 +53,7 @@ def record_repair(store: ReviewStore, sample_id: str, modality: str, from_id: st
         return conn.execute(
             "INSERT INTO repairs (sample_id, modality, from_id, action, reviewer, created_at, source) "
             "VALUES (?, ?, ?, 'repair', ?, ?, ?)", (str(sample_id), modality, str(from_id), reviewer.strip(),
-                                                    _now(), source)).lastrowid
+                                                    utc_timestamp(), source)).lastrowid
 
 
 def undo_repair(store: ReviewStore, seq: int, *, reviewer: str) -> int:
@@ -70,7 +70,7 @@ def undo_repair(store: ReviewStore, seq: int, *, reviewer: str) -> int:
                 raise ReviewError(f"repair #{seq} was already undone")
             new = conn.execute(
                 "INSERT INTO repairs (sample_id, modality, from_id, action, reviewer, created_at, undoes) "
-                "VALUES (?, ?, ?, 'undo', ?, ?, ?)", (*row[:3], reviewer.strip() or "unknown", _now(), seq)).lastrowid
+                "VALUES (?, ?, ?, 'undo', ?, ?, ?)", (*row[:3], reviewer.strip() or "unknown", utc_timestamp(), seq)).lastrowid
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -108,7 +108,7 @@ class ReviewStore:
         if not str(reviewer).strip():
             raise ReviewError("reviewer name is empty; type your name in the sidebar")
         ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
-        now = _now()
+        now = utc_timestamp()
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -140,7 +140,7 @@ class ReviewStore:
                 new = conn.execute(
                     "INSERT INTO decisions (sample_id, action, label, reason, reviewer, created_at, undoes, source) "
                     "VALUES (?, 'undo', ?, ?, ?, ?, ?, ?)",
-                    (row[0], row[2], reason, reviewer.strip() or default_reviewer(), _now(), seq, source),
+                    (row[0], row[2], reason, reviewer.strip() or default_reviewer(), utc_timestamp(), seq, source),
                 ).lastrowid
                 conn.execute("COMMIT")
             except BaseException:
@@ -191,7 +191,7 @@ class ReviewStore:
         if not str(reviewer).strip():
             raise ReviewError("reviewer name is empty; type your name in the sidebar")
         ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
-        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), _now()) for sid in ids]
+        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), utc_timestamp()) for sid in ids]
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -218,7 +218,7 @@ class ReviewStore:
 
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 

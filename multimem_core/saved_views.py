@@ -11,7 +11,7 @@ import json
 import re
 from contextlib import closing
 
-from multimem_core.review import ReviewError, ReviewStore, _now
+from multimem_core.review import ReviewError, ReviewStore, utc_timestamp
 
 NAME_PATTERN = re.compile(r"^[\w][\w .:/+()-]{0,59}$")
 _SCHEMA = """
@@ -36,7 +36,7 @@ def save_view(store: ReviewStore, name: str, page: str, params: dict[str, list[s
     with closing(store._connect()) as conn:
         conn.executescript(_SCHEMA)
         conn.execute("INSERT OR REPLACE INTO saved_views (name, page, params, reviewer, created_at) VALUES (?, ?, ?, ?, ?)",
-                     (name, page, json.dumps(clean, sort_keys=True), reviewer.strip(), _now()))
+                     (name, page, json.dumps(clean, sort_keys=True), reviewer.strip(), utc_timestamp()))
 
 
 def delete_view(store: ReviewStore, name: str) -> None:

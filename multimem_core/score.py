@@ -25,7 +25,6 @@ from .confidence import heldout_confidence
 from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
-from .config import ModelConfig
 from .models.factory import create_model
 from .parallel_training import train_in_processes, train_workers
 from .protocol import Assignment, assign
@@ -175,9 +174,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     if lead:
         run.write_samples(samples_table(source, ids=decoded.ids, rows=decoded.rows, roles=assignment.roles))
 
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    model_cfg = cfg.model_config(modalities)
     with stages("prepare"):
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)

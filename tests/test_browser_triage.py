@@ -1,4 +1,4 @@
-"""The reviewer's day in Chromium (issue 14): the app started from a folder other than the run's, 20 samples
+"""The reviewer's day in Chromium: the app started from a folder other than the run's, 20 samples
 triaged with the keyboard only, the decisions in review.sqlite, an export whose media paths open from where it
 is written, the Mitigation preview; and a map selection that filters the table while the table's label filter
 shows on the map. Helpers from tests/test_browser.py."""
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def workplace(engine_run, shapes_manifest, tmp_path_factory) -> tuple[RunDir, Path]:
-    """The engine's run (with its models) and its data in work/runs/r and work/data, with config.json as runs
-    made before issue 14 wrote it: paths relative to the folder `multimem score` ran in (work/)."""
+    """The engine's run (with its models) and its data in work/runs/r and work/data, with config.json as older
+    runs wrote it: paths relative to the folder `multimem score` ran in (work/)."""
     work = tmp_path_factory.mktemp("triage") / "work"
     shutil.copytree(shapes_manifest.parent, work / "data")
     shutil.copytree(engine_run.path, work / "runs" / "r", ignore=shutil.ignore_patterns("review.sqlite*", "exports",

@@ -1,7 +1,7 @@
 """The built-in demos keep the configuration they were measured with when `multimem score`'s defaults move.
 
 tests/data/demo_configs_before_issue11.json holds both demos' resolved configs computed once from the code
-before the defaults moved to pretrained towers (issue 11)."""
+before the defaults moved to pretrained towers."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import pytest
 
 from multimem_core import cli
 from multimem_core.cli.score import apply_demo_profile, score_config
+from multimem_core.config import MODEL_FROM_INPUT
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
-# options added since, at the values that leave a run as it was, and the one renamed (issue 12)
-ADDED = {"model": {"freeze_image": False, "image_views": 4}, "media": {"allow_outside_root": False}}
+# options added since, at the values that leave a run as it was, and the one renamed
+ADDED = {"model": {"freeze_image": False, "image_views": 4, "audio_tower": "mel-cnn", "audio_views": 4,
+                   "video_tower": "trained", "video_views": 2},
+         "media": {"allow_outside_root": False}}
 RENAMED = {"augmentations": "views"}
 
 
@@ -31,6 +34,9 @@ def test_demo_configs_are_unchanged(dataset):
     expected = json.loads(json.dumps(BEFORE[dataset]["config"]))
     for section, fields in ADDED.items():
         expected[section].update(fields)
+    for key in MODEL_FROM_INPUT:  # derived from the input and media when the model is built, not stored
+        expected["model"].pop(key)
+    expected["progress"] = True
     for old, new in RENAMED.items():
         expected[new] = expected.pop(old)
     assert samples == BEFORE[dataset]["samples"]

@@ -22,7 +22,7 @@ from multimem_core.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 # `multimem score` small enough for tests: tiny towers at 16 px, image+text, two training workers
-TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--batch-size", "32",
+TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--audio-tower", "mel-cnn", "--batch-size", "32",
         "--views", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
 
 
@@ -162,7 +162,7 @@ def test_a_second_writer_is_refused_naming_the_holder(shapes_manifest, tmp_path)
         with pytest.raises(RunLockedError, match="one writer per run"):
             RunLock(out).acquire()
         with pytest.raises(launch.LaunchError, match=f"pid {os.getpid()}"):
-            launch.start(launch.NewRun(input=str(shapes_manifest), out=str(out)), root=shapes_manifest.parent.parent)
+            launch.start(launch.request(shapes_manifest, out, {}), root=shapes_manifest.parent.parent)
         assert not (out / "config.json").exists()  # the refused command wrote nothing
     assert holder(out) is None and describe_holder(out) is None
     with RunLock(out):  # free again once the holder is gone

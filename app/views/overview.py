@@ -99,6 +99,18 @@ st.caption(f"Dataset **{common.plain(ds.get('name') or cfg.get('manifest', {}).g
            f"protocol **{data.protocol}**" + (f" with {run_data.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
                                              else "")
            + f" · modalities **{', '.join(data.modalities)}** · {common.code(data.run.path)}")
+options = run_data.scored_with(cfg)
+if options is None:
+    st.caption(f"Imported ({common.plain(cfg.get('source', 'not scored here'))}): no towers were trained here.")
+else:
+    given = {o["dest"]: o["value"] for o in options}
+    st.caption(f"Towers: image **{common.plain(str(given['image_tower']))}** · text "
+               f"**{common.plain(str(given['text_tower']))}** · {given['epochs']} epochs, batch "
+               f"{given['batch_size']}, {given['views']} views")
+    with st.expander("Every option it was scored with"):
+        st.dataframe(pd.DataFrame([{"option": o["option"], "value": str(o["value"]),
+                                    "changed": "yes" if o["value"] != o["default"] else "",
+                                    "meaning": o["help"]} for o in options]), hide_index=True, width="stretch")
 
 t = data.table
 n_scored = int(t["scored"].sum())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from multimem_core.config import CLIP_TEMPERATURE
+
 from .common import CLIError, add_key_options, column_keys
 from .score import print_summary
 
@@ -30,8 +32,8 @@ def add_import_embeddings(p: argparse.ArgumentParser) -> None:
     g.add_argument("--modalities", help="comma-separated subset (default: every modality the model folders have)")
     g.add_argument("--vector-column", help="Parquet input: the column holding the vectors (default: the only list column)")
     g = p.add_argument_group("outputs")
-    g.add_argument("--temperature", type=float, default=0.07,
-                   help="temperature of the loss baseline (logit scale 1/T); CLIP starts at 0.07")
+    g.add_argument("--temperature", type=float, default=CLIP_TEMPERATURE,
+                   help=f"temperature of the loss baseline (logit scale 1/T); CLIP starts at {CLIP_TEMPERATURE}")
     g.add_argument("--no-loss", action="store_true", help="leave the loss baseline out (its temperature is unknown)")
     g.add_argument("--no-projection", action="store_true", help="skip the UMAP map")
     g.add_argument("--seed", type=int, default=0, help="seed of the UMAP projection")
