@@ -94,3 +94,15 @@ def test_open_serves_the_dashboard(notebook):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_score_a_datasets_dataset(tmp_path):
+    pytest.importorskip("datasets", reason="the Hugging Face `datasets` package is not installed")
+    from tests.test_hf import hf_dataset
+
+    ds = hf_dataset(tmp_path / "src", n=32)
+    run = mm.score(ds, image_key="img", text_key="caption", id_key="key", out=tmp_path / "run", **TINY)
+    scores = run.scores
+    assert sorted(scores["id"]) == sorted(ds["key"])
+    assert scores["image"].str.contains(r"\.arrow#img/").all()  # read from the run's own copy of the table
+    assert scores["multimem"].notna().sum() == len(run.dir.scores())
