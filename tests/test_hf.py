@@ -169,12 +169,20 @@ def test_imagefolder_with_metadata(tmp_path):
             f.write(json.dumps({"file_name": Path(r.image).name, "text": r.text}) + "\n")
     source = read_input(tmp_path / "imagefolder")  # the only split is found
     assert source.modalities == ["image", "text"] and source.source_columns["image"] == "file_name"
+    assert read_input(folder / "metadata.jsonl").source_columns == source.source_columns  # or its metadata file
     decoded = decode(source, ["image", "text"], MediaSpec(image_size=16), tmp_path / "cache", progress=False)
     assert len(decoded.ids) == 16
     # datasets reads the same folder: our rows are its rows
     loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "imagefolder"), split="train",
                                    cache_dir=str(tmp_path / "hf-cache"))
     assert sorted(loaded["text"]) == sorted(decoded.arrays["text"])
+
+
+def test_new_run_page_lists_saved_datasets(hf_run):
+    from multimem_core import launch
+
+    ds_dir, _ = hf_run
+    assert ds_dir.resolve() in launch.find_inputs(ds_dir.parent)
 
 
 def test_dataset_dict_asks_for_a_split(tmp_path):
