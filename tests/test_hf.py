@@ -127,6 +127,23 @@ def test_export_to_hf_round_trips(hf_run, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_export_to_shards_and_csv(hf_run, tmp_path, capsys):
+    """Shards carry the table's media bytes; a manifest would name no files, so it is refused with the way out."""
+    import tarfile
+
+    ds_dir, run = hf_run
+    assert main(["export", str(run.path), "--format", "shards", "--out", str(tmp_path / "shards"), "--drop", "top:5"]) == 0
+    with tarfile.open(next((tmp_path / "shards").glob("*.tar"))) as tar:
+        pngs = [m for m in tar.getmembers() if m.name.endswith(".png")]
+        first = tar.extractfile(pngs[0]).read()
+    original = datasets.load_from_disk(str(ds_dir)).with_format("arrow")
+    key = pngs[0].name.rsplit(".", 1)[0]
+    assert first == original["img"][original["key"].to_pylist().index(key)]["bytes"].as_py()
+    with pytest.raises(SystemExit):
+        main(["export", str(run.path), "--format", "csv", "--out", str(tmp_path / "clean.csv"), "--drop", "top:5"])
+    assert "--to hf" in capsys.readouterr().err and not (tmp_path / "clean.csv").exists()
+
+
 def test_parquet_with_image_features_reads_and_decodes(tmp_path):
     from multimem_core.config import ColumnKeys, MediaSpec
     from multimem_core.inputs import decode, read_input
