@@ -127,6 +127,23 @@ def test_export_to_hf_round_trips(hf_run, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_export_to_shards_and_csv(hf_run, tmp_path, capsys):
+    """Shards carry the table's media bytes; a manifest would name no files, so it is refused with the way out."""
+    import tarfile
+
+    ds_dir, run = hf_run
+    assert main(["export", str(run.path), "--format", "shards", "--out", str(tmp_path / "shards"), "--drop", "top:5"]) == 0
+    with tarfile.open(next((tmp_path / "shards").glob("*.tar"))) as tar:
+        pngs = [m for m in tar.getmembers() if m.name.endswith(".png")]
+        first = tar.extractfile(pngs[0]).read()
+    original = datasets.load_from_disk(str(ds_dir)).with_format("arrow")
+    key = pngs[0].name.rsplit(".", 1)[0]
+    assert first == original["img"][original["key"].to_pylist().index(key)]["bytes"].as_py()
+    with pytest.raises(SystemExit):
+        main(["export", str(run.path), "--format", "csv", "--out", str(tmp_path / "clean.csv"), "--drop", "top:5"])
+    assert "--to hf" in capsys.readouterr().err and not (tmp_path / "clean.csv").exists()
+
+
 def test_parquet_with_image_features_reads_and_decodes(tmp_path):
     from multimem_core.config import ColumnKeys, MediaSpec
     from multimem_core.inputs import decode, read_input
@@ -169,12 +186,20 @@ def test_imagefolder_with_metadata(tmp_path):
             f.write(json.dumps({"file_name": Path(r.image).name, "text": r.text}) + "\n")
     source = read_input(tmp_path / "imagefolder")  # the only split is found
     assert source.modalities == ["image", "text"] and source.source_columns["image"] == "file_name"
+    assert read_input(folder / "metadata.jsonl").source_columns == source.source_columns  # or its metadata file
     decoded = decode(source, ["image", "text"], MediaSpec(image_size=16), tmp_path / "cache", progress=False)
     assert len(decoded.ids) == 16
     # datasets reads the same folder: our rows are its rows
     loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "imagefolder"), split="train",
                                    cache_dir=str(tmp_path / "hf-cache"))
     assert sorted(loaded["text"]) == sorted(decoded.arrays["text"])
+
+
+def test_new_run_page_lists_saved_datasets(hf_run):
+    from multimem_core import launch
+
+    ds_dir, _ = hf_run
+    assert ds_dir.resolve() in launch.find_inputs(ds_dir.parent)
 
 
 def test_dataset_dict_asks_for_a_split(tmp_path):
