@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.filters import sort_order
-from app.media import MediaPathError, read_media
+from app.media import MediaPathError, check_image, read_media
 from multimem_core import diagnose
 from multimem_core.launch import runs_folder
 from multimem_core.review import ReviewError, ReviewStore, default_reviewer
@@ -32,6 +32,7 @@ FILTER_NOTE = "filtered_note"  # session key: those filters in words ("label cat
 REVIEWER = "reviewer"
 DETAIL_PAGE = "views/detail.py"
 FLAG_ICONS = {"noisy": ":material/flag:", "ok": ":material/check_circle:", "unsure": ":material/help:"}
+RUN_DAMAGED = (RunDirError, ReviewError)  # what a damaged run folder raises: its message is one clear line
 MAX_CARD_TEXT = 240  # characters of a caption shown on a card (the detail page shows all)
 
 
@@ -47,6 +48,21 @@ def runs_root() -> Path | None:
             return Path(arg.split("=", 1)[1]).expanduser()
     value = os.environ.get(ENV_RUN, "").strip()
     return Path(value).expanduser() if value else None
+
+
+def serving_root() -> Path:
+    """The only folder whose files the app sends to the browser: `--data-root DIR` after `--` (as `multimem
+    app` passes it), else $MULTIMEM_DATA_ROOT, else the folder the app was started in. Never a path read from
+    a run folder (docs/SERVING.md)."""
+    from multimem_core.launch import data_root
+
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("main.py") else []
+    for i, arg in enumerate(argv):
+        if arg == "--data-root" and i + 1 < len(argv):
+            return Path(argv[i + 1]).expanduser().resolve()
+        if arg.startswith("--data-root="):
+            return Path(arg.split("=", 1)[1]).expanduser().resolve()
+    return data_root()
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -93,6 +109,8 @@ class RunData:
 
     @property
     def root(self) -> Path:
+        """Where the run says its media are: only where relative media paths are looked up. What may be
+        served is decided by serving_root(), from the app's command line."""
         return self.run.dataset_root
 
     @property
@@ -333,15 +351,16 @@ def score_column_config(data: RunData) -> dict:
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)
-def thumbnail_uri(root: str, value: str, size: int = 96) -> str | None:
-    """A small PNG of an image file as a data URI: the table's thumbnails (a page of rows at a time)."""
+def thumbnail_uri(base: str, value: str, size: int = 96) -> str | None:
+    """A small PNG of an image file as a data URI: the table's thumbnails (a page of rows at a time).
+    `base` is the run's dataset folder (RunData.root); only files under serving_root() are read."""
     import base64
     import io
 
     from PIL import Image
 
     try:
-        blob, _ = read_media(root, value)
+        blob, _ = read_media(serving_root(), value, base=base)
         with Image.open(io.BytesIO(blob)) as im:
             im = im.convert("RGB")
             im.thumbnail((size, size))
@@ -367,23 +386,22 @@ def show_media(data: RunData, row: pd.Series, modality: str, *, compact: bool = 
     if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
         st.caption(f"(no {modality})")
         return
-    try:
-        blob, mime = read_media(data.root, str(value))
+    try:  # whatever goes wrong with one file costs this card's media only, never the page
+        blob, mime = read_media(serving_root(), str(value), base=data.root)
+        if modality == "image":
+            check_image(blob)
+            st.image(blob, width="stretch" if compact else 360)
+        elif modality == "audio":
+            st.audio(blob, format=mime)
+        elif modality == "video":
+            if compact:
+                st.video(blob, format=mime, loop=True, muted=True)
+            else:
+                st.video(blob, format=mime)
     except MediaPathError as e:
         st.error(f"{modality}: {e}", icon=":material/warning:")
-        return
-    except OSError as e:
-        st.error(f"{modality}: cannot read {value!r} ({e.strerror or e})", icon=":material/warning:")
-        return
-    if modality == "image":
-        st.image(blob, width="stretch" if compact else 360)
-    elif modality == "audio":
-        st.audio(blob, format=mime)
-    elif modality == "video":
-        if compact:
-            st.video(blob, format=mime, loop=True, muted=True)
-        else:
-            st.video(blob, format=mime)
+    except Exception as e:  # noqa: BLE001 (a file no check foresaw: say so on the card)
+        st.error(f"{modality}: cannot show {str(value)!r} ({type(e).__name__}: {e})", icon=":material/warning:")
 
 
 # --- sample cards ------------------------------------------------------------------------------------

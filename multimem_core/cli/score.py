@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import CLIError, add_key_options, column_keys, existing_path
+from .common import CLIError, add_key_options, app_command, column_keys, existing_path
 
 
 def score_defaults() -> dict:
@@ -127,7 +127,7 @@ def cmd_score(args) -> int:
 
     if dist_info()[0] == 0:
         print_summary(run)
-        print(f"\nopen it:  multimem app {run.path}")
+        print(f"\nopen it:  {app_command(run)}")
     return 0
 
 
@@ -197,7 +197,7 @@ def cmd_demo(args) -> int:
     hints = json.loads(hints_path.read_text()) if hints_path.is_file() else {}
     run = run_score(score_config(args, str(manifest), str(out), dataset_hints=hints))
     print_summary(run)
-    print(f"\nopen the dashboard:  multimem app {run.path}")
+    print(f"\nopen the dashboard:  {app_command(run)}")
     return 0
 
 
