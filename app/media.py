@@ -66,13 +66,23 @@ def safe_media_path(root: str | Path, value: str, *, base: str | Path | None = N
 
 
 def read_media(root: str | Path, value: str, *, base: str | Path | None = None) -> tuple[bytes, str]:
-    """(bytes, mime type) of a media file under `root`, or of a WebDataset member ("shard.tar#key.jpg")
-    of a shard under `root`; MediaPathError as safe_media_path, and for what is not a regular file, is
-    missing or is larger than MAX_BYTES (read at most that much)."""
+    """(bytes, mime type) of a media file under `root`, of a WebDataset member ("shard.tar#key.jpg") of a
+    shard under `root`, or of media held in a Hugging Face data file under `root` ("data.arrow#image/7");
+    MediaPathError as safe_media_path, and for what is not a regular file, is missing or is larger than
+    MAX_BYTES (read at most that much)."""
+    from multimem_core.data import hf_media as hf
     from multimem_core.data.shard_members import read_member
     from multimem_core.data.shards import ShardMemberError, is_member_ref
 
     text = str(value or "").strip()
+    if hf.is_ref(text):
+        file, rest = text.rsplit("#", 1)
+        try:
+            safe_media_path(root, file, base=base)  # the data file itself must lie under the served folder
+            blob = hf.read_hf_media(root, located(root, file, base) + "#" + rest, max_bytes=MAX_BYTES)
+        except hf.HFMediaError as e:
+            raise MediaPathError(str(e)) from e
+        return blob, hf.mime_of(blob)
     if is_member_ref(text):
         shard, member = text.rsplit("#", 1)
         try:

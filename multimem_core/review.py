@@ -24,8 +24,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
-from multimem_core.diagnose import LOWER_IS_WORSE
+# `top:N` drops the N most suspicious, whichever end of the score that is (names.LOWER_IS_WORSE).
+from multimem_core.names import LOWER_IS_WORSE
 from multimem_core.run import RunDir
 
 LABELS = ("noisy", "ok", "unsure")
@@ -119,7 +119,7 @@ class ReviewStore:
         if not str(reviewer).strip():
             raise ReviewError("reviewer name is empty; type your name in the sidebar")
         ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
-        now = _now()
+        now = utc_timestamp()
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -151,7 +151,7 @@ class ReviewStore:
                 new = conn.execute(
                     "INSERT INTO decisions (sample_id, action, label, reason, reviewer, created_at, undoes, source) "
                     "VALUES (?, 'undo', ?, ?, ?, ?, ?, ?)",
-                    (row[0], row[2], reason, reviewer.strip() or default_reviewer(), _now(), seq, source),
+                    (row[0], row[2], reason, reviewer.strip() or default_reviewer(), utc_timestamp(), seq, source),
                 ).lastrowid
                 conn.execute("COMMIT")
             except BaseException:
@@ -202,7 +202,7 @@ class ReviewStore:
         if not str(reviewer).strip():
             raise ReviewError("reviewer name is empty; type your name in the sidebar")
         ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
-        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), _now()) for sid in ids]
+        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), utc_timestamp()) for sid in ids]
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -229,7 +229,7 @@ class ReviewStore:
 
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 

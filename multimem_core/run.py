@@ -32,23 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .names import HELDOUT
 from .run_files import DAMAGED_HINT, RunDirError, read_run_json, read_run_parquet
-
-ROLES_PAPER = ("S_S", "S_C", "S_I", "H")
-HELDOUT = "H"
-
-
-def fold_role(k: int) -> str:
-    return f"fold{k}"
-
-
-def pair_column(a: str, b: str) -> str:
-    return f"pair__{a}__{b}"
-
-
-def contrib_column(m: str) -> str:
-    return f"contrib__{m}"
-
 
 @contextmanager
 def _replacing(path: Path, suffix: str = ""):

@@ -20,15 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, diagnose
-from .config import AugmentConfig, ScoreConfig  # noqa: F401 (ScoreConfig re-exported: its old home)
+from .config import AugmentConfig, ScoreConfig
 from .confidence import heldout_confidence
 from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
-from .models.factory import ModelConfig, create_model
+from .models.factory import create_model
 from .parallel_training import train_in_processes, train_workers
 from .protocol import Assignment, assign
-from .run import HELDOUT, RunDir, Stages, allocated_memmap, atomic_save_npy, describe_skipped, stored_paths
+from .names import HELDOUT
+from .run import RunDir, Stages, allocated_memmap, atomic_save_npy, describe_skipped, stored_paths
 from .runlock import RunLock
 from .targeted import embed_views, view_generator
 from .train import dist_info, init_distributed, resolve_device, train_model
@@ -176,9 +177,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     if lead:
         run.write_samples(samples_table(source, ids=decoded.ids, rows=decoded.rows, roles=assignment.roles))
 
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    model_cfg = cfg.model_config(modalities)
     with stages("prepare"):
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from .confidence import format_confidence
-from .diagnose import auroc_table, score_columns
+from .diagnose import auroc_table
+from .names import BASE, CMC_OUT, HELDOUT, MULTIMEM, PAIR, score_columns
 from .run import RunDir
+from .tables import join_scores
 
 
 def _auroc_columns(scores: pd.DataFrame) -> list[str]:
     """MultiMem, the consistency of the model that did not see the sample, the pair scores and baselines."""
-    cols = [c for c in score_columns(scores) if c == "multimem" or c == "cmc_out"
-            or c.startswith("pair__") or c.startswith("base__")]
-    return cols
+    return [c for c in score_columns(scores.columns) if c in (MULTIMEM, CMC_OUT) or c.startswith((PAIR, BASE))]
 
 
 def summarize(run: RunDir) -> dict:
@@ -32,8 +32,7 @@ def summarize(run: RunDir) -> dict:
     if scores is None:
         return out
     out["confidence"] = cfg.get("confidence") or scores.attrs.get("confidence") or {}
-    merged = scores.merge(samples[["id", "injected"]], on="id", how="left")
-    merged["injected"] = merged["injected"].fillna("").astype(str)
+    merged = join_scores(samples, scores).scored()
     out["n_scored"] = int(len(scores))
     out["mean_by_role"] = merged.groupby("role")["multimem"].agg(["mean", "count"]).round(4).to_dict("index")
     kinds = merged["injected"].replace("", "clean")
@@ -58,7 +57,7 @@ def summarize(run: RunDir) -> dict:
 
 
 def _oriented(col: str) -> str:
-    from .diagnose import LOWER_IS_WORSE
+    from .names import LOWER_IS_WORSE
 
     return f"-{col}" if col in LOWER_IS_WORSE else col
 
@@ -67,7 +66,7 @@ def format_summary(s: dict) -> str:
     lines = [f"run        {s['run']}  ({s.get('status')}, protocol {s.get('protocol')}, "
              f"modalities {', '.join(s.get('modalities') or [])})",
              f"samples    {s['n_samples']} loaded, {s.get('n_scored', 0)} scored, "
-             f"{s.get('roles', {}).get('H', 0)} held out (H: cmc_out only), {s['n_skipped']} skipped"]
+             f"{s.get('roles', {}).get(HELDOUT, 0)} held out (H: cmc_out only), {s['n_skipped']} skipped"]
     for reason, count in s.get("skipped_reasons", {}).items():
         lines.append(f"           skipped {count}× {reason}")
     lines.append("roles      " + ", ".join(f"{k}: {v}" for k, v in s["roles"].items()))

@@ -22,7 +22,7 @@ from multimem_core.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 # `multimem score` small enough for tests: tiny towers at 16 px, image+text, two training workers
-TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--batch-size", "32",
+TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--audio-tower", "mel-cnn", "--batch-size", "32",
         "--views", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
 
 
@@ -162,7 +162,7 @@ def test_a_second_writer_is_refused_naming_the_holder(shapes_manifest, tmp_path)
         with pytest.raises(RunLockedError, match="one writer per run"):
             RunLock(out).acquire()
         with pytest.raises(launch.LaunchError, match=f"pid {os.getpid()}"):
-            launch.start(launch.NewRun(input=str(shapes_manifest), out=str(out)), root=shapes_manifest.parent.parent)
+            launch.start(launch.request(shapes_manifest, out, {}), root=shapes_manifest.parent.parent)
         assert not (out / "config.json").exists()  # the refused command wrote nothing
     assert holder(out) is None and describe_holder(out) is None
     with RunLock(out):  # free again once the holder is gone
@@ -170,8 +170,9 @@ def test_a_second_writer_is_refused_naming_the_holder(shapes_manifest, tmp_path)
 
 
 def test_imports_and_mitigate_take_the_lock(tmp_path):
-    from multimem_core.importers import EmbeddingImport, import_embeddings
-    from multimem_core.mitigate import MitigateConfig, mitigate
+    from multimem_core.importing.embeddings import import_embeddings
+    from multimem_core.mitigation.settings import MitigateConfig
+    from multimem_core.mitigation import mitigate
     from multimem_core.runlock import RunLock, RunLockedError
 
     out = tmp_path / "run"
@@ -293,7 +294,7 @@ def test_kill_between_flags_loses_no_committed_flag(tmp_path):
 def _paper_import(tmp_path: Path, out: Path, *, mutate=None):
     from test_importers import N, write_model
 
-    from multimem_core.importers import EmbeddingImport
+    from multimem_core.importing.embeddings import EmbeddingImport
 
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"id": [f"s{i:02d}" for i in range(N)], "text": [f"caption {i}" for i in range(N)],
@@ -329,7 +330,8 @@ def _rename_id(folder: Path):
                                           (_reshape, "image.npy"), (_rename_id, "stranger")],
                          ids=["nan", "inf", "-inf", "wrong shape", "mismatched ids"])
 def test_bad_embeddings_are_refused_and_nothing_is_written(mutate, words, tmp_path):
-    from multimem_core.importers import ImportValidationError, import_embeddings
+    from multimem_core.importing.embedding_files import ImportValidationError
+    from multimem_core.importing.embeddings import import_embeddings
 
     out = tmp_path / "runs" / "imported"
     cfg = _paper_import(tmp_path, out, mutate=mutate)
@@ -342,7 +344,8 @@ def test_bad_embeddings_are_refused_and_nothing_is_written(mutate, words, tmp_pa
 @pytest.mark.parametrize("values,words", [([0.1, np.inf, 0.2], "s01"), ([0.1, np.nan, 0.2], "s01"),
                                           ([0.1, -np.inf, 0.2], "s01")], ids=["inf", "nan", "-inf"])
 def test_bad_score_tables_are_refused_and_nothing_is_written(values, words, tmp_path):
-    from multimem_core.importers import ImportValidationError, ScoresImport, import_scores
+    from multimem_core.importing.embedding_files import ImportValidationError
+    from multimem_core.importing.scores import ScoresImport, import_scores
 
     cfg = _paper_import(tmp_path, tmp_path / "unused")
     table = tmp_path / "scores.csv"
@@ -369,8 +372,10 @@ class _Payload:
 def test_a_malicious_checkpoint_is_never_unpickled(tmp_path):
     import torch
 
-    from multimem_core.models.factory import ModelConfig, create_model
-    from multimem_core.train import TrainConfig, train_model
+    from multimem_core.config import ModelConfig
+    from multimem_core.models.factory import create_model
+    from multimem_core.config import TrainConfig
+    from multimem_core.train import train_model
 
     marker = tmp_path / "pwned"
     folder = tmp_path / "models" / "fold0"

@@ -12,8 +12,7 @@ import errno
 import sys
 
 from . import apps, imports, mitigation, score
-from .common import CLIError, existing_path  # noqa: F401 (public names)
-from .score import score_config, score_defaults  # noqa: F401 (public names)
+from .common import CLIError
 
 # `SUBCOMMANDS` lists them in the order `multimem --help` shows: (name, one-line help, add, cmd).
 SUBCOMMANDS: list = [*score.COMMANDS, *imports.COMMANDS, *apps.COMMANDS, *mitigation.COMMANDS]

@@ -116,19 +116,26 @@ def cmd_app(args) -> int:
 def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=existing_path, help="run directory")
     p.add_argument("--out", required=True, help="file to write (a folder for --format shards)")
-    p.add_argument("--drop", required=True, metavar="RULE",
+    p.add_argument("--drop", default=None, metavar="RULE",
                    help="flagged (flagged as noisy in the dashboard), top:N (the N most suspicious by --score), "
                         "above:T or below:T (score vs threshold)")
     p.add_argument("--score", default="multimem", help="score column for top/above/below (any column of scores.parquet)")
-    p.add_argument("--format", default=None,
-                   choices=["csv", "tsv", "jsonl", "parquet", "shards", "ids", "ids-csv", "npy"],
+    p.add_argument("--format", "--to", dest="format", default=None,
+                   choices=["csv", "tsv", "jsonl", "parquet", "shards", "ids", "ids-csv", "npy",
+                            "hf", "fiftyone", "spotlight", "label-studio"],
                    help="csv/tsv/jsonl/parquet: the cleaned manifest with the input's own columns; shards: the kept "
                         "samples as WebDataset .tar shards in the folder --out (the default for shard input); "
                         "ids: removed ids, "
-                        "one a line; ids-csv: removed ids with their score; npy: sorted removed ids (DataComp style). "
+                        "one a line; ids-csv: removed ids with their score; npy: sorted removed ids (DataComp style); "
+                        "hf: a Hugging Face dataset folder (input minus dropped rows); fiftyone, spotlight, "
+                        "label-studio: every sample with its scores for that tool (docs/INTEGRATIONS.md). "
                         "Default: from --out's suffix, else the input manifest's own format")
     p.add_argument("--overwrite", action="store_true",
                    help="write --out even when it is the input manifest or a file of a run (replacing it on purpose)")
+    p.add_argument("--repairs", action="store_true",
+                   help="apply the repairs recorded in the dashboard (a sample's caption, sound or image replaced "
+                        "by the suggested one) to the kept samples, and write what changed beside --out "
+                        "(clean.csv -> clean.repairs.csv)")
     p.add_argument("--absolute-paths", action="store_true",
                    help="write media paths absolute (default: relative to the folder of --out, so they open "
                         "from where the cleaned manifest is written)")
@@ -137,17 +144,32 @@ def add_export(p: argparse.ArgumentParser) -> None:
 def cmd_export(args) -> int:
     from multimem_core.export import build_export, default_format, write_export
     from multimem_core.review import ReviewError, parse_drop_rule
+    from multimem_core.exporters import FORMATS as TOOL_FORMATS, export_to
     from multimem_core.run import RunDir, RunDirError
 
     run = RunDir(args.run)
+    fmt = args.format or default_format(run, args.out)
+    if fmt in TOOL_FORMATS:
+        try:
+            rule = parse_drop_rule(args.drop, score=args.score) if args.drop else None
+            print(f"{export_to(run, fmt, args.out, rule)}\nwrote {args.out}")
+        except (ReviewError, RunDirError) as e:
+            raise CLIError(str(e))
+        return 0
+    if args.drop is None:
+        raise CLIError(f"--format {fmt} needs --drop RULE (flagged, top:N, above:T or below:T)")
     try:
         rule = parse_drop_rule(args.drop, score=args.score)
-        export = build_export(run, rule, format=args.format or default_format(run, args.out))
+        export = build_export(run, rule, format=fmt, repairs=args.repairs)
         # shards: refuses a folder that already holds shards
         out = write_export(export, args.out, absolute_paths=args.absolute_paths, overwrite=args.overwrite)
     except (ReviewError, RunDirError) as e:
         raise CLIError(str(e))
     print(f"{export.summary()}: {rule.describe()}\nwrote {out}")
+    if export.repairs is not None:
+        from multimem_core.repairs import repairs_path
+
+        print(f"applied {len(export.repairs)} repairs; wrote {repairs_path(out)}")
     return 0
 
 

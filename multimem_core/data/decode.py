@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.data.manifest import Manifest
-from multimem_core.data.media import MediaError, MediaSpec, load_audio, load_image, load_text, load_video
+from multimem_core.data.media import MediaError, load_audio, load_image, load_text, load_video
+from multimem_core.config import MediaSpec
 from multimem_core.data.paths import BadPathError, resolve_under
 from multimem_core.run import allocated_memmap
 

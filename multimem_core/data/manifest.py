@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.config import ColumnKeys
 from multimem_core.data.files import MANIFEST_LIMIT, UnreadableFileError, read_regular_bounded
 

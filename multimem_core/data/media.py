@@ -21,7 +21,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.signal import resample_poly
 
 from .files import file_kind, plain_reason
-from ..config import MediaSpec  # noqa: F401 (re-exported: its old home)
 
 Source = Path | str | bytes
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from webdataset.tariterators import base_plus_ext
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.data.manifest import cell_text
 from multimem_core.data.shard_members import original_members
 from multimem_core.data.shards import EXTENSIONS, META_EXTENSION, is_member_ref, is_meta

@@ -32,11 +32,13 @@ import pandas as pd
 from braceexpand import braceexpand
 from webdataset.tariterators import base_plus_ext, tarfile_samples
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.data.files import MEDIA_LIMIT, TooLargeError
 from multimem_core.data.decode import WORKERS, Decoded, Sample, decode_samples, ordered_map, row_loader
-from multimem_core.data.manifest import ColumnKeys, Manifest, ManifestError, cell_text
-from multimem_core.data.media import MediaError, MediaSpec
+from multimem_core.config import ColumnKeys
+from multimem_core.data.manifest import Manifest, ManifestError, cell_text
+from multimem_core.data.media import MediaError
+from multimem_core.config import MediaSpec
 
 # Member extensions per modality, in order of preference when a sample has several.
 EXTENSIONS = {

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..protocol import assignment_from_roles
-from ..run import HELDOUT, ROLES_PAPER, RunDir
+from ..names import HELDOUT, ROLES_PAPER
+from ..run import RunDir
 from ..runlock import LOCK_NAME, RunLock, lock_path
 from .embedding_files import (MAX_LISTED, TABLE_SUFFIXES, ImportValidationError, ModelEmbeddings, shown_ids,
                               read_id_lines)

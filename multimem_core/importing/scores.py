@@ -12,13 +12,12 @@ import pandas as pd
 
 from ..config import ColumnKeys
 from ..inputs import dataset_info, manifest_config, read_input, samples_table
+from ..names import HEAD_COLUMNS, SCORE_PREFIXES, base_column
 from ..run import RunDir
 from .embedding_files import ImportValidationError, shown_ids
 from .layout import StagingDir, read_table
 
 
-KNOWN_SCORES = ("multimem", "cmc_in", "cmc_out")
-KNOWN_PREFIXES = ("pair__", "contrib__", "base__")
 
 
 @dataclass
@@ -40,9 +39,9 @@ class ScoresImport:
 
 def score_column_name(column: str) -> str:
     """The run's name for a score column: ours are kept; any other becomes base__<name> (a score to compare)."""
-    if column in KNOWN_SCORES or column.startswith(KNOWN_PREFIXES):
+    if column in HEAD_COLUMNS or column.startswith(SCORE_PREFIXES):
         return column
-    return "base__" + re.sub(r"[^0-9A-Za-z_]+", "_", column).strip("_")
+    return base_column(re.sub(r"[^0-9A-Za-z_]+", "_", column).strip("_"))
 
 
 MAX_ABS_SCORE = 1e12  # a score beyond this is a unit or parsing mistake, and its mean would overflow to inf
@@ -132,7 +131,7 @@ def import_scores(cfg: ScoresImport) -> RunDir:
     for c, name in names.items():
         scores[name] = out_table[c].to_numpy(dtype=np.float64)
     # our column order: multimem, cmc_in, cmc_out, then the rest as given
-    head = [c for c in ("id", "role", *KNOWN_SCORES) if c in scores.columns]
+    head = [c for c in ("id", "role", *HEAD_COLUMNS) if c in scores.columns]
     scores = scores[head + [c for c in scores.columns if c not in head]]
 
     staging = StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-scores",
