@@ -51,7 +51,7 @@ def _not_numbers(path: Path, table: pd.DataFrame, column: str) -> str:
     """Which cells of a score column are not numbers, by id and value."""
     values = pd.to_numeric(table[column], errors="coerce")
     bad = table.loc[values.isna() & table[column].notna(), ["id", column]]
-    cells = ", ".join(f"{i}: {v!r}" for i, v in bad.head(MAX_SHOWN).itertuples(index=False))
+    cells = ", ".join(f"{i!r}: {v!r}" for i, v in bad.head(MAX_SHOWN).itertuples(index=False))
     more = f" and {len(bad) - MAX_SHOWN} more" if len(bad) > MAX_SHOWN else ""
     return (f"{path}: column {column!r} holds {len(bad)} cells that are not numbers ({cells}{more}). Scores must be "
             "numbers: fix those cells, or drop their rows.")
@@ -66,10 +66,10 @@ def _check_values(path: Path, table: pd.DataFrame, column: str, *, allow_missing
         if not allow_missing:
             bad |= np.isnan(values)
     if bad.any():
-        cells = ", ".join(f"{i}: {v!r}" for i, v in zip(table["id"][bad][:MAX_SHOWN], values[bad][:MAX_SHOWN]))
+        cells = ", ".join(f"{i!r}: {v!r}" for i, v in zip(table["id"][bad][:MAX_SHOWN], values[bad][:MAX_SHOWN]))
         raise ImportValidationError(
-            f"{path}: {int(bad.sum())} rows of column {column!r} hold no finite score within ±{MAX_ABS_SCORE:g} "
-            f"({cells}). Drop them or fill them in.")
+            f"{path}: {int(bad.sum())} rows have no finite {column!r} within ±{MAX_ABS_SCORE:g} ({cells}). Drop them "
+            "or fill them in.")
 
 
 MAX_SHOWN = 5
