@@ -50,4 +50,7 @@ st.html("<style>[data-testid='stMetricLabel'] * {white-space: normal !important;
 page = st.navigation(PAGES)
 common.sidebar()  # run picker and reviewer, on every page
 common.show_toast()
-page.run()
+try:
+    page.run()
+except common.RUN_DAMAGED as e:  # a damaged file in the run folder: one line on the page, never a traceback
+    st.error(str(e), icon=":material/error:")
