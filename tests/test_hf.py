@@ -149,12 +149,17 @@ def test_parquet_with_image_features_reads_and_decodes(tmp_path):
     from multimem_core.inputs import decode, read_input
 
     ds = hf_dataset(tmp_path, n=24)
-    ds.to_parquet(str(tmp_path / "train.parquet"))
+    ds.to_parquet(str(tmp_path / "train.parquet"), batch_size=5)  # row groups of 5 rows
     source = read_input(tmp_path / "train.parquet", keys=ColumnKeys(image="img", text="caption", id="key"))
     assert source.format == "hf" and source.kind == "parquet" and len(source.table) == 24
     decoded = decode(source, ["image", "text"], MediaSpec(image_size=16), tmp_path / "cache", progress=False)
     assert len(decoded.ids) == 24 and decoded.arrays["image"].shape == (24, 3, 16, 16)
     assert decoded.arrays["text"][5] == ds[5]["caption"]
+    from multimem_core.data.hf_media import read_hf_media
+
+    ref = source.table["image"][17]  # the dashboard's read: one row group of one column
+    assert ref == "train.parquet#img/17"
+    assert read_hf_media(source.root, ref) == ds.with_format("arrow")[17]["img"][0]["bytes"].as_py()
 
 
 def test_bad_media_bytes_cost_one_row(tmp_path):
