@@ -103,6 +103,9 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
         table = _without(table, row_of, drop_set)
         return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
                       root=str(run.dataset_root), repairs=log)
+    if manifest_info(run).get("format") == "hf":
+        raise ReviewError(f"a Hugging Face dataset keeps its media inside its tables, so a {fmt} manifest of it would "
+                          "name no files: export with --to hf (or --format shards, or ids)")
     names = manifest_info(run).get("source_columns") or {}
     table, row_of, source = manifest_rows(run)
     log = None
