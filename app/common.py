@@ -73,7 +73,11 @@ def saved_views_list() -> None:
     path = st.session_state.get("run_path")
     if not path:
         return
-    views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    try:
+        views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    except RUN_DAMAGED:  # the page says what is wrong with the file
+        st.sidebar.caption(":material/error: saved views unavailable: review.sqlite cannot be read")
+        return
     if views:
         st.sidebar.caption("Saved views")
         for v in views:

@@ -48,9 +48,9 @@ st.html("<style>[data-testid='stMetricLabel'] * {white-space: normal !important;
         "text-overflow: clip !important;} [data-testid='stMetricLabel'] {height: auto !important;}</style>")
 
 page = st.navigation(PAGES)
-common.sidebar()  # run picker and reviewer, on every page
-common.show_toast()
 try:
+    common.sidebar()  # run picker and reviewer, on every page
+    common.show_toast()
     page.run()
 except common.RUN_DAMAGED as e:  # a damaged file in the run folder: one line on the page, never a traceback
     st.error(str(e), icon=":material/error:")
