@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.media import MediaPathError, read_media
-from app.run_data import RunData, discover_runs, runs_root, store
+from app.media import MediaPathError, check_image, read_media
+from app.run_data import RunData, discover_runs, runs_root, serving_root, store
 from multimem_core import diagnose, names
 from multimem_core.launch import runs_folder
 from multimem_core.review import ReviewError, ReviewStore, default_reviewer
+from multimem_core.run import RunDirError
 from multimem_core.repairs import record_repair, undo_repair
 from multimem_core.saved_views import list_views
 
@@ -28,6 +29,7 @@ REVIEWER = "reviewer"
 PENDING_VIEW = "pending_view"  # session key: a saved view the sidebar opened, for its page to apply
 DETAIL_PAGE = "views/detail.py"
 FLAG_ICONS = {"noisy": ":material/flag:", "ok": ":material/check_circle:", "unsure": ":material/help:"}
+RUN_DAMAGED = (RunDirError, ReviewError)  # what a damaged run folder raises: its message is one clear line
 MAX_CARD_TEXT = 240  # characters of a caption shown on a card (the detail page shows all)
 
 
@@ -72,7 +74,11 @@ def saved_views_list() -> None:
     path = st.session_state.get("run_path")
     if not path:
         return
-    views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    try:
+        views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    except RUN_DAMAGED:  # the page says what is wrong with the file
+        st.sidebar.caption(":material/error: saved views unavailable: review.sqlite cannot be read")
+        return
     if views:
         st.sidebar.caption("Saved views")
         for v in views:
@@ -195,15 +201,16 @@ def score_column_config(data: RunData) -> dict:
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)
-def thumbnail_uri(root: str, value: str, size: int = 96) -> str | None:
-    """A small PNG of an image file as a data URI: the table's thumbnails (a page of rows at a time)."""
+def thumbnail_uri(base: str, value: str, size: int = 96) -> str | None:
+    """A small PNG of an image file as a data URI: the table's thumbnails (a page of rows at a time).
+    `base` is the run's dataset folder (RunData.root); only files under serving_root() are read."""
     import base64
     import io
 
     from PIL import Image
 
     try:
-        blob, _ = read_media(root, value)
+        blob, _ = read_media(serving_root(), value, base=base)
         with Image.open(io.BytesIO(blob)) as im:
             im = im.convert("RGB")
             im.thumbnail((size, size))
@@ -229,23 +236,22 @@ def show_media(data: RunData, row: pd.Series, modality: str, *, compact: bool = 
     if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
         st.caption(f"(no {modality})")
         return
-    try:
-        blob, mime = read_media(data.root, str(value))
+    try:  # whatever goes wrong with one file costs this card's media only, never the page
+        blob, mime = read_media(serving_root(), str(value), base=data.root)
+        if modality == "image":
+            check_image(blob)
+            st.image(blob, width="stretch" if compact else 360)
+        elif modality == "audio":
+            st.audio(blob, format=mime)
+        elif modality == "video":
+            if compact:
+                st.video(blob, format=mime, loop=True, muted=True)
+            else:
+                st.video(blob, format=mime)
     except MediaPathError as e:
         st.error(f"{modality}: {e}", icon=":material/warning:")
-        return
-    except OSError as e:
-        st.error(f"{modality}: cannot read {value!r} ({e.strerror or e})", icon=":material/warning:")
-        return
-    if modality == "image":
-        st.image(blob, width="stretch" if compact else 360)
-    elif modality == "audio":
-        st.audio(blob, format=mime)
-    elif modality == "video":
-        if compact:
-            st.video(blob, format=mime, loop=True, muted=True)
-        else:
-            st.video(blob, format=mime)
+    except Exception as e:  # noqa: BLE001 (a file no check foresaw: say so on the card)
+        st.error(f"{modality}: cannot show {str(value)!r} ({type(e).__name__}: {e})", icon=":material/warning:")
 
 
 # --- sample cards ------------------------------------------------------------------------------------

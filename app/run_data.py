@@ -41,6 +41,21 @@ def runs_root() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def serving_root() -> Path:
+    """The only folder whose files the app sends to the browser: `--data-root DIR` after `--` (as `multimem
+    app` passes it), else $MULTIMEM_DATA_ROOT, else the folder the app was started in. Never a path read from
+    a run folder (docs/SERVING.md)."""
+    from multimem_core.launch import data_root
+
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("main.py") else []
+    for i, arg in enumerate(argv):
+        if arg == "--data-root" and i + 1 < len(argv):
+            return Path(argv[i + 1]).expanduser().resolve()
+        if arg.startswith("--data-root="):
+            return Path(arg.split("=", 1)[1]).expanduser().resolve()
+    return data_root()
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def discover_runs(root: str) -> list[str]:
     """Run directories at `root`: itself if it is one, else the complete ones up to two levels below, newest first."""
@@ -85,6 +100,8 @@ class RunData:
 
     @property
     def root(self) -> Path:
+        """Where the run says its media are: only where relative media paths are looked up. What may be
+        served is decided by serving_root(), from the app's command line."""
         return self.run.dataset_root
 
     @property

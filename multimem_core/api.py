@@ -7,10 +7,10 @@
     run.export("clean.csv", drop="top:50")   # or to="hf" / "fiftyone" / "spotlight" / "label-studio"
     mm.open(run)      # the dashboard on 127.0.0.1, from the notebook
 
-Options are the fields of the engine's config dataclasses (multimem_core.config), by name, with their
-defaults: `epochs`, `lr` (TrainConfig), `folds`, `protocol` (ProtocolConfig), `image_tower` (ModelConfig),
-`image_size`, `audio_seconds` (MediaSpec), `views`, `device` (ScoreConfig), `image_key`, `text_key`
-(ColumnKeys). Progress bars are tqdm.auto: widgets in a notebook.
+Options are those of `multimem score` (declared once, on the config dataclasses' fields: multimem_core.config
+and multimem_core.options), by their dest or field name, with the same defaults: `epochs`, `folds`,
+`protocol`, `image_tower`, `image_size`, `views`, `image_key`, `projection=False`, ... (`mm.options()` lists
+them). Progress bars are tqdm.auto: widgets in a notebook.
 
 A DataFrame (paths, bytes or PIL images in its media columns) or a `datasets.Dataset` is written once into
 RUN/data as a Hugging Face dataset with the media's bytes inside (multimem_core.data.hf reads it), so the
@@ -19,7 +19,6 @@ run, the dashboard and the exports read it from the run itself and trust no path
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,53 +28,39 @@ import pandas as pd
 from multimem_core import config as C
 from multimem_core.run import RunDir
 
-# where an option of mm.score lives: each dataclass by its ScoreConfig field (None: ScoreConfig itself)
-OPTION_HOMES = {"protocol": C.ProtocolConfig, "model": C.ModelConfig, "train": C.TrainConfig, "media": C.MediaSpec,
-                "augment": C.AugmentConfig, None: C.ScoreConfig}
-RENAMED = {"protocol": ("protocol", "name")}  # mm.score(protocol="paper") sets ProtocolConfig.name
-SHARED = {"seed": ("train", "protocol"), "image_size": ("model", "media"), "video_frames": ("model", "media"),
-          "audio_sample_rate": ("model", "media")}  # one option, every home that has it
-
-
 def options() -> dict[str, str]:
-    """Every option mm.score takes -> the config class it sets."""
-    out = {f"{f.name}_key": "ColumnKeys" for f in dataclasses.fields(C.ColumnKeys)}
-    for home, cls in OPTION_HOMES.items():
-        for f in dataclasses.fields(cls):
-            if not dataclasses.is_dataclass(f.type) and f.name not in ("input", "out", "keys", *OPTION_HOMES):
-                out.setdefault(f.name, cls.__name__)
-    out.update({k: "ProtocolConfig" for k in RENAMED})
+    """Every option mm.score takes -> the config field it sets ("train.epochs"): the command line's options by
+    their dest (`multimem score --help`), plus each option's field name where it differs (`projection=False`
+    for --no-projection, `progress=False` for --quiet, `video_frames` for --frames)."""
+    from multimem_core.options import option_fields
+
+    out = {}
+    for o in option_fields(C.ScoreConfig):
+        out[o.dest] = ".".join(o.path)
+        out.setdefault(o.path[-1] if o.path[0] != "keys" else o.dest, ".".join(o.path))
+    out.pop("modalities", None)  # mm.score's own argument
     return out
 
 
 def score_config(data_path: str | Path, out: str | Path, modalities: Sequence[str] | None = None,
                  **opts: Any) -> C.ScoreConfig:
-    """A ScoreConfig from mm.score's keyword options; unknown names raise TypeError listing the known ones."""
+    """A ScoreConfig from mm.score's keyword options (see `options`), through the same machinery as the
+    command line (ScoreConfig.with_options); unknown names raise TypeError listing the known ones."""
+    from multimem_core.options import option_fields
+
     known = options()
     unknown = sorted(set(opts) - set(known))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)}; mm.score takes {', '.join(sorted(known))}")
-    keys = C.ColumnKeys(**{k[:-4]: v for k, v in opts.items() if k.endswith("_key")})
-    per_home: dict = {home: {} for home in OPTION_HOMES}
+    by_path = {".".join(o.path): o for o in option_fields(C.ScoreConfig)}
+    values = {}
     for name, value in opts.items():
-        if name.endswith("_key"):
-            continue
-        if name in RENAMED:
-            home, field = RENAMED[name]
-            per_home[home][field] = value
-            continue
-        homes = SHARED.get(name) or [h for h, cls in OPTION_HOMES.items()
-                                     if name in {f.name for f in dataclasses.fields(cls)}][:1]
-        for home in homes:
-            per_home[home][name] = value
-    augment = C.AugmentConfig(**per_home["augment"])
-    if per_home["model"].get("image_size") and "image_size" not in per_home["media"]:
-        per_home["media"]["image_size"] = per_home["model"]["image_size"]
-    return C.ScoreConfig(
-        input=str(data_path), out=str(out), modalities=list(modalities) if modalities else None, keys=keys,
-        protocol=C.ProtocolConfig(**per_home["protocol"]), model=C.ModelConfig(**per_home["model"]),
-        train=C.TrainConfig(**per_home["train"], augment=augment), media=C.MediaSpec(**per_home["media"]),
-        **per_home[None])
+        o = by_path[known[name]]
+        # a field name (projection=False) means the field's value; a negating flag's dest (no_projection=True) not
+        values[o.dest] = (not value) if o.option.negate and name != o.dest else value
+    if modalities:
+        values["modalities"] = list(modalities)
+    return C.ScoreConfig(input=str(data_path), out=str(out)).with_options(values)
 
 
 class Run:

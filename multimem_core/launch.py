@@ -69,7 +69,8 @@ def _is_run(folder: Path) -> bool:
 
 
 def find_inputs(root: str | Path, *, max_depth: int = 3, limit: int = 200, budget: int = 20_000) -> list[Path]:
-    """Manifests and folders of .tar shards under `root` (not inside run directories), nearest first.
+    """Manifests, folders of .tar shards and Hugging Face `save_to_disk` folders under `root` (not inside run
+    directories), nearest first.
 
     Bounded (depth, results and directory entries read) so that a data root with millions of files costs
     the same fraction of a second as a small one."""
@@ -96,7 +97,7 @@ def find_inputs(root: str | Path, *, max_depth: int = 3, limit: int = 200, budge
                         nxt.append(Path(e.path))
                 elif e.name.lower().endswith(MANIFEST_SUFFIXES):
                     found.append(Path(e.path))
-                elif e.name.endswith(".tar"):
+                elif e.name.endswith(".tar") or e.name == "state.json":  # shards, or a save_to_disk folder
                     tars = True
             if tars:
                 found.append(folder)

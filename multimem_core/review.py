@@ -93,10 +93,21 @@ class ReviewStore:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # timeout: a writer waits for another session's commit instead of failing with "database is locked".
+        if self.path.exists() and not self.path.is_file():
+            raise ReviewError(f"{self.path}: the flags database is not a regular file; move it away (the run then "
+                              "starts with no flags) or restore it from a backup")
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when the click returns
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when the click returns
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise ReviewError(f"{self.path}: the flags database is damaged ({e}: not a SQLite database "
+                              "multimem can use); move it away (the run then starts with no flags) or restore it "
+                              "from a backup") from e
         return conn
 
     # -- writing ------------------------------------------------------------------------------------

@@ -117,6 +117,9 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     A run that stops with an error is marked failed (config.json status, progress.json stage) before
     the error goes on; a killed one keeps status "running" without a lock holder. Either way only a
     run whose status is "complete" counts as complete (RunDir.is_complete)."""
+    from .outputs import check_output
+
+    check_output(cfg.out, inputs=[cfg.input], writes="run")  # never into the dataset it reads, never over a file
     cfg = resolve_media(cfg)
     distributed = init_distributed()
     rank, _ = dist_info()

@@ -71,6 +71,16 @@ def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, views: int 
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def served_data_root(tmp_path_factory) -> Path:
+    """The folder the dashboard may serve media from in tests: pytest's temporary folder, which holds every
+    test's dataset ($MULTIMEM_DATA_ROOT, as a user's `multimem app --data-root`). Tests of the serving
+    rule name a narrower folder themselves."""
+    root = tmp_path_factory.getbasetemp().resolve()
+    os.environ["MULTIMEM_DATA_ROOT"] = str(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def shapes_manifest(tmp_path_factory) -> Path:
     """A 160-sample, 4-modality shapes dataset with 10 % injected misalignments."""

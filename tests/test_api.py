@@ -66,16 +66,21 @@ def test_unknown_option_names_the_known_ones(tmp_path):
         mm.score(tmp_path, out=tmp_path / "run", epoch=3)
 
 
-def test_options_come_from_the_config_dataclasses():
+def test_options_are_the_command_lines():
     from multimem_core import config as C
-    from multimem_core.api import score_config
+    from multimem_core.api import options, score_config
+    from multimem_core.cli import build_parser
 
-    cfg = score_config("x.csv", "run", epochs=3, seed=5, image_size=24, protocol="paper", image_key="filepath")
+    cfg = score_config("x.csv", "run", epochs=3, seed=5, image_size=24, protocol="paper", image_key="filepath",
+                       projection=False, quiet=True)
     assert cfg.train.epochs == 3 and cfg.train.seed == cfg.protocol.seed == 5
-    assert cfg.model.image_size == cfg.media.image_size == 24 and cfg.protocol.name == "paper"
-    assert cfg.keys.image == "filepath"
-    defaults = score_config("x.csv", "run")  # nothing restated: the dataclasses' own defaults
-    assert defaults.train == C.TrainConfig() and defaults.model == C.ModelConfig()
+    assert cfg.media.image_size == 24 and cfg.protocol.name == "paper" and cfg.keys.image == "filepath"
+    assert cfg.projection is False and cfg.progress is False
+    assert score_config("x.csv", "run") == C.ScoreConfig(input="x.csv", out="run")  # nothing restated
+    # every option of `multimem score` is an option here, by the same name
+    score = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "score")[1]
+    dests = {a.dest for a in score._actions} - {"help", "input", "out", "config", "modalities", "func"}
+    assert dests <= set(options()), dests - set(options())
 
 
 def test_open_serves_the_dashboard(notebook):
@@ -94,3 +99,15 @@ def test_open_serves_the_dashboard(notebook):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_score_a_datasets_dataset(tmp_path):
+    pytest.importorskip("datasets", reason="the Hugging Face `datasets` package is not installed")
+    from tests.test_hf import hf_dataset
+
+    ds = hf_dataset(tmp_path / "src", n=32)
+    run = mm.score(ds, image_key="img", text_key="caption", id_key="key", out=tmp_path / "run", **TINY)
+    scores = run.scores
+    assert sorted(scores["id"]) == sorted(ds["key"])
+    assert scores["image"].str.contains(r"\.arrow#img/").all()  # read from the run's own copy of the table
+    assert scores["multimem"].notna().sum() == len(run.dir.scores())

@@ -54,3 +54,13 @@ def test_comments_say_why_not_history():
     hits = [f"{rel(p)}: {m.group(0)}" for p in MODULES
             for m in pattern.finditer(comments_and_docstrings(p.read_text()))]
     assert not hits, hits
+
+
+def test_readme_is_a_front_door():
+    """At most 150 lines, the two commands first, and every document it links exists."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150
+    assert lines[2] == "```bash" and "pip install -e" in lines[3] and "multimem demo" in lines[3]
+    assert lines[4].startswith("python -m pytest") and lines[5] == "```"
+    links = re.findall(r"\]\((docs/[^)#]+)", "\n".join(lines))
+    assert links and all((ROOT / link).is_file() for link in links), [l for l in links if not (ROOT / l).is_file()]

@@ -127,17 +127,39 @@ def test_export_to_hf_round_trips(hf_run, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_export_to_shards_and_csv(hf_run, tmp_path, capsys):
+    """Shards carry the table's media bytes; a manifest would name no files, so it is refused with the way out."""
+    import tarfile
+
+    ds_dir, run = hf_run
+    assert main(["export", str(run.path), "--format", "shards", "--out", str(tmp_path / "shards"), "--drop", "top:5"]) == 0
+    with tarfile.open(next((tmp_path / "shards").glob("*.tar"))) as tar:
+        pngs = [m for m in tar.getmembers() if m.name.endswith(".png")]
+        first = tar.extractfile(pngs[0]).read()
+    original = datasets.load_from_disk(str(ds_dir)).with_format("arrow")
+    key = pngs[0].name.rsplit(".", 1)[0]
+    assert first == original["img"][original["key"].to_pylist().index(key)]["bytes"].as_py()
+    with pytest.raises(SystemExit):
+        main(["export", str(run.path), "--format", "csv", "--out", str(tmp_path / "clean.csv"), "--drop", "top:5"])
+    assert "--to hf" in capsys.readouterr().err and not (tmp_path / "clean.csv").exists()
+
+
 def test_parquet_with_image_features_reads_and_decodes(tmp_path):
     from multimem_core.config import ColumnKeys, MediaSpec
     from multimem_core.inputs import decode, read_input
 
     ds = hf_dataset(tmp_path, n=24)
-    ds.to_parquet(str(tmp_path / "train.parquet"))
+    ds.to_parquet(str(tmp_path / "train.parquet"), batch_size=5)  # row groups of 5 rows
     source = read_input(tmp_path / "train.parquet", keys=ColumnKeys(image="img", text="caption", id="key"))
     assert source.format == "hf" and source.kind == "parquet" and len(source.table) == 24
     decoded = decode(source, ["image", "text"], MediaSpec(image_size=16), tmp_path / "cache", progress=False)
     assert len(decoded.ids) == 24 and decoded.arrays["image"].shape == (24, 3, 16, 16)
     assert decoded.arrays["text"][5] == ds[5]["caption"]
+    from multimem_core.data.hf_media import read_hf_media
+
+    ref = source.table["image"][17]  # the dashboard's read: one row group of one column
+    assert ref == "train.parquet#img/17"
+    assert read_hf_media(source.root, ref) == ds.with_format("arrow")[17]["img"][0]["bytes"].as_py()
 
 
 def test_bad_media_bytes_cost_one_row(tmp_path):
@@ -169,12 +191,20 @@ def test_imagefolder_with_metadata(tmp_path):
             f.write(json.dumps({"file_name": Path(r.image).name, "text": r.text}) + "\n")
     source = read_input(tmp_path / "imagefolder")  # the only split is found
     assert source.modalities == ["image", "text"] and source.source_columns["image"] == "file_name"
+    assert read_input(folder / "metadata.jsonl").source_columns == source.source_columns  # or its metadata file
     decoded = decode(source, ["image", "text"], MediaSpec(image_size=16), tmp_path / "cache", progress=False)
     assert len(decoded.ids) == 16
     # datasets reads the same folder: our rows are its rows
     loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "imagefolder"), split="train",
                                    cache_dir=str(tmp_path / "hf-cache"))
     assert sorted(loaded["text"]) == sorted(decoded.arrays["text"])
+
+
+def test_new_run_page_lists_saved_datasets(hf_run):
+    from multimem_core import launch
+
+    ds_dir, _ = hf_run
+    assert ds_dir.resolve() in launch.find_inputs(ds_dir.parent)
 
 
 def test_dataset_dict_asks_for_a_split(tmp_path):
@@ -184,3 +214,35 @@ def test_dataset_dict_asks_for_a_split(tmp_path):
     datasets.DatasetDict({"train": hf_dataset(tmp_path, n=8)}).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(ManifestError, match="name one split"):
         read_input(tmp_path / "dd")
+
+
+def test_audio_feature_bytes_decode(tmp_path):
+    import io
+
+    import soundfile as sf
+
+    from multimem_core.config import MediaSpec
+    from multimem_core.data.hf_media import mime_of, read_hf_media
+    from multimem_core.inputs import decode, read_input
+
+    def tone(hz: float) -> bytes:
+        buf = io.BytesIO()
+        sf.write(buf, np.sin(2 * np.pi * hz * np.arange(8000) / 8000).astype(np.float32), 8000, format="WAV")
+        return buf.getvalue()
+
+    hz = [220.0, 330.0, 440.0, 550.0, 660.0, 770.0]
+    from multimem_core.config import ColumnKeys
+    from multimem_core.data.hf_write import frame_to_dataset
+
+    # written as an Audio feature by the notebook API's writer (datasets itself needs torchcodec to encode audio)
+    frame = pd.DataFrame({"audio": [tone(h) for h in hz], "text": [f"a tone of {h:.0f} Hz" for h in hz]})
+    frame_to_dataset(frame, tmp_path / "ds", keys=ColumnKeys(), root=tmp_path)
+    assert str(datasets.load_from_disk(str(tmp_path / "ds")).features["audio"]).startswith("Audio(")
+    source = read_input(tmp_path / "ds")
+    assert source.modalities == ["text", "audio"]
+    decoded = decode(source, ["audio", "text"], MediaSpec(audio_seconds=0.5), tmp_path / "cache", progress=False)
+    assert decoded.arrays["audio"].shape == (6, 8000)
+    # 16 kHz after resampling: the strongest frequency of row 2 is its tone
+    spectrum = np.abs(np.fft.rfft(decoded.arrays["audio"][2]))
+    assert abs(np.argmax(spectrum) * 16000 / 8000 - 440) < 5
+    assert mime_of(read_hf_media(source.root, source.table["audio"][0])) == "audio/wav"

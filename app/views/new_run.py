@@ -174,8 +174,9 @@ with left:
                 values[o.dest] = option_widget(o, disabled=o.dest == "folds" and values.get("protocol") != "crossfit")
 with right:
     with st.expander("More options"):
-        for o in more:
-            values[o.dest] = option_widget(o)
+        for o in more:  # a tower of a modality the run leaves out does not matter
+            values[o.dest] = option_widget(o, disabled=o.dest in ("audio_tower", "video_tower")
+                                           and o.dest.removesuffix("_tower") not in picked)
     if "newrun_name" not in st.session_state:
         stem = Path(text).stem if text and text != "." else "run"
         if stem == "manifest" and Path(text).parent.name:  # shapes/manifest.csv -> shapes-…

@@ -29,8 +29,10 @@ def add_app(p: argparse.ArgumentParser) -> None:
                         "($STREAMLIT_SERVER_PORT, else server.port in .streamlit/config.toml, else 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; the default keeps the dashboard on this machine (0.0.0.0 exposes it)")
-    p.add_argument("--data-root", default=".",
-                   help="the New-run page starts runs only on manifests or shards under this folder")
+    p.add_argument("--data-root", default=None,
+                   help="the dataset folder: the app sends the browser media only from under it, whatever the run "
+                        "folder says, and the New-run page starts runs only on data under it (default: "
+                        "$MULTIMEM_DATA_ROOT, else the current folder)")
 
 
 def app_port(given: int | None) -> int:
@@ -77,11 +79,17 @@ def cmd_app(args) -> int:
     if port != wanted:
         print(f"port {wanted} is taken; using {port}")
     run = Path(args.run).resolve()
-    cmd = streamlit_command(run, host=args.host, port=port)
+    from multimem_core.launch import data_root as default_root
+
+    data_root = Path(args.data_root).expanduser().resolve() if args.data_root else default_root()
+    if not data_root.is_dir():
+        raise CLIError(f"--data-root {args.data_root}: not a folder. Name the folder that holds the dataset.")
+    cmd = streamlit_command(run, host=args.host, port=port, data_root=data_root)
     # the address as bound: "localhost" may resolve to ::1 first, where nothing listens
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-    print(f"MultiMem Studio for {run}\n  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
-    env = {**os.environ, "MULTIMEM_RUN": str(run), "MULTIMEM_DATA_ROOT": str(Path(args.data_root).resolve())}
+    print(f"MultiMem Studio for {run}\n  media served only from under {data_root} (--data-root)\n"
+          f"  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
+    env = {**os.environ, "MULTIMEM_RUN": str(run), "MULTIMEM_DATA_ROOT": str(data_root)}
 
     def stop(signum, frame):
         raise _Stopped(signum)
@@ -122,6 +130,8 @@ def add_export(p: argparse.ArgumentParser) -> None:
                         "hf: a Hugging Face dataset folder (input minus dropped rows); fiftyone, spotlight, "
                         "label-studio: every sample with its scores for that tool (docs/INTEGRATIONS.md). "
                         "Default: from --out's suffix, else the input manifest's own format")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write --out even when it is the input manifest or a file of a run (replacing it on purpose)")
     p.add_argument("--repairs", action="store_true",
                    help="apply the repairs recorded in the dashboard (a sample's caption, sound or image replaced "
                         "by the suggested one) to the kept samples, and write what changed beside --out "
@@ -152,7 +162,7 @@ def cmd_export(args) -> int:
         rule = parse_drop_rule(args.drop, score=args.score)
         export = build_export(run, rule, format=fmt, repairs=args.repairs)
         # shards: refuses a folder that already holds shards
-        out = write_export(export, args.out, absolute_paths=args.absolute_paths)
+        out = write_export(export, args.out, absolute_paths=args.absolute_paths, overwrite=args.overwrite)
     except (ReviewError, RunDirError) as e:
         raise CLIError(str(e))
     print(f"{export.summary()}: {rule.describe()}\nwrote {out}")

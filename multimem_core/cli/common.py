@@ -35,3 +35,14 @@ def column_keys(args):
     from multimem_core.options import apply
 
     return apply(ColumnKeys(), vars(args))
+
+
+def app_command(run) -> str:
+    """The `multimem app` line that opens a run this command just wrote, serving its dataset's folder."""
+    import shlex
+
+    try:
+        root = run.dataset_root
+    except (KeyError, ValueError, OSError, RuntimeError):
+        return f"multimem app {shlex.quote(str(run.path))}"
+    return f"multimem app {shlex.quote(str(run.path))} --data-root {shlex.quote(str(root))}"

@@ -6,7 +6,7 @@ import argparse
 
 from multimem_core.config import CLIP_TEMPERATURE
 
-from .common import CLIError, add_key_options, column_keys
+from .common import CLIError, add_key_options, app_command, column_keys
 from .score import print_summary
 
 
@@ -62,7 +62,7 @@ def run_import(importer, cfg) -> int:
     except (ImportValidationError, ManifestError, FileNotFoundError) as e:
         raise CLIError(str(e))
     print_summary(run)
-    print(f"\nopen it:  multimem app {run.path}")
+    print(f"\nopen it:  {app_command(run)}")
     return 0
 
 

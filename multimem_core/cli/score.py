@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import CLIError, existing_path
+from .common import CLIError, app_command, existing_path
 
 
 def score_defaults() -> dict:
@@ -83,7 +83,7 @@ def cmd_score(args) -> int:
 
     if dist_info()[0] == 0:
         print_summary(run)
-        print(f"\nopen it:  multimem app {run.path}")
+        print(f"\nopen it:  {app_command(run)}")
     return 0
 
 
@@ -150,7 +150,7 @@ def cmd_demo(args) -> int:
     hints = json.loads(hints_path.read_text()) if hints_path.is_file() else {}
     run = run_score(score_config(args, str(manifest), str(out), dataset_hints=hints))
     print_summary(run)
-    print(f"\nopen the dashboard:  multimem app {run.path}")
+    print(f"\nopen the dashboard:  {app_command(run)}")
     return 0
 
 

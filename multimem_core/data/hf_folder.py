@@ -24,8 +24,11 @@ FOLDER_EXTENSIONS = {
 
 
 def metadata_file(path: str | Path) -> Path | None:
-    """The metadata file of an imagefolder/audiofolder at `path`, or of its only split folder; None if none."""
+    """The metadata file of an imagefolder/audiofolder at `path` (the file itself, the folder, or its only split
+    folder); None if none."""
     path = Path(path).expanduser()
+    if path.is_file() and path.name in METADATA_FILES:
+        return path
     if not path.is_dir():
         return None
     here = [path / m for m in METADATA_FILES if (path / m).is_file()]

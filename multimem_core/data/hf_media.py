@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from multimem_core.data.paths import OutsideRootError, resolve_under
+from multimem_core.data.paths import BadPathError, resolve_under
 
 REF = re.compile(r"(?s)(.+?\.(?:arrow|parquet))#(.+)/(\d+)")
 MAX_MEDIA_BYTES = 256 * 2**20  # one sample's media held in a table; larger is a mistake, not a picture
@@ -72,7 +72,7 @@ def read_hf_media(root: str | Path, ref: str, *, max_bytes: int = MAX_MEDIA_BYTE
     root = Path(root).expanduser().resolve()
     try:
         path = resolve_under(root, file)
-    except OutsideRootError as e:
+    except BadPathError as e:
         raise HFMediaError(str(e)) from e
     if not path.is_file():
         raise HFMediaError(f"no data file {file!r} under {root}")

@@ -112,7 +112,8 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                            "modality": "", "path": str(next(iter(folders.values()))),
                            "reason": "no embeddings"}, columns=["id", "row", "modality", "path", "reason"])
 
-    staging = StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-embeddings")
+    staging = StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-embeddings",
+                         inputs=[cfg.manifest, cfg.in_model, cfg.out_model, cfg.crossfit, cfg.heldout, cfg.roles])
     with staging as run:
         stages = Stages(run, True)
         base = {**cfg.to_dict(), "out": str(staging.out), "source": "import-embeddings", "modalities": modalities,

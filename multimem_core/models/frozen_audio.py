@@ -1,7 +1,7 @@
 """A frozen pretrained audio encoder with a trained projection (the audio counterpart of FrozenImageTower).
 
 A log-mel CNN trained from scratch on a few hundred sounds cannot generalize (a run on real sound effects
-scored at chance, README "Defaults chosen on real data"); a pretrained sound encoder can. As for images,
+scored at chance, docs/REAL_DATA.md); a pretrained sound encoder can. As for images,
 `prepare()` runs the encoder once per dataset on a few views of every clip (view 0 the clip itself, the
 others with random gain, circular shift and noise, augment.augment_audio) and only the projection trains;
 training and the CMC's E_aug pick one cached view per step (augment.augment_feature_views).
