@@ -48,6 +48,9 @@ st.html("<style>[data-testid='stMetricLabel'] * {white-space: normal !important;
         "text-overflow: clip !important;} [data-testid='stMetricLabel'] {height: auto !important;}</style>")
 
 page = st.navigation(PAGES)
+# Arriving from another page, a page's URL is new to it: forget which address it saw last (app.url_state)
+for key in [k for k in st.session_state if str(k).startswith("_url_seen_") and k != f"_url_seen_{page.url_path}"]:
+    del st.session_state[key]
 try:
     common.sidebar()  # run picker and reviewer, on every page
     common.show_toast()
