@@ -66,3 +66,28 @@ def test_packaged_efficientnet_tells_photos_apart():
     same = min(sims[0, 0].min(), sims[1, 1].min())
     other = sims[0, 1].max()
     assert same > other + 0.1
+
+
+def test_fast_efficientnet_features_equal_eager_fp32():
+    """The product's inference path (folded batch norms, channels-last, small batches) gives the features
+    of the network as loaded, and batch norms with non-trivial statistics fold exactly."""
+    import timm
+
+    from multimem_core.models.frozen_image import encode_views, fold_batch_norms, load_image_encoder
+
+    images = np.random.default_rng(0).integers(0, 256, (10, 3, 96, 96), dtype=np.uint8)
+    fast = encode_views(load_image_encoder("efficientnet-lite0"), images, views=2, seed=1)
+    eager = encode_views(load_image_encoder("efficientnet-lite0", fast=False), images, views=2, seed=1)
+    assert torch.nn.functional.cosine_similarity(fast, eager, dim=-1).min() > 0.999
+
+    torch.manual_seed(0)
+    net = timm.create_model("efficientnet_lite0", num_classes=0).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5), m.running_var.uniform_(0.5, 2.0), m.bias.data.normal_(0, 0.5)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        folded = fold_batch_norms(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert torch.allclose(folded(x), ref, rtol=1e-4, atol=1e-4)

@@ -18,6 +18,7 @@ Encoders:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,9 @@ FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, "efficientnet-lite2")
 EFFICIENTNET_SIZE = 160
 # Views cached per image: random crops keep this share of the side at least, shift and jitter as below.
 VIEW_CROP_SCALE, VIEW_TRANSLATE, VIEW_JITTER = 0.75, 0.08, 0.15
+# Images per forward pass of EfficientNet-Lite: small batches keep its activations in the CPU's caches; 8 was
+# the fastest of 4 to 256 at 160 px on 2 cores (benchmarks/bench_encode.py, docs/SPEED.md).
+EFFICIENTNET_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class ImageEncoder:
     size: int | None            # None: any size (a CNN with global pooling reads the images as decoded)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    batch: int = 64             # images per forward pass
 
 
 def is_frozen_image(tower: str, freeze: bool) -> bool:
@@ -62,7 +67,7 @@ def native_image_size(tower: str) -> int:
     return int(architecture(tower)["vision_cfg"]["image_size"])
 
 
-def _efficientnet_lite(tower: str) -> ImageEncoder:
+def _efficientnet_lite(tower: str, fast: bool = True) -> ImageEncoder:
     import importlib
 
     import timm
@@ -83,7 +88,42 @@ def _efficientnet_lite(tower: str) -> ImageEncoder:
         raise RuntimeError(f"{tower}: the packaged weights do not match timm's efficientnet_lite{n}")
     net.load_state_dict(dict(zip(ours.keys(), state.values())))
     net.reset_classifier(0)  # the 1280-d pooled features, not ImageNet's classes
-    return ImageEncoder(tower, net.eval(), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    if not fast:
+        return ImageEncoder(tower, net.eval(), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return ImageEncoder(tower, fast_cpu(net.eval()), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), EFFICIENTNET_BATCH)
+
+
+def fast_cpu(net: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The frozen network for inference: batch norms folded into the convolutions before them, channels-last
+    layout (oneDNN's convolutions are faster that way), no autograd bookkeeping. The features are those of the
+    network as loaded (cosine > 0.9999, docs/SPEED.md); bf16 was measured too far off (cosine 0.998)."""
+    net = fold_batch_norms(copy.deepcopy(net)).to(memory_format=torch.channels_last)
+
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return net(x.contiguous(memory_format=torch.channels_last)).clone()
+
+    return run
+
+
+def fold_batch_norms(net: nn.Module) -> nn.Module:
+    """Every eval-mode BatchNorm2d that directly follows a Conv2d (Identity layers between them skipped) is
+    folded into that convolution's weights and bias; a BatchNorm with a built-in activation (timm's
+    BatchNormAct2d) leaves that activation in its place."""
+    for parent in list(net.modules()):
+        kids = [(n, m) for n, m in parent.named_children() if not isinstance(m, nn.Identity)]
+        for (_, conv), (bn_name, bn) in zip(kids, kids[1:]):
+            if not (isinstance(conv, nn.Conv2d) and type(bn).__name__ in ("BatchNorm2d", "BatchNormAct2d")
+                    and bn.num_features == conv.out_channels and bn.track_running_stats and bn.affine):
+                continue
+            with torch.no_grad():
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale, requires_grad=False)
+            after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+            setattr(parent, bn_name, nn.Sequential(*after) if after else nn.Identity())
+    return net
 
 
 def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
@@ -99,9 +139,10 @@ def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
                         int(cfg["vision_cfg"]["image_size"]), tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD))
 
 
-def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncoder:
+def load_image_encoder(tower: str, pretrained: str | None = None, *, fast: bool = True) -> ImageEncoder:
+    """fast=False: the network as loaded, in eager fp32 (the reference that bench_encode.py compares with)."""
     if tower in FROZEN_IMAGE_ENCODERS:
-        return _efficientnet_lite(tower)
+        return _efficientnet_lite(tower, fast)
     return _open_clip_visual(tower, pretrained)
 
 
@@ -124,7 +165,10 @@ def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: i
             if encoder.size is not None and (xv.shape[-1] != encoder.size or xv.shape[-2] != encoder.size):
                 xv = F.interpolate(xv, size=(encoder.size, encoder.size), mode="bilinear", antialias=True,
                                    align_corners=False)
-            out[s:s + chunk, v] = F.normalize(encoder.net((xv - mean) / std).float(), dim=-1)
+            xv = (xv - mean) / std
+            for b in range(s, s + len(xv), encoder.batch):  # the random views stay those drawn per chunk
+                feats = encoder.net(xv[b - s:b - s + encoder.batch]).float()
+                out[b:b + encoder.batch, v] = F.normalize(feats, dim=-1)
     return out
 
 
