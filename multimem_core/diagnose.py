@@ -248,7 +248,7 @@ def unseen_model(role: str, models: Sequence[str], protocol: str) -> str | None:
 
 # --- run-level summaries ------------------------------------------------------------------------------
 
-SCORE_PREFIXES = ("pair__", "contrib__", "base__")
+SCORE_PREFIXES = ("pair__", "contrib__", "base__", "combo__")
 # Columns where a LOWER value is the suspicious end (poor alignment: cosine, CMC). Every other score is
 # "higher = more memorized / worse": multimem, pair__*, contrib__*, base__clipmem (a memorization score),
 # base__loss. The one list every ranking uses (review's top:N, the Samples order, AUROC).
@@ -256,7 +256,7 @@ LOWER_IS_WORSE = ("base__cosine", "cmc_in", "cmc_out")
 
 
 def score_columns(scores: pd.DataFrame) -> list[str]:
-    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__* as they appear."""
+    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__*, combo__* as they appear."""
     head = [c for c in ("multimem", "cmc_in", "cmc_out") if c in scores.columns]
     return head + [c for c in scores.columns if c.startswith(SCORE_PREFIXES)]
 
@@ -272,6 +272,9 @@ SCORE_NAMES = {
     "cmc_out": ("agreement, model that never saw it",
                 "How well its modalities agree (CMC) under the model that never trained on it. Low = its "
                 "modalities contradict each other: likely a wrong pairing."),
+    "combo__meanrank": ("suspicion (memorized and disagreeing)",
+                        "The mean of its rank by memorized (MultiMem) and by disagreement under the model that never "
+                        "saw it. High = suspicious on both counts."),
     "base__cosine": ("cosine, trained model (baseline)",
                      "Mean cosine similarity of its modalities under a model that trained on it. Low = misaligned."),
     "base__clipmem": ("image–text memorized (CLIPMem baseline)",
