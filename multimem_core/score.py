@@ -241,6 +241,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
 
     final = {**base_config, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
              "confidence": scores.attrs["confidence"], "selfcheck": scores.attrs.get("selfcheck", {}),
+             "ranking": scores.attrs.get("selfcheck", {}).get("ranking", "multimem"),
              "n_skipped": int(decoded.errors["id"].nunique()) if len(decoded.errors) else 0,
              "models": {name: {"trained_on": sorted(set(assignment.roles[idx])), "n_train": int(len(idx)),
                                **{k: v for k, v in stats.items() if k != "key"}}

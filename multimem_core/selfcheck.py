@@ -27,7 +27,7 @@ RANKING_COLUMN = "combo__meanrank"
 CANDIDATES = ("multimem", "-cmc_out", RANKING_COLUMN)
 LOW_AUROC = 0.70
 QUANTILES = (0.5, 0.6, 0.7, 0.8)
-MAX_CONTAMINATION = 0.5
+MAX_CONTAMINATION = 0.3  # natural noise above this share is not what a ranking is for
 # true AUROC − corrected planted AUROC, measured on data with known swaps (README, "Self-check")
 PLANT_BIAS = {"multimem": 0.0, "-cmc_out": 0.0, RANKING_COLUMN: 0.0}
 

@@ -74,7 +74,8 @@ def test_run_stores_the_figure_and_summary_warns_only_when_low(tmp_path, aligned
     assert pd.read_parquet(run.path / "scores.parquet").attrs["confidence"] == stored
     assert main(["summary", str(run.path)]) == 0
     text = capsys.readouterr().out
-    assert "confidence recall@5 on the 20 held-out samples" in text
+    assert "confidence recall@5 among the rows each model never trained on (≥ 20)" in text
+    assert "No self-check in this run" in text
     assert ("WARNING: low confidence" in text) is (not aligned)
     if not aligned:
         assert "import-embeddings" in text and "pretrained" in text

@@ -111,7 +111,9 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop", required=True, metavar="RULE",
                    help="flagged (flagged as noisy in the dashboard), top:N (the N most suspicious by --score), "
                         "above:T or below:T (score vs threshold)")
-    p.add_argument("--score", default="multimem", help="score column for top/above/below (any column of scores.parquet)")
+    p.add_argument("--score", default=None,
+                   help="score column for top/above/below (any column of scores.parquet; default: the run's ranking, "
+                        "the column its self-check found best, as `multimem summary` names it)")
     p.add_argument("--format", default=None,
                    choices=["csv", "tsv", "jsonl", "parquet", "shards", "ids", "ids-csv", "npy"],
                    help="csv/tsv/jsonl/parquet: the cleaned manifest with the input's own columns; shards: the kept "
@@ -131,7 +133,7 @@ def cmd_export(args) -> int:
 
     run = RunDir(args.run)
     try:
-        rule = parse_drop_rule(args.drop, score=args.score)
+        rule = parse_drop_rule(args.drop, score=args.score or run.ranking_column())
         export = build_export(run, rule, format=args.format or default_format(run, args.out))
         # shards: refuses a folder that already holds shards
         out = write_export(export, args.out, absolute_paths=args.absolute_paths)
