@@ -158,8 +158,9 @@ def format_summary(s: dict) -> str:
             row += "".join(f"{s['auroc_by_kind'][k].get(c, float('nan')):>18.3f}" for k in kinds)
             lines.append(row)
         if "auroc_of_ranking" in s:
-            lines.append(f"  the run's ranking ({s['ranking']}): true AUROC {s['auroc_of_ranking']:.3f}, "
-                         f"self-check estimate {s['expected_auroc']:.3f}")
+            estimate = (f", self-check estimate {s['expected_auroc']:.3f}" if s.get("expected_auroc") is not None
+                        else "")
+            lines.append(f"  the run's ranking ({s['ranking']}): true AUROC {s['auroc_of_ranking']:.3f}{estimate}")
     if "evaluation" in s:
         from .evaluate import format_evaluation
 

@@ -15,7 +15,11 @@ from multimem_core.cli.score import apply_demo_profile
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
 # options added since, at the values that leave a run as it was, and the one renamed (issue 12)
-ADDED = {"model": {"freeze_image": False, "image_views": 4}, "media": {"allow_outside_root": False}}
+ADDED = {"model": {"freeze_image": False, "image_views": 4}, "media": {"allow_outside_root": False},
+         # crossfit scores every row (no H: each model's own fold is its reference set), and plants its self-check
+         "protocol": {"heldout_frac": None},
+         "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "bootstrap": 300,
+                       "seed": 0}}
 RENAMED = {"augmentations": "views"}
 
 
@@ -30,7 +34,7 @@ def test_demo_configs_are_unchanged(dataset):
     samples, config = resolved(dataset)
     expected = json.loads(json.dumps(BEFORE[dataset]["config"]))
     for section, fields in ADDED.items():
-        expected[section].update(fields)
+        expected.setdefault(section, {}).update(fields)
     for old, new in RENAMED.items():
         expected[new] = expected.pop(old)
     assert samples == BEFORE[dataset]["samples"]
