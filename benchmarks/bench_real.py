@@ -1,212 +1,107 @@
-"""`multimem score` with default options on real pictures, captions and sounds, 10 % of them swapped.
+"""`multimem score` with default options on real sets (pictures, clip art, icons, product renders, sounds),
+10 % of one modality swapped among the rows, the truth kept apart.
 
-Two sets, built from real media that install from Debian's package registry (nothing is committed; the
-built sets are cached in ~/.cache/multimem/real, or --cache):
+The sets (benchmarks/real_sets.py, real_sources.py; docs/REAL_SETS.md) are built once from Debian and npm
+packages into ~/.cache/multimem/real. Each set is scored by a `multimem score` subprocess (timed; peak
+memory of its whole process tree, as proportional set size sampled with psutil). Per set the table shows:
+rows, rows scored (finite `multimem`), time, peak memory, the AUROC of swapped vs clean for every score
+column (over the rows that have it; '-' in front of a column: lower is more suspicious), precision at k
+(k = swapped rows) of the best column, the run's confidence, and, where `multimem summary RUN --json`
+names a `ranking` with `expected_auroc`, the true AUROC of that ranking beside the estimate.
 
-  stamps        image+text, 800 samples: Tux Paint's stamps (`tuxpaint-stamps-default`: photographs and
-                drawings of animals, food, vehicles, ... each with a one-line English description; the
-                alphabet stamps are left out, they are letters, not pictures) and GCompris's photos
-                (`gcompris-qt-data`: objects, animals, tools, monuments, named by their files), as JPEGs on
-                a white background. 10 % of the captions are swapped among themselves.
-  stamp-sounds  audio+image+text, every Tux Paint stamp that has a sound effect (a koala's grunt, a car's
-                horn, ...) plus GCompris's farm animals with their calls. 10 % of the sounds are swapped.
+    python benchmarks/bench_real.py --list
+    python benchmarks/bench_real.py --sets tune                  # or validate, all, NAME,NAME
+    python benchmarks/bench_real.py --sets stamps --json /tmp/r.jsonl -- --epochs 60
 
-The truth (which samples were swapped) is kept in truth.csv beside the manifest, never in the manifest.
-Each set is scored by a `multimem score` subprocess (timed; peak memory of its whole process tree, as
-proportional set size sampled with psutil), and the table shows per set: time, peak memory, the AUROC
-of swapped vs clean for `multimem`, `-cmc_out` and each baseline, and the run's confidence (retrieval
-recall@5 on the held-out set against chance, as `multimem summary` prints it).
-
-    python benchmarks/bench_real.py                          # both sets, default options
-    python benchmarks/bench_real.py --sets stamps -- --epochs 60 --image-tower mm-tiny
-    python benchmarks/bench_real.py --json results.jsonl     # also append one JSON line per run
-
-Options after `--` go to `multimem score` unchanged. Missing Debian packages are installed with
-apt-get when running as root (with a message); otherwise the script says what to install.
+Options after `--` go to `multimem score` unchanged. Validation sets are for measuring only: choose
+defaults on the tune sets.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-STAMPS = Path("/usr/share/tuxpaint/stamps")
-GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
-PACKAGES = {"tuxpaint-stamps-default": STAMPS, "gcompris-qt-data": GCOMPRIS_RCC}
-# GCompris activities whose pictures are photographs named after what they show
-GCOMPRIS_PHOTOS = ("lang", "erase", "categorization", "explore_world_animals", "explore_farm_animals",
-                   "explore_monuments")
-SWAP_RATE = 0.1
-SETS = ("stamps", "stamp-sounds")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_sets import CACHE, build, describe, select  # noqa: E402
+
+MAIN_COLUMNS = ("multimem", "-cmc_out", "-cmc_in", "base__clipmem", "-base__cosine", "base__loss")
 
 
-# --- the Debian packages ---------------------------------------------------------------------------
+# --- measures (pure) --------------------------------------------------------------------------------
 
-def ensure_packages() -> None:
-    missing = [name for name, path in PACKAGES.items() if not path.is_dir()]
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        sys.exit(f"bench_real: needs the Debian packages {' '.join(missing)}: sudo apt-get install {' '.join(missing)}")
-    print(f"bench_real: installing {' '.join(missing)} with apt-get (real pictures, captions and sounds)", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+def oriented(scores: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as 'higher = more suspicious': '-name' is the negated column 'name'."""
+    name = column[1:] if column.startswith("-") else column
+    v = scores[name].to_numpy(dtype=np.float64)
+    return -v if column.startswith("-") else v
 
 
-def read_rcc(path: Path) -> dict[str, bytes]:
-    """The files inside a Qt resource file (.rcc, how GCompris ships its data): path -> bytes."""
-    b = path.read_bytes()
-    if b[:4] != b"qres":
-        raise ValueError(f"{path}: not a Qt resource file")
-    version, tree, data, names = struct.unpack(">iiii", b[4:20])
-    entry = 14 if version < 2 else 22
-    out: dict[str, bytes] = {}
+def auroc(positive: np.ndarray, suspicion: np.ndarray) -> float:
+    """AUROC of `suspicion` at ranking positives above negatives (ties count half); NaN rows left out;
+    NaN when either class is empty."""
+    from scipy.stats import rankdata
 
-    def name(off: int) -> str:
-        (n,) = struct.unpack(">H", b[names + off:names + off + 2])
-        return b[names + off + 6:names + off + 6 + 2 * n].decode("utf-16-be")
+    ok = np.isfinite(suspicion)
+    y, s = np.asarray(positive, dtype=bool)[ok], suspicion[ok]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
-    def walk(i: int, prefix: str) -> None:
-        e = tree + i * entry
-        name_off, flags = struct.unpack(">iH", b[e:e + 6])
-        here = name(name_off) if i else ""
-        if flags & 2:  # a directory: its children follow
-            count, first = struct.unpack(">ii", b[e + 6:e + 14])
-            for c in range(first, first + count):
-                walk(c, f"{prefix}{here}/" if here else prefix)
-            return
-        (off,) = struct.unpack(">i", b[e + 10:e + 14])
-        (size,) = struct.unpack(">I", b[data + off:data + off + 4])
-        raw = b[data + off + 4:data + off + 4 + size]
-        if flags & 1:  # qCompress: 4-byte length, then zlib
-            raw = zlib.decompress(raw[4:])
-        elif flags & 4:
-            return  # zstd-compressed entries: none in the files used here
-        out[prefix + here] = raw
 
-    walk(0, "")
+def precision_at_k(positive: np.ndarray, suspicion: np.ndarray, k: int | None = None) -> float:
+    """Share of positives among the k most suspicious rows (k = the positives among rows with a score)."""
+    ok = np.isfinite(suspicion)
+    y, s = np.asarray(positive, dtype=bool)[ok], suspicion[ok]
+    k = int(y.sum()) if k is None else k
+    if k <= 0:
+        return float("nan")
+    top = np.argsort(-s, kind="stable")[:k]
+    return float(y[top].mean())
+
+
+def score_columns(scores: pd.DataFrame) -> list[str]:
+    """Every score column of a run, oriented: '-' where lower is more suspicious."""
+    from multimem_core.diagnose import LOWER_IS_WORSE, score_columns as engine_columns
+
+    return [f"-{c}" if c in LOWER_IS_WORSE else c for c in engine_columns(scores)]
+
+
+def measure(scores: pd.DataFrame, positive: np.ndarray, ranking: str | None = None) -> dict:
+    """AUROC and rows-with-a-value per column, the best column and its precision at k, and the same for
+    `ranking` (a column name as `multimem summary` gives it) when the run names one."""
+    out: dict = {"auroc": {}, "rows_with": {}}
+    for c in score_columns(scores):
+        s = oriented(scores, c)
+        out["auroc"][c] = round(auroc(positive, s), 4)
+        out["rows_with"][c] = int(np.isfinite(s).sum())
+    finite = {c: v for c, v in out["auroc"].items() if np.isfinite(v)}
+    if finite:
+        best = max(finite, key=finite.get)
+        out["best"] = best
+        out["precision_at_k"] = round(precision_at_k(positive, oriented(scores, best)), 4)
+    if ranking:
+        name = ranking.lstrip("-")
+        if name in scores.columns:
+            s = oriented(scores, ranking)
+            out["ranking_auroc"] = round(auroc(positive, s), 4)
+            out["ranking_precision_at_k"] = round(precision_at_k(positive, s), 4)
     return out
 
 
-# --- building the sets ------------------------------------------------------------------------------
-
-def caption_from_name(stem: str) -> str:
-    """'screwDriver2' -> 'A screw driver.'; 'polar_bear' -> 'A polar bear.'"""
-    words = re.sub(r"([a-z])([A-Z])", r"\1 \2", re.sub(r"\d+$", "", stem)).replace("_", " ").replace("-", " ")
-    words = " ".join(words.lower().split())
-    return f"{'An' if words[:1] in 'aeiou' else 'A'} {words}."
-
-
-def save_photo(img: Image.Image, path: Path, *, max_side: int = 640) -> None:
-    """A picture with transparency as a JPEG on white (what a photo CSV holds), at most max_side pixels."""
-    img = img.convert("RGBA")
-    canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
-    canvas.alpha_composite(img)
-    canvas = canvas.convert("RGB")
-    canvas.thumbnail((max_side, max_side))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, quality=90)
-
-
-def stamp_items() -> list[dict]:
-    """Tux Paint stamps: picture, English description (first line of the .txt), sound effect if any."""
-    items = []
-    for png in sorted(STAMPS.rglob("*.png")):
-        rel = png.relative_to(STAMPS)
-        txt = png.with_suffix(".txt")
-        if rel.parts[:2] == ("symbols", "alphabets") or not txt.is_file():
-            continue
-        caption = txt.read_text(encoding="utf-8", errors="replace").splitlines()[0].strip()
-        sound = png.with_suffix(".ogg")
-        items.append({"key": "tuxpaint/" + str(rel.with_suffix("")), "image": png, "text": caption,
-                      "audio": sound if sound.is_file() else None})
-    return items
-
-
-def gcompris_items() -> list[dict]:
-    """GCompris photos named by their files; farm animals also with their call (.ogg of the same name)."""
-    items = []
-    for activity in GCOMPRIS_PHOTOS:
-        files = read_rcc(GCOMPRIS_RCC / f"{activity}.rcc")
-        for path, raw in sorted(files.items()):
-            if not path.endswith(".webp"):
-                continue
-            stem = Path(path).stem
-            if stem in ("question", "background") or "background" in path:
-                continue
-            sound = files.get(path[:-5] + ".ogg")
-            items.append({"key": f"gcompris/{activity}/{stem}", "image": raw, "text": caption_from_name(stem),
-                          "audio": sound})
-    return items
-
-
-def swap(values: list, rate: float, rng: np.random.Generator) -> tuple[list, np.ndarray]:
-    """Swap `rate` of the values among themselves (a cyclic shift: every chosen one gets another's);
-    values equal to the one they replace are skipped. Returns the new values and which rows changed."""
-    values = list(values)
-    chosen = rng.choice(len(values), size=max(2, int(round(rate * len(values)))), replace=False)
-    shifted = np.roll(chosen, 1)
-    out = list(values)
-    for dst, src in zip(chosen, shifted):
-        out[dst] = values[src]
-    changed = np.array([out[i] != values[i] for i in range(len(values))])
-    return out, changed
-
-
-def build_set(name: str, root: Path, *, n: int = 800, seed: int = 0) -> Path:
-    """Write root/manifest.csv (id,image,text[,audio]) and root/truth.csv (id,injected); return the manifest."""
-    manifest = root / "manifest.csv"
-    if manifest.is_file() and (root / "truth.csv").is_file():
-        return manifest
-    ensure_packages()
-    rng = np.random.default_rng(seed)
-    items = stamp_items() + gcompris_items()
-    if name == "stamps":
-        pick = rng.choice(len(items), size=min(n, len(items)), replace=False)
-        items = [items[i] for i in sorted(pick)]
-    else:
-        items = [it for it in items if it["audio"] is not None]
-    rows = []
-    for i, it in enumerate(items):
-        sid = f"s{i:04d}"
-        img = Image.open(it["image"] if isinstance(it["image"], Path) else io.BytesIO(it["image"]))
-        save_photo(img, root / "img" / f"{sid}.jpg")
-        row = {"id": sid, "image": f"img/{sid}.jpg", "text": it["text"], "source": it["key"]}
-        if name == "stamp-sounds":
-            dst = root / "audio" / f"{sid}.ogg"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(it["audio"], Path):
-                shutil.copyfile(it["audio"], dst)
-            else:
-                dst.write_bytes(it["audio"])
-            row["audio"] = f"audio/{sid}.ogg"
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    column = "text" if name == "stamps" else "audio"
-    table[column], changed = swap(table[column].tolist(), SWAP_RATE, rng)
-    kind = "caption_swap" if name == "stamps" else "audio_swap"
-    pd.DataFrame({"id": table["id"], "injected": np.where(changed, kind, "")}).to_csv(root / "truth.csv", index=False)
-    table.drop(columns="source").to_csv(manifest, index=False)
-    table[["id", "source"]].to_csv(root / "sources.csv", index=False)
-    return manifest
-
-
-# --- scoring ----------------------------------------------------------------------------------------
+# --- running ----------------------------------------------------------------------------------------
 
 def run_tree_peak(cmd: list[str]) -> tuple[int, float, float]:
     """Run cmd; return (exit status, wall seconds, peak memory (PSS) of its process tree in GiB)."""
@@ -236,67 +131,123 @@ def run_tree_peak(cmd: list[str]) -> tuple[int, float, float]:
     return rc, time.perf_counter() - t, peak / 2 ** 30
 
 
-def score_set(name: str, manifest: Path, out: Path, extra: list[str]) -> dict:
-    from multimem_core.diagnose import LOWER_IS_WORSE, auroc_table
+def run_summary(out: Path) -> dict:
+    """`multimem summary RUN --json` as a dict; {} when it fails or prints no JSON."""
+    r = subprocess.run([sys.executable, "-m", "multimem_core.cli", "summary", str(out), "--json"],
+                       capture_output=True, text=True)
+    try:
+        return json.loads(r.stdout) if r.returncode == 0 else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def score_set(s, manifest: Path, out: Path, extra: list[str]) -> dict:
     from multimem_core.run import RunDir
 
-    modalities = "image,text" if name == "stamps" else "audio,image,text"
-    cmd = ["multimem", "score", str(manifest), "--out", str(out), "--modalities", modalities, "--quiet", *extra]
+    cmd = [sys.executable, "-m", "multimem_core.cli", "score", str(manifest), "--out", str(out),
+           "--modalities", ",".join(s.modalities), "--quiet", *extra]
     if out.exists():
         shutil.rmtree(out)  # a fresh run: the time is that of the whole command
     rc, wall, peak = run_tree_peak(cmd)
     if rc != 0:
-        sys.exit(f"bench_real: {' '.join(cmd)} failed with status {rc}")
+        raise SystemExit(f"bench_real: {' '.join(cmd)} failed with status {rc}")
     run = RunDir(out)
     scores = run.scores()
-    scores = scores[scores["role"] != "H"]
     truth = pd.read_csv(manifest.parent / "truth.csv", keep_default_na=False).set_index("id")["injected"]
-    injected = scores["id"].map(truth).fillna("")
-    cols = [c for c in scores.columns if c in ("multimem", "cmc_out") or c.startswith("base__")]
-    table = auroc_table(scores, injected, cols)
-    conf = run.config().get("confidence", {})
-    return {"set": name, "n": int(len(scores)), "injected": int((injected != "").sum()), "options": extra,
-            "seconds": round(wall, 1), "peak_gib": round(peak, 2),
-            "auroc": {(f"-{r.score}" if r.score in LOWER_IS_WORSE else r.score): round(r.auroc, 3)
-                      for r in table.itertuples()},
-            "confidence": conf}
+    positive = scores["id"].astype(str).map(truth).fillna("").to_numpy() != ""
+    summary = run_summary(out)
+    result = {"set": s.name, "split": s.split, "kind": s.kind, "modalities": list(s.modalities),
+              "rows": int(len(truth)), "swapped": int((truth != "").sum()), "rows_in_scores": int(len(scores)),
+              "rows_scored": int(np.isfinite(scores["multimem"].to_numpy(dtype=float)).sum()),
+              "options": extra, "seconds": round(wall, 1), "peak_gib": round(peak, 2), "run": str(out),
+              "confidence": run.config().get("confidence", {})}
+    result.update(measure(scores, positive, summary.get("ranking")))
+    for key in ("ranking", "expected_auroc", "expected_auroc_low", "expected_auroc_high"):
+        if key in summary:
+            result[key] = summary[key]
+    return result
 
 
-def format_row(r: dict) -> str:
-    conf = r["confidence"]
-    pairs = conf.get("pairs", {})
-    conf_text = ", ".join(f"{k} {v['recall_at_5']:.2f} (chance {v['chance']:.2f})" for k, v in pairs.items()) or "-"
-    best = max(r["auroc"].items(), key=lambda kv: kv[1])
-    aurocs = " ".join(f"{k} {v:.3f}" for k, v in r["auroc"].items())
-    return (f"{r['set']:<13} n={r['n']} swapped={r['injected']}  {r['seconds']:.0f} s  {r['peak_gib']:.2f} GiB\n"
-            f"    AUROC: {aurocs}\n    best {best[0]} {best[1]:.3f}; confidence (recall@5 on H): {conf_text}"
-            + ("  LOW" if conf.get("low") else ""))
+# --- the table --------------------------------------------------------------------------------------
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+
+
+def confidence_text(conf: dict) -> str:
+    pairs = conf.get("pairs") or {}
+    if not pairs:
+        return "-"
+    text = ", ".join(f"{k} {v['recall_at_5']:.2f}" for k, v in pairs.items())
+    chance = conf.get("chance")
+    return text + (f" (chance {chance:.3f})" if chance is not None else "") + (" **low**" if conf.get("low") else "")
+
+
+def ranking_text(r: dict) -> str:
+    """'-cmc_out: true 0.861, est. 0.84 (0.80–0.88)' or '-' when the run names no ranking."""
+    if "ranking" not in r or "expected_auroc" not in r:
+        return "-"
+    est = f"est. {_num(r['expected_auroc'], '.2f')} ({_num(r.get('expected_auroc_low'), '.2f')}–" \
+          f"{_num(r.get('expected_auroc_high'), '.2f')})"
+    return f"`{r['ranking']}`: true {_num(r.get('ranking_auroc'))}, {est}"
+
+
+def format_table(results: list[dict]) -> str:
+    head = ["set", "split", "rows", "scored", "swapped", "time", "peak", *[f"`{c}`" for c in MAIN_COLUMNS],
+            "best column", "p@k (best)", "ranking: true vs estimate", "confidence (recall@5)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["set"], r["split"], str(r["rows"]), str(r["rows_scored"]), str(r["swapped"]),
+                 f"{r['seconds']:.0f} s", f"{r['peak_gib']:.2f} GiB",
+                 *[_num(r["auroc"].get(c)) for c in MAIN_COLUMNS],
+                 f"`{r['best']}` {_num(r['auroc'][r['best']])}" if r.get("best") else "-",
+                 _num(r.get("precision_at_k"), ".2f"), ranking_text(r), confidence_text(r.get("confidence", {}))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_columns(results: list[dict]) -> str:
+    """Every column's AUROC per set, with the rows it covers where that is fewer than the rows."""
+    lines = []
+    for r in results:
+        parts = []
+        for c, v in r["auroc"].items():
+            n = r["rows_with"].get(c, r["rows_in_scores"])
+            parts.append(f"`{c}` {_num(v)}" + (f" ({n} of {r['rows']} rows)" if n < r["rows"] else ""))
+        lines.append(f"- {r['set']}: " + ", ".join(parts))
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {', '.join(SETS)}")
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "multimem" / "real",
-                   help="where the built sets and runs are kept")
+    p.add_argument("--list", action="store_true", help="list the sets and exit")
+    p.add_argument("--sets", default="all", help="all, tune, validate, or comma-separated set names")
+    p.add_argument("--cache", type=Path, default=CACHE, help="where the built sets and runs are kept")
     p.add_argument("--json", type=Path, help="append one JSON line per scored set to this file")
     p.add_argument("--build-only", action="store_true", help="build (and cache) the sets, score nothing")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="-- then options for `multimem score`")
     args = p.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    for name in args.sets.split(","):
-        if name not in SETS:
-            sys.exit(f"bench_real: unknown set {name!r}; choose from {', '.join(SETS)}")
+    sets = select(args.sets)
+    if args.list:
+        print("\n".join(describe(s) for s in sets))
+        return
+    results = []
+    for s in sets:
         t = time.perf_counter()
-        manifest = build_set(name, args.cache / name)
-        print(f"{name}: {manifest} ({time.perf_counter() - t:.1f} s to build or find)", flush=True)
+        manifest = build(s, args.cache)
+        print(f"{s.name}: {manifest} ({time.perf_counter() - t:.1f} s to build or find)", flush=True)
         if args.build_only:
             continue
         tag = re.sub(r"[^A-Za-z0-9]+", "_", " ".join(extra)).strip("_") or "defaults"
-        result = score_set(name, manifest, args.cache / "runs" / f"{name}__{tag}", extra)
-        print(format_row(result), flush=True)
+        r = score_set(s, manifest, args.cache / "runs" / f"{s.name}__{tag}", extra)
+        results.append(r)
+        print(format_table([r]).splitlines()[-1], flush=True)
         if args.json:
             with args.json.open("a") as f:
-                f.write(json.dumps(result) + "\n")
+                f.write(json.dumps(r, default=str) + "\n")
+    if results:
+        print("\n" + format_table(results) + "\n\nAUROC of every column:\n" + format_columns(results))
 
 
 if __name__ == "__main__":
