@@ -37,7 +37,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--protocol", choices=["crossfit", "paper"], default=default["protocol"],
                    help="crossfit: K folds, every training sample scored; paper: S_S/S_C/S_I/H of the paper")
     g.add_argument("--folds", type=int, default=default["folds"], help="K for crossfit: K models, each trained without one fold")
-    g.add_argument("--heldout-frac", type=float, default=default["heldout_frac"], help="share of samples held out as H (never trained on)")
+    g.add_argument("--heldout-frac", type=float, default=default["heldout_frac"], help="share of samples held out as H, trained on by no model (default: none under crossfit, "
+                        "where each model's own fold is its reference set and every row is scored; 0.1 under paper)")
     g.add_argument("--views", "--augmentations", dest="views", type=int, default=default["views"],
                    help="random augmented views per sample in the CMC expectation (--augmentations: its old name)")
     g = p.add_argument_group("model and training")
@@ -71,11 +72,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-views", action="store_true",
                    help="also keep the augmented views the metric used (embeddings/<model>/<modality>.views.npy, "
                         "float32): `multimem import-embeddings` on them reproduces the scores")
+    g.add_argument("--no-selfcheck", action="store_true",
+                   help="plant no known corruptions: the run then cannot estimate how well its scores find bad pairs "
+                        "(by default a crossfit run plants them, at up to 8 %% more training)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None = None):
     from multimem_core.augment import AugmentConfig
+    from multimem_core.config import SelfCheckConfig
     from multimem_core.data.media import MediaSpec
     from multimem_core.models.factory import ModelConfig
     from multimem_core.protocol import ProtocolConfig
@@ -100,6 +105,7 @@ def score_config(args, input_path: str, out: str, *, dataset_hints: dict | None 
                           augment=AugmentConfig(hflip=hflip)),
         media=MediaSpec(image_size=args.image_size, video_frames=args.frames, audio_seconds=args.audio_seconds,
                         allow_outside_root=args.allow_outside_root),
+        selfcheck=SelfCheckConfig(enabled=not getattr(args, "no_selfcheck", False)),
         views=args.views, projection=not args.no_projection, device=args.device,
         progress=not args.quiet, save_views=getattr(args, "save_views", False), train_workers=args.train_workers,
     )
