@@ -127,3 +127,35 @@ def test_summary_json_has_the_verdict_keys(crossfit_run, capsys):
     assert s["ranking"].lstrip("-") in scores.columns
     assert s["rows"] == s["rows_scored"] == len(scores)
     assert s["expected_auroc_low"] <= s["expected_auroc"] <= s["expected_auroc_high"]
+
+
+def test_overview_starts_with_the_verdict(crossfit_run, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from app import common
+
+    monkeypatch.setenv(common.ENV_RUN, str(crossfit_run.path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    verdicts = [m.value for m in at.markdown if "ranks above a right one" in m.value]
+    assert verdicts and "a wrong caption" in verdicts[0]
+    est = json.loads((crossfit_run.path / "config.json").read_text())["selfcheck"]["expected_auroc"]
+    assert bool([w for w in at.warning if "poorly" in w.value]) is (est < 0.70)
+
+
+def test_summary_without_injected_column_says_nothing_of_injections(crossfit_run, tmp_path, capsys):
+    import shutil
+
+    from multimem_core.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(crossfit_run.path, run)
+    samples = pd.read_parquet(run / "samples.parquet").drop(columns=["injected"], errors="ignore")
+    samples.to_parquet(run / "samples.parquet")
+    assert main(["summary", str(run)]) == 0
+    text = capsys.readouterr().out.replace(str(run), "RUN")  # the test's folder name says "injected"
+    assert text.startswith("On this data,")
+    assert "injected" not in text and "clean" not in text
