@@ -12,6 +12,7 @@ names a `ranking` with `expected_auroc`, the true AUROC of that ranking beside t
     python benchmarks/bench_real.py --list
     python benchmarks/bench_real.py --sets tune                  # or validate, all, NAME,NAME
     python benchmarks/bench_real.py --sets stamps --json /tmp/r.jsonl -- --epochs 60
+    python benchmarks/bench_real.py --table /tmp/r.jsonl          # the tables again, from saved results
 
 Options after `--` go to `multimem score` unchanged. Validation sets are for measuring only: choose
 defaults on the tune sets.
@@ -74,7 +75,7 @@ def precision_at_k(positive: np.ndarray, suspicion: np.ndarray, k: int | None = 
 
 def score_columns(scores: pd.DataFrame) -> list[str]:
     """Every score column of a run, oriented: '-' where lower is more suspicious."""
-    from multimem_core.diagnose import LOWER_IS_WORSE, score_columns as engine_columns
+    from multimem_core.names import LOWER_IS_WORSE, score_columns as engine_columns
 
     return [f"-{c}" if c in LOWER_IS_WORSE else c for c in engine_columns(scores)]
 
@@ -225,9 +226,14 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=CACHE, help="where the built sets and runs are kept")
     p.add_argument("--json", type=Path, help="append one JSON line per scored set to this file")
     p.add_argument("--build-only", action="store_true", help="build (and cache) the sets, score nothing")
+    p.add_argument("--table", type=Path, metavar="JSONL", help="print the tables of results saved with --json, run nothing")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="-- then options for `multimem score`")
     args = p.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    if args.table:
+        saved = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
+        print(format_table(saved) + "\n\nAUROC of every column:\n" + format_columns(saved))
+        return
     sets = select(args.sets)
     if args.list:
         print("\n".join(describe(s) for s in sets))

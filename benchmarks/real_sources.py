@@ -294,9 +294,11 @@ def midi_file(events: list[tuple[int, bytes]]) -> bytes:
     return b"MThd" + struct.pack(">IHHH", 6, 0, 1, 480) + b"MTrk" + struct.pack(">I", len(track)) + track
 
 
-def gm_instruments(rng: np.random.Generator, *, seconds: float = 1.5, rate: int = 22050) -> list[Item]:
+def gm_instruments(rng: np.random.Generator, *, seconds: float = 1.0, rate: int = 22050) -> list[Item]:
     """Every General MIDI instrument at three pitches, and the percussion kit, rendered from the Fluid R3
-    soundfont by fluidsynth in one pass (a note every 2 s), then cut into one WAV per note."""
+    soundfont by fluidsynth in one pass (a note every 2 s), then cut into one WAV per note from its onset:
+    one second, the clip length `multimem score` reads by default (it reads a longer clip's middle, where
+    a drum hit has died away)."""
     import subprocess
     import tempfile
 

@@ -7,8 +7,8 @@ paper) measures exactly that: recall@5 per modality pair (both directions, mean 
 its chance level 5/|set|. The self-check (selfcheck.py) is what predicts detection quality; this figure
 says why a run is weak.
 
-The figure is `lift`, recall@5 over chance, of the weakest pair. Calibrated on measured runs (README,
-"Can this run be trusted?"): runs whose best score column reached AUROC ≥ 0.8 had a lift of at least
+The figure is `lift`, recall@5 over chance, of the weakest pair. Calibrated on measured runs
+(docs/REAL_DATA.md, "How far to trust a run"): runs whose best score column reached AUROC ≥ 0.8 had a lift of at least
 LIFT_THRESHOLD, runs near chance AUROC had less.
 """
 
@@ -26,7 +26,7 @@ LIFT_THRESHOLD = 3.0
 ADVICE = ("the proxy models do not generalize to samples they never saw, so MultiMem cannot tell memorized "
           "from clean samples well. Try: a pretrained image tower (the default efficientnet-lite0, or "
           "--image-tower ARCH --pretrained CHECKPOINT --freeze-image), a pretrained text tower "
-          "(--text-tower minilm), more epochs, more data, or score your own model's embeddings with "
+          "(--text-tower minilm), the pretrained audio tower (--audio-tower aisfx), more epochs, more data, or score your own model's embeddings with "
           "`multimem import-embeddings`.")
 
 
@@ -59,22 +59,6 @@ def heldout_confidence(clean: Mapping[str, Mapping[str, np.ndarray]], references
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
-
-
-def run_confidence(run) -> dict:
-    """The figure of a finished run from its files (embeddings/<model>/<modality>.npy and the H rows)."""
-    from .protocol import assignment_from_roles
-
-    samples = run.samples()
-    cfg = run.config()
-    modalities = cfg["modalities"]
-    clean = {}
-    for folder in sorted(p for p in run.embeddings_dir.iterdir() if p.is_dir()):
-        if all((folder / f"{m}.npy").is_file() for m in modalities):
-            clean[folder.name] = {m: np.load(folder / f"{m}.npy", mmap_mode="r") for m in modalities}
-    protocol = (cfg.get("protocol") or {}).get("name", "crossfit")
-    a = assignment_from_roles(samples["role"].astype(str).to_numpy(), protocol, models=list(clean))
-    return heldout_confidence(clean, {name: a.reference(name) for name in clean}, modalities=modalities)
 
 
 def format_confidence(conf: dict) -> list[str]:

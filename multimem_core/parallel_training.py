@@ -10,7 +10,7 @@ import os
 import numpy as np
 import torch
 
-from .config import ModelConfig, ScoreConfig
+from .config import ScoreConfig
 from .inputs import decode, prepare_cached, read_input
 from .models.factory import create_model
 from .planting import PlantPlan, with_planted
@@ -66,9 +66,7 @@ def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int,
     source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
     modalities = list(cfg.modalities or source.modalities)
     decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    model_cfg = cfg.model_config(modalities)
     torch.manual_seed(cfg.train.seed)
     data = prepare_cached(create_model(model_cfg), decoded.arrays, run.cache_dir)
     if planted is not None:

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import PROTOCOLS, ProtocolConfig  # noqa: F401 (ProtocolConfig: re-exported, its old home)
-from .run import HELDOUT, fold_role
+from .config import PROTOCOLS, ProtocolConfig
+from .names import HELDOUT, PAPER_IN_MODEL, PAPER_MODELS, PAPER_OUT_MODEL, PAPER_ROLES, PAPER_TRAINS_ON, fold_role
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,12 @@ def assign(n: int, cfg: ProtocolConfig) -> Assignment:
     shares = np.asarray(cfg.paper_shares, dtype=float)
     cuts = np.round(np.cumsum(shares / shares.sum()) * len(rest)).astype(int)[:-1]
     s_s, s_c, s_i = np.split(rest, cuts)
-    roles[s_s], roles[s_c], roles[s_i] = "S_S", "S_C", "S_I"
+    for role, part in zip(PAPER_ROLES, (s_s, s_c, s_i)):
+        roles[part] = role
     return assignment_from_roles(roles, "paper")
 
 
-def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str] = ("f", "g")) -> Assignment:
+def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str] = PAPER_MODELS) -> Assignment:
     """Who trains on what and which models score whom, from each sample's role (the protocol's rules).
 
     paper: f trains on S_S ∪ S_C, g on S_S ∪ S_I; S_C and S_S are scored f − g, S_I g − f.
@@ -84,10 +85,9 @@ def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str]
     """
     roles = np.asarray(roles).astype(str)
     if name == "paper":
-        train_sets = {"f": np.flatnonzero(np.isin(roles, ["S_S", "S_C"])),
-                      "g": np.flatnonzero(np.isin(roles, ["S_S", "S_I"]))}
-        in_models = {"S_C": ["f"], "S_I": ["g"], "S_S": ["f"]}
-        out_model = {"S_C": "g", "S_I": "f", "S_S": "g"}
+        train_sets = {m: np.flatnonzero(np.isin(roles, PAPER_TRAINS_ON[m])) for m in PAPER_MODELS}
+        in_models = {role: [m] for role, m in PAPER_IN_MODEL.items()}
+        out_model = dict(PAPER_OUT_MODEL)
     elif name == "crossfit":
         models = list(models)
         train_sets = {f: np.flatnonzero(~np.isin(roles, [f, HELDOUT])) for f in models}

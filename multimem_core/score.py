@@ -20,17 +20,17 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, diagnose
-from .config import AugmentConfig, ScoreConfig, SelfCheckConfig  # noqa: F401 (ScoreConfig re-exported: its old home)
+from .config import AugmentConfig, ScoreConfig, SelfCheckConfig
 from .confidence import heldout_confidence
 from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
-from .models.factory import ModelConfig, create_model
+from .models.factory import create_model
 from .parallel_training import train_in_processes, train_workers
+from .names import HELDOUT
 from .planting import PlantPlan, plan_planted, with_planted
 from .protocol import Assignment, assign, training_assignment
-from .run import (HELDOUT, RunDir, Stages, allocated_memmap, atomic_save_npy, atomic_write_parquet, describe_skipped,
-                  stored_paths)
+from .run import RunDir, Stages, allocated_memmap, atomic_save_npy, atomic_write_parquet, describe_skipped, stored_paths
 from .runlock import RunLock
 from .selfcheck import CANDIDATES, RANKING_COLUMN, mean_rank, oriented, run_selfcheck
 from .targeted import embed_views, view_generator
@@ -123,6 +123,9 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     A run that stops with an error is marked failed (config.json status, progress.json stage) before
     the error goes on; a killed one keeps status "running" without a lock holder. Either way only a
     run whose status is "complete" counts as complete (RunDir.is_complete)."""
+    from .outputs import check_output
+
+    check_output(cfg.out, inputs=[cfg.input], writes="run")  # never into the dataset it reads, never over a file
     cfg = resolve_media(cfg)
     distributed = init_distributed()
     rank, _ = dist_info()
@@ -183,9 +186,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
                         cfg.selfcheck)
     training = training_assignment(assignment, plan)
 
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    model_cfg = cfg.model_config(modalities)
     with stages("prepare"):
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 
 from .confidence import format_confidence
-from .diagnose import auroc_table, score_columns, score_label
+from .diagnose import auroc_table, score_label
+from .names import BASE, CMC_OUT, COMBO, HELDOUT, MULTIMEM, PAIR, score_columns
 from .run import RunDir
 from .selfcheck import LOW_AUROC
+from .tables import join_scores
 
 ADVICE_ACTIONS = ("train longer (--epochs), give the models more data, use pretrained towers (the defaults, or "
                   "--image-tower ARCH --pretrained CHECKPOINT), or score your own model's embeddings with "
@@ -17,9 +19,7 @@ ADVICE_ACTIONS = ("train longer (--epochs), give the models more data, use pretr
 
 def _auroc_columns(scores: pd.DataFrame) -> list[str]:
     """MultiMem, the consistency of the model that did not see the sample, the pair scores and baselines."""
-    cols = [c for c in score_columns(scores) if c == "multimem" or c == "cmc_out"
-            or c.startswith(("pair__", "base__", "combo__"))]
-    return cols
+    return [c for c in score_columns(scores.columns) if c in (MULTIMEM, CMC_OUT) or c.startswith((PAIR, BASE, COMBO))]
 
 
 def summarize(run: RunDir) -> dict:
@@ -40,7 +40,7 @@ def summarize(run: RunDir) -> dict:
         return out
     out["confidence"] = cfg.get("confidence") or scores.attrs.get("confidence") or {}
     has_injected = "injected" in samples.columns and (samples["injected"].fillna("").astype(str) != "").any()
-    merged = scores.merge(samples[["id", "injected"]] if has_injected else samples[["id"]], on="id", how="left")
+    merged = join_scores(samples, scores).scored()
     out["n_scored"] = out["rows_scored"] = int(np.isfinite(scores["multimem"].to_numpy(dtype=np.float64)).sum())
     out["mean_by_role"] = merged.groupby("role")["multimem"].agg(["mean", "count"]).round(4).to_dict("index")
     if not has_injected:
@@ -109,7 +109,7 @@ def verdict(cfg: dict) -> dict:
 
 
 def _oriented(col: str) -> str:
-    from .diagnose import LOWER_IS_WORSE
+    from .names import LOWER_IS_WORSE
 
     return f"-{col}" if col in LOWER_IS_WORSE else col
 
@@ -122,7 +122,7 @@ def format_summary(s: dict) -> str:
     lines += [f"run        {s['run']}  ({s.get('status')}, protocol {s.get('protocol')}, "
               f"modalities {', '.join(s.get('modalities') or [])})",
               f"samples    {s['rows']} loaded, {s.get('rows_scored', 0)} scored"
-              + (f", {s['roles']['H']} held out (H: cmc_out only)" if s.get("roles", {}).get("H") else "")
+              + (f", {s['roles'][HELDOUT]} held out (H: cmc_out only)" if s.get("roles", {}).get(HELDOUT) else "")
               + f", {s['n_skipped']} skipped"]
     for reason, count in s.get("skipped_reasons", {}).items():
         lines.append(f"           skipped {count}× {reason}")

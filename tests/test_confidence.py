@@ -42,7 +42,7 @@ def test_too_few_heldout_samples_give_no_figure():
 
 def write_import(tmp_path, *, aligned: bool):
     """import-embeddings of two models (paper layout) over N samples, the last H held out."""
-    from multimem_core.importers import EmbeddingImport, import_embeddings
+    from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
 
     ids = [f"s{i:02d}" for i in range(N)]
     manifest = tmp_path / "manifest.csv"
@@ -87,10 +87,10 @@ def test_overview_warns_only_when_low(tmp_path, aligned, monkeypatch):
 
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
     run = write_import(tmp_path, aligned=aligned)
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

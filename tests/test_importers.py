@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimem_core.importers import (EmbeddingImport, ImportValidationError, ScoresImport, import_embeddings,
-                                     import_scores)
+from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
+from multimem_core.importing.embedding_files import ImportValidationError
+from multimem_core.importing.scores import ScoresImport, import_scores
 from multimem_core.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,8 @@ def any_views_run(request) -> RunDir:
 
 
 def test_save_views_option_reaches_the_engine(tmp_path):
-    from multimem_core.cli import build_parser, score_config
+    from multimem_core.cli import build_parser
+    from multimem_core.cli.score import score_config
 
     args = build_parser().parse_args(["score", "m.csv", "--out", str(tmp_path), "--save-views"])
     assert score_config(args, args.input, args.out).save_views
@@ -368,7 +370,7 @@ def test_import_scores_validation(tmp_path, manifest):
 def test_import_scores_run_opens_on_every_page(views_run, shapes_manifest, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
     table = views_run.scores()[["id", "multimem", "base__cosine"]].rename(columns={"multimem": "mem"})
     table.to_parquet(tmp_path / "paper_scores.parquet")
@@ -382,7 +384,7 @@ def test_import_scores_run_opens_on_every_page(views_run, shapes_manifest, tmp_p
     assert len(run.samples()) == len(pd.read_csv(shapes_manifest))
     assert run.projection() is None and run.similarity_matrices() is None and run.embedding_models() == []
 
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
     for page in ["views/overview.py", "views/samples.py", "views/detail.py", "views/map.py", "views/review_export.py"]:
         at = AppTest.from_file(str(MAIN), default_timeout=120)
         at.run()

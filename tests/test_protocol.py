@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from multimem_core.protocol import ProtocolConfig, assign
+from multimem_core.config import ProtocolConfig
+from multimem_core.protocol import assign
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
@@ -48,7 +49,7 @@ def test_paper_bookkeeping():
 def test_deterministic_and_validated():
     a, b = assign(100, ProtocolConfig(seed=5)), assign(100, ProtocolConfig(seed=5))
     assert (a.roles == b.roles).all()
-    with pytest.raises(ValueError, match="folds 2"):
+    with pytest.raises(ValueError, match="--folds 1: must be at least 2"):
         ProtocolConfig("crossfit", folds=1)
     with pytest.raises(ValueError, match="paper protocol needs"):
         ProtocolConfig("paper", heldout_frac=0.0)

@@ -226,3 +226,14 @@ def test_openclipart_halves_are_disjoint():
     a, b = real_sources.openclipart_tune(rng), real_sources.openclipart_validate(rng)
     assert len(a) > 1000 and len(b) > 1000
     assert not {it.key for it in a} & {it.key for it in b}
+
+
+def test_table_from_saved_results(tmp_path, capsys, monkeypatch):
+    import json
+
+    saved = tmp_path / "r.jsonl"
+    saved.write_text(json.dumps(result()) + "\n" + json.dumps(result(set="other")) + "\n")
+    monkeypatch.setattr(sys, "argv", ["bench_real.py", "--table", str(saved)])
+    bench_real.main()
+    out = capsys.readouterr().out
+    assert "| fake | validate |" in out and "| other | validate |" in out and "- other: `multimem`" in out
