@@ -134,9 +134,9 @@ def test_overview_starts_with_the_verdict(crossfit_run, monkeypatch):
 
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
-    monkeypatch.setenv(common.ENV_RUN, str(crossfit_run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(crossfit_run.path))
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
