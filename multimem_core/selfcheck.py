@@ -9,7 +9,7 @@ Pure functions over score arrays (higher = more suspicious). For each candidate 
   A = (AUROC_obs − π/2) / (1 − π);
 - a planted row differs from a natural swap: the models that trained on it also trained on its two source
   rows as themselves. PLANT_BIAS (true AUROC − corrected planted AUROC, per candidate, measured on sets with
-  known swaps: README, "Self-check") is added;
+  known swaps: docs/REAL_DATA.md, "the self-check") is added;
 - a bootstrap over planted and real rows gives the interval.
 
 The ranking of the run is the candidate with the highest estimate.
@@ -28,8 +28,11 @@ CANDIDATES = ("multimem", "-cmc_out", RANKING_COLUMN)
 LOW_AUROC = 0.70
 QUANTILES = (0.5, 0.6, 0.7, 0.8)
 MAX_CONTAMINATION = 0.3  # natural noise above this share is not what a ranking is for
-# true AUROC − corrected planted AUROC, measured on data with known swaps (README, "Self-check")
-PLANT_BIAS = {"multimem": 0.0, "-cmc_out": 0.0, RANKING_COLUMN: 0.0}
+# true AUROC − corrected planted AUROC per ranking, the mean over the built-in demos (emoji: −0.082, −0.020,
+# −0.038; shapes: −0.026, +0.005, −0.005; benchmarks/selfcheck_bias.py, docs/REAL_DATA.md). A planted row looks
+# more memorized than a natural swap (its in-models also saw its source rows), while the model that never saw
+# it sees it as any swap: -cmc_out needs almost no correction.
+PLANT_BIAS = {"multimem": -0.05, "-cmc_out": -0.01, RANKING_COLUMN: -0.02}
 
 
 def oriented(scores: pd.DataFrame, ranking: str) -> np.ndarray:
