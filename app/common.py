@@ -26,6 +26,7 @@ SELECTION_SOURCE = "selection_source"  # "map" or "table": where the selection w
 FILTERED = "filtered_ids"  # session key: the Samples page's filtered set, in its order (Map and Triage use it)
 FILTER_NOTE = "filtered_note"  # session key: those filters in words ("label cat, unreviewed")
 REVIEWER = "reviewer"
+PENDING_VIEW = "pending_view"  # session key: a saved view the sidebar opened, for its page to apply
 DETAIL_PAGE = "views/detail.py"
 FLAG_ICONS = {"noisy": ":material/flag:", "ok": ":material/check_circle:", "unsure": ":material/help:"}
 RUN_DAMAGED = (RunDirError, ReviewError)  # what a damaged run folder raises: its message is one clear line
@@ -69,16 +70,24 @@ def sidebar() -> None:
 
 
 def saved_views_list() -> None:
-    """The run's saved views (review.sqlite), each a link that opens its page with its filters."""
+    """The run's saved views (review.sqlite): a button each, which opens its page with its filters."""
     path = st.session_state.get("run_path")
     if not path:
         return
-    views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    try:
+        views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    except RUN_DAMAGED:  # the page says what is wrong with the file
+        st.sidebar.caption(":material/error: saved views unavailable: review.sqlite cannot be read")
+        return
     if views:
         st.sidebar.caption("Saved views")
         for v in views:
-            st.sidebar.page_link(f"views/{v['page']}.py", label=_md(v["name"]), icon=":material/bookmark:",
-                                 query_params=v["params"], help=f"saved by {v['reviewer']}, {v['created_at'][:16]}")
+            if st.sidebar.button(_md(v["name"]), key=f"saved_view_{v['name']}", icon=":material/bookmark:",
+                                 type="tertiary"):
+                # the page applies it and writes it into its URL (a link to the page that is open would
+                # reach the script without changing the address bar)
+                st.session_state[PENDING_VIEW] = v
+                st.switch_page(f"views/{v['page']}.py")
 
 
 def _run_label(path: str, root: Path | None) -> str:

@@ -48,9 +48,12 @@ st.html("<style>[data-testid='stMetricLabel'] * {white-space: normal !important;
         "text-overflow: clip !important;} [data-testid='stMetricLabel'] {height: auto !important;}</style>")
 
 page = st.navigation(PAGES)
-common.sidebar()  # run picker and reviewer, on every page
-common.show_toast()
+# Arriving from another page, a page's URL is new to it: forget which address it saw last (app.url_state)
+for key in [k for k in st.session_state if str(k).startswith("_url_seen_") and k != f"_url_seen_{page.url_path}"]:
+    del st.session_state[key]
 try:
+    common.sidebar()  # run picker and reviewer, on every page
+    common.show_toast()
     page.run()
 except common.RUN_DAMAGED as e:  # a damaged file in the run folder: one line on the page, never a traceback
     st.error(str(e), icon=":material/error:")

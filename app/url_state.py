@@ -20,14 +20,18 @@ def read(keys) -> Query:
 
 
 def incoming(page: str, keys) -> Query | None:
-    """The URL's state if the page should apply it (it differs from what this session last wrote or applied)."""
+    """The URL's state if the page should apply it: the address changed since the last run saw it (a shared link
+    on first load, a link from another page, the back button) and it is not the echo of what the page wrote.
+
+    An address the browser did not update (a message can arrive before the page's own new-session message and
+    be overridden) is not a change: it was already seen, so the session's state stays and `write` sends it again."""
     query = read(keys)
-    if not query or st.session_state.get(f"_url_{page}") == query:
+    seen_key = f"_url_seen_{page}"
+    changed = seen_key not in st.session_state or st.session_state[seen_key] != query
+    st.session_state[seen_key] = query
+    if not query or not changed or st.session_state.get(f"_url_{page}") == query:
         return None
     st.session_state[f"_url_{page}"] = query
-    # a link to the page that is open (a saved view in the sidebar) reaches the script without changing the
-    # address bar: setting the parameters again puts them there too
-    st.query_params.from_dict({k: st.query_params.get_all(k) for k in st.query_params})
     return query
 
 

@@ -153,7 +153,7 @@ def score_set(s, manifest: Path, out: Path, extra: list[str]) -> dict:
     if rc != 0:
         raise SystemExit(f"bench_real: {' '.join(cmd)} failed with status {rc}")
     run = RunDir(out)
-    scores = run.scores()
+    scores = pd.read_parquet(out / "scores.parquet")  # every row the run wrote, held-out ones included
     truth = pd.read_csv(manifest.parent / "truth.csv", keep_default_na=False).set_index("id")["injected"]
     positive = scores["id"].astype(str).map(truth).fillna("").to_numpy() != ""
     summary = run_summary(out)

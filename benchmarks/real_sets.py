@@ -241,7 +241,7 @@ def build(s: RealSet, cache: Path = CACHE, *, rebuild: bool = False) -> Path:
 
 
 def describe(s: RealSet) -> str:
-    return (f"{s.name:<22} {s.split:<9} {'+'.join(s.modalities):<17} {s.kind:<17} swaps {s.swapped:<6} "
+    return (f"{s.name:<22} {s.split:<9} {'+'.join(s.modalities):<17} {s.kind:<20} swaps {s.swapped:<6} "
             f"≤{s.rows} rows  from {', '.join([*s.packages, *s.npm])}")
 
 

@@ -87,7 +87,13 @@ def test_url_filters_round_trip_and_a_saved_view_is_listed(synth, monkeypatch):
     at.button(key="view_save").click().run()
     views = list_views(ReviewStore.for_run(synth))
     assert [(v["name"], v["page"], v["params"]["label"]) for v in views] == [("rare label", "samples", [label])]
-    assert any(link.label == "rare label" for link in at.sidebar.get("page_link"))
+    assert any(b.key == "saved_view_rare label" for b in at.sidebar.button)
+    # opened from another page, the saved view brings its filters back and writes them into the URL
+    at.multiselect(key="samples_labels").set_value([]).run()
+    at.switch_page("views/overview.py").run()
+    at.sidebar.button(key="saved_view_rare label").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="samples_labels").value == [label] and at.query_params["label"] == label
 
 
 def test_repair_is_recorded_and_listed_with_undo(synth, monkeypatch):

@@ -158,7 +158,7 @@ def test_a_shared_url_reproduces_the_filters_and_a_saved_view_reopens_them(sessi
     pg.locator("button:has-text('Save this view')").first.click()
     pg.locator("[data-testid='stPopoverBody'] input").first.fill("only " + label)
     pg.locator("[data-testid='stPopoverBody'] button:has-text('Save')").first.click()
-    link = pg.locator(f"[data-testid='stSidebar'] a:has-text('only {label}')")
+    link = pg.locator(f"[data-testid='stSidebar'] button:has-text('only {label}')")
     link.first.wait_for(timeout=30_000)
     with sqlite3.connect(walk_run.review_path) as conn:
         assert conn.execute("SELECT page FROM saved_views WHERE name = ?", (f"only {label}",)).fetchone() == ("samples",)
@@ -167,7 +167,7 @@ def test_a_shared_url_reproduces_the_filters_and_a_saved_view_reopens_them(sessi
     pg.goto(f"{url}/samples")
     settle(pg)
     assert pg.get_by_text(f"{count:,} of {len(samples):,} samples match").count() == 0
-    pg.locator(f"[data-testid='stSidebar'] a:has-text('only {label}')").first.click()
+    pg.locator(f"[data-testid='stSidebar'] button:has-text('only {label}')").first.click()
     wait_for(lambda: pg.get_by_text(f"{count:,} of {len(samples):,} samples match, sorted by id").count() == 1,
              "the saved view's filters")
     settle(pg)

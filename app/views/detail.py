@@ -22,10 +22,10 @@ def default_id() -> str:
 
 
 def go_to(sample_id: str) -> None:
-    """Callback of every link to another sample on this page: the URL, the state and the form all move to it
-    before the page redraws, so what is shown, what the URL names and what Save flags are the same sample."""
+    """Callback of every link to another sample on this page: the state and the form move to it before the page
+    redraws, and the page body puts it in the URL. (Set from a callback, the URL would be overridden by the
+    browser's own address when the new run starts.)"""
     st.session_state["detail_id"] = str(sample_id)
-    st.query_params["id"] = str(sample_id)
 
 
 def walk_list() -> tuple[list[str], str]:
@@ -39,8 +39,16 @@ def walk_list() -> tuple[list[str], str]:
     return t["id"].to_numpy()[rows].tolist(), "every sample, most memorized first"
 
 
-# The sample: ?id=... (links from cards), else the last one viewed, else the most memorized.
-wanted = st.query_params.get("id") or st.session_state.get("detail_id") or default_id()
+# The sample: a new ?id=... (a card's link, a reload, a typed address), else the one this session shows (moved
+# by a neighbour link or previous/next, which the URL follows), else the most memorized.
+# The address counts as new when it is neither the one the last run received nor the one this page wrote: an
+# address the browser did not update yet must not pull the page back to the previous sample.
+url_id = st.query_params.get("id")
+received, written = st.session_state.get("_url_seen_detail") or (None, None)
+if url_id and url_id not in (received, written):
+    wanted = url_id
+else:
+    wanted = st.session_state.get("detail_id") or url_id or default_id()
 st.title("Sample detail")
 c1, c2, c3 = st.columns([3, 3.4, 5])
 sid = c1.text_input("Sample id", value=str(wanted), key=f"detail_id_input_{wanted}").strip()
@@ -51,6 +59,7 @@ if row_i is None:
 st.session_state["detail_id"] = sid
 if st.query_params.get("id") != sid:
     st.query_params["id"] = sid
+st.session_state["_url_seen_detail"] = (url_id, sid)
 row = t.iloc[row_i]
 
 walk, walk_note = walk_list()

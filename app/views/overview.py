@@ -108,10 +108,6 @@ else:
     st.caption(f"Towers: image **{common.plain(str(given['image_tower']))}** · text "
                f"**{common.plain(str(given['text_tower']))}** · {given['epochs']} epochs, batch "
                f"{given['batch_size']}, {given['views']} views")
-    with st.expander("Every option it was scored with"):
-        st.dataframe(pd.DataFrame([{"option": o["option"], "value": str(o["value"]),
-                                    "changed": "yes" if o["value"] != o["default"] else "",
-                                    "meaning": o["help"]} for o in options]), hide_index=True, width="stretch")
 
 t = data.table
 n_scored = int(t["scored"].sum())
@@ -235,3 +231,9 @@ if timings:
     with st.expander("Where the time went"):
         st.dataframe(pd.DataFrame({"stage": list(timings), "seconds": list(timings.values())}), hide_index=True,
                      column_config={"seconds": st.column_config.NumberColumn(format="%.1f s")})
+
+if options is not None:  # last, below the findings: how the run was made, for whoever reproduces it
+    with st.expander("Every option it was scored with"):
+        st.dataframe(pd.DataFrame([{"option": o["option"], "value": str(o["value"]),
+                                    "changed": "yes" if o["value"] != o["default"] else "",
+                                    "meaning": o["help"]} for o in options]), hide_index=True, width="stretch")

@@ -234,6 +234,8 @@ labels, tags = review.labels(), review.tags()
 all_tags = sorted({t for have in tags.values() for t in have})
 if (shared := url_state.incoming("samples", URL_KEYS)) is not None:
     apply_query(data, shared, all_tags)
+if (view_opened := st.session_state.pop(common.PENDING_VIEW, None)) and view_opened["page"] == "samples":
+    apply_query(data, view_opened["params"], all_tags)
 if data.score_cols:
     chosen = filter_widgets(data, all_tags)
 else:

@@ -81,6 +81,8 @@ def plain_reason(kind: str) -> str:
 def check_regular(path: str | os.PathLike, what: str = "file") -> Path:
     """`path` if it is a regular file (following symlinks); NotRegularFileError saying what it is otherwise."""
     kind = file_kind(path)
+    if kind == "missing":
+        raise NotRegularFileError("missing file", f"{path}: cannot read the {what}: no such file. Check the path.")
     if kind != "a regular file":
         raise NotRegularFileError(plain_reason(kind), f"{path}: the {what} is {kind}, not a regular file; "
                                   f"nothing was read. Give the path of a regular file.")
