@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .config import SelfCheckConfig
-from .run import HELDOUT
+from .names import HELDOUT
 
 MIN_PER_KIND = 5  # fewer planted rows than this per kind measure nothing
 
