@@ -4,8 +4,9 @@ Both paths decode the same files the same way (the product's decoder: `load_imag
 drafted at reduced size) and compute the cached views of `FrozenImageTower.prepare` (4 per image by default);
 "today" runs EfficientNet-Lite0 as loaded, eager fp32 and contiguous layout; "new" runs the product's
 `load_image_encoder` (batch norms folded, channels-last, inference mode, 8 images per forward pass). The
-two alternate (A B A B) so noise from a shared machine falls on both. Also printed: the bare forward pass on pre-decoded tensors per
-batch size, and its GFLOP/s against a torch.mm peak measured here (fp32 and bf16, the faster).
+two alternate (A B A B) so noise from a shared machine falls on both. Also printed: the bare forward pass
+on pre-decoded tensors per batch size, and its GFLOP/s against a torch.mm peak measured here (fp32 and
+bf16, the faster).
 
 The images: random crops of the two photographs scikit-learn ships, at 1024x768 (1 in 8 saved as PNG).
 
