@@ -108,6 +108,14 @@ class RunData:
     def key(self) -> tuple:
         return (str(self.run.path), self.stamp)
 
+    @property
+    def ranking(self) -> str:
+        """The column the run ranks by (the one its self-check found best), if the run has it; else multimem."""
+        column = str(self.config.get("ranking") or "multimem").lstrip("-")
+        if column in self.score_cols:
+            return column
+        return "multimem" if "multimem" in self.score_cols else (self.score_cols[0] if self.score_cols else "id")
+
     def row_of(self, sample_id: str) -> int | None:
         """The sample's row in `table`, or None if the run has no such id."""
         hit = self.position.get(str(sample_id))

@@ -60,6 +60,7 @@ def main() -> int:
         make_synthetic_run(base, args.n, seed=0)
         print(f"synthetic run: {args.n:,} samples written in {time.perf_counter() - t:.1f} s ({run_path})")
     os.environ[run_data.ENV_RUN] = str(run_path)
+    os.environ.setdefault("MULTIMEM_DATA_ROOT", str(base.resolve()))  # the app serves the run's media from here
 
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300)
     t = time.perf_counter()

@@ -148,18 +148,51 @@ class ModelConfig:
 @dataclass(frozen=True)
 class ProtocolConfig:
     name: str = option("crossfit", flag="--protocol", choices=PROTOCOLS, group="protocol", label="Protocol",
-                       help="crossfit: K folds, every training sample scored; paper: S_S/S_C/S_I/H of the paper")
+                       help="crossfit: K folds, every row scored; paper: S_S/S_C/S_I/H of the paper")
     # 4 beat 2 on real photos at the same time (docs/REAL_DATA.md)
     folds: int = option(4, flag="--folds", min=2, max=64, group="protocol", label="Folds",
                         help="K for crossfit: K models, each trained without one fold")
-    heldout_frac: float = option(0.1, flag="--heldout-frac", min=0.01, max=0.49, group="protocol",
-                                 help="share of samples held out as H (never trained on)")
+    # None: no H under crossfit (each model's own fold is its reference set, so every row is scored), 0.1 under paper
+    heldout_frac: float | None = option(None, flag="--heldout-frac", min=0.0, max=0.49, group="protocol",
+                                        help="share of samples held out as H, trained on by no model (None: none "
+                                             "under crossfit, where each model's own fold is its reference set and "
+                                             "every row is scored; 0.1 under paper)")
     # paper: shares of S_S, S_C, S_I (H takes heldout_frac first)
     paper_shares: tuple[float, float, float] = (0.5, 0.25, 0.25)
     seed: int = 0
 
     def __post_init__(self):
         validate(self)  # --folds at least 2: each sample needs a model that did not see it
+        frac = self.heldout
+        if self.name == "paper" and not 0 < frac < 0.5:
+            raise ValueError("the paper protocol needs heldout_frac in (0, 0.5)")
+        if not 0 <= frac < 0.5:
+            raise ValueError("heldout_frac must lie in [0, 0.5)")
+
+    @property
+    def heldout(self) -> float:
+        """The share of samples in H, the default filled in."""
+        if self.heldout_frac is not None:
+            return self.heldout_frac
+        return 0.1 if self.name == "paper" else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SelfCheckConfig:
+    """Known corruptions planted in training (never in the scores) to measure detection power on this data."""
+
+    # crossfit only: the paper protocol scores only S_C ∪ S_I
+    enabled: bool = option(True, flag="--no-selfcheck", negate=True, group="protocol",
+                           help="plant no known corruptions: the run then cannot estimate how well its scores find "
+                                "bad pairs (by default a crossfit run plants them, at up to 8 %% more training)")
+    share: float = 0.03      # planted rows per kind (one modality exchanged between two rows), share of rows
+    min_per_kind: int = 30   # at least this many per kind ...
+    max_share: float = 0.08  # ... and never more than this share of the rows in all (the run's cost)
+    bootstrap: int = 300     # resamples for the interval
+    seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +233,7 @@ class ScoreConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     media: MediaSpec = field(default_factory=MediaSpec)
+    selfcheck: SelfCheckConfig = field(default_factory=SelfCheckConfig)
     # A: random augmented views per sample in the CMC's first term (--augmentations: its first name)
     views: int = option(8, flag="--views", aliases=("--augmentations",), min=1, max=256, group="protocol",
                         label="Augmented views per sample",

@@ -236,6 +236,9 @@ SCORE_NAMES = {
     "cmc_out": ("agreement, model that never saw it",
                 "How well its modalities agree (CMC) under the model that never trained on it. Low = its "
                 "modalities contradict each other: likely a wrong pairing."),
+    "combo__meanrank": ("suspicion (memorized and disagreeing)",
+                        "The mean of its rank by memorized (MultiMem) and by disagreement under the model that never "
+                        "saw it. High = suspicious on both counts."),
     "base__cosine": ("cosine, trained model (baseline)",
                      "Mean cosine similarity of its modalities under a model that trained on it. Low = misaligned."),
     "base__clipmem": ("image–text memorized (CLIPMem baseline)",

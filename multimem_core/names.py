@@ -75,7 +75,8 @@ HEAD_COLUMNS = (MULTIMEM, CMC_IN, CMC_OUT)
 PAIR = "pair__"
 CONTRIB = "contrib__"
 BASE = "base__"
-SCORE_PREFIXES = (PAIR, CONTRIB, BASE)
+COMBO = "combo__"  # a ranking combined from other columns (combo__meanrank: the self-check's candidate)
+SCORE_PREFIXES = (PAIR, CONTRIB, BASE, COMBO)
 # Columns where a LOWER value is the suspicious end (poor alignment: cosine, CMC). Every other score is
 # "higher = more memorized / worse": multimem, pair__*, contrib__*, base__clipmem (a memorization score),
 # base__loss. The one list every ranking uses (review's top:N, the Samples order, AUROC).
@@ -95,6 +96,6 @@ def base_column(name: str) -> str:
 
 
 def score_columns(columns: Iterable[str]) -> list[str]:
-    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__* as they appear."""
+    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__*, combo__* as they appear."""
     columns = list(columns)
     return [c for c in HEAD_COLUMNS if c in columns] + [c for c in columns if c.startswith(SCORE_PREFIXES)]

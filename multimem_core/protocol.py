@@ -2,9 +2,10 @@
 
 paper:    S_S (shared), S_C (candidates), S_I (independent), H (held out).
           f trains on S_S ∪ S_C, g on S_S ∪ S_I. S_C is scored f − g, S_I g − f, S_S raw f − g.
-crossfit: K folds plus H. Model "fold{k}" trains on every fold but k; a sample of fold k is scored with
-          CMC_in = mean over the K − 1 models that saw it and CMC_out = the model that did not.
-H is in no training set and is never scored: it is the unrelated set of the CMC's second term.
+crossfit: K folds (plus H only when asked). Model "fold{k}" trains on every fold but k; a sample of fold k
+          is scored with CMC_in = mean over the K − 1 models that saw it and CMC_out = the model that did not.
+Each model's reference set (the unrelated samples of the CMC's second term) is what it never trained on:
+H under paper, its own fold (and H, if any) under crossfit, so that crossfit scores every row.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from .config import PROTOCOLS, ProtocolConfig
 from .names import HELDOUT, PAPER_IN_MODEL, PAPER_MODELS, PAPER_OUT_MODEL, PAPER_ROLES, PAPER_TRAINS_ON, fold_role
 
 
-
 @dataclass(frozen=True)
 class Assignment:
     """One protocol applied to N samples."""
@@ -27,6 +27,7 @@ class Assignment:
     train_sets: dict[str, np.ndarray]    # model name -> sample indices it trains on
     in_models: dict[str, list[str]]      # role -> models that saw samples of that role
     out_model: dict[str, str]            # role -> the model that did not
+    name: str = "crossfit"               # the protocol
 
     @property
     def heldout(self) -> np.ndarray:
@@ -36,9 +37,21 @@ class Assignment:
     def scored(self) -> np.ndarray:
         return np.flatnonzero(self.roles != HELDOUT)
 
+    def reference(self, model: str) -> np.ndarray:
+        """The unrelated set of `model`'s CMC second term, and where it is evaluated: H under paper; under
+        crossfit every row it never trained on (its fold, and H if any). A row of the set is compared with the
+        rest of it (metric's held-out rule), so the fold is scored too."""
+        if self.name == "paper":
+            return self.heldout
+        seen = np.zeros(len(self.roles), dtype=bool)
+        seen[self.train_sets[model]] = True
+        return np.flatnonzero(~seen)
+
 
 def heldout_size(n: int, frac: float) -> int:
-    # Enough unrelated samples for a stable mean, never more than a fifth of a small set.
+    # Enough unrelated samples for a stable mean, never more than a fifth of a small set; none when none asked.
+    if frac <= 0:
+        return 0
     return int(min(max(round(frac * n), min(32, n // 5)), n // 2))
 
 
@@ -47,7 +60,7 @@ def assign(n: int, cfg: ProtocolConfig) -> Assignment:
         raise ValueError(f"{n} loadable samples are too few to train and score (need at least 10)")
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(n)
-    n_h = heldout_size(n, cfg.heldout_frac)
+    n_h = heldout_size(n, cfg.heldout)
     roles = np.empty(n, dtype=object)
     roles[order[:n_h]] = HELDOUT
     rest = order[n_h:]
@@ -82,4 +95,13 @@ def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str]
         out_model = {f: f for f in models}
     else:
         raise ValueError(f"unknown protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")
-    return Assignment(roles, train_sets, in_models, out_model)
+    return Assignment(roles, train_sets, in_models, out_model, name)
+
+
+def training_assignment(assignment: Assignment, planted) -> Assignment:
+    """Who trains on what once planted rows (planting.PlantPlan, each with a fold as its role) follow the
+    real ones: the same rules over the longer list of roles. Scoring keeps the real rows' assignment."""
+    if not len(planted):
+        return assignment
+    roles = np.concatenate([assignment.roles, np.asarray(planted.roles).astype(str)])
+    return assignment_from_roles(roles, assignment.name, models=list(assignment.train_sets))

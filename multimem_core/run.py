@@ -197,6 +197,18 @@ class RunDir:
     def modalities(self) -> list[str]:
         return list(self.config()["modalities"])
 
+    def ranking(self) -> str:
+        """The run's ranking: the score column the self-check found best on this data ('multimem' for runs
+        without one); a leading '-' where lower is more suspicious."""
+        try:
+            return str(self.config().get("ranking") or "multimem")
+        except (RunDirError, ValueError):
+            return "multimem"
+
+    def ranking_column(self) -> str:
+        """The column of scores.parquet the run ranks by (its ranking without the sign)."""
+        return self.ranking().lstrip("-")
+
     @property
     def dataset_root(self) -> Path:
         """The folder media paths in samples.parquet are relative to; the app serves nothing outside it."""

@@ -44,14 +44,13 @@ class PreviewModels:
         inputs = load_run_inputs(run)
         models = {n: load_run_model(run, n, device=device) for n in model_names(run)}
         seed = inputs.cfg.train.seed
-        h = inputs.assignment.heldout
         means = {}
         for name, model in models.items():
             def views_of(idx, key, model=model):
                 return embed_views(model, select(inputs.data, idx), base=inputs.cfg.train.augment, views=views,
                                    gen=view_generator(seed, key))
 
-            means[name] = heldout_pass(views_of, h, chunk=chunk).mean
+            means[name] = heldout_pass(views_of, inputs.assignment.reference(name), chunk=chunk).mean
         return cls(run, inputs, models, means, views, seed)
 
     def index_of(self, ids: Sequence[str]) -> np.ndarray:

@@ -18,7 +18,11 @@ BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue
 # options added since, at the values that leave a run as it was, and the one renamed
 ADDED = {"model": {"freeze_image": False, "image_views": 4, "audio_tower": "mel-cnn", "audio_views": 4,
                    "video_tower": "trained", "video_views": 2},
-         "media": {"allow_outside_root": False}}
+         "media": {"allow_outside_root": False},
+         # crossfit scores every row (no H: each model's own fold is its reference set), and plants its self-check
+         "protocol": {"heldout_frac": None},
+         "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "bootstrap": 300,
+                       "seed": 0}}
 RENAMED = {"augmentations": "views"}
 
 
@@ -33,7 +37,7 @@ def test_demo_configs_are_unchanged(dataset):
     samples, config = resolved(dataset)
     expected = json.loads(json.dumps(BEFORE[dataset]["config"]))
     for section, fields in ADDED.items():
-        expected[section].update(fields)
+        expected.setdefault(section, {}).update(fields)
     for key in MODEL_FROM_INPUT:  # derived from the input and media when the model is built, not stored
         expected["model"].pop(key)
     expected["progress"] = True

@@ -10,6 +10,7 @@ import streamlit as st
 from app import common, run_data
 from multimem_core import diagnose, names
 from multimem_core.confidence import format_confidence
+from multimem_core.summary import verdict
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 PAPER_ORDER = {"contrib__text": 0, "contrib__video": 1, "contrib__image": 2, "contrib__audio": 3}
@@ -107,10 +108,6 @@ else:
     st.caption(f"Towers: image **{common.plain(str(given['image_tower']))}** · text "
                f"**{common.plain(str(given['text_tower']))}** · {given['epochs']} epochs, batch "
                f"{given['batch_size']}, {given['views']} views")
-    with st.expander("Every option it was scored with"):
-        st.dataframe(pd.DataFrame([{"option": o["option"], "value": str(o["value"]),
-                                    "changed": "yes" if o["value"] != o["default"] else "",
-                                    "meaning": o["help"]} for o in options]), hide_index=True, width="stretch")
 
 t = data.table
 n_scored = int(t["scored"].sum())
@@ -124,7 +121,19 @@ c[4].metric("Injected", f"{int((t['injected'] != '').sum()):,}" if data.has_inje
             help="Known misalignments (built-in datasets only)")
 c[5].metric("Flagged noisy", f"{sum(1 for v in labels.values() if v == 'noisy'):,}")
 
+said = verdict(cfg)
+if said.get("expected_auroc") is not None:
+    st.markdown(f"#### {said['verdict']}")
+    if said.get("warning"):
+        st.warning(said["warning"].removeprefix("WARNING: "), icon=":material/warning:")
+    st.caption(f"Measured by the run's self-check: {said.get('n_planted')} known corruptions planted into training "
+               "(never shown here or exported), ranked among the real rows, corrected for the wrong pairs the data "
+               "already holds. The Samples page, Triage and Export rank by this column unless you pick another.")
+else:
+    st.caption(said["verdict"])
 confidence_lines = format_confidence(cfg.get("confidence") or {})
+if said.get("expected_auroc") is not None:
+    confidence_lines = confidence_lines[:1]  # the self-check's warning is the one that predicts quality
 if len(confidence_lines) > 1:  # the figure is below its threshold: say so before any score is read
     st.warning(confidence_lines[1].removeprefix("WARNING: "), icon=":material/warning:")
 if confidence_lines:
@@ -222,3 +231,9 @@ if timings:
     with st.expander("Where the time went"):
         st.dataframe(pd.DataFrame({"stage": list(timings), "seconds": list(timings.values())}), hide_index=True,
                      column_config={"seconds": st.column_config.NumberColumn(format="%.1f s")})
+
+if options is not None:  # last, below the findings: how the run was made, for whoever reproduces it
+    with st.expander("Every option it was scored with"):
+        st.dataframe(pd.DataFrame([{"option": o["option"], "value": str(o["value"]),
+                                    "changed": "yes" if o["value"] != o["default"] else "",
+                                    "meaning": o["help"]} for o in options]), hide_index=True, width="stretch")

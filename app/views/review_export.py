@@ -98,11 +98,11 @@ if not data.score_cols:
 e1, e2, e3 = st.columns([2, 2, 2])
 rule_kind = e1.radio("Drop", rules, format_func=lambda r: RULES[r] + (f" ({len(selection):,})" if r == "selection"
                                                                       else ""), key="export_rule")
-score = "multimem"
+score = data.ranking
 n, threshold = None, None
 if rule_kind in ("top", "above", "below"):
     options = common.score_options(data)
-    score = e2.selectbox("Score", options, index=options.index("multimem") if "multimem" in options else 0,
+    score = e2.selectbox("Score", options, index=options.index(data.ranking) if data.ranking in options else 0,
                          format_func=diagnose.score_label, key="export_score")
     if rule_kind == "top":
         n = int(e2.number_input("N", min_value=1, max_value=max(1, len(data.table)), value=min(100, len(data.table)),

@@ -37,7 +37,7 @@ def filter_widgets(data: run_data.RunData, all_tags: list[str]) -> filters.Filte
     t = data.table
     sorts = common.score_options(data) + [c for c in filters.SORT_COLUMNS if c == "_flag" or c in t.columns]
     name = lambda c: filters.SORT_COLUMNS.get(c) or diagnose.score_label(c)  # noqa: E731
-    st.session_state.setdefault("samples_sort", "multimem" if "multimem" in sorts else sorts[0])
+    st.session_state.setdefault("samples_sort", data.ranking if data.ranking in sorts else sorts[0])
     c1, c2, c3, c4, c5 = st.columns([2, 1.3, 2, 1.6, 1.6])
     sort = c1.selectbox("Sort by", sorts, format_func=name, key="samples_sort",
                         help="Any score, or id, dataset label, caption, flag or reason")

@@ -43,7 +43,7 @@ def queue(data: run_data.RunData) -> tuple[list[str], str]:
         return t["id"].to_numpy()[rows].tolist(), f"label {label}"
     options = common.score_options(data)
     score = c2.selectbox("Score", options, format_func=diagnose.score_label, key="triage_score",
-                         index=options.index("multimem") if "multimem" in options else 0)
+                         index=options.index(data.ranking) if data.ranking in options else 0)
     scored = int((data.score_row >= 0).sum())
     n = int(c3.number_input("N", min_value=1, max_value=max(1, scored), value=min(500, max(1, scored)), step=50,
                             key="triage_n", help=f"Up to the {scored:,} scored samples"))
@@ -53,8 +53,8 @@ def queue(data: run_data.RunData) -> tuple[list[str], str]:
 
 
 def order(data: run_data.RunData) -> np.ndarray:
-    column = "multimem" if "multimem" in data.score_cols else "id"
-    return run_data.sorted_rows(str(data.run.path), data.stamp, column, column == "id")
+    column = data.ranking
+    return run_data.sorted_rows(str(data.run.path), data.stamp, column, column == "id" or column in names.LOWER_IS_WORSE)
 
 
 def move(step: int, size: int) -> None:

@@ -119,7 +119,9 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop", default=None, metavar="RULE",
                    help="flagged (flagged as noisy in the dashboard), top:N (the N most suspicious by --score), "
                         "above:T or below:T (score vs threshold)")
-    p.add_argument("--score", default="multimem", help="score column for top/above/below (any column of scores.parquet)")
+    p.add_argument("--score", default=None,
+                   help="score column for top/above/below (any column of scores.parquet; default: the run's ranking, "
+                        "the column its self-check found best, as `multimem summary` names it)")
     p.add_argument("--format", "--to", dest="format", default=None,
                    choices=["csv", "tsv", "jsonl", "parquet", "shards", "ids", "ids-csv", "npy",
                             "hf", "fiftyone", "spotlight", "label-studio"],
@@ -159,7 +161,7 @@ def cmd_export(args) -> int:
     if args.drop is None:
         raise CLIError(f"--format {fmt} needs --drop RULE (flagged, top:N, above:T or below:T)")
     try:
-        rule = parse_drop_rule(args.drop, score=args.score)
+        rule = parse_drop_rule(args.drop, score=args.score or run.ranking_column())
         export = build_export(run, rule, format=fmt, repairs=args.repairs)
         # shards: refuses a folder that already holds shards
         out = write_export(export, args.out, absolute_paths=args.absolute_paths, overwrite=args.overwrite)

@@ -128,7 +128,6 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
         run.write_config(base)
         run.write_errors(errors)
         run.write_samples(samples_table(source, ids=ids, rows=rows, roles=assignment.roles))
-        h = assignment.heldout
         terms, clean = {}, {}
         with stages("embed"):
             for name, model in models.items():
@@ -148,7 +147,8 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                 def views_of(idx, key, model=model):  # the H pass (key < 0) reads the saved H-pass views
                     return model.views(idx, modalities, heldout_pass=key < 0)
 
-                terms[name] = streamed_cmc_terms(views_of, n=n, heldout=h, chunk=cfg.chunk_size, on_chunk=on_chunk)
+                terms[name] = streamed_cmc_terms(views_of, n=n, heldout=assignment.reference(name),
+                                                 chunk=cfg.chunk_size, on_chunk=on_chunk)
                 for arr in clean[name].values():
                     arr.flush()
                 (folder / "ids.txt").write_text("\n".join(ids) + "\n")

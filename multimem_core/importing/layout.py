@@ -114,9 +114,9 @@ def build_assignment(ids: Sequence[str], models: Sequence[str], *, layout: str, 
         raise ImportValidationError(f"{roles_path}: unknown roles ({shown}{' …' if len(wrong) > MAX_LISTED else ''}). "
                                     f"Allowed here: {', '.join(sorted(allowed))}.")
     roles_arr = np.asarray(out, dtype=str)
-    if not (roles_arr == HELDOUT).any():
+    if layout == "paper" and not (roles_arr == HELDOUT).any():
         raise ImportValidationError(f"no held-out samples: give --heldout IDS (ids no model trained on, one a line) "
-                                    f"or rows with role H in {roles_path}. CMC compares each sample with H.")
+                                    f"or rows with role H in {roles_path}. The paper protocol compares each sample with H.")
     if (roles_arr == HELDOUT).all():
         raise ImportValidationError("every sample is held out: nothing is left to score.")
     return assignment_from_roles(roles_arr, layout, models=models)

@@ -113,7 +113,7 @@ class Session:
         terms, clean = {}, {}
         for name, model in models.items():
             clean[name] = {m: np.zeros((n, model.embed_dim), np.float16) for m in inp.modalities}
-            terms[name] = embed_terms(model, inp.data, heldout=inp.assignment.heldout, n=n, views=self.views,
+            terms[name] = embed_terms(model, inp.data, heldout=inp.assignment.reference(name), n=n, views=self.views,
                                       aug=self.scfg.train.augment, seed=self.scfg.train.seed,
                                       chunk=self.scfg.chunk_size, device=self.device, clean_out=clean[name],
                                       progress=self.cfg.progress, desc=f"{desc}: embed {name} ×{self.views}")
