@@ -14,9 +14,12 @@ STREAMLIT_OPTIONS = [
 ]
 
 
-def streamlit_command(run: str | Path, *, host: str = "127.0.0.1", port: int = 8501) -> list[str]:
-    """The `streamlit run` command line that serves the dashboard for `run` (a run or a folder of runs)."""
+def streamlit_command(run: str | Path, *, host: str = "127.0.0.1", port: int = 8501,
+                      data_root: str | Path | None = None) -> list[str]:
+    """The `streamlit run` command line that serves the dashboard for `run` (a run or a folder of runs);
+    media are served only from under `data_root` (default: the folder the app starts in)."""
     import sys
 
+    root = ["--data-root", str(Path(data_root).resolve())] if data_root is not None else []
     return [sys.executable, "-m", "streamlit", "run", str(MAIN), "--server.address", host,
-            "--server.port", str(port), *STREAMLIT_OPTIONS, "--", "--run", str(run)]
+            "--server.port", str(port), *STREAMLIT_OPTIONS, "--", "--run", str(run), *root]

@@ -1,181 +1,36 @@
-"""What every page shares: finding and loading runs (cached), the sidebar, sample cards, media, flags.
+"""What every page draws: the sidebar, flag and tag callbacks, formatting, media, sample cards, the pager.
 
-Loading happens once per run version (`st.cache_resource`, keyed by the files' modification times, so
-a re-scored run reloads by itself); a rerun only filters, sorts and slices the cached table. The
-cached objects are shared between sessions and must be treated as read-only.
+The run's data (finding, loading, caching, joining) lives in app.run_data.
 """
 
 from __future__ import annotations
 
 import html
-import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.filters import sort_order
-from app.media import MediaPathError, read_media
-from multimem_core import diagnose
+from app.media import MediaPathError, check_image, read_media
+from app.run_data import RunData, discover_runs, runs_root, serving_root, store
+from multimem_core import diagnose, names
 from multimem_core.launch import runs_folder
 from multimem_core.review import ReviewError, ReviewStore, default_reviewer
-from multimem_core.run import RunDir, RunDirError
+from multimem_core.run import RunDirError
+from multimem_core.repairs import record_repair, undo_repair
+from multimem_core.saved_views import list_views
 
-ENV_RUN = "MULTIMEM_RUN"  # the run (or folder of runs) the app shows, when not given after `--`
 SELECTION = "selection_ids"  # session key: ids selected on the Map or picked in the table (a list)
 SELECTION_SOURCE = "selection_source"  # "map" or "table": where the selection was made
 FILTERED = "filtered_ids"  # session key: the Samples page's filtered set, in its order (Map and Triage use it)
 FILTER_NOTE = "filtered_note"  # session key: those filters in words ("label cat, unreviewed")
 REVIEWER = "reviewer"
+PENDING_VIEW = "pending_view"  # session key: a saved view the sidebar opened, for its page to apply
 DETAIL_PAGE = "views/detail.py"
 FLAG_ICONS = {"noisy": ":material/flag:", "ok": ":material/check_circle:", "unsure": ":material/help:"}
+RUN_DAMAGED = (RunDirError, ReviewError)  # what a damaged run folder raises: its message is one clear line
 MAX_CARD_TEXT = 240  # characters of a caption shown on a card (the detail page shows all)
-
-
-# --- which run ----------------------------------------------------------------------------------------
-
-def runs_root() -> Path | None:
-    """The path given to `multimem app`: `--run PATH` after `--`, else $MULTIMEM_RUN."""
-    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("main.py") else []
-    for i, arg in enumerate(argv):
-        if arg == "--run" and i + 1 < len(argv):
-            return Path(argv[i + 1]).expanduser()
-        if arg.startswith("--run="):
-            return Path(arg.split("=", 1)[1]).expanduser()
-    value = os.environ.get(ENV_RUN, "").strip()
-    return Path(value).expanduser() if value else None
-
-
-@st.cache_data(ttl=10, show_spinner=False)
-def discover_runs(root: str) -> list[str]:
-    """Run directories at `root`: itself if it is one, else the complete ones up to two levels below, newest first."""
-    base = Path(root)
-    if RunDir(base).exists():
-        return [str(base.resolve())]
-    found = []
-    if base.is_dir():
-        for cfg in list(base.glob("*/config.json")) + list(base.glob("*/*/config.json")):
-            if RunDir(cfg.parent).is_complete():  # not a run being written, failed or killed midway
-                found.append(cfg.parent.resolve())
-    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    return [str(p) for p in found]
-
-
-def _stamp(run: RunDir) -> tuple:
-    """Changes whenever the engine rewrites a file the app caches."""
-    return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in
-                 (run.config_path, run.samples_path, run.scores_path, run.projection_path, run.errors_path))
-
-
-# --- the loaded run ------------------------------------------------------------------------------------
-
-@dataclass
-class RunData:
-    run: RunDir
-    stamp: tuple
-    config: dict
-    modalities: list[str]
-    protocol: str
-    table: pd.DataFrame  # every sample (samples.parquet order) with its scores joined; NaN where unscored
-    score_cols: list[str]
-    score_row: np.ndarray  # per table row, its row in scores.parquet (and the sim matrices); -1 if unscored
-    errors: pd.DataFrame
-    has_injected: bool
-    search_text: pd.Series  # lower-cased captions for the text filter
-    position: dict  # id -> row in `table`
-
-    @property
-    def name(self) -> str:
-        return self.run.path.name
-
-    @property
-    def root(self) -> Path:
-        return self.run.dataset_root
-
-    @property
-    def key(self) -> tuple:
-        return (str(self.run.path), self.stamp)
-
-    def row_of(self, sample_id: str) -> int | None:
-        """The sample's row in `table`, or None if the run has no such id."""
-        hit = self.position.get(str(sample_id))
-        return None if hit is None else int(hit)
-
-
-def protocol_name(config: dict) -> str:
-    """config["protocol"] is the engine's ProtocolConfig ({"name": ..., "folds": ...}) or a bare name."""
-    p = config.get("protocol", "crossfit")
-    return str(p.get("name", "crossfit")) if isinstance(p, dict) else str(p)
-
-
-def protocol_folds(config: dict) -> int | None:
-    p = config.get("protocol")
-    folds = p.get("folds") if isinstance(p, dict) else config.get("folds")
-    return int(folds) if folds else None
-
-
-@st.cache_resource(max_entries=3, show_spinner="Loading the run…")
-def _load(path: str, stamp: tuple) -> RunData:
-    run = RunDir(path)
-    config = run.config()
-    samples = run.samples()
-    samples["id"] = samples["id"].astype(str)
-    scores = run.scores()
-    if scores is None:
-        scores = pd.DataFrame({"id": pd.Series(dtype=str)})
-    scores = scores.copy()
-    scores["id"] = scores["id"].astype(str)
-    score_cols = diagnose.score_columns(scores)
-    scores["_score_row"] = np.arange(len(scores))
-    table = samples.merge(scores[["id", "_score_row", *score_cols]], on="id", how="left")
-    score_row = table.pop("_score_row").fillna(-1).astype(np.int64).to_numpy()
-    table["scored"] = score_row >= 0
-    if "injected" not in table.columns:
-        table["injected"] = ""
-    table["injected"] = table["injected"].fillna("").astype(str)
-    text = table["text"].fillna("").astype(str).str.lower() if "text" in table.columns else pd.Series([""] * len(table))
-    # the one-line reason, computed once per run (RUN/diagnostics/reasons.parquet), never per view
-    reasons = diagnose.reasons(run)
-    reason_of = dict(zip(reasons["id"].astype(str), reasons["reason"]))
-    table["reason"] = [reason_of.get(i, "") for i in table["id"]]
-    table["label"] = table["label"].fillna("").astype(str) if "label" in table.columns else ""
-    return RunData(run=run, stamp=stamp, config=config, modalities=list(config["modalities"]),
-                   protocol=protocol_name(config), table=table, score_cols=score_cols,
-                   score_row=score_row, errors=run.errors(), has_injected=bool((table["injected"] != "").any()),
-                   search_text=text, position=dict(zip(table["id"], range(len(table)))))
-
-
-def load_run(path: str | Path) -> RunData:
-    run = RunDir(path)
-    return _load(str(run.path), _stamp(run))
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def sorted_rows(path: str, stamp: tuple, column: str, ascending: bool) -> np.ndarray:
-    """Row order of the whole table by a column that does not change while the app runs (a score, id,
-    label, caption, reason): sorted once per run version, reused by every filter and page."""
-    return sort_order(load_run(path).table, column, ascending)
-
-
-@st.cache_resource(max_entries=4, show_spinner="Building the neighbour index…")
-def neighbour_index(path: str, stamp: tuple, model: str) -> diagnose.NeighbourIndex:
-    return diagnose.NeighbourIndex.from_run(RunDir(path), model)
-
-
-@st.cache_resource(max_entries=3, show_spinner=False)
-def similarity_matrices(path: str, stamp: tuple):
-    return RunDir(path).similarity_matrices()
-
-
-@st.cache_data(max_entries=3, show_spinner=False)
-def projection(path: str, stamp: tuple) -> pd.DataFrame | None:
-    df = RunDir(path).projection()
-    if df is not None:
-        df["id"] = df["id"].astype(str)
-    return df
 
 
 # --- the frame: sidebar, run picker, reviewer --------------------------------------------------------------
@@ -187,15 +42,15 @@ def sidebar() -> None:
     # runs started on the New-run page: in `root` when it is a folder of runs, else under the data root
     runs += [p for p in discover_runs(str(runs_folder(root))) if p not in runs]
     if runs:
-        names = {p: _run_label(p, root) for p in runs}
+        labels = {p: _run_label(p, root) for p in runs}
         current = st.session_state.get("run_path")
         index = runs.index(current) if current in runs else 0
         if len(runs) > 1:
-            choice = st.sidebar.selectbox("Run", runs, index=index, format_func=names.get, key="run_picker",
+            choice = st.sidebar.selectbox("Run", runs, index=index, format_func=labels.get, key="run_picker",
                                           help=f"Runs found under {root}")
         else:
             choice = runs[0]
-            st.sidebar.caption(f"Run **{_md(names[choice])}**")
+            st.sidebar.caption(f"Run **{_md(labels[choice])}**")
         st.session_state["run_path"] = choice
     else:
         st.session_state.pop("run_path", None)
@@ -206,11 +61,33 @@ def sidebar() -> None:
     st.session_state["_reviewer_field"] = st.session_state[REVIEWER]
     st.sidebar.text_input("Reviewer", key="_reviewer_field", help="Your name, stored with every flag you set.",
                           on_change=lambda: st.session_state.update({REVIEWER: st.session_state["_reviewer_field"]}))
+    saved_views_list()
     selected = st.session_state.get(SELECTION) or []
     if selected:
         where = "picked in the table" if st.session_state.get(SELECTION_SOURCE) == "table" else "on the map"
         st.sidebar.caption(f"Selection ({where}): **{len(selected):,}** samples")
         st.sidebar.button("Clear selection", on_click=lambda: st.session_state.pop(SELECTION, None))
+
+
+def saved_views_list() -> None:
+    """The run's saved views (review.sqlite): a button each, which opens its page with its filters."""
+    path = st.session_state.get("run_path")
+    if not path:
+        return
+    try:
+        views = list_views(ReviewStore(Path(path) / "review.sqlite"))
+    except RUN_DAMAGED:  # the page says what is wrong with the file
+        st.sidebar.caption(":material/error: saved views unavailable: review.sqlite cannot be read")
+        return
+    if views:
+        st.sidebar.caption("Saved views")
+        for v in views:
+            if st.sidebar.button(_md(v["name"]), key=f"saved_view_{v['name']}", icon=":material/bookmark:",
+                                 type="tertiary"):
+                # the page applies it and writes it into its URL (a link to the page that is open would
+                # reach the script without changing the address bar)
+                st.session_state[PENDING_VIEW] = v
+                st.switch_page(f"views/{v['page']}.py")
 
 
 def _run_label(path: str, root: Path | None) -> str:
@@ -224,26 +101,6 @@ def _run_label(path: str, root: Path | None) -> str:
     return p.name if rel in ("", ".") else rel
 
 
-def current_run() -> RunData:
-    """The selected run, loaded; if there is none, an empty state that says what to do, and stop."""
-    path = st.session_state.get("run_path")
-    if not path:
-        root = runs_root()
-        where = f"No run found at `{root}`." if root else "No run given."
-        st.info(f"{where} Make one with `multimem demo` (or `multimem score MANIFEST --out RUN`), then open it "
-                "with `multimem app RUN` (or a folder of runs).", icon=":material/info:")
-        st.stop()
-    try:
-        return load_run(path)
-    except (RunDirError, FileNotFoundError, KeyError, ValueError) as e:
-        st.error(f"Cannot read the run at `{path}`: {e}")
-        st.stop()
-
-
-def store(data: RunData) -> ReviewStore:
-    return ReviewStore.for_run(data.run)
-
-
 def reviewer() -> str:
     return str(st.session_state.get(REVIEWER) or default_reviewer())
 
@@ -251,11 +108,30 @@ def reviewer() -> str:
 def flag_ids(data: RunData, ids, label: str, *, source: str, reason: str = "") -> None:
     """Button callback: one committed row per id, before the page redraws."""
     try:
-        seqs = store(data).flag(list(ids) if not isinstance(ids, str) else ids, label, reviewer=reviewer(),
-                                reason=reason, source=source)
-        st.session_state["_toast"] = f"Flagged {len(seqs):,} as {label}"
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        seqs = store(data).flag(ids, label, reviewer=reviewer(), reason=reason, source=source)
+        # one sample: say which, so that the reviewer sees the flag went where they meant
+        st.session_state["_toast"] = f"Flagged {ids[0]} as {label}" if len(ids) == 1 else \
+            f"Flagged {len(seqs):,} as {label}"
     except ReviewError as e:
         st.session_state["_toast"] = f"Not saved: {e}"
+
+
+def repair(data: RunData, sample_id: str, modality: str, from_id: str, *, source: str) -> None:
+    """Button callback: sample_id takes `modality` from from_id (applied by an export with repairs)."""
+    try:
+        record_repair(store(data), sample_id, modality, from_id, reviewer=reviewer(), source=source)
+        st.session_state["_toast"] = f"Repaired {sample_id}: its {modality} is now {from_id}'s"
+    except ReviewError as e:
+        st.session_state["_toast"] = f"Not saved: {e}"
+
+
+def unrepair(data: RunData, seq: int) -> None:
+    try:
+        undo_repair(store(data), seq, reviewer=reviewer())
+        st.session_state["_toast"] = f"Undid repair #{seq}"
+    except ReviewError as e:
+        st.session_state["_toast"] = f"Not undone: {e}"
 
 
 def show_toast() -> None:
@@ -289,14 +165,6 @@ def code(text: str) -> str:
 
 def score_options(data: RunData) -> list[str]:
     return list(data.score_cols)
-
-
-def role_label(role: str) -> str:
-    """Which part of the protocol a sample is in, in words (never "role fold0")."""
-    if role.startswith("fold") and role[4:].isdigit():
-        return f"fold {role[4:]}"
-    return {"H": "held out (no model trained on it)", "S_S": "shared (both models trained on it)",
-            "S_C": "candidate (only f trained on it)", "S_I": "independent (only g trained on it)"}.get(role, role)
 
 
 def keep_widgets(keys, *, save: bool = False) -> None:
@@ -333,15 +201,16 @@ def score_column_config(data: RunData) -> dict:
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)
-def thumbnail_uri(root: str, value: str, size: int = 96) -> str | None:
-    """A small PNG of an image file as a data URI: the table's thumbnails (a page of rows at a time)."""
+def thumbnail_uri(base: str, value: str, size: int = 96) -> str | None:
+    """A small PNG of an image file as a data URI: the table's thumbnails (a page of rows at a time).
+    `base` is the run's dataset folder (RunData.root); only files under serving_root() are read."""
     import base64
     import io
 
     from PIL import Image
 
     try:
-        blob, _ = read_media(root, value)
+        blob, _ = read_media(serving_root(), value, base=base)
         with Image.open(io.BytesIO(blob)) as im:
             im = im.convert("RGB")
             im.thumbnail((size, size))
@@ -367,23 +236,22 @@ def show_media(data: RunData, row: pd.Series, modality: str, *, compact: bool = 
     if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
         st.caption(f"(no {modality})")
         return
-    try:
-        blob, mime = read_media(data.root, str(value))
+    try:  # whatever goes wrong with one file costs this card's media only, never the page
+        blob, mime = read_media(serving_root(), str(value), base=data.root)
+        if modality == "image":
+            check_image(blob)
+            st.image(blob, width="stretch" if compact else 360)
+        elif modality == "audio":
+            st.audio(blob, format=mime)
+        elif modality == "video":
+            if compact:
+                st.video(blob, format=mime, loop=True, muted=True)
+            else:
+                st.video(blob, format=mime)
     except MediaPathError as e:
         st.error(f"{modality}: {e}", icon=":material/warning:")
-        return
-    except OSError as e:
-        st.error(f"{modality}: cannot read {value!r} ({e.strerror or e})", icon=":material/warning:")
-        return
-    if modality == "image":
-        st.image(blob, width="stretch" if compact else 360)
-    elif modality == "audio":
-        st.audio(blob, format=mime)
-    elif modality == "video":
-        if compact:
-            st.video(blob, format=mime, loop=True, muted=True)
-        else:
-            st.video(blob, format=mime)
+    except Exception as e:  # noqa: BLE001 (a file no check foresaw: say so on the card)
+        st.error(f"{modality}: cannot show {str(value)!r} ({type(e).__name__}: {e})", icon=":material/warning:")
 
 
 # --- sample cards ------------------------------------------------------------------------------------
@@ -405,7 +273,7 @@ def sample_card(data: RunData, row: pd.Series, *, labels: dict[str, str], score:
         st.page_link(DETAIL_PAGE, label=f"**{_md(sid)}**", icon=":material/open_in_new:", query_params={"id": sid},
                      help="Open the sample detail")
         label = labels.get(sid)
-        facts = [_md(role_label(str(row["role"])))]
+        facts = [_md(names.role_label(str(row["role"])))]
         if row.get("label"):
             facts.append(f"label {_md(row['label'])}")
         if row.get("injected"):

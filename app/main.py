@@ -23,8 +23,9 @@ import streamlit as st  # noqa: E402
 
 from app import common  # noqa: E402
 
-st.set_page_config(page_title="MultiMem Studio", page_icon=":material/neurology:", layout="wide",
-                   initial_sidebar_state="expanded")
+# the tab icon is a file served by the app itself: a Material icon name would be fetched from a fonts host
+st.set_page_config(page_title="MultiMem Studio", page_icon=str(Path(__file__).resolve().parent / "icon.png"),
+                   layout="wide", initial_sidebar_state="expanded")
 
 # Sections of the sidebar navigation; pages run in the order listed. Add yours here.
 PAGES: dict[str, list] = {
@@ -42,7 +43,17 @@ PAGES: dict[str, list] = {
     ],
 }
 
+# metric labels wrap instead of ending in "…": a score's plain name is a few words long
+st.html("<style>[data-testid='stMetricLabel'] * {white-space: normal !important; overflow: visible !important; "
+        "text-overflow: clip !important;} [data-testid='stMetricLabel'] {height: auto !important;}</style>")
+
 page = st.navigation(PAGES)
-common.sidebar()  # run picker and reviewer, on every page
-common.show_toast()
-page.run()
+# Arriving from another page, a page's URL is new to it: forget which address it saw last (app.url_state)
+for key in [k for k in st.session_state if str(k).startswith("_url_seen_") and k != f"_url_seen_{page.url_path}"]:
+    del st.session_state[key]
+try:
+    common.sidebar()  # run picker and reviewer, on every page
+    common.show_toast()
+    page.run()
+except common.RUN_DAMAGED as e:  # a damaged file in the run folder: one line on the page, never a traceback
+    st.error(str(e), icon=":material/error:")

@@ -29,11 +29,13 @@ import torch
 def bench_training_loop(n: int = 512, epochs: int = 2, modalities=("image", "text", "audio", "video")) -> dict:
     from multimem_core.data.decode import decode_manifest
     from multimem_core.data.manifest import read_manifest
-    from multimem_core.data.media import MediaSpec
+    from multimem_core.config import MediaSpec
     from multimem_core.data.shapes import build_shapes
-    from multimem_core.models.factory import ModelConfig, create_model
+    from multimem_core.config import ModelConfig
+    from multimem_core.models.factory import create_model
     from multimem_core.inputs import select
-    from multimem_core.train import TrainConfig, contrastive_loss, train_model
+    from multimem_core.config import TrainConfig
+    from multimem_core.train import contrastive_loss, train_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

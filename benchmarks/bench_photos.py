@@ -1,6 +1,6 @@
 """Time `multimem score --modalities image,text` with default options on ~800 photo-sized JPEGs.
 
-Issue 2 asks that a CSV of about 800 real photos with English captions (columns id,image,text, relative
+The target: a CSV of about 800 real photos with English captions (columns id,image,text, relative
 paths) scores with default options in under 15 minutes. No photo collection installs from the package
 registries here, so this builds one from the two real photographs scikit-learn ships (`china.jpg`,
 `flower.jpg`): random crops rescaled to camera-like sizes (480 to 1600 px on the long side, some in

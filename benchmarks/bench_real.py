@@ -75,7 +75,7 @@ def precision_at_k(positive: np.ndarray, suspicion: np.ndarray, k: int | None = 
 
 def score_columns(scores: pd.DataFrame) -> list[str]:
     """Every score column of a run, oriented: '-' where lower is more suspicious."""
-    from multimem_core.diagnose import LOWER_IS_WORSE, score_columns as engine_columns
+    from multimem_core.names import LOWER_IS_WORSE, score_columns as engine_columns
 
     return [f"-{c}" if c in LOWER_IS_WORSE else c for c in engine_columns(scores)]
 

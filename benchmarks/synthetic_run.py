@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.metric import CMCTerms, scores_from_terms
-from multimem_core.run import RunDir, pair_column
+from multimem_core.run import RunDir
+from multimem_core.names import pair_column
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 245), "yellow": (235, 220, 40),
            "magenta": (220, 50, 220), "cyan": (40, 220, 230)}
@@ -206,7 +207,8 @@ def make_synthetic_run(path: str | Path, n: int, *, modalities: Sequence[str] = 
     manifest.to_csv(root / "manifest.csv", index=False)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config({
-        "modalities": modalities, "dataset_root": str(root), "protocol": protocol, "folds": folds,
+        "modalities": modalities, "dataset_root": str(root),
+        "protocol": {"name": protocol, **({"folds": folds} if protocol == "crossfit" else {})},
         "models": {m: {"trained_on": "all folds but " + m if protocol == "crossfit" else m} for m in models},
         "manifest": {"path": str(root / "manifest.csv"), "format": "csv",
                      "source_columns": {c: c for c in ["id", *modalities, "label", "injected"]}},

@@ -39,7 +39,7 @@ def _color(x: Tensor, cfg: AugmentConfig, gen: torch.Generator, shape: tuple[int
 
 
 def augment_feature_views(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
-    """Cached features of V views of each sample [B, V, F] (a frozen image tower) -> one random view [B, F]
+    """Cached features of V views of each sample [B, V, F] (a frozen tower) -> one random view [B, F]
     plus Gaussian noise of norm about feature_noise. The views carry the augmentation; the noise is scaled
     by 1/√F because the features are unit vectors of 1,280 dimensions, where a per-dimension σ of 0.05
     (what 384-d MiniLM text features get) would be 1.8 times the feature itself."""
@@ -61,7 +61,10 @@ def augment_image(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor
 
 
 def augment_video(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
-    """uint8 [B, T, 3, H, W] -> float: the same crop for all frames of a clip, frame indices jittered."""
+    """uint8 [B, T, 3, H, W] -> float: the same crop for all frames of a clip, frame indices jittered.
+    Cached features of a frozen tower [B, V, F] -> augment_feature_views."""
+    if x.ndim == 3:
+        return augment_feature_views(x, cfg, gen)
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     b, t = x.shape[:2]
     if cfg.frame_jitter and t > 1:
@@ -90,6 +93,10 @@ def augment_text(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
 
 
 def augment_audio(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
+    """Waveforms [B, L]: gain, circular shift, noise. Cached features of a frozen tower [B, V, F] ->
+    augment_feature_views."""
+    if x.ndim == 3:
+        return augment_feature_views(x, cfg, gen)
     b, n = x.shape
     gain = 10 ** ((torch.rand(b, 1, generator=gen) * 2 - 1) * cfg.audio_gain_db / 20)
     shifts = ((torch.rand(b, generator=gen) * 2 - 1) * cfg.audio_shift * n).long()

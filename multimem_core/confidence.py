@@ -1,12 +1,14 @@
-"""Can a run's scores be trusted? Retrieval on the held-out set H, against chance.
+"""Do the proxy models generalize? Retrieval on the rows each model never trained on, against chance.
 
 MultiMem separates memorized from clean samples only when a model that did not train on a sample still
-aligns its modalities, that is, when the proxy models generalize. H is the one set no model trained on,
-so how well the models retrieve each H sample's other modality among H measures exactly that: recall@5
-per modality pair (both directions, mean over the models), next to its chance level 5/|H|.
+aligns its modalities, that is, when the proxy models generalize. How well each model retrieves a row's
+other modality among the rows it never trained on (its reference set: its own fold under crossfit, H under
+paper) measures exactly that: recall@5 per modality pair (both directions, mean over the models), next to
+its chance level 5/|set|. The self-check (selfcheck.py) is what predicts detection quality; this figure
+says why a run is weak.
 
-The figure is `lift`, recall@5 over chance, of the weakest pair. Calibrated on measured runs (README,
-"Can this run be trusted?"): runs whose best score column reached AUROC ≥ 0.8 had a lift of at least
+The figure is `lift`, recall@5 over chance, of the weakest pair. Calibrated on measured runs
+(docs/REAL_DATA.md, "How far to trust a run"): runs whose best score column reached AUROC ≥ 0.8 had a lift of at least
 LIFT_THRESHOLD, runs near chance AUROC had less.
 """
 
@@ -24,29 +26,31 @@ LIFT_THRESHOLD = 3.0
 ADVICE = ("the proxy models do not generalize to samples they never saw, so MultiMem cannot tell memorized "
           "from clean samples well. Try: a pretrained image tower (the default efficientnet-lite0, or "
           "--image-tower ARCH --pretrained CHECKPOINT --freeze-image), a pretrained text tower "
-          "(--text-tower minilm), more epochs, more data, or score your own model's embeddings with "
+          "(--text-tower minilm), the pretrained audio tower (--audio-tower aisfx), more epochs, more data, or score your own model's embeddings with "
           "`multimem import-embeddings`.")
 
 
-def heldout_confidence(clean: Mapping[str, Mapping[str, np.ndarray]], heldout: np.ndarray, *,
+def heldout_confidence(clean: Mapping[str, Mapping[str, np.ndarray]], references: Mapping[str, np.ndarray], *,
                        modalities: list[str], k: int = K, threshold: float = LIFT_THRESHOLD) -> dict:
-    """Retrieval on H under every model: model -> modality -> embeddings [N, d] (rows of all samples).
+    """Retrieval under every model (model -> modality -> embeddings [N, d], rows of all samples) among the rows
+    it never trained on (model -> row indices).
 
     Returns {"k", "n_heldout", "chance", "pairs": {"a-b": {"recall_at_5", "chance", "lift"}}, "lift" (the
     weakest pair's), "threshold", "low"}; with fewer than k + 1 H samples the figure is undefined
     ("lift": None, "low": False) rather than a number that means nothing.
     """
-    n = int(len(heldout))
+    n = int(min((len(r) for r in references.values()), default=0))
     chance = min(1.0, k / n) if n else 1.0
     out: dict = {"k": k, "n_heldout": n, "chance": round(chance, 4), "threshold": threshold, "pairs": {}}
     if n <= k:
         return {**out, "lift": None, "low": False}
     for a, b in combinations(modalities, 2):
         recalls = []
-        for emb in clean.values():
-            ea, eb = (_unit(np.asarray(emb[m][heldout], dtype=np.float32)) for m in (a, b))
+        for name, emb in clean.items():
+            ea, eb = (_unit(np.asarray(emb[m][references[name]], dtype=np.float32)) for m in (a, b))
             recalls += [recall_at_k(ea, eb, (k,))[k], recall_at_k(eb, ea, (k,))[k]]
         r = float(np.mean(recalls))
+        chance = float(np.mean([min(1.0, k / len(references[name])) for name in clean]))
         out["pairs"][f"{a}-{b}"] = {f"recall_at_{k}": round(r, 4), "chance": round(chance, 4),
                                    "lift": round(r / chance, 2)}
     lift = min(p["lift"] for p in out["pairs"].values())
@@ -57,27 +61,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
 
 
-def run_confidence(run) -> dict:
-    """The figure of a finished run from its files (embeddings/<model>/<modality>.npy and the H rows)."""
-    samples = run.samples()
-    modalities = run.config()["modalities"]
-    heldout = np.flatnonzero(samples["role"].astype(str).to_numpy() == "H")
-    clean = {}
-    for folder in sorted(p for p in run.embeddings_dir.iterdir() if p.is_dir()):
-        if all((folder / f"{m}.npy").is_file() for m in modalities):
-            clean[folder.name] = {m: np.load(folder / f"{m}.npy", mmap_mode="r") for m in modalities}
-    return heldout_confidence(clean, heldout, modalities=modalities)
-
-
 def format_confidence(conf: dict) -> list[str]:
     """Lines for `multimem summary`: the figure per pair and, when low, the warning and what to do."""
     if not conf:
         return []
     if conf.get("lift") is None:
-        return [f"confidence undefined: {conf.get('n_heldout', 0)} held-out samples (need more than {conf['k']})"]
+        return [f"confidence undefined: {conf.get('n_heldout', 0)} rows a model never trained on (need more than {conf['k']})"]
     k = conf["k"]
     pairs = ", ".join(f"{name} {p[f'recall_at_{k}']:.2f} ({p['lift']:.1f}× chance)" for name, p in conf["pairs"].items())
-    lines = [f"confidence recall@{k} on the {conf['n_heldout']} held-out samples (chance {conf['chance']:.3f}): {pairs}"]
+    lines = [f"confidence recall@{k} among the rows each model never trained on (≥ {conf['n_heldout']}) (chance {conf['chance']:.3f}): {pairs}"]
     if conf["low"]:
         lines.append(f"WARNING: low confidence ({conf['lift']:.1f}× chance < {conf['threshold']:.1f}×): {ADVICE}")
     return lines

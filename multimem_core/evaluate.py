@@ -167,13 +167,15 @@ def combine(per_model: Mapping[str, dict]) -> dict:
 def evaluate_models(models: Mapping[str, object], data: Mapping[str, torch.Tensor], *, assignment,
                     labels: np.ndarray | None, cfg: EvalConfig = EvalConfig(), progress: bool = False,
                     retrieval_only: bool = False) -> dict:
-    """Every model on H; the probe of each model trains on the non-H samples (the same fixed split for all)."""
-    heldout, train = assignment.heldout, assignment.scored
-    per_model = {}
+    """Every model on the rows it never trained on (assignment.reference: its own fold under crossfit, H under
+    paper); the probe of each model trains on the rows it trained on."""
+    per_model, sizes = {}, []
     for name, model in tqdm(models.items(), desc="evaluate", unit="model", disable=not progress, dynamic_ncols=True):
-        per_model[name] = evaluate_model(model, data, heldout=heldout, train=train, labels=labels, cfg=cfg,
-                                         retrieval_only=retrieval_only)
-    return {**combine(per_model), "per_model": per_model, "n_heldout": int(len(heldout))}
+        heldout = assignment.reference(name)
+        sizes.append(len(heldout))
+        per_model[name] = evaluate_model(model, data, heldout=heldout, train=assignment.train_sets[name],
+                                         labels=labels, cfg=cfg, retrieval_only=retrieval_only)
+    return {**combine(per_model), "per_model": per_model, "n_heldout": int(min(sizes, default=0))}
 
 
 def evaluate_run(run: RunDir, *, cfg: EvalConfig = EvalConfig(), device: str = "cpu", progress: bool = True,
@@ -201,7 +203,7 @@ def read_evaluation(run: RunDir) -> dict | None:
 def format_evaluation(ev: Mapping) -> list[str]:
     """Lines for `multimem summary`: headline numbers, then recall@k per modality pair."""
     lines = ["  " + ", ".join(f"{k} {ev[k]:.3f}" for k in HEADLINE if k in ev)
-             + (f"  (H: {ev['n_heldout']} samples, mean over {len(ev.get('per_model', {}))} models)"
+             + (f"  (on the ≥ {ev['n_heldout']} rows each model never trained on, mean over {len(ev.get('per_model', {}))} models)"
                 if "n_heldout" in ev else "")]
     ret = ev.get("retrieval") or {}
     if ret:

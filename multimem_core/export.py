@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from multimem_core.repairs import MODALITIES, apply_repairs, current_repairs, repairs_path
 from multimem_core.review import DropRule, ReviewError, ReviewStore, ids_to_drop
 from multimem_core.run import RunDir, atomic_write_bytes
 
@@ -40,6 +41,7 @@ class Export:
     table: pd.DataFrame | None = None
     root: str = ""
     media_columns: tuple[str, ...] = ()  # manifests: the columns that hold media paths (the input's own names)
+    repairs: pd.DataFrame | None = None  # the repairs applied (multimem_core.repairs.apply_repairs), if asked
 
     def summary(self) -> str:
         return f"dropped {len(self.dropped)} of {self.total} samples, kept {self.kept} ({self.format})"
@@ -61,11 +63,15 @@ def default_format(run: RunDir, out: str | Path | None = None) -> str:
         return by_suffix[suffix]
     if input_format == "webdataset":
         return SHARD_FORMAT  # shards in, shards out
+    if input_format == "hf":
+        return "hf"  # a Hugging Face dataset in, one out (multimem_core.exporters.hf)
     return input_format if input_format in MANIFEST_FORMATS else "csv"
 
 
 def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
-                 store: ReviewStore | None = None) -> Export:
+                 store: ReviewStore | None = None, repairs: bool = False) -> Export:
+    """The export of `run` without the samples `rule` drops; with `repairs`, the recorded repairs applied to the
+    kept samples (multimem_core.repairs) and their log in Export.repairs."""
     fmt = format or default_format(run)
     if fmt not in FORMATS:
         raise ReviewError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -74,6 +80,8 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
     total = len(samples)
     drop_set = set(dropped)
     kept = int((~samples["id"].astype(str).isin(drop_set)).sum())
+    if repairs and fmt in ID_FORMATS:
+        raise ReviewError(f"repairs change the manifest's rows: export a manifest or shards, not {fmt}")
     if fmt == "ids":
         data = "".join(f"{i}\n" for i in dropped).encode()
         return Export(data, fmt, dropped, kept, total, ".txt", "drop rule")
@@ -88,23 +96,49 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
     if fmt == SHARD_FORMAT:
         # The run's samples (shard references or media paths) minus the dropped; write_export copies the
         # media into new shards. Samples that failed to decode are not in samples.parquet, so not exported.
-        table = samples.loc[~samples["id"].astype(str).isin(drop_set)].reset_index(drop=True)
+        table, log = samples.reset_index(drop=True), None
+        row_of = dict(zip(table["id"].astype(str), range(len(table))))
+        if repairs:
+            table, log = apply_repairs(table, row_of, _kept_repairs(run, store, drop_set), {})
+        table = _without(table, row_of, drop_set)
         return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
-                      root=str(run.dataset_root))
-    table, source = cleaned_manifest(run, drop_set)
+                      root=str(run.dataset_root), repairs=log)
+    if manifest_info(run).get("format") == "hf":
+        raise ReviewError(f"a Hugging Face dataset keeps its media inside its tables, so a {fmt} manifest of it would "
+                          "name no files: export with --to hf (or --format shards, or ids)")
     names = manifest_info(run).get("source_columns") or {}
+    table, row_of, source = manifest_rows(run)
+    log = None
+    if repairs:
+        table, log = apply_repairs(table, row_of, _kept_repairs(run, store, drop_set),
+                                   {m: names.get(m, m) for m in MODALITIES})
+    table = _without(table, row_of, drop_set)
     media = tuple(c for c in (names.get(m, m) for m in MEDIA_MODALITIES) if c in table.columns)
     root = str(run.dataset_root)
     # `data` is what a browser downloads to a folder nobody knows: absolute paths open from anywhere here
     data = _encode_table(rebase_media_paths(table, media, root=root, to=None), fmt)
     return Export(data, fmt, dropped, len(table), total, "." + fmt, source, table=table, root=root,
-                  media_columns=media)
+                  media_columns=media, repairs=log)
 
 
-def write_export(export: Export, out: str | Path, *, absolute_paths: bool = False) -> Path:
+def write_export(export: Export, out: str | Path, *, absolute_paths: bool = False, overwrite: bool = False) -> Path:
     """Write the export to `out`. A cleaned manifest's media paths are rewritten relative to the folder of
-    `out` (absolute with `absolute_paths`), so that they open from where the file is written."""
+    `out` (absolute with `absolute_paths`), so that they open from where the file is written.
+
+    Never over the manifest the rows came from or a run's own files (multimem_core.outputs), unless
+    `overwrite`; a ReviewError says so before anything is written."""
+    from multimem_core.outputs import OutputError, check_output
+
+    try:
+        if export.format == SHARD_FORMAT:  # a folder of new shards: never the shards it copies from
+            check_output(out, inputs=[export.root], writes="run")
+        else:
+            check_output(out, inputs=[export.source], overwrite=overwrite)
+    except OutputError as e:
+        raise ReviewError(str(e)) from e
     out = Path(out).expanduser()
+    if export.repairs is not None:  # beside the manifest (or the shard folder): what the repairs changed
+        atomic_write_bytes(repairs_path(out), export.repairs.to_csv(index=False).encode())
     if export.format in MANIFEST_FORMATS and export.table is not None:
         to = None if absolute_paths else out.resolve().parent
         table = rebase_media_paths(export.table, export.media_columns, root=export.root, to=to)
@@ -144,6 +178,11 @@ def rebase_media_paths(table: pd.DataFrame, columns: Sequence[str], *, root: str
     return out
 
 
+def _kept_repairs(run: RunDir, store: ReviewStore | None, drop: set[str]) -> pd.DataFrame:
+    reps = current_repairs(store or ReviewStore.for_run(run))
+    return reps[~reps["sample_id"].astype(str).isin(drop)].sort_values("seq")
+
+
 def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule) -> pd.DataFrame:
     df = pd.DataFrame({"id": list(dropped)})
     scores = run.scores()
@@ -153,7 +192,13 @@ def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule) -> pd.Da
 
 
 def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, str]:
-    """The input manifest without the dropped rows, with the input's own column names.
+    """The input manifest without the dropped rows, with the input's own column names."""
+    table, row_of, source = manifest_rows(run)
+    return _without(table, row_of, drop), source
+
+
+def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
+    """The whole input manifest with the input's own column names, each sample's row in it, and its source.
 
     Re-reads the original file when it is still there, so every column survives (also ones the engine
     ignored); otherwise rebuilds the table from samples.parquet with the original names."""
@@ -166,18 +211,24 @@ def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, str]:
     fmt = info.get("format")
     if path is not None and path.is_file() and fmt in MANIFEST_FORMATS:
         original = _read_original(path, fmt)
-        drop_rows = set(samples.loc[samples["id"].isin(drop), "row"].astype(int))
         if len(original) < len(samples):
             raise ReviewError(f"{path} has {len(original)} rows but the run has {len(samples)} samples: the "
                               "manifest changed after the run; export with --format ids instead")
-        keep = np.array([i not in drop_rows for i in range(len(original))])
-        return original[keep].reset_index(drop=True), str(path)
+        return original, dict(zip(samples["id"], samples["row"].astype(int))), str(path)
     source_columns = info.get("source_columns") or {}
     # the original names in the order the engine recorded them (the file's own order is gone with it)
     standard = list(source_columns) or ["id", "image", "text", "audio", "video", "label", "injected"]
     cols = [c for c in standard if c in samples.columns]
-    table = samples.loc[~samples["id"].isin(drop), cols].rename(columns=source_columns)
-    return table.reset_index(drop=True), str(run.samples_path)
+    table = samples[cols].rename(columns=source_columns).reset_index(drop=True)
+    return table, dict(zip(samples["id"], range(len(samples)))), str(run.samples_path)
+
+
+def _without(table: pd.DataFrame, row_of: dict[str, int], drop: set[str]) -> pd.DataFrame:
+    drop_rows = {row_of[i] for i in drop if i in row_of}
+    keep = np.array([i not in drop_rows for i in range(len(table))], dtype=bool)
+    out = table[keep].reset_index(drop=True)
+    out.attrs = dict(table.attrs)
+    return out
 
 
 def _read_original(path: Path, fmt: str) -> pd.DataFrame:

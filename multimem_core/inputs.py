@@ -14,8 +14,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .data.manifest import ColumnKeys, Manifest
-from .data.media import MediaSpec
+from .config import ColumnKeys
+from .data.manifest import Manifest
+from .config import MediaSpec
 
 
 def is_shards(path: str | Path) -> bool:
@@ -26,8 +27,15 @@ def is_shards(path: str | Path) -> bool:
 
 def read_input(path: str | Path, *, keys: ColumnKeys | None = None,
                modalities: Sequence[str] | None = None) -> Manifest:
-    """The manifest or the shards at `path`, checked (data.manifest / data.shards say what is wrong)."""
+    """The manifest, the Hugging Face dataset or the shards at `path`, checked (data.manifest, data.hf and
+    data.shards say what is wrong)."""
+    from .data import hf, hf_folder
+
     path = Path(path).expanduser()
+    if hf.data_files(path) is not None:
+        return hf.read_hf(path, keys=keys, modalities=modalities)
+    if hf_folder.metadata_file(path) is not None:
+        return hf_folder.read_folder(path, keys=keys, modalities=modalities)
     if is_shards(path):
         from .data.shards import read_shards
 
@@ -40,6 +48,10 @@ def read_input(path: str | Path, *, keys: ColumnKeys | None = None,
 def decode(source, modalities: Sequence[str], spec: MediaSpec, cache_dir: str | Path, *, progress: bool):
     """Every sample's media decoded to `spec`'s fixed shapes, memory-mapped from `cache_dir` (reused when
     the input, the modalities and the spec are the same)."""
+    if getattr(source, "format", None) == "hf":
+        from .data.hf import decode_hf
+
+        return decode_hf(source, modalities, spec, cache_dir, progress=progress)
     if getattr(source, "format", None) == "webdataset":
         from .data.shards import decode_shards
 
@@ -57,9 +69,11 @@ def dataset_info(source: Manifest) -> dict | None:
 
 def manifest_config(source: Manifest) -> dict:
     """What a run's config.json records about its input: where it is, its format, hash and columns."""
-    return {"dataset_root": str(Path(source.root).resolve()),
-            "manifest": {"path": str(Path(source.path).expanduser().resolve()), "format": source.format,
-                         "sha256": source.sha256, "source_columns": source.source_columns}}
+    manifest = {"path": str(Path(source.path).expanduser().resolve()), "format": source.format,
+                "sha256": source.sha256, "source_columns": source.source_columns}
+    if hasattr(source, "files") and source.format == "hf":  # the data files, to write the rows back (export)
+        manifest["hf"] = source.config()
+    return {"dataset_root": str(Path(source.root).resolve()), "manifest": manifest}
 
 
 def samples_table(source: Manifest, *, ids: Sequence[str], rows: np.ndarray, roles: np.ndarray) -> pd.DataFrame:

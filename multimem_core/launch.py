@@ -21,12 +21,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .data.paths import OutsideRootError
 from .data.paths import resolve_under as resolve_under_root
-from .config import MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
+from .config import ScoreConfig
 from .run import RunDir, atomic_write_json
 from .runlock import describe_holder
 
@@ -69,7 +69,8 @@ def _is_run(folder: Path) -> bool:
 
 
 def find_inputs(root: str | Path, *, max_depth: int = 3, limit: int = 200, budget: int = 20_000) -> list[Path]:
-    """Manifests and folders of .tar shards under `root` (not inside run directories), nearest first.
+    """Manifests, folders of .tar shards and Hugging Face `save_to_disk` folders under `root` (not inside run
+    directories), nearest first.
 
     Bounded (depth, results and directory entries read) so that a data root with millions of files costs
     the same fraction of a second as a small one."""
@@ -96,7 +97,7 @@ def find_inputs(root: str | Path, *, max_depth: int = 3, limit: int = 200, budge
                         nxt.append(Path(e.path))
                 elif e.name.lower().endswith(MANIFEST_SUFFIXES):
                     found.append(Path(e.path))
-                elif e.name.endswith(".tar"):
+                elif e.name.endswith(".tar") or e.name == "state.json":  # shards, or a save_to_disk folder
                     tars = True
             if tars:
                 found.append(folder)
@@ -116,67 +117,35 @@ def runs_folder(app_root: str | Path | None, *, root: str | Path | None = None) 
     return Path(root or data_root()).resolve() / "runs"
 
 
-@dataclass
-class NewRun:
-    """What the New-run page asks for; `command()` is the `multimem score` line it starts."""
-
-    input: str                              # manifest or shards folder (absolute, under the data root)
-    out: str                                # the run directory
-    modalities: list[str] = field(default_factory=list)  # empty: all the input has
-    # defaults: the engine's config dataclasses (multimem_core.config), as `multimem score` has them
-    protocol: str = ProtocolConfig.name
-    folds: int = ProtocolConfig.folds
-    epochs: int = TrainConfig.epochs
-    image_tower: str = ModelConfig.image_tower
-    text_tower: str = ModelConfig.text_tower
-    views: int = ScoreConfig.views
-    image_size: int | None = MediaSpec.image_size  # None: the image tower's own
-    batch_size: int = TrainConfig.batch_size
-    frames: int = MediaSpec.video_frames
-    audio_seconds: float = MediaSpec.audio_seconds
-    seed: int = TrainConfig.seed
-    device: str = ScoreConfig.device
-
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "multimem_core.cli", "score", self.input, "--out", self.out,
-               "--protocol", self.protocol, "--epochs", str(self.epochs), "--image-tower", self.image_tower,
-               "--views", str(self.views),
-               "--batch-size", str(self.batch_size), "--frames", str(self.frames),
-               "--audio-seconds", str(self.audio_seconds), "--seed", str(self.seed), "--device", self.device,
-               "--quiet"]
-        if self.protocol == "crossfit":
-            cmd += ["--folds", str(self.folds)]
-        if self.modalities:
-            cmd += ["--modalities", ",".join(self.modalities)]
-        if self.text_tower:
-            cmd += ["--text-tower", self.text_tower]
-        if self.image_size:
-            cmd += ["--image-size", str(self.image_size)]
-        return cmd
+REQUEST = "request.json"  # the ScoreConfig a job runs, as `multimem score --config` reads it
 
 
-def start(job: NewRun, *, root: str | Path | None = None) -> Path:
-    """Check the job, then start `multimem score` in its own process group, logging to RUN/log.txt."""
+def request(input: str | Path, out: str | Path, values: dict) -> ScoreConfig:
+    """What the New-run page asks for: the engine's defaults with the options in `values` (dest -> value, as
+    the config fields declare them), checked by the config itself."""
+    try:
+        return ScoreConfig(input=str(input), out=str(out)).with_options(values)
+    except ValueError as e:
+        raise LaunchError(str(e)) from e
+
+
+def start(cfg: ScoreConfig, *, root: str | Path | None = None) -> Path:
+    """Check the job, write RUN/request.json, then start `multimem score --config` on it in its own process
+    group, logging to RUN/log.txt."""
     root = Path(root or data_root()).resolve()
-    job.input = str(resolve_under(root, job.input))
-    out = Path(job.out).expanduser().resolve()
+    out = Path(cfg.out).expanduser().resolve()
     if not NAME_RE.match(out.name):
         raise LaunchError(f"run name {out.name!r}: use letters, digits, '.', '_' or '-' (up to 80), starting with a "
                           "letter or digit.")
+    cfg = replace(cfg, input=str(resolve_under(root, cfg.input)), out=str(out), progress=False)
     holder = describe_holder(out)
     if holder is not None:
         raise LaunchError(f"{out} is being written by {holder}: choose another run name, or wait for it.")
     if out.exists() and any(out.iterdir()):
         raise LaunchError(f"{out} exists already: choose another run name.")
-    if job.protocol not in ("crossfit", "paper"):
-        raise LaunchError(f"unknown protocol {job.protocol!r}: crossfit or paper.")
-    if job.protocol == "crossfit" and job.folds < 2:
-        raise LaunchError("crossfit needs 2 folds or more.")
-    if job.epochs < 1:
-        raise LaunchError("epochs must be 1 or more.")
-    job.out = str(out)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = job.command()
+    atomic_write_json(out / REQUEST, cfg.to_dict())
+    cmd = [sys.executable, "-m", "multimem_core.cli", "score", "--config", str(out / REQUEST)]
     repo = Path(__file__).resolve().parent.parent  # a checkout that is not pip-installed still imports
     env = {**os.environ, "MULTIMEM_EXIT_FILE": str(out / "exit_code"), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)}
@@ -187,7 +156,7 @@ def start(job: NewRun, *, root: str | Path | None = None) -> Path:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(out), env=env,
                                 start_new_session=True)  # its own group: cancel ends it and its children
     atomic_write_json(out / "job.json", {"pid": proc.pid, "pgid": proc.pid, "command": cmd, "started": time.time(),
-                                         "options": asdict(job), "data_root": str(root)})
+                                         "options": cfg.to_dict(), "data_root": str(root)})
     return out
 
 

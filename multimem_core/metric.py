@@ -213,7 +213,7 @@ def multimem_scores(
                elsewhere often are not).
 
     Torch tensors in, tensors out; numpy arrays in, float64 numpy arrays out. Keys: multimem, cmc_in, cmc_out,
-    pair__<a>__<b>, contrib__<m> (see `scores_from_terms`). `multimem_core.importers` builds a whole run
+    pair__<a>__<b>, contrib__<m> (see `scores_from_terms`). `multimem_core.importing` builds a whole run
     directory from files on top of the same functions.
     """
     as_numpy = not isinstance(out_views, Tensor)

@@ -10,9 +10,10 @@ import os
 import numpy as np
 import torch
 
-from .config import ModelConfig, ScoreConfig
+from .config import ScoreConfig
 from .inputs import decode, prepare_cached, read_input
 from .models.factory import create_model
+from .planting import PlantPlan, with_planted
 from .protocol import Assignment
 from .run import RunDir, Stages
 from .runlock import die_with_parent
@@ -32,7 +33,8 @@ def train_workers(cfg: ScoreConfig, n_models: int, distributed: bool) -> int:
     return max(1, min(n_models, os.cpu_count() or 1))
 
 
-def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, progress: bool) -> None:
+def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, progress: bool,
+                       planted: PlantPlan | None = None) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -41,7 +43,7 @@ def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, p
     # die_with_parent: a killed `multimem score` takes its workers with it at once (they write checkpoints).
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
     try:
-        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k)
+        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k, planted)
                    for k, (name, idx) in enumerate(assignment.train_sets.items())]
         for f in futures:
             f.result()  # re-raises a worker's error here
@@ -55,18 +57,20 @@ def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, p
     pool.shutdown()
 
 
-def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int):
-    """One model in a worker process: reopen the decoded cache (no media is read again) and train."""
+def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int,
+               planted: PlantPlan | None):
+    """One model in a worker process: reopen the decoded cache (no media is read again), append the planted
+    rows the way score_run does, and train."""
     torch.set_num_threads(threads)
     run = RunDir(cfg.out)
     source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
     modalities = list(cfg.modalities or source.modalities)
     decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    model_cfg = cfg.model_config(modalities)
     torch.manual_seed(cfg.train.seed)
     data = prepare_cached(create_model(model_cfg), decoded.arrays, run.cache_dir)
+    if planted is not None:
+        data = with_planted(data, planted)
     torch.manual_seed(cfg.train.seed)
     model = create_model(model_cfg)
     stages = Stages(run, True)

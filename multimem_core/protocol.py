@@ -2,9 +2,10 @@
 
 paper:    S_S (shared), S_C (candidates), S_I (independent), H (held out).
           f trains on S_S ∪ S_C, g on S_S ∪ S_I. S_C is scored f − g, S_I g − f, S_S raw f − g.
-crossfit: K folds plus H. Model "fold{k}" trains on every fold but k; a sample of fold k is scored with
-          CMC_in = mean over the K − 1 models that saw it and CMC_out = the model that did not.
-H is in no training set and is never scored: it is the unrelated set of the CMC's second term.
+crossfit: K folds (plus H only when asked). Model "fold{k}" trains on every fold but k; a sample of fold k
+          is scored with CMC_in = mean over the K − 1 models that saw it and CMC_out = the model that did not.
+Each model's reference set (the unrelated samples of the CMC's second term) is what it never trained on:
+H under paper, its own fold (and H, if any) under crossfit, so that crossfit scores every row.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import PROTOCOLS, ProtocolConfig  # noqa: F401 (ProtocolConfig: re-exported, its old home)
-from .run import HELDOUT, fold_role
-
+from .config import PROTOCOLS, ProtocolConfig
+from .names import HELDOUT, PAPER_IN_MODEL, PAPER_MODELS, PAPER_OUT_MODEL, PAPER_ROLES, PAPER_TRAINS_ON, fold_role
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Assignment:
     train_sets: dict[str, np.ndarray]    # model name -> sample indices it trains on
     in_models: dict[str, list[str]]      # role -> models that saw samples of that role
     out_model: dict[str, str]            # role -> the model that did not
+    name: str = "crossfit"               # the protocol
 
     @property
     def heldout(self) -> np.ndarray:
@@ -36,9 +37,21 @@ class Assignment:
     def scored(self) -> np.ndarray:
         return np.flatnonzero(self.roles != HELDOUT)
 
+    def reference(self, model: str) -> np.ndarray:
+        """The unrelated set of `model`'s CMC second term, and where it is evaluated: H under paper; under
+        crossfit every row it never trained on (its fold, and H if any). A row of the set is compared with the
+        rest of it (metric's held-out rule), so the fold is scored too."""
+        if self.name == "paper":
+            return self.heldout
+        seen = np.zeros(len(self.roles), dtype=bool)
+        seen[self.train_sets[model]] = True
+        return np.flatnonzero(~seen)
+
 
 def heldout_size(n: int, frac: float) -> int:
-    # Enough unrelated samples for a stable mean, never more than a fifth of a small set.
+    # Enough unrelated samples for a stable mean, never more than a fifth of a small set; none when none asked.
+    if frac <= 0:
+        return 0
     return int(min(max(round(frac * n), min(32, n // 5)), n // 2))
 
 
@@ -47,7 +60,7 @@ def assign(n: int, cfg: ProtocolConfig) -> Assignment:
         raise ValueError(f"{n} loadable samples are too few to train and score (need at least 10)")
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(n)
-    n_h = heldout_size(n, cfg.heldout_frac)
+    n_h = heldout_size(n, cfg.heldout)
     roles = np.empty(n, dtype=object)
     roles[order[:n_h]] = HELDOUT
     rest = order[n_h:]
@@ -58,11 +71,12 @@ def assign(n: int, cfg: ProtocolConfig) -> Assignment:
     shares = np.asarray(cfg.paper_shares, dtype=float)
     cuts = np.round(np.cumsum(shares / shares.sum()) * len(rest)).astype(int)[:-1]
     s_s, s_c, s_i = np.split(rest, cuts)
-    roles[s_s], roles[s_c], roles[s_i] = "S_S", "S_C", "S_I"
+    for role, part in zip(PAPER_ROLES, (s_s, s_c, s_i)):
+        roles[part] = role
     return assignment_from_roles(roles, "paper")
 
 
-def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str] = ("f", "g")) -> Assignment:
+def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str] = PAPER_MODELS) -> Assignment:
     """Who trains on what and which models score whom, from each sample's role (the protocol's rules).
 
     paper: f trains on S_S ∪ S_C, g on S_S ∪ S_I; S_C and S_S are scored f − g, S_I g − f.
@@ -71,10 +85,9 @@ def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str]
     """
     roles = np.asarray(roles).astype(str)
     if name == "paper":
-        train_sets = {"f": np.flatnonzero(np.isin(roles, ["S_S", "S_C"])),
-                      "g": np.flatnonzero(np.isin(roles, ["S_S", "S_I"]))}
-        in_models = {"S_C": ["f"], "S_I": ["g"], "S_S": ["f"]}
-        out_model = {"S_C": "g", "S_I": "f", "S_S": "g"}
+        train_sets = {m: np.flatnonzero(np.isin(roles, PAPER_TRAINS_ON[m])) for m in PAPER_MODELS}
+        in_models = {role: [m] for role, m in PAPER_IN_MODEL.items()}
+        out_model = dict(PAPER_OUT_MODEL)
     elif name == "crossfit":
         models = list(models)
         train_sets = {f: np.flatnonzero(~np.isin(roles, [f, HELDOUT])) for f in models}
@@ -82,4 +95,13 @@ def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str]
         out_model = {f: f for f in models}
     else:
         raise ValueError(f"unknown protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")
-    return Assignment(roles, train_sets, in_models, out_model)
+    return Assignment(roles, train_sets, in_models, out_model, name)
+
+
+def training_assignment(assignment: Assignment, planted) -> Assignment:
+    """Who trains on what once planted rows (planting.PlantPlan, each with a fold as its role) follow the
+    real ones: the same rules over the longer list of roles. Scoring keeps the real rows' assignment."""
+    if not len(planted):
+        return assignment
+    roles = np.concatenate([assignment.roles, np.asarray(planted.roles).astype(str)])
+    return assignment_from_roles(roles, assignment.name, models=list(assignment.train_sets))

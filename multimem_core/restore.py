@@ -9,13 +9,13 @@ wrong rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .config import AugmentConfig, ColumnKeys, MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
+from .config import ScoreConfig
 from .inputs import decode, prepare_cached, read_input
 from .models.factory import MultiTowerModel, create_model
 from .protocol import Assignment, assign
@@ -24,29 +24,13 @@ from .train import resolve_device
 
 
 def score_config_of(run: RunDir) -> ScoreConfig:
-    """The ScoreConfig a run was made with, from RUN/config.json."""
+    """The ScoreConfig a run was made with, from RUN/config.json (its input where it lies now)."""
     c = run.config()
     if c.get("status") != "complete":
         raise RunDirError(f"{run.path} is not a complete run (status {c.get('status')!r}); "
                           f"finish it first: rerun the `multimem score` command that made it")
-    train = dict(c["train"])
-    train["augment"] = AugmentConfig(**train.get("augment", {}))
-    proto = dict(c["protocol"])
-    proto["paper_shares"] = tuple(proto.get("paper_shares", (0.5, 0.25, 0.25)))
-    model = dict(c["model"])
-    return ScoreConfig(
-        input=str(run.input_path), out=str(run.path), modalities=list(c["modalities"]), keys=ColumnKeys(**c["keys"]),
-        protocol=ProtocolConfig(**proto), model=ModelConfig(**model), train=TrainConfig(**train),
-        media=MediaSpec(**c["media"]), views=int(c.get("views", c.get("augmentations", ScoreConfig.views))),
-        chunk_size=int(c.get("chunk_size", 256)), projection=False, device=c.get("device", "auto"),
-    )
-
-
-def model_config_of(cfg: ScoreConfig) -> ModelConfig:
-    """The ModelConfig score_run builds its models from (modalities and media shapes filled in)."""
-    return ModelConfig(**{**cfg.model.to_dict(), "modalities": list(cfg.modalities),
-                          "video_frames": cfg.media.video_frames,
-                          "audio_sample_rate": cfg.media.audio_sample_rate})
+    return replace(ScoreConfig.from_dict(c), input=str(run.input_path), out=str(run.path), projection=False,
+                   save_views=False, progress=True)
 
 
 def model_names(run: RunDir) -> list[str]:
@@ -66,7 +50,7 @@ def load_run_model(run: RunDir, name: str, *, device: str | torch.device = "cpu"
                           f"(models with weights: {have})")
     cfg = score_config_of(run)
     torch.manual_seed(cfg.train.seed)
-    model = create_model(model_config_of(cfg))
+    model = create_model(cfg.model_config(cfg.modalities))
     load_model(model, str(path))
     return model.to(resolve_device(str(device))).eval()
 
@@ -123,7 +107,7 @@ def load_run_inputs(run: RunDir, *, progress: bool = False) -> RunInputs:
         raise RunDirError(f"the roles in {run.samples_path} differ from what protocol {cfg.protocol.name} "
                           "assigns with the run's seed; was samples.parquet edited?")
     torch.manual_seed(cfg.train.seed)
-    proto = create_model(model_config_of(cfg))
+    proto = create_model(cfg.model_config(cfg.modalities))
     data = prepare_cached(proto, decoded.arrays, run.cache_dir)
     texts = list(decoded.arrays["text"]) if "text" in decoded.arrays else None
     return RunInputs(cfg=cfg, ids=ids, data=data, assignment=assignment, samples=samples, texts=texts)

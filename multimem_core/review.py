@@ -24,8 +24,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-# `top:N` drops the N most suspicious, whichever end of the score that is (diagnose.LOWER_IS_WORSE).
-from multimem_core.diagnose import LOWER_IS_WORSE
+# `top:N` drops the N most suspicious, whichever end of the score that is (names.LOWER_IS_WORSE).
+from multimem_core.names import LOWER_IS_WORSE
 from multimem_core.run import RunDir
 
 LABELS = ("noisy", "ok", "unsure")
@@ -93,10 +93,21 @@ class ReviewStore:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # timeout: a writer waits for another session's commit instead of failing with "database is locked".
+        if self.path.exists() and not self.path.is_file():
+            raise ReviewError(f"{self.path}: the flags database is not a regular file; move it away (the run then "
+                              "starts with no flags) or restore it from a backup")
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when the click returns
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when the click returns
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise ReviewError(f"{self.path}: the flags database is damaged ({e}: not a SQLite database "
+                              "multimem can use); move it away (the run then starts with no flags) or restore it "
+                              "from a backup") from e
         return conn
 
     # -- writing ------------------------------------------------------------------------------------
@@ -108,7 +119,7 @@ class ReviewStore:
         if not str(reviewer).strip():
             raise ReviewError("reviewer name is empty; type your name in the sidebar")
         ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
-        now = _now()
+        now = utc_timestamp()
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -140,7 +151,7 @@ class ReviewStore:
                 new = conn.execute(
                     "INSERT INTO decisions (sample_id, action, label, reason, reviewer, created_at, undoes, source) "
                     "VALUES (?, 'undo', ?, ?, ?, ?, ?, ?)",
-                    (row[0], row[2], reason, reviewer.strip() or default_reviewer(), _now(), seq, source),
+                    (row[0], row[2], reason, reviewer.strip() or default_reviewer(), utc_timestamp(), seq, source),
                 ).lastrowid
                 conn.execute("COMMIT")
             except BaseException:
@@ -191,7 +202,7 @@ class ReviewStore:
         if not str(reviewer).strip():
             raise ReviewError("reviewer name is empty; type your name in the sidebar")
         ids = [sample_ids] if isinstance(sample_ids, str) else [str(i) for i in sample_ids]
-        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), _now()) for sid in ids]
+        rows = [(sid, tag, "remove" if remove else "add", reviewer.strip(), utc_timestamp()) for sid in ids]
         with closing(self._connect()) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -218,7 +229,7 @@ class ReviewStore:
 
 
 
-def _now() -> str:
+def utc_timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 

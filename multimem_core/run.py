@@ -32,21 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROLES_PAPER = ("S_S", "S_C", "S_I", "H")
-HELDOUT = "H"
-
-
-def fold_role(k: int) -> str:
-    return f"fold{k}"
-
-
-def pair_column(a: str, b: str) -> str:
-    return f"pair__{a}__{b}"
-
-
-def contrib_column(m: str) -> str:
-    return f"contrib__{m}"
-
+from .names import HELDOUT
+from .run_files import DAMAGED_HINT, RunDirError, read_run_json, read_run_parquet
 
 @contextmanager
 def _replacing(path: Path, suffix: str = ""):
@@ -119,10 +106,6 @@ def stored_paths(run_path: Path, **paths: str | os.PathLike) -> dict:
     absolute = {k: str(Path(v).expanduser().resolve()) for k, v in paths.items()}
     run_path = Path(run_path).expanduser().resolve()
     return {**absolute, "paths_from_run": {k: os.path.relpath(v, run_path) for k, v in absolute.items()}}
-
-
-class RunDirError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -198,17 +181,33 @@ class RunDir:
             return False
         try:
             return self.config().get("status", "complete") == "complete"
-        except (OSError, ValueError):
+        except (OSError, ValueError, RunDirError):
             return False
 
     def config(self) -> dict:
-        if not self.config_path.is_file():
+        if not self.config_path.exists():
             raise RunDirError(f"{self.path} is not a run directory: it has no config.json")
-        return json.loads(self.config_path.read_text())
+        config = read_run_json(self.config_path, "run's settings (config.json)")
+        if not isinstance(config, dict) or not isinstance(config.get("modalities", []), list):
+            raise RunDirError(f"{self.config_path}: the run's settings are damaged (not the object `multimem` "
+                              f"writes); {DAMAGED_HINT}")
+        return config
 
     @property
     def modalities(self) -> list[str]:
         return list(self.config()["modalities"])
+
+    def ranking(self) -> str:
+        """The run's ranking: the score column the self-check found best on this data ('multimem' for runs
+        without one); a leading '-' where lower is more suspicious."""
+        try:
+            return str(self.config().get("ranking") or "multimem")
+        except (RunDirError, ValueError):
+            return "multimem"
+
+    def ranking_column(self) -> str:
+        """The column of scores.parquet the run ranks by (its ranking without the sign)."""
+        return self.ranking().lstrip("-")
 
     @property
     def dataset_root(self) -> Path:
@@ -244,34 +243,43 @@ class RunDir:
         return candidates[0] if candidates else stored
 
     def samples(self) -> pd.DataFrame:
-        return pd.read_parquet(self.samples_path)
+        samples = read_run_parquet(self.samples_path, "sample table")
+        if "id" not in samples.columns:
+            raise RunDirError(f"{self.samples_path}: the sample table has no `id` column; {DAMAGED_HINT}")
+        return samples
 
     def scores(self, *, heldout: bool = False) -> pd.DataFrame | None:
         """The scored samples (rows as diagnostics/sim_*.npy); heldout=True adds the H rows (role "H",
         only cmc_out: no model saw them, so they have no memorization score)."""
         if not self.scores_path.is_file():
             return None
-        scores = pd.read_parquet(self.scores_path)
+        scores = read_run_parquet(self.scores_path, "score table")
+        if "id" not in scores.columns:
+            raise RunDirError(f"{self.scores_path}: the score table has no `id` column; {DAMAGED_HINT}")
         if heldout or "role" not in scores.columns:
             return scores
         return scores[scores["role"] != HELDOUT].reset_index(drop=True)
 
     def errors(self) -> pd.DataFrame:
-        if self.errors_path.is_file():
-            return pd.read_parquet(self.errors_path)
+        if self.errors_path.exists():
+            return read_run_parquet(self.errors_path, "table of skipped samples")
         return pd.DataFrame(columns=["id", "row", "modality", "path", "reason"])
 
     def projection(self) -> pd.DataFrame | None:
-        return pd.read_parquet(self.projection_path) if self.projection_path.is_file() else None
+        return read_run_parquet(self.projection_path, "map") if self.projection_path.exists() else None
 
     def timings(self) -> dict[str, float]:
-        return json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+        if not self.timings_path.exists():
+            return {}
+        timings = read_run_json(self.timings_path, "stage timings (timings.json)")
+        return timings if isinstance(timings, dict) else {}
 
     def progress(self) -> dict | None:
         try:
-            return json.loads(self.progress_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            progress = read_run_json(self.progress_path, "progress report (progress.json)")
+        except RunDirError:  # absent, or caught half-way by a reader on a file system without atomic rename
             return None
+        return progress if isinstance(progress, dict) else None
 
     def embedding_models(self) -> list[str]:
         if not self.embeddings_dir.is_dir():

@@ -20,16 +20,19 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, diagnose
-from .config import AugmentConfig, ScoreConfig  # noqa: F401 (ScoreConfig re-exported: its old home)
+from .config import AugmentConfig, ScoreConfig, SelfCheckConfig
 from .confidence import heldout_confidence
 from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
-from .models.factory import ModelConfig, create_model
+from .models.factory import create_model
 from .parallel_training import train_in_processes, train_workers
-from .protocol import Assignment, assign
-from .run import HELDOUT, RunDir, Stages, allocated_memmap, atomic_save_npy, describe_skipped, stored_paths
+from .names import HELDOUT
+from .planting import PlantPlan, plan_planted, with_planted
+from .protocol import Assignment, assign, training_assignment
+from .run import RunDir, Stages, allocated_memmap, atomic_save_npy, atomic_write_parquet, describe_skipped, stored_paths
 from .runlock import RunLock
+from .selfcheck import CANDIDATES, RANKING_COLUMN, mean_rank, oriented, run_selfcheck
 from .targeted import embed_views, view_generator
 from .train import dist_info, init_distributed, resolve_device, train_model
 
@@ -51,8 +54,10 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
                 aug: AugmentConfig, seed: int, chunk: int, device, clean_out: dict[str, np.ndarray] | None,
                 progress: bool, desc: str, views_out: dict[str, np.ndarray] | None = None,
                 heldout_views_out: dict[str, np.ndarray] | None = None,
-                report: Callable[..., None] | None = None, name: str = "") -> CMCTerms:
-    """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [n, d]) if given.
+                report: Callable[..., None] | None = None, name: str = "", kept: int | None = None) -> CMCTerms:
+    """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [kept, d]) if given.
+    `kept` (default n): only the first `kept` rows go to clean_out and views_out (the rows after them are
+    planted rows, scored and then set apart).
 
     The embedding (A augmented views of each chunk, seeded by `seed` and the chunk) lives here; the
     terms and the held-out rule are metric.streamed_cmc_terms.
@@ -68,6 +73,7 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
 
     h_pos = np.full(n, -1)
     h_pos[heldout] = np.arange(len(heldout))
+    kept = n if kept is None else kept
     chunks = -(-n // chunk)
     bar = tqdm(total=chunks, desc=desc, unit="chunk", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
@@ -78,19 +84,20 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
                 for j, m in enumerate(mods):
                     heldout_views_out[m][:, h_pos[idx]] = v[:, :, j].numpy()
             return
-        if views_out is not None:
+        keep = idx < kept
+        if views_out is not None and keep.any():
             for j, m in enumerate(mods):
-                views_out[m][:, idx] = v[:, :, j].numpy()
+                views_out[m][:, idx[keep]] = v[:, keep, j].numpy()
         bar.update(1)
         if report is not None:
             done = int(idx[-1]) + 1
             rate = done / max(1e-9, time.perf_counter() - t0)
             report(stage="embed", model=name, chunk=-(-done // chunk), chunks=chunks, samples_per_s=round(rate, 1),
                    eta_s=round((n - done) / max(rate, 1e-9), 1))
-        if clean_out is not None:
-            emb = model({m: x.to(device) for m, x in select(data, idx).items()})
+        if clean_out is not None and keep.any():
+            emb = model({m: x.to(device) for m, x in select(data, idx[keep]).items()})
             for m in mods:
-                clean_out[m][idx] = emb[m].cpu().numpy().astype(np.float16)
+                clean_out[m][idx[keep]] = emb[m].cpu().numpy().astype(np.float16)
 
     try:
         return streamed_cmc_terms(views_of, n=n, heldout=heldout, chunk=chunk, on_chunk=on_chunk)
@@ -116,6 +123,9 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     A run that stops with an error is marked failed (config.json status, progress.json stage) before
     the error goes on; a killed one keeps status "running" without a lock holder. Either way only a
     run whose status is "complete" counts as complete (RunDir.is_complete)."""
+    from .outputs import check_output
+
+    check_output(cfg.out, inputs=[cfg.input], writes="run")  # never into the dataset it reads, never over a file
     cfg = resolve_media(cfg)
     distributed = init_distributed()
     rank, _ = dist_info()
@@ -172,23 +182,25 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
         raise ValueError(f"{source.path}: {e}{skipped}") from e
     if lead:
         run.write_samples(samples_table(source, ids=decoded.ids, rows=decoded.rows, roles=assignment.roles))
+    plan = plan_planted(assignment.roles if assignment.name == "crossfit" else assignment.roles[:0], modalities,
+                        cfg.selfcheck)
+    training = training_assignment(assignment, plan)
 
-    model_cfg = ModelConfig(**{**cfg.model.to_dict(), "modalities": modalities,
-                               "video_frames": cfg.media.video_frames,
-                               "audio_sample_rate": cfg.media.audio_sample_rate})
+    model_cfg = cfg.model_config(modalities)
     with stages("prepare"):
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)
         data = prepare_cached(proto, decoded.arrays, run.cache_dir)  # once, shared by every model
+        data = with_planted(data, plan)
     models = {}
     with stages("train"):
-        workers = train_workers(cfg, len(assignment.train_sets), distributed)
+        workers = train_workers(cfg, len(training.train_sets), distributed)
         if workers > 1:
-            train_in_processes(cfg, assignment, workers, progress)
-        for i, (name, train_idx) in enumerate(assignment.train_sets.items()):
+            train_in_processes(cfg, training, workers, progress, plan)
+        for i, (name, train_idx) in enumerate(training.train_sets.items()):
             torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
             model = create_model(model_cfg).to(device)
-            report = _train_reporter(stages, i, assignment, cfg.train.epochs) if lead else None
+            report = _train_reporter(stages, i, training, cfg.train.epochs) if lead else None
             # after train_in_processes this only loads the finished weights (train_model skips done work)
             stats = train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name,
                                 progress=progress, report=report)
@@ -205,15 +217,16 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
                            for m in modalities}
             views = ({m: allocated_memmap(folder / f"{m}.views.npy", np.float32, (cfg.views, n, model.embed_dim))
                       for m in modalities} if cfg.save_views else None)
-            h = assignment.heldout
+            h = assignment.reference(name)
             h_views = ({m: allocated_memmap(folder / f"{m}.heldout.views.npy", np.float32,
                                             (cfg.views, len(h), model.embed_dim))
                         for m in modalities} if cfg.save_views else None)
-            terms[name] = embed_terms(model, data, heldout=assignment.heldout, n=n, views=cfg.views,
+            # planted rows (after the n real ones) are embedded in the same pass; only real rows are kept on disk
+            terms[name] = embed_terms(model, data, heldout=h, n=n + len(plan), views=cfg.views,
                                       aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
                                       desc=f"embed {name} ×{cfg.views} views", views_out=views,
-                                      heldout_views_out=h_views, report=stages.report, name=name)
+                                      heldout_views_out=h_views, report=stages.report, name=name, kept=n)
             for arr in [*clean[name].values(), *(views or {}).values(), *(h_views or {}).values()]:
                 arr.flush()
             (folder / "ids.txt").write_text("\n".join(decoded.ids) + "\n")
@@ -224,10 +237,12 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     scores = write_scored(run, stages, ids=decoded.ids, assignment=assignment, terms=terms, clean=clean,
                           modalities=modalities, logit_scales=logit_scales,
                           projection_model=next(iter(models)) if cfg.projection else None,
-                          seed=cfg.train.seed, projection_per_modality=cfg.projection_per_modality)
+                          seed=cfg.train.seed, projection_per_modality=cfg.projection_per_modality,
+                          plan=plan, selfcheck=cfg.selfcheck)
 
     final = {**base_config, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
-             "confidence": scores.attrs["confidence"],
+             "confidence": scores.attrs["confidence"], "selfcheck": scores.attrs.get("selfcheck", {}),
+             "ranking": scores.attrs.get("selfcheck", {}).get("ranking", "multimem"),
              "n_skipped": int(decoded.errors["id"].nunique()) if len(decoded.errors) else 0,
              "models": {name: {"trained_on": sorted(set(assignment.roles[idx])), "n_train": int(len(idx)),
                                **{k: v for k, v in stats.items() if k != "key"}}
@@ -256,20 +271,25 @@ def _train_reporter(stages: Stages, index: int, assignment: Assignment, epochs: 
 def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Assignment,
                  terms: dict[str, CMCTerms], clean: dict[str, dict[str, np.ndarray]], modalities: list[str],
                  logit_scales: dict[str, float] | None, projection_model: str | None, seed: int = 0,
-                 projection_per_modality: bool = False) -> pd.DataFrame:
+                 projection_per_modality: bool = False, plan: PlantPlan | None = None,
+                 selfcheck: SelfCheckConfig = SelfCheckConfig()) -> pd.DataFrame:
     """The scoring and writing step every path shares (our own runs and `import-embeddings`).
 
-    From each model's CMC terms and clean embeddings (rows in `ids` order): scores.parquet with the
-    baselines, diagnostics/sim_in.npy and sim_out.npy, and projection.parquet from `projection_model`'s
-    embeddings (None: no projection). `logit_scales` (model -> exp of the learned temperature) feed the loss
-    baseline; None leaves that column out. Returns the scores table, with the run's confidence figure
-    (confidence.heldout_confidence) in its attrs["confidence"].
+    From each model's CMC terms and clean embeddings (rows in `ids` order, then the planted rows of `plan`
+    if any): scores.parquet with the baselines and the mean-rank column, diagnostics/sim_in.npy and
+    sim_out.npy, projection.parquet from `projection_model`'s embeddings (None: no projection), and with
+    planted rows the self-check (selfcheck.parquet; its figures in attrs["selfcheck"]). `logit_scales`
+    (model -> exp of the learned temperature) feed the loss baseline; None leaves that column out. Returns
+    the scores table, with the confidence figure (confidence.heldout_confidence) in attrs["confidence"].
     """
     with stages("score"):
         scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales,
                                               heldout_rows=True)
-        # how far the scores can be trusted; pandas keeps attrs in the Parquet schema's metadata
-        scores.attrs["confidence"] = heldout_confidence(clean, assignment.heldout, modalities=modalities)
+        scores[RANKING_COLUMN] = mean_rank(scores, scores)
+        references = {name: assignment.reference(name) for name in terms}
+        scores.attrs["confidence"] = heldout_confidence(clean, references, modalities=modalities)
+        if plan is not None and len(plan):
+            scores.attrs["selfcheck"] = _selfcheck(run, ids, scores, terms, plan, modalities, selfcheck)
         run.write_scores(scores)
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
@@ -280,6 +300,28 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
             run.write_projection(projection_table(ids, clean[projection_model], modalities, seed=seed,
                                                   per_modality=projection_per_modality))
     return scores
+
+
+def _selfcheck(run: RunDir, ids: list[str], scores: pd.DataFrame, terms: dict[str, CMCTerms], plan: PlantPlan,
+               modalities: list[str], cfg: SelfCheckConfig) -> dict:
+    """Score the planted rows (terms rows n ..), write them to selfcheck.parquet, measure every candidate."""
+    from .protocol import assignment_from_roles
+
+    n = len(ids)
+    planted_ids = [f"planted-{k}" for k in range(len(plan))]
+    pa = assignment_from_roles(plan.roles, "crossfit", models=list(terms))
+    pterms = {k: CMCTerms(t.gram[n:], t.cross[n:]) for k, t in terms.items()}
+    table, _, _ = score_table(planted_ids, pa, pterms, None, modalities, logit_scales=None)
+    table[RANKING_COLUMN] = mean_rank(table, scores)
+    table.insert(2, "kind", plan.kinds)
+    table.insert(3, "donor", [ids[i] for i in plan.donors])
+    table.insert(4, "partner", [ids[i] for i in plan.partners])
+    atomic_write_parquet(run.path / "selfcheck.parquet", table)
+    real = scores[np.isfinite(scores["multimem"].to_numpy(dtype=np.float64))]
+    figures = run_selfcheck({c: oriented(table, c) for c in CANDIDATES}, {c: oriented(real, c) for c in CANDIDATES},
+                            bootstrap=cfg.bootstrap, seed=cfg.seed)
+    figures["kinds"] = sorted(set(plan.kinds.tolist()))
+    return figures
 
 
 def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, modalities, *,
@@ -312,7 +354,8 @@ def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, 
             for name in in_models:
                 emb = torch.stack([torch.from_numpy(np.asarray(clean[name][m][idx], dtype=np.float32))
                                    for m in modalities], 1)
-                ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][h], dtype=np.float32))
+                ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][assignment.reference(name)],
+                                                               dtype=np.float32))
                                    for m in modalities], 1)
                 losses.append(contrastive_loss_per_sample(emb, ref, logit_scale=logit_scales[name]))
             cols["base__loss"] = torch.stack(losses).mean(0)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .confidence import format_confidence
-from .diagnose import auroc_table, score_columns
+from .diagnose import auroc_table, score_label
+from .names import BASE, CMC_OUT, COMBO, HELDOUT, MULTIMEM, PAIR, score_columns
 from .run import RunDir
+from .selfcheck import LOW_AUROC
+from .tables import join_scores
+
+ADVICE_ACTIONS = ("train longer (--epochs), give the models more data, use pretrained towers (the defaults, or "
+                  "--image-tower ARCH --pretrained CHECKPOINT), or score your own model's embeddings with "
+                  "`multimem import-embeddings`; then check this estimate again.")
 
 
 def _auroc_columns(scores: pd.DataFrame) -> list[str]:
     """MultiMem, the consistency of the model that did not see the sample, the pair scores and baselines."""
-    cols = [c for c in score_columns(scores) if c == "multimem" or c == "cmc_out"
-            or c.startswith("pair__") or c.startswith("base__")]
-    return cols
+    return [c for c in score_columns(scores.columns) if c in (MULTIMEM, CMC_OUT) or c.startswith((PAIR, BASE, COMBO))]
 
 
 def summarize(run: RunDir) -> dict:
@@ -23,32 +29,43 @@ def summarize(run: RunDir) -> dict:
     errors = run.errors()
     out: dict = {
         "run": str(run.path), "status": cfg.get("status"), "protocol": cfg.get("protocol", {}).get("name"),
-        "modalities": cfg.get("modalities"), "n_samples": int(len(samples)),
+        "modalities": cfg.get("modalities"), "rows": int(len(samples)), "rows_scored": 0, "n_samples": int(len(samples)),
         "n_skipped": int(errors["id"].nunique()) if len(errors) else 0,
         "skipped_reasons": errors["reason"].value_counts().head(10).to_dict() if len(errors) else {},
         "roles": samples["role"].value_counts().sort_index().to_dict(),
         "timings": run.timings(),
     }
+    out.update(verdict(cfg))
     if scores is None:
         return out
     out["confidence"] = cfg.get("confidence") or scores.attrs.get("confidence") or {}
-    merged = scores.merge(samples[["id", "injected"]], on="id", how="left")
-    merged["injected"] = merged["injected"].fillna("").astype(str)
-    out["n_scored"] = int(len(scores))
+    has_injected = "injected" in samples.columns and (samples["injected"].fillna("").astype(str) != "").any()
+    merged = join_scores(samples, scores).scored()
+    out["n_scored"] = out["rows_scored"] = int(np.isfinite(scores["multimem"].to_numpy(dtype=np.float64)).sum())
     out["mean_by_role"] = merged.groupby("role")["multimem"].agg(["mean", "count"]).round(4).to_dict("index")
+    if not has_injected:
+        return _with_evaluation(run, out)
+    merged["injected"] = merged["injected"].fillna("").astype(str)
     kinds = merged["injected"].replace("", "clean")
     out["mean_by_injected"] = merged.groupby(kinds)["multimem"].agg(["mean", "count"]).round(4).to_dict("index")
-    if (merged["injected"] != "").any():
-        cols = _auroc_columns(scores)
-        table = auroc_table(merged, merged["injected"], cols)
-        out["auroc"] = {r.score: round(r.auroc, 4) for r in table.itertuples()}
-        per_kind = {}
-        clean = merged["injected"] == ""
-        for kind in sorted(set(merged["injected"]) - {""}):
-            sub = merged[clean | (merged["injected"] == kind)]
-            t = auroc_table(sub, sub["injected"], cols)
-            per_kind[kind] = {r.score: round(r.auroc, 4) for r in t.itertuples()}
-        out["auroc_by_kind"] = per_kind
+    cols = _auroc_columns(scores)
+    table = auroc_table(merged, merged["injected"], cols)
+    out["auroc"] = {r.score: round(r.auroc, 4) for r in table.itertuples()}
+    per_kind = {}
+    clean = merged["injected"] == ""
+    for kind in sorted(set(merged["injected"]) - {""}):
+        sub = merged[clean | (merged["injected"] == kind)]
+        t = auroc_table(sub, sub["injected"], cols)
+        per_kind[kind] = {r.score: round(r.auroc, 4) for r in t.itertuples()}
+    out["auroc_by_kind"] = per_kind
+    ranking = out.get("ranking")
+    if ranking and ranking.lstrip("-") in scores.columns:
+        out["auroc_of_ranking"] = round(float(auroc_table(merged, merged["injected"], [ranking.lstrip("-")])
+                                              ["auroc"].iloc[0]), 4)
+    return _with_evaluation(run, out)
+
+
+def _with_evaluation(run: RunDir, out: dict) -> dict:
     metrics = run.path / "evaluation.json"
     if metrics.is_file():
         import json
@@ -57,28 +74,76 @@ def summarize(run: RunDir) -> dict:
     return out
 
 
+def _wrong_thing(kinds: list[str], modalities: list[str]) -> str:
+    """What a planted corruption is, in words: 'a wrong caption' for image+text, else 'a wrong <kind>'."""
+    words = {"text": "caption", "image": "picture", "audio": "sound", "video": "video"}
+    if len(kinds) == 1:
+        return f"a wrong {words.get(kinds[0], kinds[0])}"
+    return "a wrong pairing"
+
+
+def verdict(cfg: dict) -> dict:
+    """The self-check's figures and the sentences a newcomer reads first (empty figures when the run has none)."""
+    sc = cfg.get("selfcheck") or {}
+    if "expected_auroc" not in sc:
+        return {"ranking": cfg.get("ranking") or "multimem", "expected_auroc": None, "expected_auroc_low": None,
+                "expected_auroc_high": None,
+                "verdict": "No self-check in this run (the paper protocol, imported embeddings, too few rows, or a "
+                           "run made before self-checks): how well its scores find bad pairs was not measured."}
+    wrong = _wrong_thing(sc.get("kinds") or [], cfg.get("modalities") or [])
+    est, lo, hi = sc["expected_auroc"], sc["expected_auroc_low"], sc["expected_auroc_high"]
+    top = sc.get("top", 50)
+    out = {"ranking": sc["ranking"], "expected_auroc": est, "expected_auroc_low": lo, "expected_auroc_high": hi,
+           "contamination": sc.get("contamination"), "expected_wrong_in_top": sc.get("expected_wrong_in_top"),
+           "top": top, "n_planted": sc.get("n_planted"), "selfcheck": sc.get("candidates", {}),
+           "verdict": (f"On this data, {wrong} ranks above a right one {100 * est:.0f} % of the time "
+                       f"({100 * lo:.0f}–{100 * hi:.0f} %); among the top {top}, expect about "
+                       f"{sc.get('expected_wrong_in_top', 0):.0f} wrong pairs. About {100 * sc.get('contamination', 0):.0f} % "
+                       f"of all rows look wrong. Ranked by {score_label(sc['ranking'].lstrip('-'))} "
+                       f"({sc['ranking']}).")}
+    if est < LOW_AUROC:
+        out["warning"] = (f"WARNING: on this data the scores tell wrong pairs from right ones poorly (estimate "
+                          f"{est:.2f} < {LOW_AUROC:.2f}): treat the top of the ranking as hints to review, not as "
+                          f"a list to delete. To do better: {ADVICE_ACTIONS}")
+    return out
+
+
 def _oriented(col: str) -> str:
-    from .diagnose import LOWER_IS_WORSE
+    from .names import LOWER_IS_WORSE
 
     return f"-{col}" if col in LOWER_IS_WORSE else col
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"run        {s['run']}  ({s.get('status')}, protocol {s.get('protocol')}, "
-             f"modalities {', '.join(s.get('modalities') or [])})",
-             f"samples    {s['n_samples']} loaded, {s.get('n_scored', 0)} scored, "
-             f"{s.get('roles', {}).get('H', 0)} held out (H: cmc_out only), {s['n_skipped']} skipped"]
+    lines = [s["verdict"]]
+    if s.get("warning"):
+        lines.append(s["warning"])
+    lines.append("")
+    lines += [f"run        {s['run']}  ({s.get('status')}, protocol {s.get('protocol')}, "
+              f"modalities {', '.join(s.get('modalities') or [])})",
+              f"samples    {s['rows']} loaded, {s.get('rows_scored', 0)} scored"
+              + (f", {s['roles'][HELDOUT]} held out (H: cmc_out only)" if s.get("roles", {}).get(HELDOUT) else "")
+              + f", {s['n_skipped']} skipped"]
     for reason, count in s.get("skipped_reasons", {}).items():
         lines.append(f"           skipped {count}× {reason}")
     lines.append("roles      " + ", ".join(f"{k}: {v}" for k, v in s["roles"].items()))
     if s.get("timings"):
         total = sum(s["timings"].values())
         lines.append(f"time       {total:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
-    lines += format_confidence(s.get("confidence") or {})
+    if s.get("selfcheck"):
+        lines.append(f"\nself-check ({s.get('n_planted')} planted corruptions): estimated AUROC per ranking")
+        for name, c in s["selfcheck"].items():
+            lines.append(f"  {name:<26}{c['expected_auroc']:.3f}  ({c['expected_auroc_low']:.2f}–"
+                         f"{c['expected_auroc_high']:.2f}; planted {c['auroc_planted']:.3f})")
+    conf = dict(s.get("confidence") or {})
+    if s.get("expected_auroc") is not None:
+        conf["low"] = False  # the self-check's warning is the one that predicts quality
+    lines += format_confidence(conf)
     if "mean_by_role" in s:
         lines.append("\nmean MultiMem by role")
         for role, v in s["mean_by_role"].items():
             lines.append(f"  {role:<22} {v['mean']:+.4f}  (n={v['count']})")
+    if "mean_by_injected" in s:
         lines.append("mean MultiMem by injected kind")
         for kind, v in s["mean_by_injected"].items():
             lines.append(f"  {kind:<22} {v['mean']:+.4f}  (n={v['count']})")
@@ -92,6 +157,10 @@ def format_summary(s: dict) -> str:
             row = f"  {_oriented(c):<26}{s['auroc'][c]:>8.3f}"
             row += "".join(f"{s['auroc_by_kind'][k].get(c, float('nan')):>18.3f}" for k in kinds)
             lines.append(row)
+        if "auroc_of_ranking" in s:
+            estimate = (f", self-check estimate {s['expected_auroc']:.3f}" if s.get("expected_auroc") is not None
+                        else "")
+            lines.append(f"  the run's ranking ({s['ranking']}): true AUROC {s['auroc_of_ranking']:.3f}{estimate}")
     if "evaluation" in s:
         from .evaluate import format_evaluation
 

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .augment import AUGMENTERS, AugmentConfig
+from .augment import AUGMENTERS
+from .config import AugmentConfig
 
 DEFAULTS = {"noise": 0.1, "caption": 0.3, "crop": 0.4, "jitter": 0.4, "audio_noise": 0.02, "audio_shift": 0.3,
             "frame_drop": 0.25}

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .augment import augment_batch
-from .config import AugmentConfig, TrainConfig  # noqa: F401 (re-exported: their old homes)
+from .config import AugmentConfig, TrainConfig
 from .inputs import select
 from .run import atomic_save_torch, atomic_write_json
 

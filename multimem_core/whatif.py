@@ -21,6 +21,7 @@ import torch
 
 from .inputs import select
 from .metric import cmc_from_terms, cmc_terms, heldout_pass
+from .names import HELDOUT
 from .run import RunDir
 from .targeted import TargetedAugment, embed_views, view_generator
 
@@ -43,14 +44,13 @@ class PreviewModels:
         inputs = load_run_inputs(run)
         models = {n: load_run_model(run, n, device=device) for n in model_names(run)}
         seed = inputs.cfg.train.seed
-        h = inputs.assignment.heldout
         means = {}
         for name, model in models.items():
             def views_of(idx, key, model=model):
                 return embed_views(model, select(inputs.data, idx), base=inputs.cfg.train.augment, views=views,
                                    gen=view_generator(seed, key))
 
-            means[name] = heldout_pass(views_of, h, chunk=chunk).mean
+            means[name] = heldout_pass(views_of, inputs.assignment.reference(name), chunk=chunk).mean
         return cls(run, inputs, models, means, views, seed)
 
     def index_of(self, ids: Sequence[str]) -> np.ndarray:
@@ -71,7 +71,7 @@ class PreviewModels:
 def clean_reference(pm: PreviewModels, exclude: Sequence[str], *, n: int = 32, seed: int = 0) -> list[str]:
     """A random sample of scored samples that carry no injected misalignment and are not in `exclude`."""
     a = pm.inputs.assignment
-    ok = (a.roles != "H") & ~pm.inputs.injected()
+    ok = (a.roles != HELDOUT) & ~pm.inputs.injected()
     ok[pm.index_of([i for i in exclude if i in set(pm.inputs.ids)])] = False
     pool = np.flatnonzero(ok)
     pick = np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False)
@@ -91,9 +91,9 @@ def preview(pm: PreviewModels, ids: Sequence[str], augment: TargetedAugment, *, 
     for group, members in groups.items():
         idx = pm.index_of(members)
         roles = a.roles[idx]
-        if (roles == "H").any():
+        if (roles == HELDOUT).any():
             raise ValueError("held-out samples have no MultiMem (no model trained on them): "
-                             + ", ".join(np.asarray(members)[roles == "H"][:5]))
+                             + ", ".join(np.asarray(members)[roles == HELDOUT][:5]))
         cols = {k: np.zeros(len(idx)) for k in ("cmc_in_before", "cmc_in_after", "cmc_out_before", "cmc_out_after")}
         for role in np.unique(roles):
             sel = roles == role

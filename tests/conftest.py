@@ -58,22 +58,27 @@ def serving_app(args: list[str], log: Path, *, cwd: Path | None = None) -> Itera
 def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, views: int = 2, seed: int = 0,
                       modalities=None, folds: int = 2, protocol: str = "crossfit", projection: bool = True):
     """A fast ScoreConfig: tiny towers, 16 px images, 4 video frames, short audio."""
-    from multimem_core.augment import AugmentConfig
-    from multimem_core.data.media import MediaSpec
-    from multimem_core.models.factory import ModelConfig
-    from multimem_core.protocol import ProtocolConfig
-    from multimem_core.score import ScoreConfig
-    from multimem_core.train import TrainConfig
+    from multimem_core.config import AugmentConfig, MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
 
     return ScoreConfig(
         input=str(manifest), out=str(out), modalities=modalities,
         protocol=ProtocolConfig(protocol, folds=folds, seed=seed),
-        model=ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", image_size=16),
+        model=ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", audio_tower="mel-cnn"),
         train=TrainConfig(epochs=epochs, batch_size=64, seed=seed, augment=AugmentConfig()),
         media=MediaSpec(image_size=16, video_frames=4, audio_seconds=0.5),
         views=views, projection=projection, progress=False,
         train_workers=1,  # in-process, so tests can interrupt training; test_score covers the parallel path
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def served_data_root(tmp_path_factory) -> Path:
+    """The folder the dashboard may serve media from in tests: pytest's temporary folder, which holds every
+    test's dataset ($MULTIMEM_DATA_ROOT, as a user's `multimem app --data-root`). Tests of the serving
+    rule name a narrower folder themselves."""
+    root = tmp_path_factory.getbasetemp().resolve()
+    os.environ["MULTIMEM_DATA_ROOT"] = str(root)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import common
+from app import common, run_data
 from app.media import MediaPathError, safe_media_path
 from multimem_core import diagnose
 from multimem_core.review import ReviewStore
@@ -31,7 +31,7 @@ def run(engine_run, tmp_path) -> RunDir:
 
 
 def start(path: Path, monkeypatch, page: str | None = None) -> AppTest:
-    monkeypatch.setenv(common.ENV_RUN, str(path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(path))
     at = AppTest.from_file(str(MAIN), default_timeout=90)
     at.run()
     if page:
@@ -141,7 +141,7 @@ def test_undo_on_review_page(run, monkeypatch):
 def test_detail_page_explains_and_flags_with_reason(run, monkeypatch):
     scores = run.scores()
     sid = scores.sort_values("multimem")["id"].iloc[-1]
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
     at = AppTest.from_file(str(MAIN), default_timeout=90)
     at.run()
     at.switch_page("views/detail.py")
@@ -194,14 +194,15 @@ def test_hostile_paths_and_captions_stay_inert(run, monkeypatch, tmp_path):
     samples.loc[0, "image"] = "../" * 12 + str(secret).lstrip("/")
     samples.loc[0, "text"] = hostile
     run.write_samples(samples)
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
+    monkeypatch.setenv("MULTIMEM_DATA_ROOT", str(run.dataset_root))  # as `multimem app RUN --data-root DATA`
     at = AppTest.from_file(str(MAIN), default_timeout=90)
     at.run()
     at.switch_page("views/detail.py")
     at.query_params["id"] = sid
     at.run()
     assert not at.exception
-    assert any("outside the dataset folder" in e.value and "not shown" in e.value for e in at.error)
+    assert any("outside the folder the app serves" in e.value and "not shown" in e.value for e in at.error)
     assert hostile in [t.value for t in at.text]  # shown verbatim, as text
     assert not any("<img" in m.value for m in at.markdown)
 
@@ -215,7 +216,7 @@ def test_safe_media_path(tmp_path):
     assert safe_media_path(root, "a/x.png") == (root / "a" / "x.png").resolve()
     assert safe_media_path(root, str(root / "a" / "x.png")).name == "x.png"  # absolute inside: fine
     for bad in ("../outside.png", str(tmp_path / "outside.png"), "link.png", "a/../../outside.png"):
-        with pytest.raises(MediaPathError, match="outside the dataset folder"):
+        with pytest.raises(MediaPathError, match="outside the folder the app serves"):
             safe_media_path(root, bad)
     with pytest.raises(MediaPathError, match="does not exist"):
         safe_media_path(root, "a/missing.png")
@@ -252,7 +253,7 @@ def test_media_from_webdataset_shards_stay_under_the_root(tmp_path):
         info.size = len(blob)
         tar.addfile(info, io.BytesIO(blob))
     assert read_media(tmp_path, "shard-000000.tar#k1.png") == (blob, "image/png")
-    with pytest.raises(MediaPathError, match="outside the dataset folder"):
+    with pytest.raises(MediaPathError, match="outside the folder the app serves"):
         read_media(tmp_path / "sub", "../shard-000000.tar#k1.png")
     with pytest.raises(MediaPathError, match="no member"):
         read_media(tmp_path, "shard-000000.tar#k2.png")
@@ -317,7 +318,8 @@ def test_samples_label_regex_sort_table_tags_and_bulk_flags(run, monkeypatch):
     at.run()
     table = at.dataframe[0].value
     assert {"id", "flag", "tags", "reason"} <= set(table.columns) and set(run.scores().columns) >= {"multimem"}
-    assert "multimem" in table.columns and len(table) == 50
+    # every matching row (not one page), so a click on a column header sorts all of them
+    assert "multimem" in table.columns and len(table) == len(at.session_state[common.FILTERED]) > 50
 
     # bulk actions on the filtered set: tag, then filter by the tag; flag them all
     at.multiselect(key="samples_labels").set_value([label]).run()

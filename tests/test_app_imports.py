@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TRAINING = ("multimem_core.train", "multimem_core.score", "multimem_core.restore", "multimem_core.mitigate",
+TRAINING = ("multimem_core.train", "multimem_core.score", "multimem_core.restore",
             "multimem_core.mitigation.session", "multimem_core.mitigation.remove", "multimem_core.mitigation.regroup",
             "multimem_core.mitigation.study", "multimem_core.models.factory")
 

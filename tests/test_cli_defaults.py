@@ -1,7 +1,7 @@
 """The built-in demos keep the configuration they were measured with when `multimem score`'s defaults move.
 
 tests/data/demo_configs_before_issue11.json holds both demos' resolved configs computed once from the code
-before the defaults moved to pretrained towers (issue 11)."""
+before the defaults moved to pretrained towers."""
 
 from __future__ import annotations
 
@@ -11,18 +11,25 @@ from pathlib import Path
 import pytest
 
 from multimem_core import cli
-from multimem_core.cli.score import apply_demo_profile
+from multimem_core.cli.score import apply_demo_profile, score_config
+from multimem_core.config import MODEL_FROM_INPUT
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
-# options added since, at the values that leave a run as it was, and the one renamed (issue 12)
-ADDED = {"model": {"freeze_image": False, "image_views": 4}, "media": {"allow_outside_root": False}}
+# options added since, at the values that leave a run as it was, and the one renamed
+ADDED = {"model": {"freeze_image": False, "image_views": 4, "audio_tower": "mel-cnn", "audio_views": 4,
+                   "video_tower": "trained", "video_views": 2},
+         "media": {"allow_outside_root": False},
+         # crossfit scores every row (no H: each model's own fold is its reference set), and plants its self-check
+         "protocol": {"heldout_frac": None},
+         "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "bootstrap": 300,
+                       "seed": 0}}
 RENAMED = {"augmentations": "views"}
 
 
 def resolved(dataset: str) -> tuple[int, dict]:
     args = cli.build_parser().parse_args(["demo", "--dataset", dataset])
     apply_demo_profile(args)
-    return args.samples, json.loads(json.dumps(cli.score_config(args, "IN", "OUT").to_dict()))
+    return args.samples, json.loads(json.dumps(score_config(args, "IN", "OUT").to_dict()))
 
 
 @pytest.mark.parametrize("dataset", ["emoji", "shapes"])
@@ -30,7 +37,10 @@ def test_demo_configs_are_unchanged(dataset):
     samples, config = resolved(dataset)
     expected = json.loads(json.dumps(BEFORE[dataset]["config"]))
     for section, fields in ADDED.items():
-        expected[section].update(fields)
+        expected.setdefault(section, {}).update(fields)
+    for key in MODEL_FROM_INPUT:  # derived from the input and media when the model is built, not stored
+        expected["model"].pop(key)
+    expected["progress"] = True
     for old, new in RENAMED.items():
         expected[new] = expected.pop(old)
     assert samples == BEFORE[dataset]["samples"]
@@ -39,5 +49,5 @@ def test_demo_configs_are_unchanged(dataset):
 
 def test_score_defaults_use_pretrained_towers():
     args = cli.build_parser().parse_args(["score", "x.csv", "--out", "o"])
-    model = cli.score_config(args, "x.csv", "o").model
+    model = score_config(args, "x.csv", "o").model
     assert (model.image_tower, model.text_tower) == ("efficientnet-lite0", "minilm")

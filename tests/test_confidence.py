@@ -23,7 +23,7 @@ def embeddings(rng, *, aligned: bool) -> dict[str, np.ndarray]:
 def test_figure_separates_aligned_from_unrelated_embeddings(aligned):
     rng = np.random.default_rng(0)
     clean = {"m0": embeddings(rng, aligned=aligned), "m1": embeddings(rng, aligned=aligned)}
-    conf = heldout_confidence(clean, np.arange(N - H, N), modalities=["image", "text"])
+    conf = heldout_confidence(clean, {name: np.arange(N - H, N) for name in clean}, modalities=["image", "text"])
     pair = conf["pairs"]["image-text"]
     assert conf["chance"] == pytest.approx(5 / H)
     assert pair["lift"] == pytest.approx(pair["recall_at_5"] / conf["chance"], rel=0.01)
@@ -36,13 +36,13 @@ def test_figure_separates_aligned_from_unrelated_embeddings(aligned):
 
 def test_too_few_heldout_samples_give_no_figure():
     rng = np.random.default_rng(0)
-    conf = heldout_confidence({"m": embeddings(rng, aligned=True)}, np.arange(4), modalities=["image", "text"])
+    conf = heldout_confidence({"m": embeddings(rng, aligned=True)}, {"m": np.arange(4)}, modalities=["image", "text"])
     assert conf["lift"] is None and conf["low"] is False
 
 
 def write_import(tmp_path, *, aligned: bool):
     """import-embeddings of two models (paper layout) over N samples, the last H held out."""
-    from multimem_core.importers import EmbeddingImport, import_embeddings
+    from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
 
     ids = [f"s{i:02d}" for i in range(N)]
     manifest = tmp_path / "manifest.csv"
@@ -74,7 +74,8 @@ def test_run_stores_the_figure_and_summary_warns_only_when_low(tmp_path, aligned
     assert pd.read_parquet(run.path / "scores.parquet").attrs["confidence"] == stored
     assert main(["summary", str(run.path)]) == 0
     text = capsys.readouterr().out
-    assert "confidence recall@5 on the 20 held-out samples" in text
+    assert "confidence recall@5 among the rows each model never trained on (≥ 20)" in text
+    assert "No self-check in this run" in text
     assert ("WARNING: low confidence" in text) is (not aligned)
     if not aligned:
         assert "import-embeddings" in text and "pretrained" in text
@@ -86,10 +87,10 @@ def test_overview_warns_only_when_low(tmp_path, aligned, monkeypatch):
 
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
     run = write_import(tmp_path, aligned=aligned)
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -24,7 +24,7 @@ OBSERVED: dict[str, tuple[str, str]] = {}  # case key -> (answer, what it said)
 
 
 def _decode(source, folder: Path):
-    from multimem_core.data.media import MediaSpec
+    from multimem_core.config import MediaSpec
 
     if getattr(source, "format", None) == "webdataset":
         from multimem_core.data.shards import decode_shards
@@ -117,7 +117,7 @@ def test_refused_paths_are_never_opened(tmp_path):
     global OPENED
     from multimem_core.data.decode import decode_manifest
     from multimem_core.data.manifest import read_manifest
-    from multimem_core.data.media import MediaSpec
+    from multimem_core.config import MediaSpec
 
     data, outside = tmp_path / "data", tmp_path / "outside"
     secret = png_outside = outside / "secret.png"

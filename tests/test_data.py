@@ -14,16 +14,10 @@ import soundfile as sf
 from PIL import Image
 
 from multimem_core.data.decode import decode_manifest
-from multimem_core.data.manifest import ColumnKeys, ManifestError, read_manifest
-from multimem_core.data.media import (
-    MediaError,
-    MediaSpec,
-    even_indices,
-    load_audio,
-    load_image,
-    load_text,
-    load_video,
-)
+from multimem_core.config import ColumnKeys
+from multimem_core.data.manifest import ManifestError, read_manifest
+from multimem_core.data.media import MediaError, even_indices, load_audio, load_image, load_text, load_video
+from multimem_core.config import MediaSpec
 
 SPEC = MediaSpec(image_size=16, audio_sample_rate=8000, audio_seconds=0.5, video_frames=4, video_size=16)
 

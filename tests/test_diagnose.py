@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from multimem_core import diagnose
+from multimem_core import names
 
 
 def test_weakest_pair_sentence_names_the_odd_modality():
@@ -59,10 +60,10 @@ def test_auroc_and_precision_follow_each_score_direction():
 
 
 def test_unseen_model():
-    assert diagnose.unseen_model("fold1", ["fold0", "fold1"], "crossfit") == "fold1"
-    assert diagnose.unseen_model("S_C", ["f", "g"], "paper") == "g"
-    assert diagnose.unseen_model("S_I", ["f", "g"], "paper") == "f"
-    assert diagnose.unseen_model("S_S", ["f", "g"], "paper") is None  # both saw it
+    assert names.unseen_model("fold1", ["fold0", "fold1"], "crossfit") == "fold1"
+    assert names.unseen_model("S_C", ["f", "g"], "paper") == "g"
+    assert names.unseen_model("S_I", ["f", "g"], "paper") == "f"
+    assert names.unseen_model("S_S", ["f", "g"], "paper") is None  # both saw it
 
 
 def test_projection_falls_back_to_pca_below_twenty_points():

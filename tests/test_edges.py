@@ -1,4 +1,4 @@
-"""Broken edges of issue 14: run paths from any working folder, the app's port and process tree, exported
+"""Broken edges: run paths from any working folder, the app's port and process tree, exported
 manifests whose media paths open from where they are written."""
 
 from __future__ import annotations

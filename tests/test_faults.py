@@ -22,7 +22,7 @@ from multimem_core.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 # `multimem score` small enough for tests: tiny towers at 16 px, image+text, two training workers
-TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--batch-size", "32",
+TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--audio-tower", "mel-cnn", "--batch-size", "32",
         "--views", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
 
 
@@ -162,7 +162,7 @@ def test_a_second_writer_is_refused_naming_the_holder(shapes_manifest, tmp_path)
         with pytest.raises(RunLockedError, match="one writer per run"):
             RunLock(out).acquire()
         with pytest.raises(launch.LaunchError, match=f"pid {os.getpid()}"):
-            launch.start(launch.NewRun(input=str(shapes_manifest), out=str(out)), root=shapes_manifest.parent.parent)
+            launch.start(launch.request(shapes_manifest, out, {}), root=shapes_manifest.parent.parent)
         assert not (out / "config.json").exists()  # the refused command wrote nothing
     assert holder(out) is None and describe_holder(out) is None
     with RunLock(out):  # free again once the holder is gone
@@ -170,8 +170,9 @@ def test_a_second_writer_is_refused_naming_the_holder(shapes_manifest, tmp_path)
 
 
 def test_imports_and_mitigate_take_the_lock(tmp_path):
-    from multimem_core.importers import EmbeddingImport, import_embeddings
-    from multimem_core.mitigate import MitigateConfig, mitigate
+    from multimem_core.importing.embeddings import import_embeddings
+    from multimem_core.mitigation.settings import MitigateConfig
+    from multimem_core.mitigation import mitigate
     from multimem_core.runlock import RunLock, RunLockedError
 
     out = tmp_path / "run"
@@ -293,7 +294,7 @@ def test_kill_between_flags_loses_no_committed_flag(tmp_path):
 def _paper_import(tmp_path: Path, out: Path, *, mutate=None):
     from test_importers import N, write_model
 
-    from multimem_core.importers import EmbeddingImport
+    from multimem_core.importing.embeddings import EmbeddingImport
 
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"id": [f"s{i:02d}" for i in range(N)], "text": [f"caption {i}" for i in range(N)],
@@ -329,7 +330,8 @@ def _rename_id(folder: Path):
                                           (_reshape, "image.npy"), (_rename_id, "stranger")],
                          ids=["nan", "inf", "-inf", "wrong shape", "mismatched ids"])
 def test_bad_embeddings_are_refused_and_nothing_is_written(mutate, words, tmp_path):
-    from multimem_core.importers import ImportValidationError, import_embeddings
+    from multimem_core.importing.embedding_files import ImportValidationError
+    from multimem_core.importing.embeddings import import_embeddings
 
     out = tmp_path / "runs" / "imported"
     cfg = _paper_import(tmp_path, out, mutate=mutate)
@@ -342,7 +344,8 @@ def test_bad_embeddings_are_refused_and_nothing_is_written(mutate, words, tmp_pa
 @pytest.mark.parametrize("values,words", [([0.1, np.inf, 0.2], "s01"), ([0.1, np.nan, 0.2], "s01"),
                                           ([0.1, -np.inf, 0.2], "s01")], ids=["inf", "nan", "-inf"])
 def test_bad_score_tables_are_refused_and_nothing_is_written(values, words, tmp_path):
-    from multimem_core.importers import ImportValidationError, ScoresImport, import_scores
+    from multimem_core.importing.embedding_files import ImportValidationError
+    from multimem_core.importing.scores import ScoresImport, import_scores
 
     cfg = _paper_import(tmp_path, tmp_path / "unused")
     table = tmp_path / "scores.csv"
@@ -369,8 +372,10 @@ class _Payload:
 def test_a_malicious_checkpoint_is_never_unpickled(tmp_path):
     import torch
 
-    from multimem_core.models.factory import ModelConfig, create_model
-    from multimem_core.train import TrainConfig, train_model
+    from multimem_core.config import ModelConfig
+    from multimem_core.models.factory import create_model
+    from multimem_core.config import TrainConfig
+    from multimem_core.train import train_model
 
     marker = tmp_path / "pwned"
     folder = tmp_path / "models" / "fold0"
@@ -428,3 +433,228 @@ def test_the_app_serves_no_file_outside_the_dataset_root(tmp_path):
     file_read = re.compile(r"(?<![\w.])open\(|read_bytes\(")
     readers = [p.name for p in pages if file_read.search(p.read_text())]
     assert readers == [], f"pages that read files themselves instead of through app.media: {readers}"
+
+
+# --- a run folder is data: crafted, damaged or pointed at the wrong place ---------------------------------------
+
+SECRET = b"\x89PNG not-for-the-browser " + b"S3CRET" * 8
+
+
+def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "multimem_core.cli", *args], timeout=timeout)
+
+
+def one_line_error(res: subprocess.CompletedProcess, *words: str) -> str:
+    """The command failed with exit 2 and one line `multimem: error: …` holding `words`, no traceback."""
+    err = res.stderr.strip()
+    assert res.returncode == 2, (res.returncode, res.stdout[-2000:], err[-3000:])
+    assert "Traceback" not in err and err.startswith("multimem: error: ") and "\n" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+@pytest.fixture
+def imported(tmp_path) -> tuple[Path, Path, Path]:
+    """(dataset folder, manifest, run): a run made by `multimem import-scores` (no training) over 20 real PNGs,
+    and a secret file beside the dataset folder."""
+    from corpus.build import good_sample
+
+    data = tmp_path / "data"
+    rows = [good_sample(data, i, ("image", "text")) for i in range(20)]
+    pd.DataFrame(rows).to_csv(manifest := data / "manifest.csv", index=False)
+    pd.DataFrame({"id": [r["id"] for r in rows], "multimem": np.linspace(1, 0, 20)}).to_csv(
+        table := tmp_path / "scores.csv", index=False)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.png").write_bytes(SECRET)
+    res = cli("import-scores", "--manifest", str(manifest), "--scores", str(table), "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    return data, manifest, tmp_path / "run"
+
+
+def tamper(run_path: Path, *, dataset_root: str | None = None, **images: str) -> None:
+    """Rewrite a run's config.json dataset folder and samples.parquet image cells, as a hostile sender would."""
+    if dataset_root is not None:
+        config = json.loads((run_path / "config.json").read_text())
+        config["dataset_root"] = dataset_root
+        config.get("paths_from_run", {}).pop("dataset_root", None)
+        (run_path / "config.json").write_text(json.dumps(config))
+    samples = pd.read_parquet(run_path / "samples.parquet")
+    for sid, value in images.items():
+        samples.loc[samples["id"] == sid, "image"] = value
+    samples.to_parquet(run_path / "samples.parquet", index=False)
+
+
+def app_page(run_path: Path, data_root: Path, monkeypatch, page: str = "views/samples.py"):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MULTIMEM_RUN", str(run_path))
+    monkeypatch.setenv("MULTIMEM_DATA_ROOT", str(data_root))
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=90)
+    at.run()
+    at.switch_page(page).run()
+    return at
+
+
+def test_the_app_serves_only_under_its_command_line_root_whatever_the_run_says(imported, monkeypatch):
+    """config.json names / as the dataset folder and samples.parquet points images at a file outside the
+    folder the app was started on: the Samples page never opens it (an audit hook sees every open) and says so
+    on the card; the other cards still show their images."""
+    global OPENED
+    data, _, run_path = imported
+    secret = (data.parent / "outside" / "secret.png").resolve()
+    # the other cells absolute (inside the served folder), so that they still show under the new "root"
+    good = {f"good{i}": str((data / "good" / f"{i}.png").resolve()) for i in range(3, 20)}
+    tamper(run_path, dataset_root="/", good0=str(secret).lstrip("/"), good1=str(secret),
+           good2="../" * 12 + str(secret).lstrip("/"), **good)
+    sys.addaudithook(_record_opens)
+    OPENED = []
+    try:
+        at = app_page(run_path, data, monkeypatch)
+        opened = list(OPENED)
+    finally:
+        OPENED = None
+    assert not at.exception, [e.value for e in at.exception]
+    assert str(secret) not in opened
+    refusals = [e.value for e in at.error if "outside the folder the app serves" in e.value]
+    assert len(refusals) == 3, [e.value for e in at.error]
+    assert any(p.endswith("good/5.png") for p in opened)  # a good card's image was read: the hook does see opens
+    assert len(at.get("image")) == 9  # the other cards of the first page show their images
+
+
+OPENED: list[str] | None = None
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    if OPENED is not None and event == "open" and isinstance(args[0], (str, Path)):
+        try:
+            OPENED.append(str(Path(args[0]).resolve()))
+        except (OSError, RuntimeError, ValueError):
+            OPENED.append(str(args[0]))
+
+
+@pytest.mark.parametrize("target", ["samples.parquet", "config.json", "scores.parquet", "manifest"])
+def test_export_never_writes_over_the_run_or_its_input(imported, target):
+    data, manifest, run_path = imported
+    out = manifest if target == "manifest" else run_path / target
+    before = out.read_bytes()
+    res = cli("export", str(run_path), "--out", str(out), "--drop", "top:3", "--format", "csv")
+    one_line_error(res, str(out.resolve()), "--overwrite")
+    assert out.read_bytes() == before
+    assert cli("summary", str(run_path)).returncode == 0
+
+
+def test_export_over_the_input_manifest_when_told_so(imported):
+    data, manifest, run_path = imported
+    res = cli("export", str(run_path), "--out", str(manifest), "--drop", "top:3", "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert len(pd.read_csv(manifest)) == 17
+
+
+def test_an_import_never_replaces_the_folder_it_reads(imported, tmp_path):
+    data, manifest, _ = imported
+    before = snapshot(data)
+    res = cli("import-scores", "--manifest", str(manifest), "--scores", str(tmp_path / "scores.csv"), "--out", str(data),
+              "--overwrite")
+    one_line_error(res, str(data.resolve()))
+    assert snapshot(data) == before
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flag_then_garbage(path: Path) -> None:
+    _garbage(path)
+
+
+DAMAGE = {  # (file, damage, command args after RUN, words the error holds)
+    "review garbage, export": ("review.sqlite", _flag_then_garbage, ["export", "--drop", "flagged", "--out", "x.csv"],
+                               "not a SQLite database"),
+    "scores truncated, summary": ("scores.parquet", _truncate, ["summary"], "scores.parquet"),
+    "samples garbage, summary": ("samples.parquet", _garbage, ["summary"], "samples.parquet"),
+    "samples garbage, export": ("samples.parquet", _garbage, ["export", "--drop", "top:2", "--out", "x.csv"],
+                                "samples.parquet"),
+    "config garbage, summary": ("config.json", _garbage, ["summary"], "config.json"),
+    "config garbage, export": ("config.json", _garbage, ["export", "--drop", "top:2", "--out", "x.csv"],
+                               "config.json"),
+    "config is /dev/zero, summary": ("config.json", lambda p: (p.unlink(), p.symlink_to("/dev/zero")), ["summary"],
+                                     "character device"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE), ids=list(DAMAGE))
+def test_a_damaged_run_folder_gives_one_line_naming_the_file(case, imported, tmp_path):
+    name, damage, args, words = DAMAGE[case]
+    _, _, run_path = imported
+    damage(run_path / name)
+    command, *rest = args
+    rest = [str(tmp_path / a) if a.endswith(".csv") else a for a in rest]
+    err = one_line_error(cli(command, str(run_path), *rest), words)
+    assert name in err and any(w in err for w in ("rerun", "restore", "move it", "again")), err
+
+
+@pytest.mark.parametrize("where", ["an existing file", "under /sys"])
+def test_an_output_that_cannot_be_written_gives_one_line(where, imported, tmp_path):
+    data, manifest, run_path = imported
+    if where == "an existing file":
+        (blocker := tmp_path / "blocker").write_text("x")
+        out = blocker / "clean.csv"
+    else:
+        out = Path("/sys/multimem-test/clean.csv")
+    one_line_error(cli("export", str(run_path), "--drop", "top:2", "--out", str(out)), str(out.parent))
+    res = cli("score", str(manifest), "--out", str(tmp_path / "blocker" if where == "an existing file" else out.parent),
+              "--epochs", "1", "--quiet")
+    one_line_error(res, "--out")
+
+
+def test_the_app_says_on_the_page_what_is_wrong_with_a_damaged_run(imported, monkeypatch):
+    data, _, run_path = imported
+    _garbage(run_path / "review.sqlite")
+    at = app_page(run_path, data, monkeypatch)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("review.sqlite" in e.value and "not a SQLite database" in e.value for e in at.error), \
+        [e.value for e in at.error]
+
+
+def test_one_bad_media_file_costs_its_card_only(imported, monkeypatch):
+    """Importers do not decode media: the top-ranked cards hold a text file named .png, a symlink loop, a NUL
+    byte, a FIFO and a folder. Each card says why; the page and the other cards render."""
+    data, _, run_path = imported
+    (data / "bad").mkdir()
+    (data / "bad" / "fake.png").write_text("not a picture\n")
+    (data / "bad" / "a.png").symlink_to("b.png")
+    (data / "bad" / "b.png").symlink_to("a.png")
+    os.mkfifo(data / "bad" / "pipe.png")
+    (data / "bad" / "dir.png").mkdir()
+    tamper(run_path, good0="bad/fake.png", good1="bad/a.png", good2="bad/x\x00.png", good3="bad/pipe.png",
+           good4="bad/dir.png")
+    at = app_page(run_path, data, monkeypatch)
+    assert not at.exception, [e.value for e in at.exception]
+    said = " | ".join(e.value for e in at.error)
+    for words in ("not an image", "symlink loop", "NUL byte", "FIFO", "a folder"):
+        assert words in said, (words, said)
+    assert len(at.get("image")) >= 7  # the seven good cards of the first page
+
+
+def test_import_scores_names_the_bad_cell(imported, tmp_path):
+    data, manifest, _ = imported
+    ids = [f"good{i}" for i in range(20)]
+    for values, words in [(["0.5"] * 19 + ["abc"], "'abc'"), ([0.1] * 19 + [1e308], "1e+308"),
+                          ([0.1] * 19 + [-1e308], "-1e+308")]:
+        pd.DataFrame({"id": ids, "multimem": values}).to_csv(table := tmp_path / "bad.csv", index=False)
+        err = one_line_error(cli("import-scores", "--manifest", str(manifest), "--scores", str(table), "--out",
+                                 str(tmp_path / "r")), "'multimem'", "good19", words)
+        assert "no `multimem` column" not in err
+        assert not (tmp_path / "r").exists()
+
+
+def test_a_fifo_score_table_is_refused_at_once(imported, tmp_path):
+    data, manifest, _ = imported
+    os.mkfifo(fifo := tmp_path / "scores.csv.fifo.csv")
+    one_line_error(cli("import-scores", "--manifest", str(manifest), "--scores", str(fifo), "--out", str(tmp_path / "r"),
+                       timeout=60), "FIFO")

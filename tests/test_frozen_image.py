@@ -40,7 +40,8 @@ def test_frozen_open_clip_checkpoint_scores_a_run(tmp_path, shapes_manifest):
 def test_frozen_open_clip_needs_a_checkpoint():
     import pytest
 
-    from multimem_core.models.factory import ModelConfig, create_model
+    from multimem_core.config import ModelConfig
+    from multimem_core.models.factory import create_model
 
     with pytest.raises(ValueError, match="needs --pretrained"):
         create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", freeze_image=True))

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimem_core.importers import (EmbeddingImport, ImportValidationError, ScoresImport, import_embeddings,
-                                     import_scores)
+from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
+from multimem_core.importing.embedding_files import ImportValidationError
+from multimem_core.importing.scores import ScoresImport, import_scores
 from multimem_core.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,14 +29,30 @@ def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 # --- a real run made by `multimem score --save-views`, re-imported --------------------------------------------
 
 @pytest.fixture(scope="module")
-def views_run(engine_run) -> RunDir:
-    """The session's engine run (4-modality shapes, made by score_run as `multimem score` makes it), which
-    keeps its augmented views (ScoreConfig.save_views, `multimem score --save-views`)."""
-    return engine_run
+def views_run(shapes_manifest, tmp_path_factory) -> RunDir:
+    """A 4-modality shapes run with a held-out set H (crossfit --heldout-frac 0.1), made by score_run as
+    `multimem score --save-views` makes it: it keeps its augmented views, those of H's pass too."""
+    from dataclasses import replace
+
+    from conftest import tiny_score_config
+
+    from multimem_core.score import score_run
+
+    cfg = tiny_score_config(shapes_manifest, tmp_path_factory.mktemp("runs") / "views_run")
+    cfg.protocol = replace(cfg.protocol, heldout_frac=0.1)
+    cfg.save_views = True
+    return score_run(cfg)
+
+
+@pytest.fixture(params=["views_run", "engine_run"])
+def any_views_run(request) -> RunDir:
+    """With H, and the default (every row scored, each model's own fold its reference set)."""
+    return request.getfixturevalue(request.param)
 
 
 def test_save_views_option_reaches_the_engine(tmp_path):
-    from multimem_core.cli import build_parser, score_config
+    from multimem_core.cli import build_parser
+    from multimem_core.cli.score import score_config
 
     args = build_parser().parse_args(["score", "m.csv", "--out", str(tmp_path), "--save-views"])
     assert score_config(args, args.input, args.out).save_views
@@ -52,7 +69,8 @@ def test_saved_views_have_the_documented_shape(views_run):
             np.testing.assert_allclose(np.linalg.norm(views, axis=-1), 1, atol=1e-4)
 
 
-def test_reimported_crossfit_run_gives_the_same_multimem(views_run, shapes_manifest, tmp_path):
+def test_reimported_crossfit_run_gives_the_same_multimem(any_views_run, shapes_manifest, tmp_path):
+    views_run = any_views_run
     out = tmp_path / "reimported"
     res = cli("import-embeddings", "--manifest", str(shapes_manifest), "--out", str(out),
               "--crossfit", str(views_run.embeddings_dir), "--roles", str(views_run.samples_path))
@@ -63,14 +81,17 @@ def test_reimported_crossfit_run_gives_the_same_multimem(views_run, shapes_manif
     assert list(original["id"]) == list(again["id"]) and list(original["role"]) == list(again["role"])
     np.testing.assert_allclose(again["multimem"], original["multimem"], atol=1e-5, rtol=0)
     # everything the metric computes agrees as well; the loss baseline differs only by its temperature
-    same = [c for c in original.columns if c not in ("id", "role", "base__loss")]
+    same = [c for c in original.columns if c not in ("id", "role", "base__loss", "combo__meanrank")]
     np.testing.assert_allclose(again[same].to_numpy(), original[same].to_numpy(), atol=1e-5, rtol=0)
+    # a mean of ranks: float noise (1e-7) may swap two near-equal rows, one rank step at most
+    np.testing.assert_allclose(again["combo__meanrank"], original["combo__meanrank"], atol=2.5 / len(original))
     assert set(again.columns) == set(original.columns)
     # H rows too (RunDir.scores() drops them): the held-out rule (an H sample against the rest of H) is one
     # function both paths call, so the re-imported consistency of every H sample is the run's own
     held, held_again = (pd.read_parquet(r.path / "scores.parquet").query("role == 'H'").set_index("id")
                         for r in (views_run, run))
-    assert len(held) > 1 and list(held.index) == list(held_again.index)
+    assert list(held.index) == list(held_again.index)
+    assert (len(held) > 1) is (views_run.config()["protocol"]["heldout_frac"] == 0.1)
     np.testing.assert_allclose(held_again["cmc_out"], held["cmc_out"], atol=1e-5, rtol=0)
     # a full run directory: diagnostics, embeddings, projection, samples with the manifest's columns
     sim_in, sim_out = run.similarity_matrices()
@@ -87,9 +108,9 @@ def test_reimported_crossfit_run_gives_the_same_multimem(views_run, shapes_manif
     pd.testing.assert_frame_equal(run.samples(), views_run.samples())
 
 
-def test_paper_layout_and_python_api_agree_with_the_run(views_run, shapes_manifest, tmp_path):
-    """fold1 trained on fold0's samples and fold0 did not: as the paper's f and g, fold0's samples are S_C
-    (f − g) and fold1's are S_I (g − f), which is exactly the crossfit score of every sample."""
+def test_paper_layout_and_python_api_agree(views_run, shapes_manifest, tmp_path):
+    """fold1 trained on fold0's samples and fold0 did not: as the paper's f and g with the run's H, fold0's
+    samples are S_C (f − g) and fold1's S_I (g − f); the import and the array API give the same MultiMem."""
     from multimem_core.metric import multimem_scores
 
     samples = views_run.samples()
@@ -97,15 +118,14 @@ def test_paper_layout_and_python_api_agree_with_the_run(views_run, shapes_manife
     roles_path = tmp_path / "roles.csv"
     roles.to_csv(roles_path, index=False)
     heldout = tmp_path / "heldout.txt"
-    heldout.write_text("\n".join(samples.loc[samples.role == "H", "id"]) + "\n")
+    h_ids = samples.loc[samples.role == "H", "id"].astype(str).tolist()
+    heldout.write_text("\n".join(h_ids) + "\n")
     emb = views_run.embeddings_dir
     run = import_embeddings(EmbeddingImport(manifest=str(shapes_manifest), out=str(tmp_path / "paper"),
                                             in_model=str(emb / "fold1"), out_model=str(emb / "fold0"),
                                             heldout=str(heldout), roles=str(roles_path), temperature=None,
                                             projection=False))
-    original = views_run.scores().set_index("id")
     again = run.scores().set_index("id")
-    np.testing.assert_allclose(again.loc[original.index, "multimem"], original["multimem"], atol=1e-5, rtol=0)
     assert "base__loss" not in again.columns and "left out" in run.config()["baselines"]["base__loss"]
     assert run.embedding_models() == ["f", "g"] and run.projection() is None
 
@@ -116,15 +136,17 @@ def test_paper_layout_and_python_api_agree_with_the_run(views_run, shapes_manife
     def views(model, rows):
         return np.stack([np.load(emb / model / f"{m}.views.npy")[:, rows] for m in mods], axis=2)
 
-    def heldout_views(model):  # H as the run's H pass embedded it (--save-views keeps those views apart)
-        return np.stack([np.load(emb / model / f"{m}.heldout.views.npy") for m in mods], axis=2)
+    def heldout_views(model):  # H as the run's reference pass embedded it (--save-views keeps those views apart)
+        ref_ids = (emb / model / "heldout.ids.txt").read_text().split()
+        pos = [ref_ids.index(i) for i in h_ids]
+        return np.stack([np.load(emb / model / f"{m}.heldout.views.npy")[:, pos] for m in mods], axis=2)
 
     role = samples.set_index("id").loc[ids, "role"].to_numpy()
     s = np.flatnonzero(role == "fold0")
     cols = multimem_scores(views("fold1", s), views("fold0", s), (heldout_views("fold1"), heldout_views("fold0")),
                            modalities=mods, normalize=True)
     assert isinstance(cols["multimem"], np.ndarray)
-    np.testing.assert_allclose(cols["multimem"], original.loc[[ids[i] for i in s], "multimem"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(cols["multimem"], again.loc[[ids[i] for i in s], "multimem"], atol=1e-5, rtol=0)
 
 
 # --- small hand-made inputs for every validation case ---------------------------------------------------------
@@ -348,7 +370,7 @@ def test_import_scores_validation(tmp_path, manifest):
 def test_import_scores_run_opens_on_every_page(views_run, shapes_manifest, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
     table = views_run.scores()[["id", "multimem", "base__cosine"]].rename(columns={"multimem": "mem"})
     table.to_parquet(tmp_path / "paper_scores.parquet")
@@ -362,7 +384,7 @@ def test_import_scores_run_opens_on_every_page(views_run, shapes_manifest, tmp_p
     assert len(run.samples()) == len(pd.read_csv(shapes_manifest))
     assert run.projection() is None and run.similarity_matrices() is None and run.embedding_models() == []
 
-    monkeypatch.setenv(common.ENV_RUN, str(run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(run.path))
     for page in ["views/overview.py", "views/samples.py", "views/detail.py", "views/map.py", "views/review_export.py"]:
         at = AppTest.from_file(str(MAIN), default_timeout=120)
         at.run()

@@ -43,12 +43,19 @@ def test_find_inputs_lists_manifests_and_shard_folders_not_runs(tmp_path):
     assert found == {"a/manifest.csv", "shards"}
 
 
-def test_command_and_runs_folder(tmp_path):
-    job = launch.NewRun(input="/d/m.csv", out="/r/x", modalities=["image", "text"], protocol="paper", epochs=3,
-                        text_tower="minilm")
-    cmd = job.command()
-    assert cmd[1:4] == ["-m", "multimem_core.cli", "score"] and "--folds" not in cmd
-    assert cmd[cmd.index("--modalities") + 1] == "image,text" and cmd[cmd.index("--text-tower") + 1] == "minilm"
+def test_request_is_a_score_config_started_from_request_json(tmp_path):
+    """The New-run page's request is a ScoreConfig; the job runs it from RUN/request.json, with no option
+    spelled out on a command line."""
+    from multimem_core.cli.score import config_file
+    from multimem_core.config import ScoreConfig
+
+    cfg = launch.request("/d/m.csv", "/r/x", {"modalities": ["image", "text"], "protocol": "paper", "epochs": 3,
+                                              "text_tower": "", "image_tower": "mm-tiny", "seed": 7})
+    assert isinstance(cfg, ScoreConfig) and cfg.protocol.name == "paper" and cfg.train.epochs == 3
+    assert cfg.model.text_tower == "mm-tiny"  # "": the image tower's
+    assert cfg.protocol.seed == cfg.train.seed == 7
+    (tmp_path / "req.json").write_text(__import__("json").dumps(cfg.to_dict()))
+    assert config_file(tmp_path / "req.json") == cfg
     runs = tmp_path / "runs"
     runs.mkdir()
     assert launch.runs_folder(runs, root=tmp_path) == runs.resolve()
@@ -83,21 +90,22 @@ def wait_for(predicate, timeout: float = 120):
 
 def test_failed_job_shows_the_end_of_its_log(tmp_path):
     manifest = tiny_manifest(tmp_path / "data", 6)  # too few samples to train: the engine refuses
-    out = launch.start(launch.NewRun(input="manifest.csv", out=str(tmp_path / "runs" / "few"), epochs=1),
+    out = launch.start(launch.request("manifest.csv", tmp_path / "runs" / "few", {"epochs": 1}),
                        root=tmp_path / "data")
     assert launch.job_state(out).state in ("starting", "running", "failed")
     state = wait_for(lambda: (s := launch.job_state(out)) and not s.active and s)
     assert state.state == "failed" and state.exit_code == 2
     assert "too few to train" in state.error and state.error.count("\n") < 45
     assert (out / "log.txt").read_text().startswith("$ ")
+    assert launch.job_state(out).job["command"][-2:] == ["--config", str(out / launch.REQUEST)]
     with pytest.raises(launch.LaunchError, match="exists already"):
-        launch.start(launch.NewRun(input=str(manifest), out=str(out)), root=tmp_path / "data")
+        launch.start(launch.request(manifest, out, {}), root=tmp_path / "data")
 
 
 def test_cancel_ends_the_whole_process_group(tmp_path):
     tiny_manifest(tmp_path / "data", 200)
-    out = launch.start(launch.NewRun(input="manifest.csv", out=str(tmp_path / "runs" / "long"), epochs=500,
-                                     image_size=16, views=1, batch_size=32),
+    out = launch.start(launch.request("manifest.csv", tmp_path / "runs" / "long",
+                                      {"epochs": 500, "image_size": 16, "views": 1, "batch_size": 32}),
                        root=tmp_path / "data")
     job = launch.job_state(out).job
     # wait until the engine itself runs (a child of the wrapper shell), then cancel
@@ -117,8 +125,11 @@ def test_start_refuses_bad_settings(tmp_path):
     (tmp_path / "m.csv").write_text("id,text,image\n")
     good = dict(input="m.csv", out=str(tmp_path / "runs" / "ok"))
     for kwargs, message in [({"out": str(tmp_path / "runs" / "bad name")}, "run name"),
-                            ({"protocol": "other"}, "unknown protocol"), ({"folds": 1}, "2 folds"),
-                            ({"epochs": 0}, "epochs"), ({"input": "../x.csv"}, "outside the data root")]:
+                            ({"protocol": "other"}, "--protocol other: choose one of crossfit, paper"),
+                            ({"folds": 1}, "--folds 1: must be at least 2"),
+                            ({"epochs": 0}, "--epochs 0: must be at least 1"),
+                            ({"input": "../x.csv"}, "outside the data root")]:
+        paths = {k: kwargs.pop(k, good[k]) for k in ("input", "out")}
         with pytest.raises(launch.LaunchError, match=message):
-            launch.start(launch.NewRun(**{**good, **kwargs}), root=tmp_path)
+            launch.start(launch.request(paths["input"], paths["out"], kwargs), root=tmp_path)
     assert not (tmp_path / "runs").exists()

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from multimem_core.augment import AugmentConfig
-from multimem_core.mitigate import MitigateConfig, MitigationError, default_name, mitigate, parse_sweep
+from multimem_core.config import AugmentConfig
+from multimem_core.mitigation.settings import MitigateConfig, MitigationError, default_name, parse_sweep
+from multimem_core.mitigation import mitigate
 from multimem_core.mitigation.regroup import RegroupPlan
 from multimem_core.mitigation.remove import removal_order
 from multimem_core.mitigation.results import list_mitigations, removal_curves
@@ -255,8 +256,10 @@ def test_preview_compares_selected_with_clean(run):
 def test_noisy_batches_leave_the_shared_temperature_alone(tmp_path, spec, trains):
     """Batches with noise on their embeddings do not move the logit scale every batch shares (regrouping
     pulled it from 14.5 to 9.4); input-only augmentations train it as usual."""
-    from multimem_core.models.factory import ModelConfig, create_model
-    from multimem_core.train import TrainConfig, train_model
+    from multimem_core.config import ModelConfig
+    from multimem_core.models.factory import create_model
+    from multimem_core.config import TrainConfig
+    from multimem_core.train import train_model
 
     torch.manual_seed(0)
     model = create_model(ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", image_size=16))

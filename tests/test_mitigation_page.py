@@ -20,7 +20,8 @@ PAGE = "views/mitigation.py"
 @pytest.fixture(scope="module")
 def mitigated_run(engine_run, tmp_path_factory) -> RunDir:
     """A copy of the engine's run with models and decode cache, and a small removal sweep."""
-    from multimem_core.mitigate import MitigateConfig, mitigate
+    from multimem_core.mitigation.settings import MitigateConfig
+    from multimem_core.mitigation import mitigate
 
     dst = tmp_path_factory.mktemp("mitigation_page") / "run"
     shutil.copytree(engine_run.path, dst, ignore=shutil.ignore_patterns("review.sqlite*", "mitigation", "evaluation.json"))
@@ -37,9 +38,9 @@ def top_id(run: RunDir) -> str:
 def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from app import common
+    from app import run_data
 
-    monkeypatch.setenv(common.ENV_RUN, str(mitigated_run.path))
+    monkeypatch.setenv(run_data.ENV_RUN, str(mitigated_run.path))
     at = AppTest.from_file(str(MAIN), default_timeout=180)
     at.run()
     sid = top_id(mitigated_run)
@@ -54,8 +55,13 @@ def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeyp
     assert at.selectbox(key="sweep_metric").value == "recall@5"
     at.selectbox(key="sweep_metric").set_value("zero_shot").run()
     assert not at.exception
-    # the preview: the selected sample against clean ones
+    # the preview: nothing runs until asked, and the cost is said first
     assert at.multiselect(key="whatif_ids").value == [sid]
+    assert not any("Targeting" in m.label for m in at.metric)
+    assert any("about" in c.value and " s " in c.value for c in at.caption)
+    at.button(key="whatif_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    # the selected sample against clean ones
     table = at.dataframe[-1].value  # the preview table comes last
     assert table.loc[table["group"] == "selected", "id"].tolist() == [sid]
     assert (table["group"] == "clean (random)").sum() > 0
@@ -83,6 +89,9 @@ def test_page_renders_in_chromium_with_a_preview(mitigated_run, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(f"{url}/mitigation?id={sid}")
             page.wait_for_selector("h1:has-text('Mitigation')", timeout=90_000)
+            page.wait_for_selector("button:has-text('Run the preview')", timeout=90_000)
+            assert page.get_by_text("Targeting (chosen").count() == 0, "the preview waits for the button"
+            page.locator("button:has-text('Run the preview')").click()
             page.wait_for_selector("text=Targeting (chosen", timeout=180_000)  # the preview's metrics
             page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
             time.sleep(1.5)

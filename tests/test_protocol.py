@@ -1,14 +1,27 @@
 import numpy as np
 import pytest
 
-from multimem_core.protocol import ProtocolConfig, assign
+from multimem_core.config import ProtocolConfig
+from multimem_core.protocol import assign
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+def test_crossfit_scores_every_row_by_default(folds):
+    a = assign(500, ProtocolConfig("crossfit", folds=folds, seed=3))
+    assert not len(a.heldout) and len(a.scored) == 500
+    for name, train in a.train_sets.items():
+        ref = a.reference(name)
+        # a model's reference set is exactly its own fold: the rows it never trained on
+        assert set(ref) == set(np.flatnonzero(a.roles == name))
+        assert not set(ref) & set(train) and len(ref) + len(train) == 500
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
 def test_crossfit_bookkeeping(folds):
-    a = assign(500, ProtocolConfig("crossfit", folds=folds, seed=3))
+    a = assign(500, ProtocolConfig("crossfit", folds=folds, seed=3, heldout_frac=0.1))
     h = set(a.heldout)
     assert h and all(a.roles[i] == "H" for i in h)
+    assert all(h <= set(a.reference(name)) for name in a.train_sets)
     for name, train in a.train_sets.items():
         assert not h & set(train), f"{name} trains on held-out samples"
     scored = set(a.scored)
@@ -28,6 +41,7 @@ def test_paper_bookkeeping():
     s_s, s_c, s_i = (set(np.flatnonzero(roles == r)) for r in ("S_S", "S_C", "S_I"))
     assert f == s_s | s_c and g == s_s | s_i
     assert not set(a.heldout) & (f | g)
+    assert set(a.reference("f")) == set(a.reference("g")) == set(a.heldout) != set()
     assert a.out_model["S_C"] == "g" and a.in_models["S_C"] == ["f"]
     assert a.out_model["S_I"] == "f" and a.in_models["S_I"] == ["g"]
 
@@ -35,7 +49,9 @@ def test_paper_bookkeeping():
 def test_deterministic_and_validated():
     a, b = assign(100, ProtocolConfig(seed=5)), assign(100, ProtocolConfig(seed=5))
     assert (a.roles == b.roles).all()
-    with pytest.raises(ValueError, match="folds 2"):
+    with pytest.raises(ValueError, match="--folds 1: must be at least 2"):
         ProtocolConfig("crossfit", folds=1)
+    with pytest.raises(ValueError, match="paper protocol needs"):
+        ProtocolConfig("paper", heldout_frac=0.0)
     with pytest.raises(ValueError, match="too few"):
         assign(5, ProtocolConfig())

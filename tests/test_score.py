@@ -55,7 +55,7 @@ def test_injected_rank_above_clean(tmp_path):
     """
     from sklearn.metrics import roc_auc_score
 
-    from multimem_core.data.media import MediaSpec
+    from multimem_core.config import MediaSpec
     from multimem_core.data.shapes import build_shapes
     from multimem_core.score import score_run
 

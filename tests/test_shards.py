@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from multimem_core.data.decode import decode_manifest
-from multimem_core.data.manifest import ColumnKeys, ManifestError, read_manifest
-from multimem_core.data.media import MediaSpec
+from multimem_core.config import ColumnKeys
+from multimem_core.data.manifest import ManifestError, read_manifest
+from multimem_core.config import MediaSpec
 from multimem_core.data.shard_members import read_member
 from multimem_core.data.shard_writer import write_shards
 from multimem_core.data.shards import (ShardMemberError, decode_shards, is_member_ref, read_shards, shard_paths,

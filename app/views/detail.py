@@ -6,11 +6,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
-from multimem_core import diagnose
+from app import common, run_data
+from multimem_core import diagnose, names
+from multimem_core.repairs import current_repairs
 from multimem_core.review import LABELS
 
-data = common.current_run()
+data = run_data.current_run()
 t = data.table
 
 
@@ -20,10 +21,36 @@ def default_id() -> str:
     return str(t["id"].iloc[0])
 
 
-# The sample: ?id=... (links from cards), else the last one viewed, else the most memorized.
-wanted = st.query_params.get("id") or st.session_state.get("detail_id") or default_id()
+def go_to(sample_id: str) -> None:
+    """Callback of every link to another sample on this page: the state and the form move to it before the page
+    redraws, and the page body puts it in the URL. (Set from a callback, the URL would be overridden by the
+    browser's own address when the new run starts.)"""
+    st.session_state["detail_id"] = str(sample_id)
+
+
+def walk_list() -> tuple[list[str], str]:
+    """The list prev/next walks: the Samples page's filtered set in its order, else every sample, most memorized
+    first (the Samples default)."""
+    filtered = st.session_state.get(common.FILTERED)
+    if filtered is not None:
+        return list(filtered), st.session_state.get(common.FILTER_NOTE) or "no filter"
+    column = "multimem" if "multimem" in data.score_cols else "id"
+    rows = run_data.sorted_rows(str(data.run.path), data.stamp, column, column == "id")
+    return t["id"].to_numpy()[rows].tolist(), "every sample, most memorized first"
+
+
+# The sample: a new ?id=... (a card's link, a reload, a typed address), else the one this session shows (moved
+# by a neighbour link or previous/next, which the URL follows), else the most memorized.
+# The address counts as new when it is neither the one the last run received nor the one this page wrote: an
+# address the browser did not update yet must not pull the page back to the previous sample.
+url_id = st.query_params.get("id")
+received, written = st.session_state.get("_url_seen_detail") or (None, None)
+if url_id and url_id not in (received, written):
+    wanted = url_id
+else:
+    wanted = st.session_state.get("detail_id") or url_id or default_id()
 st.title("Sample detail")
-c1, c2 = st.columns([3, 5])
+c1, c2, c3 = st.columns([3, 3.4, 5])
 sid = c1.text_input("Sample id", value=str(wanted), key=f"detail_id_input_{wanted}").strip()
 row_i = data.row_of(sid)
 if row_i is None:
@@ -32,18 +59,30 @@ if row_i is None:
 st.session_state["detail_id"] = sid
 if st.query_params.get("id") != sid:
     st.query_params["id"] = sid
+st.session_state["_url_seen_detail"] = (url_id, sid)
 row = t.iloc[row_i]
 
-labels = common.store(data).labels()
+walk, walk_note = walk_list()
+at = walk.index(sid) if sid in walk else None
+p1, p2, p3 = c2.columns([1, 1, 1.6], vertical_alignment="bottom")
+p1.button("Previous", key="detail_prev", icon=":material/arrow_back:", shortcut="left", width="stretch",
+          disabled=not at, on_click=go_to, args=(walk[at - 1] if at else sid,))
+p2.button("Next", key="detail_next", icon=":material/arrow_forward:", shortcut="right", width="stretch",
+          disabled=at is None or at + 1 >= len(walk), on_click=go_to,
+          args=(walk[at + 1] if at is not None and at + 1 < len(walk) else sid,))
+p3.markdown(f"**{at + 1:,} of {len(walk):,}**" if at is not None else f"not in the list ({len(walk):,})",
+            help=f"Previous / next (← →) walk the Samples list: {walk_note}")
+
+labels = run_data.store(data).labels()
 state = labels.get(sid)
-facts = [f"role **{common.plain(common.role_label(str(row['role'])))}**"]
+facts = [f"role **{common.plain(names.role_label(str(row['role'])))}**"]
 if row.get("label"):
     facts.append(f"label **{common.plain(row['label'])}**")
 if row.get("injected"):
     facts.append(f"injected **{common.plain(row['injected'])}**")
 facts.append(f"flag **{common.FLAG_ICONS[state]} {state}**" if state else "not reviewed")
-c2.markdown("<div style='padding-top:2.1rem'></div>", unsafe_allow_html=True)
-c2.markdown(" · ".join(facts))
+c3.markdown("<div style='padding-top:2.1rem'></div>", unsafe_allow_html=True)
+c3.markdown(" · ".join(facts))
 
 if bool(row["scored"]):
     m = st.columns(5)
@@ -60,14 +99,23 @@ else:
 
 # --- every modality at full size ------------------------------------------------------------------------
 st.subheader("What the sample contains")
-cols = st.columns(len(data.modalities), gap="medium")
-for col, m in zip(cols, data.modalities):
+# pictures side by side; caption and sound share one wider column, where the audio player has room for its
+# seek bar (Chromium hides it in a player narrower than about 300 px)
+visual = [m for m in data.modalities if m in ("image", "video")]
+other = [m for m in data.modalities if m not in visual]
+cols = st.columns([3] * len(visual) + ([4] if other else []), gap="medium")
+for col, m in zip(cols, visual):
     with col:
         st.markdown(f"**{m}**")
         common.show_media(data, row, m, compact=False)
+if other:
+    with cols[-1]:
+        for m in other:
+            st.markdown(f"**{m}**")
+            common.show_media(data, row, m, compact=False)
 
 # --- similarity matrices ----------------------------------------------------------------------------------
-sims = common.similarity_matrices(str(data.run.path), data.stamp)
+sims = run_data.similarity_matrices(str(data.run.path), data.stamp)
 k = int(data.score_row[row_i])
 if sims is None and not data.run.embedding_models():
     st.caption("This run has no embeddings or similarity matrices (scores imported from a table), so the "
@@ -113,13 +161,13 @@ if bool(row["scored"]) and contrib_cols:
 
 # --- neighbours: what the model expected ---------------------------------------------------------------------
 models = data.run.embedding_models()
-model = diagnose.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
+model = names.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
 if model:
     st.subheader("What the model would expect")
     st.caption(f"Nearest neighbours under model **{common.plain(model)}**, which did not train on this sample "
                "(faiss, exact cosine). For a wrong caption, the captions its image is closest to are the "
                "suggested fix.")
-    index = common.neighbour_index(str(data.run.path), data.stamp, model)
+    index = run_data.neighbour_index(str(data.run.path), data.stamp, model)
     if sid not in index:
         st.caption("This sample has no embedding under that model (it was skipped).")
     else:
@@ -138,12 +186,22 @@ if model:
                             if r is None:
                                 continue
                             other = t.iloc[r]
-                            st.page_link(common.DETAIL_PAGE, label=f"{int(n['rank'])}. {common.plain(n['id'])} · "
-                                         f"similarity {n['similarity']:.2f}", query_params={"id": str(n["id"])})
+                            st.button(f"{int(n['rank'])}. {common.plain(n['id'])} · similarity "
+                                      f"{n['similarity']:.2f}", key=f"nb_{q}_{target}_{n['id']}", type="tertiary",
+                                      icon=":material/open_in_new:", on_click=go_to, args=(str(n["id"]),))
                             common.show_media(data, other, target, compact=True)
+                            st.button(f"Use this {target} for {common.plain(sid)}", key=f"fix_{q}_{target}_{n['id']}",
+                                      icon=":material/build:", on_click=common.repair,
+                                      args=(data, sid, target, str(n["id"])), kwargs={"source": "detail"})
 
 # --- flag ----------------------------------------------------------------------------------------------------
 st.subheader("Your decision")
+fixes = current_repairs(run_data.store(data))
+for fix in fixes[fixes["sample_id"] == sid].itertuples():
+    f1, f2 = st.columns([5, 1])
+    f1.info(f"Repaired: its **{fix.modality}** is replaced by {common.plain(fix.from_id)}'s in an export with "
+            f"repairs ({common.plain(fix.reviewer)}).", icon=":material/build:")
+    f2.button("Undo repair", key=f"unfix_{fix.seq}", on_click=common.unrepair, args=(data, int(fix.seq)))
 
 
 def save_decision(sample_id: str) -> None:
@@ -159,7 +217,7 @@ with st.form(f"flag_form_{sid}", clear_on_submit=True, border=True):
     fc2.text_input("Reason", key=f"detail_reason_{sid}", placeholder="e.g. the caption names another colour")
     fc3.markdown("<div style='padding-top:1.7rem'></div>", unsafe_allow_html=True)
     fc3.form_submit_button("Save", type="primary", width="stretch", on_click=save_decision, args=(sid,))
-history = common.store(data).history(sid)
+history = run_data.store(data).history(sid)
 if len(history):
     st.dataframe(history[["seq", "action", "label", "reason", "reviewer", "created_at", "undone_by"]],
                  hide_index=True, width="stretch")

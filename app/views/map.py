@@ -9,12 +9,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
+from app import common, run_data, url_state
 from app.selection import selected_rows
-from multimem_core import diagnose
+from multimem_core import diagnose, names
 
 MAX_POINTS = 20_000  # drawn at most: a browser redraws 100k WebGL points slowly; selections still cover all
 ALWAYS_DRAWN = 2_000  # the most memorized samples are always among the drawn points
+URL_KEYS = ("space", "colour", "sel")  # what a link to the map carries (app.url_state)
 CATEGORIES = {"injected kind": "injected", "role": "role", "flag": "_flag"}
 PALETTE = ["#B0B0B0", "#E45756", "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#FF9DA6", "#9D755D"]
 
@@ -22,8 +23,8 @@ PALETTE = ["#B0B0B0", "#E45756", "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#7
 @st.cache_data(max_entries=6, show_spinner="Preparing the map…")
 def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
     """Every projected sample: row (into the table), x, y, shown (drawn on the map), hover (drawn ones only)."""
-    data = common.load_run(path)
-    proj = common.projection(path, stamp)
+    data = run_data.load_run(path)
+    proj = run_data.projection(path, stamp)
     xc, yc = ("x", "y") if space == "joint" else (f"x__{space}", f"y__{space}")
     pos = proj["id"].map(data.position)
     keep = pos.notna().to_numpy() & np.isfinite(proj[xc].to_numpy(dtype=float))
@@ -53,9 +54,22 @@ def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
     return frame
 
 
-data = common.current_run()
+def take_chart_selection() -> None:
+    """on_select callback: it runs before the page (and the sidebar) redraws, so the selection count in the
+    sidebar, the rings and the panel all show the new selection in the same run. A new chart selection
+    replaces the session's; "Clear selection" in the sidebar sticks, since this only runs on a chart event."""
+    event = st.session_state.get("map_chart") or {}
+    chart_selection = dict(event.get("selection") or {})
+    run = run_data.load_run(st.session_state["run_path"])
+    frame = map_frame(str(run.run.path), run.stamp, st.session_state.get("map_space") or "joint")
+    rows = selected_rows(chart_selection, frame)
+    if len(rows):
+        common.set_selection(run.table["id"].to_numpy()[rows].tolist(), "map")
+
+
+data = run_data.current_run()
 st.title("Map")
-proj = common.projection(str(data.run.path), data.stamp)
+proj = run_data.projection(str(data.run.path), data.stamp)
 if proj is None or len(proj) == 0:
     if data.config.get("source") == "import-scores":
         st.info("This run was imported from a score table: it has no embeddings, so there is no map "
@@ -67,10 +81,17 @@ if proj is None or len(proj) == 0:
     st.stop()
 
 spaces = ["joint"] + [m for m in data.modalities if f"x__{m}" in proj.columns]
+colour_opts = common.score_options(data) + [k for k, v in CATEGORIES.items() if v != "injected" or data.has_injected]
+if (shared := url_state.incoming("map", URL_KEYS)) is not None:  # a shared link or a saved view
+    st.session_state["map_space"] = url_state.one(shared, "space") if url_state.one(shared, "space") in spaces \
+        else "joint"
+    st.session_state["map_colour"] = url_state.one(shared, "colour") if url_state.one(shared, "colour") in \
+        colour_opts else colour_opts[0]
+    if picked := [i for i in shared.get("sel", []) if data.row_of(i) is not None]:
+        common.set_selection(picked, "map")
 c1, c2, c3 = st.columns([1.4, 2, 3])
 space = c1.selectbox("Embedding", spaces, key="map_space", format_func=lambda s: "joint (all modalities)"
                      if s == "joint" else s)
-colour_opts = common.score_options(data) + [k for k, v in CATEGORIES.items() if v != "injected" or data.has_injected]
 colour = c2.selectbox("Colour by", colour_opts, key="map_colour",
                       format_func=lambda c: diagnose.score_label(c) if c in data.score_cols else c)
 # Streamlit turns point clicks off while the lasso or box tool is active, so the mouse mode is a choice
@@ -82,7 +103,7 @@ mouse = c3.segmented_control("Mouse", list(MOUSE), format_func=MOUSE.get, key="m
 
 frame = map_frame(str(data.run.path), data.stamp, space)
 drawn = frame[frame["shown"]]
-labels = common.store(data).labels()
+labels = run_data.store(data).labels()
 t = data.table
 size = 5 if len(drawn) < 10_000 else 3
 fig = go.Figure()
@@ -101,7 +122,7 @@ if filtered is not None and note != "no filter" and st.toggle(f"Show the Samples
 if colour in data.score_cols:
     v = t[colour].to_numpy(dtype=np.float64)[drawn["row"].to_numpy()]
     # draw the most suspicious last, on top, so that they stay visible in a dense map
-    draw = np.argsort(np.nan_to_num(-v if colour in diagnose.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
+    draw = np.argsort(np.nan_to_num(-v if colour in names.LOWER_IS_WORSE else v, nan=-np.inf), kind="stable")
     drawn, v = drawn.iloc[draw], v[draw]
     finite = v[np.isfinite(v)]
     lo, hi = (np.percentile(finite, [1, 99]) if len(finite) else (0, 1))
@@ -146,21 +167,13 @@ fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t
 
 left, right = st.columns([4, 1], gap="medium")
 with left:
-    event = st.plotly_chart(fig, width="stretch", on_select="rerun", key="map_chart",
-                            selection_mode=("points", "box", "lasso"))
-
-chart_selection = dict((event or {}).get("selection") or {}) if event else {}
-signature = (space, repr(chart_selection.get("box")), repr(chart_selection.get("lasso")),
-             repr([p.get("customdata") for p in chart_selection.get("points") or []]))
-if st.session_state.get("map_last_event") != signature:
-    # a new selection on the chart replaces the session's selection; an unchanged one leaves it alone,
-    # so that "Clear selection" in the sidebar sticks
-    st.session_state["map_last_event"] = signature
-    rows = selected_rows(chart_selection, frame)
-    if len(rows):
-        common.set_selection(t["id"].to_numpy()[rows].tolist(), "map")
+    st.plotly_chart(fig, width="stretch", on_select=take_chart_selection, key="map_chart",
+                    selection_mode=("points", "box", "lasso"))
 
 selection = st.session_state.get(common.SELECTION) or []
+url_state.write("map", URL_KEYS, {"space": [space] if space != "joint" else [],
+                                  "colour": [colour] if colour != colour_opts[0] else [],
+                                  "sel": url_state.selection_param(selection)})
 with right:
     if not selection:
         st.info("Nothing selected yet. Use the lasso or box tool on the map, or click a point.", icon=":material/touch_app:")
@@ -175,9 +188,11 @@ with right:
             st.caption(f":material/explore: {common.plain(point['reason'])}")
     if selection:
         st.metric("Selected", f"{len(selection):,}")
-        st.button("Flag all as noisy", icon=":material/flag:", key="map_flag_all", type="primary",
-                  help=f"Writes {len(selection):,} decisions at once", on_click=common.flag_ids,
-                  args=(data, list(selection), "noisy"), kwargs={"source": "map"}, width="stretch")
+        with st.popover("Flag all as noisy", icon=":material/flag:", width="stretch"):
+            st.markdown(f"Write **{len(selection):,}** decisions, one per selected sample, each as *noisy*?")
+            st.button(f"Yes, flag {len(selection):,} as noisy", key="map_flag_all", type="primary",
+                      on_click=common.flag_ids, args=(data, list(selection), "noisy"), kwargs={"source": "map"},
+                      width="stretch")
         st.page_link("views/review_export.py", label="Export the selection", icon=":material/ios_share:")
         if st.button("Show it on Samples", icon=":material/grid_view:", key="map_to_samples", width="stretch"):
             st.session_state["samples_only_sel"] = True

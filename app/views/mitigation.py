@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
+from app import common, run_data
 from multimem_core.mitigation.results import list_mitigations, removal_curves
 from multimem_core.run import RunDirError
 from multimem_core.targeted import DEFAULTS, TargetedAugment
@@ -185,6 +185,33 @@ def can_preview(data) -> str | None:
     return None
 
 
+N_CLEAN = 32  # random clean samples the chosen ones are compared with
+
+
+def preview_cost(data, n_chosen: int) -> str:
+    """What the preview will cost, said before it runs: from this run's own scoring times (timings.json)."""
+    import json
+
+    models = len(list(data.run.models_dir.glob("*/model.safetensors")))
+    views = 4
+    per_view = None
+    try:
+        timings = json.loads((data.run.path / "timings.json").read_text())
+        scored_views = max(1, len(data.table)) * max(1, models) * int(data.config.get("views") or views)
+        per_view = float(timings["embed"]) / scored_views
+        load = float(timings.get("decode", 0)) + float(timings.get("prepare", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    held = int((data.table["role"].astype(str) == "H").sum())
+    work = f"loads {models} models, decodes the dataset and embeds {n_chosen + N_CLEAN + held:,} samples × {views} views " \
+           f"under each (the chosen, {N_CLEAN} clean ones and the held-out set)"
+    if per_view is None:
+        return f"The preview {work}."
+    seconds = load + per_view * models * views * (held + 2 * (n_chosen + N_CLEAN))
+    return f"The preview {work}: about {seconds:,.0f} s on this machine, judged from this run's scoring times. " \
+           "Later previews on this run reuse the loaded models and take seconds."
+
+
 def preview_section(data) -> None:
     t = data.table
     scored = t[t["scored"]] if "scored" in t else t.iloc[:0]
@@ -214,9 +241,17 @@ def preview_section(data) -> None:
     if not mods:
         st.caption("Choose at least one modality.")
         return
+    args = (str(data.run.path), data.stamp, tuple(ids), f"{aug}={strength:g}",
+            tuple(m for m in data.modalities if m in mods), N_CLEAN)
+    # nothing heavy runs until asked: the first preview loads every model and decodes the dataset; once the
+    # reviewer started it for this run, changed choices recompute at once (the models stay loaded)
+    if st.session_state.get("whatif_started") != args[:2]:
+        st.caption(f":material/schedule: {preview_cost(data, len(ids))}")
+        if not st.button("Run the preview", key="whatif_run", icon=":material/play_arrow:", type="primary"):
+            return
+        st.session_state["whatif_started"] = args[:2]
     try:
-        table = preview_table(str(data.run.path), data.stamp, tuple(ids), f"{aug}={strength:g}",
-                              tuple(m for m in data.modalities if m in mods), 32)
+        table = preview_table(*args)
     except (ValueError, KeyError, OSError, RunDirError) as e:
         st.error(f"Cannot preview: {e}")
         return
@@ -251,7 +286,7 @@ def preview_section(data) -> None:
 
 # --- the page ------------------------------------------------------------------------------------------------
 
-data = common.current_run()
+data = run_data.current_run()
 st.title("Mitigation")
 st.caption("Lower memorization and check what it does to downstream accuracy. Runs come from "
            "`multimem mitigate RUN --strategy remove|regroup|augment`; the preview below needs no training.")

@@ -1,7 +1,9 @@
 """New run: start `multimem score` on data under the data root, watch its progress, cancel it, open it.
 
-The job's state lives in its run directory (job.json, progress.json, log.txt, exit_code: see
-multimem_core.launch), not in the browser session, so a reload finds it where it is; the job shown is
+The form's option widgets are built from the config fields that declare them (multimem_core.config): their
+labels, defaults, choices and bounds are the CLI's. The page builds a ScoreConfig, and the job runs it from
+RUN/request.json. The job's state lives in its run directory (job.json, progress.json, log.txt, exit_code:
+see multimem_core.launch), not in the browser session, so a reload finds it where it is; the job shown is
 in the address (?job=NAME).
 """
 
@@ -14,19 +16,17 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import common
-from multimem_core import MODALITIES, launch
+from app import common, run_data
+from app.option_widgets import FORM_OPTIONS, option_widget
+from multimem_core import launch
+from multimem_core.names import MODALITIES
 from multimem_core.run import RunDir
 
-DEFAULT = launch.NewRun  # its field defaults are the engine's (multimem_core.config), as `multimem score` has them
-IMAGE_TOWERS = ["efficientnet-lite0", "mm-tiny", "mm-small"]
-TEXT_TOWERS = {"minilm": "minilm (frozen MiniLM + projection)", "": "same as the image tower",
-               "mm-tiny": "mm-tiny", "mm-small": "mm-small"}
 STATE_ICONS = {"starting": ":material/hourglass_top:", "running": ":material/sync:",
                "complete": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
 
 root = launch.data_root()
-folder = launch.runs_folder(common.runs_root(), root=root)
+folder = launch.runs_folder(run_data.runs_root(), root=root)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -57,7 +57,7 @@ def describe_input(path: str, mtime: float) -> tuple[list[str], int, str]:
 
 def open_run(path: Path) -> None:
     """Make `path` the dashboard's run and go to its Overview."""
-    common.discover_runs.clear()
+    run_data.discover_runs.clear()
     st.session_state["run_path"] = str(path.resolve())
     st.session_state["run_picker"] = str(path.resolve())
     st.switch_page("views/overview.py")
@@ -166,31 +166,17 @@ with left:
         st.caption(f"{n:,} samples · modalities {', '.join(mods)}")
     picked = st.multiselect("Modalities", [m for m in MODALITIES if m in mods], default=mods, key="newrun_mods",
                             help="At least two")
-    c1, c2, c3 = st.columns(3)
-    protocols = ["crossfit", "paper"]
-    protocol = c1.radio("Protocol", protocols, index=protocols.index(DEFAULT.protocol), key="newrun_protocol",
-                        help="crossfit: K models, every training sample scored; paper: S_S/S_C/S_I/H, two models")
-    folds = int(c2.number_input("Folds", min_value=2, max_value=10, value=DEFAULT.folds, key="newrun_folds",
-                                disabled=protocol != "crossfit"))
-    epochs = int(c3.number_input("Epochs", min_value=1, max_value=1000, value=DEFAULT.epochs, key="newrun_epochs"))
-    c1, c2 = st.columns(2)
-    image_tower = c1.selectbox("Image tower", IMAGE_TOWERS, index=IMAGE_TOWERS.index(DEFAULT.image_tower), key="newrun_image_tower",
-                               help="efficientnet-lite0: frozen pretrained features (shipped with the package) + a trained "
-                                    "projection; mm-tiny / mm-small: open_clip towers trained from scratch")
-    text_tower = c2.selectbox("Text tower", list(TEXT_TOWERS), index=list(TEXT_TOWERS).index(DEFAULT.text_tower),
-                              format_func=TEXT_TOWERS.get, key="newrun_text_tower")
+    values: dict = {}
+    basic, more = FORM_OPTIONS
+    for row in (basic[:3], basic[3:]):
+        for o, col in zip(row, st.columns(3)):
+            with col:
+                values[o.dest] = option_widget(o, disabled=o.dest == "folds" and values.get("protocol") != "crossfit")
 with right:
     with st.expander("More options"):
-        views = int(st.number_input("Augmented views per sample", 1, 64, DEFAULT.views, key="newrun_views"))
-        # 0: the image tower's own size (DEFAULT.image_size None), as `multimem score` decides it
-        image_size = int(st.number_input("Image size (px, 0: the tower's own)", 0, 512, DEFAULT.image_size or 0,
-                                         step=8, key="newrun_image_size")) or None
-        batch_size = int(st.number_input("Batch size", 2, 4096, DEFAULT.batch_size, key="newrun_batch"))
-        frames = int(st.number_input("Video frames", 1, 64, DEFAULT.frames, key="newrun_frames"))
-        audio_seconds = float(st.number_input("Audio seconds", 0.1, 30.0, DEFAULT.audio_seconds, step=0.5, key="newrun_audio_s"))
-        seed = int(st.number_input("Seed", 0, 2**31 - 1, DEFAULT.seed, key="newrun_seed"))
-        devices = ["auto", "cpu", "cuda"]
-        device = st.selectbox("Device", devices, index=devices.index(DEFAULT.device), key="newrun_device")
+        for o in more:  # a tower of a modality the run leaves out does not matter
+            values[o.dest] = option_widget(o, disabled=o.dest in ("audio_tower", "video_tower")
+                                           and o.dest.removesuffix("_tower") not in picked)
     if "newrun_name" not in st.session_state:
         stem = Path(text).stem if text and text != "." else "run"
         if stem == "manifest" and Path(text).parent.name:  # shapes/manifest.csv -> shapes-…
@@ -201,12 +187,8 @@ with right:
     if path is not None and not err and len(picked) < 2:
         st.caption("Pick at least two modalities.")
     if st.button("Start run", type="primary", icon=":material/play_arrow:", disabled=not ready, key="newrun_start"):
-        job = launch.NewRun(input=str(path), out=str(folder / name.strip()), modalities=picked, protocol=protocol,
-                            folds=folds, epochs=epochs, image_tower=image_tower, text_tower=text_tower,
-                            views=views, image_size=image_size, batch_size=batch_size,
-                            frames=frames, audio_seconds=audio_seconds, seed=seed, device=device)
         try:
-            out = launch.start(job, root=root)
+            out = launch.start(launch.request(path, folder / name.strip(), {**values, "modalities": picked}), root=root)
         except launch.LaunchError as e:
             st.error(str(e), icon=":material/block:")
         else:

@@ -7,9 +7,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import common
-from multimem_core import diagnose
+from app import common, run_data
+from multimem_core import diagnose, names
 from multimem_core.confidence import format_confidence
+from multimem_core.summary import verdict
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 PAPER_ORDER = {"contrib__text": 0, "contrib__video": 1, "contrib__image": 2, "contrib__audio": 3}
@@ -30,23 +31,23 @@ def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 380, sub
 @st.cache_data(max_entries=4, show_spinner=False)
 def summaries(path: str, stamp: tuple) -> dict:
     """Everything Overview plots, computed once per run version (AUROC on 100k samples takes a moment)."""
-    data = common.load_run(path)
+    data = run_data.load_run(path)
     t = data.table[data.table["scored"]]
     out: dict = {"n_scored": len(t)}
     if len(t) == 0:
         return out
     groups = {}
     if data.protocol == "paper":
-        for role in ("S_C", "S_I", "S_S"):
+        for role in ("S_C", "S_I", "S_S"):  # the paper's Figure 1 order
             sel = t["role"] == role
             if sel.any():
-                groups[common.role_label(role)] = t.loc[sel, "multimem"].to_numpy()
+                groups[names.role_label(role)] = t.loc[sel, "multimem"].to_numpy()
         out["by_role"] = ("MultiMem by set", "the paper's Figure 1: S_C high, S_I low, S_S near 0", "MultiMem", groups)
     elif {"cmc_in", "cmc_out"} <= set(t.columns):
         out["by_role"] = ("CMC in vs out", "in: the models that trained on a sample; out: the one that did not",
                           "CMC", {"in": t["cmc_in"].to_numpy(), "out": t["cmc_out"].to_numpy()})
     else:  # scores imported from a table: no CMC terms, so MultiMem by the roles the table gave
-        groups = {common.role_label(r): part["multimem"].to_numpy() for r, part in t.groupby("role")}
+        groups = {names.role_label(r): part["multimem"].to_numpy() for r, part in t.groupby("role")}
         out["by_role"] = ("MultiMem by role", "imported scores (no CMC terms in the table)", "MultiMem", groups)
     kinds = {}
     if data.has_injected:
@@ -91,28 +92,48 @@ def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str, subtitl
     return fig
 
 
-data = common.current_run()
+data = run_data.current_run()
 cfg = data.config
 ds = cfg.get("dataset") or {}
 st.title(f"Overview · {data.name}")
 st.caption(f"Dataset **{common.plain(ds.get('name') or cfg.get('manifest', {}).get('path', '?'))}** · "
-           f"protocol **{data.protocol}**" + (f" with {common.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
+           f"protocol **{data.protocol}**" + (f" with {run_data.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
                                              else "")
            + f" · modalities **{', '.join(data.modalities)}** · {common.code(data.run.path)}")
+options = run_data.scored_with(cfg)
+if options is None:
+    st.caption(f"Imported ({common.plain(cfg.get('source', 'not scored here'))}): no towers were trained here.")
+else:
+    given = {o["dest"]: o["value"] for o in options}
+    st.caption(f"Towers: image **{common.plain(str(given['image_tower']))}** · text "
+               f"**{common.plain(str(given['text_tower']))}** · {given['epochs']} epochs, batch "
+               f"{given['batch_size']}, {given['views']} views")
 
 t = data.table
 n_scored = int(t["scored"].sum())
-labels = common.store(data).labels()
+labels = run_data.store(data).labels()
 c = st.columns(6)
 c[0].metric("Samples", f"{len(t):,}")
 c[1].metric("Scored", f"{n_scored:,}")
-c[2].metric("Held out", f"{int((t['role'] == 'H').sum()):,}")
+c[2].metric("Held out", f"{int((t['role'] == names.HELDOUT).sum()):,}")
 c[3].metric("Skipped", f"{data.errors['id'].nunique():,}", help="Samples whose media could not be loaded")
 c[4].metric("Injected", f"{int((t['injected'] != '').sum()):,}" if data.has_injected else "unknown",
             help="Known misalignments (built-in datasets only)")
 c[5].metric("Flagged noisy", f"{sum(1 for v in labels.values() if v == 'noisy'):,}")
 
+said = verdict(cfg)
+if said.get("expected_auroc") is not None:
+    st.markdown(f"#### {said['verdict']}")
+    if said.get("warning"):
+        st.warning(said["warning"].removeprefix("WARNING: "), icon=":material/warning:")
+    st.caption(f"Measured by the run's self-check: {said.get('n_planted')} known corruptions planted into training "
+               "(never shown here or exported), ranked among the real rows, corrected for the wrong pairs the data "
+               "already holds. The Samples page, Triage and Export rank by this column unless you pick another.")
+else:
+    st.caption(said["verdict"])
 confidence_lines = format_confidence(cfg.get("confidence") or {})
+if said.get("expected_auroc") is not None:
+    confidence_lines = confidence_lines[:1]  # the self-check's warning is the one that predicts quality
 if len(confidence_lines) > 1:  # the figure is below its threshold: say so before any score is read
     st.warning(confidence_lines[1].removeprefix("WARNING: "), icon=":material/warning:")
 if confidence_lines:
@@ -210,3 +231,9 @@ if timings:
     with st.expander("Where the time went"):
         st.dataframe(pd.DataFrame({"stage": list(timings), "seconds": list(timings.values())}), hide_index=True,
                      column_config={"seconds": st.column_config.NumberColumn(format="%.1f s")})
+
+if options is not None:  # last, below the findings: how the run was made, for whoever reproduces it
+    with st.expander("Every option it was scored with"):
+        st.dataframe(pd.DataFrame([{"option": o["option"], "value": str(o["value"]),
+                                    "changed": "yes" if o["value"] != o["default"] else "",
+                                    "meaning": o["help"]} for o in options]), hide_index=True, width="stretch")

@@ -7,9 +7,10 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from app import common
+from app import common, run_data
 from multimem_core import diagnose
-from multimem_core.export import FORMATS, MANIFEST_FORMATS, build_export, default_format, write_export
+from multimem_core.export import FORMATS, ID_FORMATS, MANIFEST_FORMATS, build_export, default_format, write_export
+from multimem_core.repairs import current_repairs, repairs_path
 from multimem_core.review import LABELS, DropRule, ReviewError
 
 FORMAT_NAMES = {"csv": "cleaned manifest, CSV", "tsv": "cleaned manifest, TSV", "jsonl": "cleaned manifest, JSONL",
@@ -19,8 +20,8 @@ FORMAT_NAMES = {"csv": "cleaned manifest, CSV", "tsv": "cleaned manifest, TSV", 
 RULES = {"flagged": "Flagged as noisy", "top": "Top N by a score", "above": "Above a threshold",
          "below": "Below a threshold", "selection": "Current map selection"}
 
-data = common.current_run()
-store = common.store(data)
+data = run_data.current_run()
+store = run_data.store(data)
 st.title("Review & export")
 
 # --- decisions -----------------------------------------------------------------------------------------------
@@ -32,7 +33,26 @@ for i, label in enumerate(LABELS):
 c[3].metric("Decisions recorded", f"{len(history):,}",
             help="Every click is a row; undo adds a row too, so nothing is ever lost.")
 
-tab_now, tab_all = st.tabs(["Current flags", "Full history and undo"])
+fixes = current_repairs(store)
+tab_now, tab_fix, tab_all = st.tabs(["Current flags (drops)", f"Repairs ({len(fixes):,})", "Full history and undo"])
+with tab_fix:
+    if len(fixes):
+        st.caption("Each repaired sample takes one modality from another sample (the suggestion on its detail "
+                   "or Triage page). An export with repairs applies them and writes what changed beside the file.")
+        st.dataframe(fixes[["seq", "sample_id", "modality", "from_id", "reviewer", "created_at"]], hide_index=True,
+                     width="stretch", height=min(400, 38 + 35 * len(fixes)), key="repairs_table",
+                     column_config={"sample_id": "sample", "from_id": "takes it from", "created_at": "time (UTC)"})
+        r1, r2 = st.columns([4, 1])
+        pick = r1.selectbox("Repair to undo", fixes["seq"].tolist(), key="unfix_choice",
+                            format_func=lambda q: (lambda r: f"#{q} · {r['sample_id']} · {r['modality']} from "
+                                                   f"{r['from_id']}")(fixes.set_index("seq").loc[q]))
+        r2.markdown("<div style='padding-top:1.7rem'></div>", unsafe_allow_html=True)
+        r2.button("Undo repair", key="unfix_button", width="stretch", on_click=common.unrepair,
+                  args=(data, int(pick)))
+    else:
+        st.info("No repairs yet. On a sample's detail page (or in Triage), \"Use this caption\" replaces a wrong "
+                "caption, sound or image with the suggested one instead of dropping the sample.",
+                icon=":material/build:")
 with tab_now:
     if len(current):
         st.dataframe(current[["sample_id", "label", "reason", "reviewer", "created_at"]], hide_index=True,
@@ -78,11 +98,11 @@ if not data.score_cols:
 e1, e2, e3 = st.columns([2, 2, 2])
 rule_kind = e1.radio("Drop", rules, format_func=lambda r: RULES[r] + (f" ({len(selection):,})" if r == "selection"
                                                                       else ""), key="export_rule")
-score = "multimem"
+score = data.ranking
 n, threshold = None, None
 if rule_kind in ("top", "above", "below"):
     options = common.score_options(data)
-    score = e2.selectbox("Score", options, index=options.index("multimem") if "multimem" in options else 0,
+    score = e2.selectbox("Score", options, index=options.index(data.ranking) if data.ranking in options else 0,
                          format_func=diagnose.score_label, key="export_score")
     if rule_kind == "top":
         n = int(e2.number_input("N", min_value=1, max_value=max(1, len(data.table)), value=min(100, len(data.table)),
@@ -96,12 +116,17 @@ fmt_default = default_format(data.run)
 fmt = e3.selectbox("Format", formats, index=formats.index(fmt_default), format_func=FORMAT_NAMES.get,
                    key="export_format")
 
+with_repairs = st.checkbox(f"Apply the {len(fixes):,} repairs", value=bool(len(fixes)), key="export_repairs",
+                           disabled=not len(fixes) or fmt in ID_FORMATS,
+                           help="The repaired samples' captions, sounds or images replaced; the list of changes "
+                                "is written beside the export (NAME.repairs.csv). `multimem export --repairs`")
 rule = DropRule("ids", ids=tuple(selection)) if rule_kind == "selection" else \
     DropRule(rule_kind, n=n, threshold=threshold, score=score)
 
 if st.button("Build export", type="primary", key="export_build"):
     try:
-        export = build_export(data.run, rule, format=fmt, store=store)
+        export = build_export(data.run, rule, format=fmt, store=store,
+                              repairs=with_repairs and bool(len(fixes)) and fmt not in ID_FORMATS)
         stem = "cleaned_manifest" if fmt in MANIFEST_FORMATS else "cleaned_shards" if fmt == "shards" else "removed_ids"
         out = data.run.path / "exports" / f"{stem}_{rule.kind}_{datetime.now():%Y%m%d-%H%M%S}{export.suffix}"
         write_export(export, out)
@@ -115,6 +140,9 @@ if result:
     export, out, described = result
     st.success(f"Dropped **{len(export.dropped):,}** of {export.total:,} samples ({common.plain(described)}); "
                f"kept {export.kept:,}. Written to {common.code(out)}.", icon=":material/check_circle:")
+    if export.repairs is not None:
+        st.caption(f"Applied **{len(export.repairs):,}** repairs to kept samples; the changes are in "
+                   f"{common.code(str(repairs_path(out)))}.")
     d1, d2 = st.columns([1, 3])
     if export.data:  # shards are a folder on disk, nothing to download as one file
         d1.download_button("Download", export.data, file_name=out.rsplit("/", 1)[-1], key="export_download",

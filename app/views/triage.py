@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import common
-from multimem_core import diagnose
+from app import common, run_data
+from multimem_core import diagnose, names
 from multimem_core.review import LABELS
 
 SOURCES = {"filters": "the Samples filters", "selection": "the selection (map or table)", "top": "the top N by a score",
@@ -20,7 +20,7 @@ KEYS = {"noisy": "N", "ok": "O", "unsure": "U"}
 NEIGHBOURS = 4
 
 
-def queue(data: common.RunData) -> tuple[list[str], str]:
+def queue(data: run_data.RunData) -> tuple[list[str], str]:
     """The ids to triage, in order, and what they are in words."""
     t = data.table
     filtered = st.session_state.get(common.FILTERED)
@@ -43,39 +43,59 @@ def queue(data: common.RunData) -> tuple[list[str], str]:
         return t["id"].to_numpy()[rows].tolist(), f"label {label}"
     options = common.score_options(data)
     score = c2.selectbox("Score", options, format_func=diagnose.score_label, key="triage_score",
-                         index=options.index("multimem") if "multimem" in options else 0)
+                         index=options.index(data.ranking) if data.ranking in options else 0)
     scored = int((data.score_row >= 0).sum())
     n = int(c3.number_input("N", min_value=1, max_value=max(1, scored), value=min(500, max(1, scored)), step=50,
                             key="triage_n", help=f"Up to the {scored:,} scored samples"))
-    rows = common.sorted_rows(str(data.run.path), data.stamp, score, score in diagnose.LOWER_IS_WORSE)
+    rows = run_data.sorted_rows(str(data.run.path), data.stamp, score, score in names.LOWER_IS_WORSE)
     rows = rows[data.score_row[rows] >= 0][:n]
     return t["id"].to_numpy()[rows].tolist(), f"the {len(rows):,} most suspicious by {diagnose.score_label(score)}"
 
 
-def order(data: common.RunData) -> np.ndarray:
-    column = "multimem" if "multimem" in data.score_cols else "id"
-    return common.sorted_rows(str(data.run.path), data.stamp, column, column == "id")
+def order(data: run_data.RunData) -> np.ndarray:
+    column = data.ranking
+    return run_data.sorted_rows(str(data.run.path), data.stamp, column, column == "id" or column in names.LOWER_IS_WORSE)
 
 
 def move(step: int, size: int) -> None:
     st.session_state["triage_pos"] = int(np.clip(st.session_state.get("triage_pos", 0) + step, 0, size))
 
 
-def decide(data: common.RunData, sid: str, label: str, size: int) -> None:
+def decide(data: run_data.RunData, sid: str, label: str, size: int) -> None:
     """Button callback: save the decision with the optional reason, clear the reason, go to the next sample."""
     common.flag_ids(data, [sid], label, source="triage", reason=st.session_state.get("triage_reason", "").strip())
     st.session_state["triage_reason"] = ""
     move(1, size)
 
 
-def neighbour_links(data: common.RunData, row, sid: str) -> None:
+def suggestions(data: run_data.RunData, index, sid: str) -> None:
+    """Repair instead of drop: per modality, the nearest one to the sample's other content (its image, else
+    its caption) under the model that never saw it, one click to use it."""
+    cols = st.columns(len(data.modalities), gap="medium")
+    for col, m in zip(cols, data.modalities):
+        query = next((q for q in ("image", "text", "video", "audio") if q != m and q in data.modalities), None)
+        nb = index.neighbours(sid, query=query, target=m, k=1) if query else None
+        if nb is None or not len(nb):
+            continue
+        donor = str(nb["id"].iloc[0])
+        with col:
+            st.caption(f"Suggested {m} (nearest to its {query}, from {common.plain(donor)})")
+            if m == "text" and (r := data.row_of(donor)) is not None:
+                st.text(str(data.table.iloc[r].get("text") or "")[:common.MAX_CARD_TEXT])
+            st.button(f"Replace the {'caption' if m == 'text' else m} with it", key=f"triage_fix_{m}",
+                      icon=":material/build:", on_click=common.repair, args=(data, sid, m, donor),
+                      kwargs={"source": "triage"})
+
+
+def neighbour_links(data: run_data.RunData, row, sid: str) -> None:
     models = data.run.embedding_models()
-    model = diagnose.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
+    model = names.unseen_model(str(row["role"]), models, data.protocol) or (models[0] if models else None)
     if not model:
         return
-    index = common.neighbour_index(str(data.run.path), data.stamp, model)
+    index = run_data.neighbour_index(str(data.run.path), data.stamp, model)
     if sid not in index:
         return
+    suggestions(data, index, sid)
     st.markdown(f"**Nearest samples** under the model that never saw it ({common.plain(model)})")
     for m in data.modalities[:2]:
         nb = index.neighbours(sid, query=m, target=m, k=NEIGHBOURS)
@@ -86,7 +106,7 @@ def neighbour_links(data: common.RunData, row, sid: str) -> None:
                           icon=":material/link:")
 
 
-data = common.current_run()
+data = run_data.current_run()
 st.title("Triage")
 st.caption("One sample at a time. Keys: **j** next, **k** previous, **n** noisy, **o** OK, **u** unsure (then it "
            "moves on by itself). Type an optional reason first; decisions are saved at once with your name.")
@@ -94,7 +114,7 @@ ids, described = queue(data)
 if not ids:
     st.info("This set is empty. Pick another set, or filter on the Samples page first.", icon=":material/inbox:")
     st.stop()
-store = common.store(data)
+store = run_data.store(data)
 labels = store.labels()
 signature = (described, len(ids), ids[0], ids[-1])
 if st.session_state.get("triage_signature") != signature:
@@ -131,7 +151,7 @@ if row_i is None:
     st.stop()
 row = data.table.iloc[row_i]
 state = labels.get(sid)
-facts = [f"**{pos + 1:,}** of {size:,}", common.plain(common.role_label(str(row["role"])))]
+facts = [f"**{pos + 1:,}** of {size:,}", common.plain(names.role_label(str(row["role"])))]
 if row.get("label"):
     facts.append(f"label **{common.plain(row['label'])}**")
 if row.get("injected"):

@@ -12,8 +12,7 @@ import errno
 import sys
 
 from . import apps, imports, mitigation, score
-from .common import CLIError, existing_path  # noqa: F401 (public names)
-from .score import score_config, score_defaults  # noqa: F401 (public names)
+from .common import CLIError
 
 # `SUBCOMMANDS` lists them in the order `multimem --help` shows: (name, one-line help, add, cmd).
 SUBCOMMANDS: list = [*score.COMMANDS, *imports.COMMANDS, *apps.COMMANDS, *mitigation.COMMANDS]
@@ -40,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from multimem_core.outputs import OutputError
+    from multimem_core.review import ReviewError
+    from multimem_core.run import RunDirError
     from multimem_core.runlock import RunLockedError
 
     try:
@@ -49,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RunLockedError as e:  # a second writer on a run: say who holds it
         raise CLIError(str(e))
+    except (RunDirError, ReviewError, OutputError) as e:  # a damaged run folder, a refused output: one line
+        raise CLIError(str(e))
     except Exception as e:
+        if isinstance(e, OSError) and e.filename and not disk_full(e):
+            why = "a file where a folder is needed" if e.errno in (errno.EEXIST, errno.ENOTDIR) else e.strerror or e
+            raise CLIError(f"cannot use {e.filename} ({why}). Choose another path (--out a folder you can "
+                           "write), or check the file's permissions.")
         if not disk_full(e):
             raise
         where = getattr(e, "filename", None) or "the run"

@@ -29,8 +29,10 @@ def add_app(p: argparse.ArgumentParser) -> None:
                         "($STREAMLIT_SERVER_PORT, else server.port in .streamlit/config.toml, else 8501)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; the default keeps the dashboard on this machine (0.0.0.0 exposes it)")
-    p.add_argument("--data-root", default=".",
-                   help="the New-run page starts runs only on manifests or shards under this folder")
+    p.add_argument("--data-root", default=None,
+                   help="the dataset folder: the app sends the browser media only from under it, whatever the run "
+                        "folder says, and the New-run page starts runs only on data under it (default: "
+                        "$MULTIMEM_DATA_ROOT, else the current folder)")
 
 
 def app_port(given: int | None) -> int:
@@ -77,11 +79,17 @@ def cmd_app(args) -> int:
     if port != wanted:
         print(f"port {wanted} is taken; using {port}")
     run = Path(args.run).resolve()
-    cmd = streamlit_command(run, host=args.host, port=port)
+    from multimem_core.launch import data_root as default_root
+
+    data_root = Path(args.data_root).expanduser().resolve() if args.data_root else default_root()
+    if not data_root.is_dir():
+        raise CLIError(f"--data-root {args.data_root}: not a folder. Name the folder that holds the dataset.")
+    cmd = streamlit_command(run, host=args.host, port=port, data_root=data_root)
     # the address as bound: "localhost" may resolve to ::1 first, where nothing listens
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-    print(f"MultiMem Studio for {run}\n  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
-    env = {**os.environ, "MULTIMEM_RUN": str(run), "MULTIMEM_DATA_ROOT": str(Path(args.data_root).resolve())}
+    print(f"MultiMem Studio for {run}\n  media served only from under {data_root} (--data-root)\n"
+          f"  open http://{shown}:{port}  (Ctrl-C stops it)", flush=True)
+    env = {**os.environ, "MULTIMEM_RUN": str(run), "MULTIMEM_DATA_ROOT": str(data_root)}
 
     def stop(signum, frame):
         raise _Stopped(signum)
@@ -108,17 +116,28 @@ def cmd_app(args) -> int:
 def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=existing_path, help="run directory")
     p.add_argument("--out", required=True, help="file to write (a folder for --format shards)")
-    p.add_argument("--drop", required=True, metavar="RULE",
+    p.add_argument("--drop", default=None, metavar="RULE",
                    help="flagged (flagged as noisy in the dashboard), top:N (the N most suspicious by --score), "
                         "above:T or below:T (score vs threshold)")
-    p.add_argument("--score", default="multimem", help="score column for top/above/below (any column of scores.parquet)")
-    p.add_argument("--format", default=None,
-                   choices=["csv", "tsv", "jsonl", "parquet", "shards", "ids", "ids-csv", "npy"],
+    p.add_argument("--score", default=None,
+                   help="score column for top/above/below (any column of scores.parquet; default: the run's ranking, "
+                        "the column its self-check found best, as `multimem summary` names it)")
+    p.add_argument("--format", "--to", dest="format", default=None,
+                   choices=["csv", "tsv", "jsonl", "parquet", "shards", "ids", "ids-csv", "npy",
+                            "hf", "fiftyone", "spotlight", "label-studio"],
                    help="csv/tsv/jsonl/parquet: the cleaned manifest with the input's own columns; shards: the kept "
                         "samples as WebDataset .tar shards in the folder --out (the default for shard input); "
                         "ids: removed ids, "
-                        "one a line; ids-csv: removed ids with their score; npy: sorted removed ids (DataComp style). "
+                        "one a line; ids-csv: removed ids with their score; npy: sorted removed ids (DataComp style); "
+                        "hf: a Hugging Face dataset folder (input minus dropped rows); fiftyone, spotlight, "
+                        "label-studio: every sample with its scores for that tool (docs/INTEGRATIONS.md). "
                         "Default: from --out's suffix, else the input manifest's own format")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write --out even when it is the input manifest or a file of a run (replacing it on purpose)")
+    p.add_argument("--repairs", action="store_true",
+                   help="apply the repairs recorded in the dashboard (a sample's caption, sound or image replaced "
+                        "by the suggested one) to the kept samples, and write what changed beside --out "
+                        "(clean.csv -> clean.repairs.csv)")
     p.add_argument("--absolute-paths", action="store_true",
                    help="write media paths absolute (default: relative to the folder of --out, so they open "
                         "from where the cleaned manifest is written)")
@@ -127,17 +146,32 @@ def add_export(p: argparse.ArgumentParser) -> None:
 def cmd_export(args) -> int:
     from multimem_core.export import build_export, default_format, write_export
     from multimem_core.review import ReviewError, parse_drop_rule
+    from multimem_core.exporters import FORMATS as TOOL_FORMATS, export_to
     from multimem_core.run import RunDir, RunDirError
 
     run = RunDir(args.run)
+    fmt = args.format or default_format(run, args.out)
+    if fmt in TOOL_FORMATS:
+        try:
+            rule = parse_drop_rule(args.drop, score=args.score) if args.drop else None
+            print(f"{export_to(run, fmt, args.out, rule)}\nwrote {args.out}")
+        except (ReviewError, RunDirError) as e:
+            raise CLIError(str(e))
+        return 0
+    if args.drop is None:
+        raise CLIError(f"--format {fmt} needs --drop RULE (flagged, top:N, above:T or below:T)")
     try:
-        rule = parse_drop_rule(args.drop, score=args.score)
-        export = build_export(run, rule, format=args.format or default_format(run, args.out))
+        rule = parse_drop_rule(args.drop, score=args.score or run.ranking_column())
+        export = build_export(run, rule, format=fmt, repairs=args.repairs)
         # shards: refuses a folder that already holds shards
-        out = write_export(export, args.out, absolute_paths=args.absolute_paths)
+        out = write_export(export, args.out, absolute_paths=args.absolute_paths, overwrite=args.overwrite)
     except (ReviewError, RunDirError) as e:
         raise CLIError(str(e))
     print(f"{export.summary()}: {rule.describe()}\nwrote {out}")
+    if export.repairs is not None:
+        from multimem_core.repairs import repairs_path
+
+        print(f"applied {len(export.repairs)} repairs; wrote {repairs_path(out)}")
     return 0
 
 

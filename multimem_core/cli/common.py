@@ -22,18 +22,27 @@ def existing_path(text: str) -> Path:
     return path
 
 
-KEY_FIELDS = ("id", "text", "image", "audio", "video", "label")
-
-
 def add_key_options(g) -> None:
-    """--id-key, --text-key, …: the manifest's column for each standard field (ColumnKeys)."""
-    for m in KEY_FIELDS:
-        g.add_argument(f"--{m}-key", default=m, help=f"manifest column holding the {m}"
-                       + (" (e.g. filepath for an open_clip CSV)" if m == "image" else
-                          " (e.g. title for an open_clip CSV)" if m == "text" else ""))
+    """--id-key, --text-key, …: the manifest's column for each standard field (declared in ColumnKeys)."""
+    from multimem_core.config import ColumnKeys
+    from multimem_core.options import add_options
+
+    add_options(g, ColumnKeys)
 
 
 def column_keys(args):
     from multimem_core.config import ColumnKeys
+    from multimem_core.options import apply
 
-    return ColumnKeys(**{m: getattr(args, f"{m}_key") for m in KEY_FIELDS})
+    return apply(ColumnKeys(), vars(args))
+
+
+def app_command(run) -> str:
+    """The `multimem app` line that opens a run this command just wrote, serving its dataset's folder."""
+    import shlex
+
+    try:
+        root = run.dataset_root
+    except (KeyError, ValueError, OSError, RuntimeError):
+        return f"multimem app {shlex.quote(str(run.path))}"
+    return f"multimem app {shlex.quote(str(run.path))} --data-root {shlex.quote(str(root))}"

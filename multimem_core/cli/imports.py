@@ -1,10 +1,12 @@
-"""`multimem import-embeddings` and `import-scores` (multimem_core.importers)."""
+"""`multimem import-embeddings` and `import-scores` (multimem_core.importing)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import CLIError, add_key_options, column_keys
+from multimem_core.config import CLIP_TEMPERATURE
+
+from .common import CLIError, add_key_options, app_command, column_keys
 from .score import print_summary
 
 
@@ -30,15 +32,15 @@ def add_import_embeddings(p: argparse.ArgumentParser) -> None:
     g.add_argument("--modalities", help="comma-separated subset (default: every modality the model folders have)")
     g.add_argument("--vector-column", help="Parquet input: the column holding the vectors (default: the only list column)")
     g = p.add_argument_group("outputs")
-    g.add_argument("--temperature", type=float, default=0.07,
-                   help="temperature of the loss baseline (logit scale 1/T); CLIP starts at 0.07")
+    g.add_argument("--temperature", type=float, default=CLIP_TEMPERATURE,
+                   help=f"temperature of the loss baseline (logit scale 1/T); CLIP starts at {CLIP_TEMPERATURE}")
     g.add_argument("--no-loss", action="store_true", help="leave the loss baseline out (its temperature is unknown)")
     g.add_argument("--no-projection", action="store_true", help="skip the UMAP map")
     g.add_argument("--seed", type=int, default=0, help="seed of the UMAP projection")
 
 
 def cmd_import_embeddings(args) -> int:
-    from multimem_core.importers import EmbeddingImport, import_embeddings
+    from multimem_core.importing.embeddings import EmbeddingImport, import_embeddings
 
     cfg = EmbeddingImport(
         manifest=args.manifest, out=args.out, in_model=args.in_model, out_model=args.out_model,
@@ -53,14 +55,14 @@ def cmd_import_embeddings(args) -> int:
 def run_import(importer, cfg) -> int:
     """Both importers: a clear one-line error for bad input, else the run's summary and how to open it."""
     from multimem_core.data.manifest import ManifestError
-    from multimem_core.importers import ImportValidationError
+    from multimem_core.importing.embedding_files import ImportValidationError
 
     try:
         run = importer(cfg)
     except (ImportValidationError, ManifestError, FileNotFoundError) as e:
         raise CLIError(str(e))
     print_summary(run)
-    print(f"\nopen it:  multimem app {run.path}")
+    print(f"\nopen it:  {app_command(run)}")
     return 0
 
 
@@ -72,7 +74,7 @@ def add_import_scores(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import_scores(args) -> int:
-    from multimem_core.importers import ScoresImport, import_scores
+    from multimem_core.importing.scores import ScoresImport, import_scores
 
     cfg = ScoresImport(manifest=args.manifest, scores=args.scores, out=args.out,
                        multimem_column=args.multimem_column, keys=column_keys(args), overwrite=args.overwrite)

@@ -1,4 +1,4 @@
-"""`multimem evaluate` and `mitigate` (multimem_core.evaluate, multimem_core.mitigate)."""
+"""`multimem evaluate` and `mitigate` (multimem_core.evaluate, multimem_core.mitigation)."""
 
 from __future__ import annotations
 
@@ -26,64 +26,40 @@ def cmd_evaluate(args) -> int:
         result = evaluate_run(run, cfg=EvalConfig(prompt=args.prompt), device=args.device, progress=not args.quiet)
     except (RunDirError, ValueError) as e:
         raise CLIError(str(e))
-    print(json.dumps(result, indent=2) if args.json else "\n".join(["downstream evaluation on H", *format_evaluation(result)]))
+    from multimem_core.label_noise import compare, format_comparison
+    from multimem_core.run import atomic_write_json
+
+    # where the dataset has labels: cleanlab's label issues on the frozen features beside MultiMem's top rows
+    result["label_noise"] = compare(run)
+    atomic_write_json(run.path / "evaluation.json", result)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(["downstream evaluation on H", *format_evaluation(result),
+                                                                   "label noise (cleanlab) beside MultiMem",
+                                                                   *format_comparison(result["label_noise"])]))
     print(f"\nwrote {run.path / 'evaluation.json'}")
     return 0
 
 
 def add_mitigate(p: argparse.ArgumentParser) -> None:
+    from multimem_core.mitigation.settings import MitigateConfig
+    from multimem_core.options import add_options
+
     p.add_argument("run", type=existing_path, help="a complete run directory (models, scores, its dataset)")
-    p.add_argument("--strategy", required=True, choices=["remove", "regroup", "augment"],
-                   help="remove: drop the top N and fine-tune; regroup: in-training re-scoring, the most memorized "
-                        "in batches of their own with targeted augmentations; augment: the augmentation study")
-    p.add_argument("--name", default=None, help="folder under RUN/mitigation/ (default: made from the settings; "
-                   "removal points with the same fine-tuning accumulate in one folder)")
-    g = p.add_argument_group("remove")
-    g.add_argument("--top", type=int, default=100, help="remove this many samples")
-    g.add_argument("--score", default="multimem", choices=["multimem", "base__cosine", "base__clipmem", "random"],
-                   help="ranking that chooses what to remove")
-    g.add_argument("--sweep", default=None, metavar="N,N,…",
-                   help="several counts, e.g. 0,50,100,200: fine-tune for each count and every ranking")
-    g.add_argument("--rankings", default=None, metavar="R,R,…",
-                   help="with --sweep: the rankings to run (default: multimem, base__cosine, base__clipmem, random)")
-    g.add_argument("--random-draws", type=int, default=1,
-                   help="repeat the random ranking with this many seeds (its spread is the noise floor)")
-    g.add_argument("--finetune-epochs", type=int, default=5)
-    g.add_argument("--finetune-lr", type=float, default=None, help="default: a quarter of the run's learning rate")
-    g = p.add_argument_group("regroup and augment")
-    g.add_argument("--every", type=int, default=5, help="regroup: re-score every E epochs")
-    g.add_argument("--top-frac", type=float, default=0.05, help="regroup: share of training samples regrouped")
-    g.add_argument("--score-views", type=int, default=2, help="regroup: views per sample when re-scoring in training")
-    g.add_argument("--augment", default="noise=0.1", metavar="SPEC",
-                   help="targeted augmentations, name=strength comma-separated: noise (σ on representations), "
-                        "caption, crop, jitter, audio_noise, audio_shift, frame_drop")
-    g.add_argument("--modalities", default=None, metavar="SUBSET",
-                   help="modalities the augmentations touch, e.g. image,text (default: all); "
-                        "'all-subsets' runs the augmentation study over every non-empty subset")
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: the run's, so the run is the control)")
-    g = p.add_argument_group("measuring")
-    g.add_argument("--views", type=int, default=None, help="views per sample in the re-score (default: the run's)")
-    g.add_argument("--device", default="auto", help="cpu, cuda, or auto")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_options(p, MitigateConfig)
 
 
 def cmd_mitigate(args) -> int:
-    from multimem_core.mitigate import MitigateConfig, MitigationError, format_metrics, mitigate, parse_sweep
+    from multimem_core.mitigation.settings import MitigateConfig, MitigationError
+    from multimem_core.mitigation.results import format_metrics
+    from multimem_core.mitigation import mitigate
+    from multimem_core.options import option_fields
     from multimem_core.run import RunDir, RunDirError
     from multimem_core.targeted import SpecError
 
-    mods = args.modalities
+    given = vars(args)
+    values = {o.path[0]: (not given[o.dest]) if o.option.negate else given[o.dest]
+              for o in option_fields(MitigateConfig)}
     try:
-        cfg = MitigateConfig(
-            strategy=args.strategy, name=args.name, top=args.top, score=args.score,
-            sweep=parse_sweep(args.sweep) if args.sweep else None, random_draws=args.random_draws,
-            rankings=tuple(r.strip() for r in args.rankings.split(",")) if args.rankings else None,
-            finetune_epochs=args.finetune_epochs,
-            finetune_lr=args.finetune_lr, every=args.every, top_frac=args.top_frac, score_views=args.score_views,
-            augment=args.augment, all_subsets=mods == "all-subsets",
-            modalities=tuple(m.strip() for m in mods.split(",")) if mods and mods != "all-subsets" else None,
-            epochs=args.epochs, views=args.views, device=args.device, progress=not args.quiet)
-        metrics = mitigate(RunDir(args.run), cfg)
+        metrics = mitigate(RunDir(args.run), MitigateConfig(**values))
     except (MitigationError, SpecError, RunDirError) as e:
         raise CLIError(str(e))
     print(format_metrics(metrics))

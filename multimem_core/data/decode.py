@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.data.manifest import Manifest
-from multimem_core.data.media import MediaError, MediaSpec, load_audio, load_image, load_text, load_video
-from multimem_core.data.paths import OutsideRootError, resolve_under
+from multimem_core.data.media import MediaError, load_audio, load_image, load_text, load_video
+from multimem_core.config import MediaSpec
+from multimem_core.data.paths import BadPathError, resolve_under
 from multimem_core.run import allocated_memmap
 
 CACHE_VERSION = 2  # bump when the decoding itself changes, so old caches are not reused
@@ -185,7 +186,7 @@ def row_loader(
         shown = str(manifest.media_path(rec[m]))
         try:  # checked before anything opens the file
             return resolve_under(manifest.root, rec[m], allow_outside=spec.allow_outside_root), shown
-        except OutsideRootError as e:
+        except BadPathError as e:
             raise MediaError(e.reason, shown) from e
 
     open_media = open_media or from_path

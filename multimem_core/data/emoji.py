@@ -40,7 +40,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.data.synthetic import (
     INJECTED_KINDS,
     applicable_kinds,

@@ -23,8 +23,9 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.config import ColumnKeys
+from multimem_core.data.files import MANIFEST_LIMIT, UnreadableFileError, read_regular_bounded
 
 FORMATS = {
     ".csv": "csv",
@@ -72,7 +73,9 @@ def read_manifest(
     path = Path(path).expanduser()
     fmt = _format_of(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_bounded(path, MANIFEST_LIMIT, "manifest")
+    except UnreadableFileError as e:
+        raise ManifestError(str(e)) from e
     except OSError as e:
         raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e}). Check the path.") from e
     raw = _parse(path, fmt, data)

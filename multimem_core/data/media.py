@@ -20,7 +20,7 @@ import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.signal import resample_poly
 
-from ..config import MediaSpec  # noqa: F401 (re-exported: its old home)
+from .files import file_kind, plain_reason
 
 Source = Path | str | bytes
 
@@ -39,8 +39,9 @@ def _open(src: Source) -> tuple[BinaryIO | str, str | None]:
     if isinstance(src, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(src)), None
     path = Path(src)
-    if not path.is_file():
-        raise MediaError("missing file", path)
+    kind = file_kind(path)  # a FIFO would block the decoder forever, a device read without end
+    if kind != "a regular file":
+        raise MediaError(plain_reason(kind), path)
     return str(path), str(path)
 
 
@@ -241,11 +242,20 @@ def load_text(value: Any) -> str:
     text = str(value).strip()
     if not text:
         raise MediaError("empty text")
+    if not any(_visible(c) for c in text):
+        raise MediaError("empty text (only invisible or control characters)")
     if "\x00" in text:
         raise MediaError("text holds a NUL byte (binary data in a caption column?)")
     if len(text) > MAX_TEXT_CHARS:
         raise MediaError(f"text of {len(text):,} characters, over {MAX_TEXT_CHARS:,} (a document, not a caption?)")
     return text
+
+
+def _visible(char: str) -> bool:
+    """A character a person sees: not a control, format (zero-width), separator or unassigned code point."""
+    import unicodedata
+
+    return unicodedata.category(char)[0] not in "CZ"
 
 
 MAX_TEXT_CHARS = 10_000  # captions are short; the towers read only the first 77 tokens anyway

@@ -20,26 +20,36 @@ from pathlib import Path
 ALLOW_HINT = "move the file under that folder, or pass --allow-outside-root if media live elsewhere on purpose"
 
 
-class OutsideRootError(ValueError):
-    """A path that leads outside the folder it must stay in. `.reason` is the short text for errors.parquet."""
+class BadPathError(ValueError):
+    """A path that is refused before anything opens it. `.reason` is the short text for errors.parquet."""
 
     def __init__(self, reason: str, message: str):
         self.reason = reason
         super().__init__(message)
 
 
+class OutsideRootError(BadPathError):
+    """A path that leads outside the folder it must stay in."""
+
+
 def resolve_under(root: str | Path, value: str | Path, *, allow_outside: bool = False) -> Path:
     """The path `value` names (relative to `root` unless absolute), resolved, and guaranteed to lie under
     `root` (or be `root` itself) unless `allow_outside`.
 
-    Raises OutsideRootError for `..` escapes, absolute paths elsewhere and symlinks that resolve outside;
-    nothing is opened, only resolved. Existence is the caller's business (a missing file is a different
-    answer: "missing file", "no such shard")."""
+    Raises OutsideRootError for `..` escapes, absolute paths elsewhere and symlinks that resolve outside,
+    BadPathError for a NUL byte or a symlink loop; nothing is opened, only resolved. Existence is the
+    caller's business (a missing file is a different answer: "missing file", "no such shard")."""
     text = str(value).strip()
+    if "\x00" in text:
+        raise BadPathError("a path with a NUL byte", f"{text!r}: a path with a NUL byte (binary data in a path "
+                           "column?); not opened")
     root = Path(root).expanduser().resolve()
     raw = Path(text).expanduser()
     joined = raw if raw.is_absolute() else root / raw
-    resolved = joined.resolve()  # follows symlinks and '..' (readlink/stat only: no open)
+    try:
+        resolved = joined.resolve()  # follows symlinks and '..' (readlink/stat only: no open)
+    except (RuntimeError, OSError) as e:  # Python raises RuntimeError (3.11) or OSError (ELOOP) for a loop
+        raise BadPathError("a symlink loop", f"{text!r}: a symlink loop ({e}); not opened") from e
     if allow_outside or resolved == root or resolved.is_relative_to(root):
         return resolved
     if joined.absolute() != resolved and _lexically_under(joined, root):

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.data.synthetic import INJECTED_KINDS, applicable_kinds, inject_misalignments, write_mp4, write_png, write_wav
 
 __all__ = [

@@ -6,10 +6,12 @@ from __future__ import annotations
 import tarfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Sequence
 
 from webdataset.tariterators import base_plus_ext
 
-from multimem_core.data.paths import OutsideRootError, resolve_under
+from multimem_core.data.files import MEDIA_LIMIT, TooLargeError, size_text
+from multimem_core.data.paths import BadPathError, resolve_under
 from multimem_core.data.shards import ShardMemberError, is_meta, split_ref
 
 
@@ -33,7 +35,7 @@ def _index_of(path: Path) -> dict[str, tuple[int, int]]:
 def _shard_path(root: Path, shard: str) -> Path:
     try:
         path = resolve_under(root, shard)
-    except OutsideRootError as e:
+    except BadPathError as e:
         raise ShardMemberError(str(e)) from e
     if not path.is_file():
         raise ShardMemberError(f"no shard {shard!r} under {root}")
@@ -84,6 +86,31 @@ def original_members(root: Path, ref: str) -> dict[str, bytes]:
     out = {}
     with open(path, "rb") as f:
         for ext, offset, size in _key_index(str(path), st.st_size, st.st_mtime_ns).get(base_plus_ext(member)[0], []):
+            if size > MEDIA_LIMIT:
+                raise ShardMemberError(f"{path}: member of {size_text(size)} in sample {member!r}, over the "
+                                       f"{size_text(MEDIA_LIMIT)} bound: not copied")
             f.seek(offset)
             out[ext] = f.read(size)
+    return out
+
+
+def member_sizes(paths: Sequence[Path]) -> dict[tuple[str, str], int]:
+    """(shard file name, member name) -> declared size, from the headers (cached per shard version)."""
+    out = {}
+    for p in paths:
+        for name, (_, size) in _index_of(Path(p)).items():
+            out[(Path(p).name, name)] = size
+    return out
+
+
+def refused_members(rec: dict[str, Any], media: Sequence[str], sizes: dict[tuple[str, str], int]) -> dict[str, Any]:
+    """{extension: TooLargeError} for the record's members over the bound (not read; the sample is skipped)."""
+    out = {}
+    for m in media:
+        if rec.get(m):
+            shard, member = split_ref(rec[m])
+            size = sizes.get((Path(shard).name, member), 0)
+            if size > MEDIA_LIMIT:
+                reason = f"member of {size_text(size)}, over the {size_text(MEDIA_LIMIT)} bound: not read"
+                out[base_plus_ext(member)[1].lower()] = TooLargeError(reason, f"{rec[m]}: {reason}")
     return out

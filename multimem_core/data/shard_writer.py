@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 from webdataset.tariterators import base_plus_ext
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
 from multimem_core.data.manifest import cell_text
+from multimem_core.data import hf_media
 from multimem_core.data.shard_members import original_members
 from multimem_core.data.shards import EXTENSIONS, META_EXTENSION, is_member_ref, is_meta
 
@@ -56,6 +57,10 @@ def write_shards(
     return written
 
 
+MIME_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "audio/wav": "wav", "audio/flac": "flac",
+            "audio/ogg": "ogg", "audio/mpeg": "mp3", "video/mp4": "mp4", "video/webm": "webm"}
+
+
 def _check_key(key: str, row: int) -> None:
     if not key or base_plus_ext(f"{key}.txt") != (key, "txt") or is_meta(key) or key.startswith("/") or (
             ".." in key.split("/")):
@@ -73,6 +78,10 @@ def _sample(rec: dict[str, Any], root: Path) -> dict[str, Any]:
     for m in ("image", "audio", "video"):
         cell = cells.get(m)
         if not cell or is_member_ref(cell) or any(e in sample for e in EXTENSIONS[m]):
+            continue
+        if hf_media.is_ref(cell):  # media held in a Hugging Face data file under the root
+            blob = hf_media.read_hf_media(root, cell)
+            sample[MIME_EXT.get(hf_media.mime_of(blob), "bin")] = blob
             continue
         path = Path(cell).expanduser()
         path = path if path.is_absolute() else root / path

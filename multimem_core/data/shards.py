@@ -32,10 +32,13 @@ import pandas as pd
 from braceexpand import braceexpand
 from webdataset.tariterators import base_plus_ext, tarfile_samples
 
-from multimem_core import MODALITIES
+from multimem_core.names import MODALITIES
+from multimem_core.data.files import MEDIA_LIMIT, TooLargeError
 from multimem_core.data.decode import WORKERS, Decoded, Sample, decode_samples, ordered_map, row_loader
-from multimem_core.data.manifest import ColumnKeys, Manifest, ManifestError, cell_text
-from multimem_core.data.media import MediaError, MediaSpec
+from multimem_core.config import ColumnKeys
+from multimem_core.data.manifest import Manifest, ManifestError, cell_text
+from multimem_core.data.media import MediaError
+from multimem_core.config import MediaSpec
 
 # Member extensions per modality, in order of preference when a sample has several.
 EXTENSIONS = {
@@ -332,6 +335,8 @@ def _member_bytes(rec: dict[str, Any], m: str) -> tuple[bytes, str]:
     data = rec["__members__"].get(_ext(ref))
     if data is None:
         raise MediaError("member missing from the shard")
+    if isinstance(data, TooLargeError):
+        raise MediaError(data.reason, ref)
     return data, ref
 
 
@@ -348,7 +353,13 @@ def _stream(shards: Shards, modalities: Sequence[str]) -> Iterator[tuple[dict[st
     wanted = {_ext(ref) for m in media for ref in table[m] if ref}
     row_of = {k: i for i, k in enumerate(table["id"])}
     urls = [{"url": str(p)} for p in shards.shards]
-    stream = tarfile_samples(urls, select_files=lambda name: (base_plus_ext(name)[1] or "").lower() in wanted)
+    # a member's declared size is a header field: one over the bound is never read (a sparse 2 GiB member)
+    from multimem_core.data.shard_members import member_sizes, refused_members
+
+    sizes = member_sizes(shards.shards)
+    too_big = {name for (_, name), size in sizes.items() if size > MEDIA_LIMIT}
+    stream = tarfile_samples(urls, select_files=lambda name: (base_plus_ext(name)[1] or "").lower() in wanted
+                             and name not in too_big)
     i = 0
     try:
         for sample in stream:
@@ -358,8 +369,9 @@ def _stream(shards: Shards, modalities: Sequence[str]) -> Iterator[tuple[dict[st
                 raise ManifestError(f"{sample['__url__']}: sample {key!r} was not in the shards when they were "
                                     "read: the shards changed during the run. Score again.")
             for skipped in records[i:j]:  # none of its wanted members were in the stream
-                yield skipped, {}
-            yield records[j], {k: v for k, v in sample.items() if not k.startswith("__")}
+                yield skipped, refused_members(skipped, media, sizes)
+            members = {k: v for k, v in sample.items() if not k.startswith("__")}
+            yield records[j], {**refused_members(records[j], media, sizes), **members}
             i = j + 1
     except ManifestError:
         raise
@@ -367,7 +379,8 @@ def _stream(shards: Shards, modalities: Sequence[str]) -> Iterator[tuple[dict[st
         raise ManifestError(f"cannot stream the shards ({e}); were they changed or truncated since they were "
                             "read? Check them and score again.") from e
     for rest in records[i:]:
-        yield rest, {}
+        yield rest, refused_members(rest, media, sizes)
+
 
 
 __all__ = [

@@ -9,10 +9,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import MODALITIES
+from ..names import MODALITIES
 
 MAX_LISTED = 10          # ids a message lists before "and N more"
-DEFAULT_TEMPERATURE = 0.07  # CLIP's initial temperature: the loss baseline's logit scale is 1/T = 14.3
 ZERO_NORM = 1e-12
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
                   ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}

@@ -12,7 +12,8 @@ import pandas as pd
 from ..config import ColumnKeys
 from ..inputs import dataset_info, manifest_config, read_input, samples_table
 from ..run import RunDir
-from .embedding_files import DEFAULT_TEMPERATURE, ImportValidationError, check_vectors, shown_ids, read_model
+from ..config import CLIP_TEMPERATURE
+from .embedding_files import ImportValidationError, check_vectors, shown_ids, read_model
 from .layout import StagingDir, build_assignment, check_same_ids, natural_order, read_ids, read_roles
 
 
@@ -30,7 +31,7 @@ class EmbeddingImport:
     modalities: list[str] | None = None  # default: every modality the models share
     keys: ColumnKeys = field(default_factory=ColumnKeys)
     vector_column: str | None = None     # Parquet input: the column holding the vectors
-    temperature: float | None = DEFAULT_TEMPERATURE  # loss baseline at logit scale 1/T; None leaves it out
+    temperature: float | None = CLIP_TEMPERATURE  # loss baseline at logit scale 1/T; None leaves it out
     projection: bool = True
     seed: int = 0
     chunk_size: int = 4096
@@ -101,7 +102,7 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
     assignment = build_assignment(ids, list(models), layout=layout, roles=roles, heldout=heldout,
                                   roles_path=str(cfg.roles or "--roles"), heldout_path=str(cfg.heldout or "--heldout"))
     if cfg.temperature is not None and not cfg.temperature > 0:
-        raise ImportValidationError(f"--temperature {cfg.temperature}: must be positive (CLIP's is 0.07); leave "
+        raise ImportValidationError(f"--temperature {cfg.temperature}: must be positive (CLIP's is {CLIP_TEMPERATURE}); leave "
                                     "the loss baseline out with --no-loss instead.")
     logit_scales = ({name: 1.0 / cfg.temperature for name in models} if cfg.temperature is not None else None)
     n = len(ids)
@@ -111,7 +112,8 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                            "modality": "", "path": str(next(iter(folders.values()))),
                            "reason": "no embeddings"}, columns=["id", "row", "modality", "path", "reason"])
 
-    staging = StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-embeddings")
+    staging = StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-embeddings",
+                         inputs=[cfg.manifest, cfg.in_model, cfg.out_model, cfg.crossfit, cfg.heldout, cfg.roles])
     with staging as run:
         stages = Stages(run, True)
         base = {**cfg.to_dict(), "out": str(staging.out), "source": "import-embeddings", "modalities": modalities,
@@ -126,7 +128,6 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
         run.write_config(base)
         run.write_errors(errors)
         run.write_samples(samples_table(source, ids=ids, rows=rows, roles=assignment.roles))
-        h = assignment.heldout
         terms, clean = {}, {}
         with stages("embed"):
             for name, model in models.items():
@@ -146,7 +147,8 @@ def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir
                 def views_of(idx, key, model=model):  # the H pass (key < 0) reads the saved H-pass views
                     return model.views(idx, modalities, heldout_pass=key < 0)
 
-                terms[name] = streamed_cmc_terms(views_of, n=n, heldout=h, chunk=cfg.chunk_size, on_chunk=on_chunk)
+                terms[name] = streamed_cmc_terms(views_of, n=n, heldout=assignment.reference(name),
+                                                 chunk=cfg.chunk_size, on_chunk=on_chunk)
                 for arr in clean[name].values():
                     arr.flush()
                 (folder / "ids.txt").write_text("\n".join(ids) + "\n")

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..protocol import assignment_from_roles
-from ..run import HELDOUT, ROLES_PAPER, RunDir
+from ..names import HELDOUT, ROLES_PAPER
+from ..run import RunDir
 from ..runlock import LOCK_NAME, RunLock, lock_path
 from .embedding_files import (MAX_LISTED, TABLE_SUFFIXES, ImportValidationError, ModelEmbeddings, shown_ids,
                               read_id_lines)
@@ -25,6 +26,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if fmt is None:
         raise ImportValidationError(f"{path}: unknown table type {path.suffix!r}; use one of "
                                     f"{', '.join(sorted(TABLE_SUFFIXES))}.")
+    from ..data.files import TABLE_LIMIT, UnreadableFileError, check_regular, size_text
+
+    try:  # a FIFO would block the reader forever, a device read without end
+        check_regular(path, "table")
+    except UnreadableFileError as e:
+        raise ImportValidationError(str(e)) from e
+    if path.stat().st_size > TABLE_LIMIT:
+        raise ImportValidationError(f"{path}: the table holds {size_text(path.stat().st_size)}, over the "
+                                    f"{size_text(TABLE_LIMIT)} a table may hold; nothing was read.")
     try:
         if fmt == "parquet":
             df = pd.read_parquet(path)
@@ -104,9 +114,9 @@ def build_assignment(ids: Sequence[str], models: Sequence[str], *, layout: str, 
         raise ImportValidationError(f"{roles_path}: unknown roles ({shown}{' …' if len(wrong) > MAX_LISTED else ''}). "
                                     f"Allowed here: {', '.join(sorted(allowed))}.")
     roles_arr = np.asarray(out, dtype=str)
-    if not (roles_arr == HELDOUT).any():
+    if layout == "paper" and not (roles_arr == HELDOUT).any():
         raise ImportValidationError(f"no held-out samples: give --heldout IDS (ids no model trained on, one a line) "
-                                    f"or rows with role H in {roles_path}. CMC compares each sample with H.")
+                                    f"or rows with role H in {roles_path}. The paper protocol compares each sample with H.")
     if (roles_arr == HELDOUT).all():
         raise ImportValidationError("every sample is held out: nothing is left to score.")
     return assignment_from_roles(roles_arr, layout, models=models)
@@ -119,8 +129,14 @@ class StagingDir:
     `multimem score` into the same folder is refused, naming this one. The held lock file moves into the new
     run before the swap, so the run is never unlocked while it changes."""
 
-    def __init__(self, out: str | Path, *, overwrite: bool, command: str = "multimem import"):
-        self.out = Path(out).expanduser().resolve()
+    def __init__(self, out: str | Path, *, overwrite: bool, command: str = "multimem import",
+                 inputs: Sequence[str | Path | None] = ()):
+        from ..outputs import OutputError, check_output
+
+        try:  # a folder that holds what the import reads is never replaced, --overwrite or not
+            self.out = check_output(out, inputs=[p for p in inputs if p], writes="replaced run")
+        except OutputError as e:
+            raise ImportValidationError(str(e)) from e
         if self.out.exists() and not (self.out.is_dir() and not _content(self.out)) and not overwrite:
             raise ImportValidationError(f"{self.out} exists and is not empty: choose another --out, or pass "
                                         "--overwrite to replace it.")

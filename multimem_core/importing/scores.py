@@ -12,13 +12,12 @@ import pandas as pd
 
 from ..config import ColumnKeys
 from ..inputs import dataset_info, manifest_config, read_input, samples_table
+from ..names import HEAD_COLUMNS, SCORE_PREFIXES, base_column
 from ..run import RunDir
 from .embedding_files import ImportValidationError, shown_ids
 from .layout import StagingDir, read_table
 
 
-KNOWN_SCORES = ("multimem", "cmc_in", "cmc_out")
-KNOWN_PREFIXES = ("pair__", "contrib__", "base__")
 
 
 @dataclass
@@ -40,9 +39,40 @@ class ScoresImport:
 
 def score_column_name(column: str) -> str:
     """The run's name for a score column: ours are kept; any other becomes base__<name> (a score to compare)."""
-    if column in KNOWN_SCORES or column.startswith(KNOWN_PREFIXES):
+    if column in HEAD_COLUMNS or column.startswith(SCORE_PREFIXES):
         return column
-    return "base__" + re.sub(r"[^0-9A-Za-z_]+", "_", column).strip("_")
+    return base_column(re.sub(r"[^0-9A-Za-z_]+", "_", column).strip("_"))
+
+
+MAX_ABS_SCORE = 1e12  # a score beyond this is a unit or parsing mistake, and its mean would overflow to inf
+
+
+def _not_numbers(path: Path, table: pd.DataFrame, column: str) -> str:
+    """Which cells of a score column are not numbers, by id and value."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = table.loc[values.isna() & table[column].notna(), ["id", column]]
+    cells = ", ".join(f"{i!r}: {v!r}" for i, v in bad.head(MAX_SHOWN).itertuples(index=False))
+    more = f" and {len(bad) - MAX_SHOWN} more" if len(bad) > MAX_SHOWN else ""
+    return (f"{path}: column {column!r} holds {len(bad)} cells that are not numbers ({cells}{more}). Scores must be "
+            "numbers: fix those cells, or drop their rows.")
+
+
+def _check_values(path: Path, table: pd.DataFrame, column: str, *, allow_missing: bool = False) -> None:
+    """Every score is a finite number of plausible size (a mean over them stays finite); other score columns
+    may leave cells empty (NaN)."""
+    values = table[column].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(values) | (np.abs(values) > MAX_ABS_SCORE)
+        if not allow_missing:
+            bad |= np.isnan(values)
+    if bad.any():
+        cells = ", ".join(f"{i!r}: {v!r}" for i, v in zip(table["id"][bad][:MAX_SHOWN], values[bad][:MAX_SHOWN]))
+        raise ImportValidationError(
+            f"{path}: {int(bad.sum())} rows have no finite {column!r} within ±{MAX_ABS_SCORE:g} ({cells}). Drop them "
+            "or fill them in.")
+
+
+MAX_SHOWN = 5
 
 
 def import_scores(cfg: ScoresImport) -> RunDir:
@@ -50,7 +80,7 @@ def import_scores(cfg: ScoresImport) -> RunDir:
     from ..score import package_versions
 
     path = Path(cfg.scores).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ImportValidationError(f"{path}: no such file (a table with `id` and score columns).")
     table = read_table(path)
     if "id" not in table.columns:
@@ -62,7 +92,7 @@ def import_scores(cfg: ScoresImport) -> RunDir:
     numeric = [c for c in table.columns if c not in ("id", "role") and pd.api.types.is_numeric_dtype(table[c])
                and not pd.api.types.is_bool_dtype(table[c])]
     ignored = [c for c in table.columns if c not in ("id", "role") and c not in numeric]
-    source_col = cfg.multimem_column or ("multimem" if "multimem" in numeric else None)
+    source_col = cfg.multimem_column or ("multimem" if "multimem" in table.columns else None)
     if source_col is None and len(numeric) == 1:
         source_col = numeric[0]
     if source_col is None:
@@ -73,11 +103,9 @@ def import_scores(cfg: ScoresImport) -> RunDir:
         raise ImportValidationError(f"{path}: no column {source_col!r} (its columns: "
                                     f"{', '.join(map(str, table.columns))}).")
     if source_col not in numeric:
-        raise ImportValidationError(f"{path}: column {source_col!r} is not numeric (e.g. {table[source_col].iloc[0]!r}).")
-    bad = table.loc[~np.isfinite(table[source_col].to_numpy(dtype=np.float64)), "id"].tolist()
-    if bad:
-        raise ImportValidationError(f"{path}: {len(bad)} rows have no finite {source_col!r} ({shown_ids(bad)}). "
-                                    "Drop them or fill them in.")
+        raise ImportValidationError(_not_numbers(path, table, source_col))
+    for c in numeric:
+        _check_values(path, table, c, allow_missing=c != source_col)
 
     source = read_input(cfg.manifest, keys=cfg.keys)
     manifest_ids = source.table["id"].astype(str).tolist()
@@ -103,10 +131,11 @@ def import_scores(cfg: ScoresImport) -> RunDir:
     for c, name in names.items():
         scores[name] = out_table[c].to_numpy(dtype=np.float64)
     # our column order: multimem, cmc_in, cmc_out, then the rest as given
-    head = [c for c in ("id", "role", *KNOWN_SCORES) if c in scores.columns]
+    head = [c for c in ("id", "role", *HEAD_COLUMNS) if c in scores.columns]
     scores = scores[head + [c for c in scores.columns if c not in head]]
 
-    staging = StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-scores")
+    staging = StagingDir(cfg.out, overwrite=cfg.overwrite, command="multimem import-scores",
+                         inputs=[cfg.manifest, cfg.scores])
     with staging as run:
         run.write_config({
             **cfg.to_dict(), "out": str(staging.out), "source": "import-scores", "modalities": source.modalities,

@@ -71,8 +71,9 @@ class Rescorer:
         self.candidates = train[np.array([name in a.in_models.get(r, []) for r in roles], dtype=bool)]
         ref = s.base_scores.set_index("id")["cmc_out"]
         self.reference = ref.loc[[inp.ids[i] for i in self.candidates]].to_numpy(dtype=np.float64)
-        self.sub = select(inp.data, np.concatenate([self.candidates, a.heldout]))
-        self.sub_heldout = np.arange(len(self.candidates), len(self.candidates) + len(a.heldout))
+        self.heldout = a.reference(name)  # the rows this model never trains on
+        self.sub = select(inp.data, np.concatenate([self.candidates, self.heldout]))
+        self.sub_heldout = np.arange(len(self.candidates), len(self.candidates) + len(self.heldout))
         self.history: list[dict] = []
         self.scoring_s = self.report_s = 0.0
         if state_path.is_file():
@@ -93,7 +94,7 @@ class Rescorer:
     def measure(self, model, epoch: int, selected: np.ndarray | None) -> dict:
         mm = self.multimem(model)
         t = time.perf_counter()
-        ev = evaluate_model(model, self.s.inputs.data, heldout=self.s.inputs.assignment.heldout,
+        ev = evaluate_model(model, self.s.inputs.data, heldout=self.heldout,
                             train=self.candidates, labels=None, cfg=self.s.cfg.evaluation, retrieval_only=True)
         self.report_s += time.perf_counter() - t
         inj = self.s.injected_all[self.candidates]

@@ -12,7 +12,8 @@ import torch
 
 from ..evaluate import evaluate_models, read_evaluation
 from ..run import RunDir, RunDirError, atomic_write_json
-from ..train import TrainConfig, train_model
+from ..config import TrainConfig
+from ..train import train_model
 from .settings import MitigateConfig, MitigationError, default_name
 
 
@@ -48,7 +49,7 @@ class Session:
     """One mitigation request on one run: the run's inputs, base models and base numbers, loaded once."""
 
     def __init__(self, run: RunDir, cfg: MitigateConfig):
-        from ..restore import load_run_inputs, model_config_of
+        from ..restore import load_run_inputs
         from ..train import resolve_device
 
         self.run, self.cfg = run, cfg
@@ -59,7 +60,7 @@ class Session:
         self.device = resolve_device(cfg.device)
         self.inputs = load_run_inputs(run, progress=cfg.progress)
         self.scfg = self.inputs.cfg
-        self.model_cfg = model_config_of(self.scfg)
+        self.model_cfg = self.scfg.model_config(self.scfg.modalities)
         scores = run.scores()
         if scores is None:
             raise RunDirError(f"{run.path} has no scores.parquet; score it first")
@@ -112,7 +113,7 @@ class Session:
         terms, clean = {}, {}
         for name, model in models.items():
             clean[name] = {m: np.zeros((n, model.embed_dim), np.float16) for m in inp.modalities}
-            terms[name] = embed_terms(model, inp.data, heldout=inp.assignment.heldout, n=n, views=self.views,
+            terms[name] = embed_terms(model, inp.data, heldout=inp.assignment.reference(name), n=n, views=self.views,
                                       aug=self.scfg.train.augment, seed=self.scfg.train.seed,
                                       chunk=self.scfg.chunk_size, device=self.device, clean_out=clean[name],
                                       progress=self.cfg.progress, desc=f"{desc}: embed {name} ×{self.views}")

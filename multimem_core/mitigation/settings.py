@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from ..evaluate import EvalConfig
+from ..options import option, validate
 
 STRATEGIES = ("remove", "regroup", "augment")
 # Removal rankings, each with the direction that means "remove first". CLIPMem is a memorization score
@@ -20,50 +21,81 @@ class MitigationError(ValueError):
 
 @dataclass
 class MitigateConfig:
-    strategy: str
-    name: str | None = None                 # folder under RUN/mitigation/ (default: from the settings)
+    """One mitigation request; each option of `multimem mitigate` is declared on its field."""
+
+    strategy: str = option(flag="--strategy", choices=STRATEGIES, group="strategy",
+                           help="remove: drop the top N and fine-tune; regroup: in-training re-scoring, the most "
+                                "memorized in batches of their own with targeted augmentations; augment: the "
+                                "augmentation study")
+    name: str | None = option(None, flag="--name", group="strategy",
+                              help="folder under RUN/mitigation/ (None: made from the settings; removal points "
+                                   "with the same fine-tuning accumulate in one folder)")
     # remove
-    top: int = 100
-    score: str = "multimem"
-    sweep: tuple[int, ...] | None = None    # several N, every ranking
-    rankings: tuple[str, ...] | None = None  # sweep rankings (default: all the run has)
-    random_draws: int = 1                   # random removal repeated with this many seeds
-    finetune_epochs: int = 5
-    finetune_lr: float | None = None        # default: a quarter of the run's learning rate
+    top: int = option(100, flag="--top", min=0, group="remove", help="remove this many samples")
+    score: str = option("multimem", flag="--score", choices=tuple(RANKINGS), group="remove",
+                        help="ranking that chooses what to remove")
+    # several N, every ranking; text on the command line ("0,50,100"), a tuple once parsed
+    sweep: tuple[int, ...] | None = option(None, flag="--sweep", group="remove",
+                                           help="several counts, e.g. 0,50,100,200: fine-tune for each count and "
+                                                "every ranking")
+    rankings: tuple[str, ...] | None = option(None, flag="--rankings", group="remove",
+                                              help="with --sweep: the rankings to run (None: every one the run has)")
+    random_draws: int = option(1, flag="--random-draws", min=1, group="remove",
+                               help="repeat the random ranking with this many seeds (its spread is the noise floor)")
+    finetune_epochs: int = option(5, flag="--finetune-epochs", min=1, group="remove",
+                                  help="epochs of fine-tuning after the removal")
+    finetune_lr: float | None = option(None, flag="--finetune-lr", group="remove",
+                                       help="fine-tuning learning rate (None: a quarter of the run's)")
     # regroup
-    every: int = 5
-    top_frac: float = 0.05
-    score_views: int = 2                    # views per sample when re-scoring during training
+    every: int = option(5, flag="--every", min=1, group="regroup and augment", help="regroup: re-score every E epochs")
+    top_frac: float = option(0.05, flag="--top-frac", group="regroup and augment",
+                             help="regroup: share of training samples regrouped")
+    score_views: int = option(2, flag="--score-views", min=1, group="regroup and augment",
+                              help="regroup: views per sample when re-scoring in training")
     # regroup and augment
-    augment: str = "noise=0.1"
-    modalities: tuple[str, ...] | None = None  # modalities the targeted augmentations touch (None: all)
+    augment: str = option("noise=0.1", flag="--augment", group="regroup and augment",
+                          help="targeted augmentations, name=strength comma-separated: noise (σ on representations), "
+                               "caption, crop, jitter, audio_noise, audio_shift, frame_drop")
+    # modalities the targeted augmentations touch (None: all); "all-subsets" on the command line sets all_subsets
+    modalities: tuple[str, ...] | None = option(None, flag="--modalities", group="regroup and augment",
+                                                help="modalities the augmentations touch, e.g. image,text (None: all); "
+                                                     "'all-subsets' runs the augmentation study over every non-empty "
+                                                     "subset")
     all_subsets: bool = False               # augment: every non-empty subset of the run's modalities
-    epochs: int | None = None               # regroup/augment: training epochs (default: the run's)
+    epochs: int | None = option(None, flag="--epochs", min=1, group="regroup and augment",
+                                help="training epochs (None: the run's, so the run is the control)")
     # re-scoring and evaluation
-    views: int | None = None                # views per sample in the final re-score (default: the run's)
+    views: int | None = option(None, flag="--views", min=1, group="measuring",
+                               help="views per sample in the re-score (None: the run's)")
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0                           # random ranking
-    device: str = "auto"
-    progress: bool = True
+    device: str = option("auto", flag="--device", group="measuring", help="cpu, cuda, or auto")
+    progress: bool = option(True, flag="--quiet", negate=True, group="measuring", help="no progress bars")
 
     def __post_init__(self):
+        if isinstance(self.sweep, str):
+            self.sweep = parse_sweep(self.sweep)
+        if isinstance(self.rankings, str):
+            self.rankings = tuple(r.strip() for r in self.rankings.split(",") if r.strip())
+        if isinstance(self.modalities, str):
+            if self.modalities == "all-subsets":
+                self.modalities, self.all_subsets = None, True
+            else:
+                self.modalities = tuple(m.strip() for m in self.modalities.split(",") if m.strip())
         if self.strategy not in STRATEGIES:
             raise MitigationError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        try:
+            validate(self)
+        except ValueError as e:
+            raise MitigationError(str(e)) from None
         if self.strategy == "remove":
             for r in (self.score, *(self.rankings or ())):
                 if r not in RANKINGS:
                     raise MitigationError(f"ranking {r!r}: choose from {', '.join(RANKINGS)}")
-            if self.top < 0 or any(n < 0 for n in self.sweep or ()):
+            if any(n < 0 for n in self.sweep or ()):
                 raise MitigationError("the number of samples to remove cannot be negative")
-            if self.finetune_epochs < 1:
-                raise MitigationError("--finetune-epochs must be at least 1")
-            if self.random_draws < 1:
-                raise MitigationError("--random-draws must be at least 1")
-        if self.strategy == "regroup":
-            if self.every < 1:
-                raise MitigationError("--every must be at least 1 epoch")
-            if not 0 < self.top_frac < 1:
-                raise MitigationError("--top-frac must lie in (0, 1), e.g. 0.05 for the top 5 %")
+        if self.strategy == "regroup" and not 0 < self.top_frac < 1:
+            raise MitigationError("--top-frac must lie in (0, 1), e.g. 0.05 for the top 5 %")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig  # noqa: F401 (re-exported: its old home)
+from ..config import CLIP_TEMPERATURE, ModelConfig
+from .frozen_audio import FrozenAudioTower, is_frozen_audio
 from .frozen_image import FROZEN_IMAGE_ENCODERS, FrozenImageTower, is_frozen_image
+from .frozen_video import FrozenVideoTower, is_frozen_video
 from .towers import AudioTower, FrozenTextTower, ImageTower, OpenClipTextTower, VideoTower
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -81,7 +83,7 @@ def build_clip(name: str, *, embed_dim: int | None = None, image_size: int | Non
 class MultiTowerModel(nn.Module):
     """Towers keyed by modality, one shared embedding space and one learnable temperature."""
 
-    def __init__(self, towers: dict[str, nn.Module], embed_dim: int, init_temperature: float = 0.07):
+    def __init__(self, towers: dict[str, nn.Module], embed_dim: int, init_temperature: float = CLIP_TEMPERATURE):
         super().__init__()
         self.towers = nn.ModuleDict(towers)
         self.embed_dim = embed_dim
@@ -128,8 +130,12 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
                 cfg.text_tower, embed_dim=embed_dim, pretrained=cfg.pretrained if same else None)
             towers["text"] = OpenClipTextTower(text_clip.text, text_clip.text.context_length)
     if "audio" in mods:
-        towers["audio"] = AudioTower(embed_dim, sample_rate=cfg.audio_sample_rate)
-    if "video" in mods:
+        towers["audio"] = (FrozenAudioTower(cfg.audio_tower, embed_dim, sample_rate=cfg.audio_sample_rate,
+                                            views=cfg.audio_views)
+                           if is_frozen_audio(cfg.audio_tower) else AudioTower(embed_dim, sample_rate=cfg.audio_sample_rate))
+    if "video" in mods and is_frozen_video(cfg.video_tower):
+        towers["video"] = FrozenVideoTower(cfg.video_tower, embed_dim, views=cfg.video_views)
+    elif "video" in mods:
         # Its own copy of the image architecture: moving frames are not the still images' distribution.
         frame_visual = copy.deepcopy(clip.visual) if clip is not None else build_clip(
             clip_arch, embed_dim=embed_dim, image_size=image_size).visual

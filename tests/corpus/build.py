@@ -445,7 +445,78 @@ SHARDS = [
          _unpaired),
 ]
 
-CASES: list[Case] = IMAGES + AUDIO + VIDEO + TEXT + MANIFESTS + SHARDS
+# ------------------------------------------------------------------------ special files and strange paths
+
+
+def _special(name: str, make_at: Callable[[Path], object]) -> Callable[[Path], dict]:
+    """A per-sample case whose image path is something other than a regular file (made by `make_at`)."""
+
+    def make(folder: Path) -> dict:
+        path = folder / "bad" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_at(path)
+        return {"id": "bad", "image": f"bad/{name}", "text": GOOD_TEXT}
+
+    return make
+
+
+def _symlink_loop(path: Path) -> None:
+    other = path.with_name("loop-b.png")
+    path.symlink_to(other.name)
+    other.symlink_to(path.name)
+
+
+def _dev_zero_manifest(folder: Path) -> Path:
+    (path := folder / "manifest.csv").symlink_to("/dev/zero")
+    return path
+
+
+def _fifo_manifest(folder: Path) -> Path:
+    os.mkfifo(path := folder / "manifest.csv")
+    return path
+
+
+def _sparse_member(folder: Path) -> Path:
+    """A shard whose last sample's image declares 2 GiB: a sparse file, a few KB on disk."""
+    shards = folder / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    path = _shard(shards, "a-000000.tar", _good_members(folder) + [("bad.txt", GOOD_TEXT.encode())])
+    with tarfile.open(path) as tar:
+        last = tar.getmember("bad.txt")
+    end = last.offset_data + -(-last.size // 512) * 512  # where the archive's end blocks start
+    info = tarfile.TarInfo("bad.png")
+    info.size = 2 * 2**30
+    with open(path, "r+b") as f:
+        f.seek(end)
+        f.write(info.tobuf(format=tarfile.GNU_FORMAT))
+        f.truncate(end + 512 + info.size + 1024)  # the member's data and two end blocks: holes, all zeros
+    return shards
+
+
+SPECIAL = [
+    Case("fifo_media", "image", "a FIFO (named pipe) named .png", "skipped", "FIFO", _special("f.png", os.mkfifo)),
+    Case("folder_media", "image", "a folder named .png", "skipped", "a folder, not a file",
+         _special("d.png", lambda p: p.mkdir())),
+    Case("device_media", "image", "a symlink to /dev/zero named .png", "skipped", "outside the dataset folder",
+         _special("z.png", lambda p: p.symlink_to("/dev/zero"))),
+    Case("symlink_loop", "image", "a symlink loop", "skipped", "symlink loop", _special("loop-a.png", _symlink_loop)),
+    Case("long_name", "image", "a file name of 300 characters", "skipped", "name too long",
+         lambda folder: (folder / "bad").mkdir(exist_ok=True) or {"id": "bad", "image": "bad/" + "n" * 300 + ".png",
+                                                                   "text": GOOD_TEXT}),
+    Case("nul_path", "image", "a media path with a NUL byte", "skipped", "NUL byte",
+         lambda folder: {"id": "bad", "image": "bad/a\x00b.png", "text": GOOD_TEXT}),
+    Case("zero_width_text", "text", "caption of zero-width characters only", "skipped", "empty text",
+         _text("\u200b\u200c\u200d\ufeff\u2060")),
+    Case("control_text", "text", "caption of control characters only", "skipped", "empty text",
+         _text("\x01\x02\x1b\x7f\x0b")),
+    Case("fifo_manifest", "manifest", "the manifest is a FIFO (named pipe)", "stopped", "FIFO", _fifo_manifest),
+    Case("dev_zero_manifest", "manifest", "the manifest is a symlink to /dev/zero", "stopped", "character device",
+         _dev_zero_manifest),
+    Case("sparse_member", "shards", "a shard member declaring 2 GiB (sparse, tiny on disk)", "skipped",
+         "over the", _sparse_member),
+]
+
+CASES: list[Case] = IMAGES + AUDIO + VIDEO + TEXT + MANIFESTS + SHARDS + SPECIAL
 
 
 # ------------------------------------------------------------------------------------------ mixed manifest

@@ -1,0 +1,50 @@
+"""Exports to other tools' formats, each behind an optional dependency (pyproject extras):
+
+    hf            a Hugging Face dataset folder (`datasets.load_from_disk`): the input minus the dropped rows
+    fiftyone      a FiftyOne dataset with the scores, reasons, flags and the UMAP map      (.[fiftyone])
+    spotlight     a Parquet table Renumics Spotlight opens (`spotlight.show(df)`)          (.[spotlight])
+    label-studio  a Label Studio task file: the pairs to review, the scores as predictions (.[label-studio])
+
+The manifest, shard and id formats stay in multimem_core.export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multimem_core.review import DropRule, ReviewError, ids_to_drop
+from multimem_core.run import RunDir
+
+FORMATS = ("hf", "fiftyone", "spotlight", "label-studio")
+NEEDS_DROP = ("hf",)  # the others carry every sample with its scores; a drop rule only marks rows
+
+
+def export_to(run: RunDir, fmt: str, out: str | Path, rule: DropRule | None) -> str:
+    """Write `run` in format `fmt` to `out`; the one-line summary to print."""
+    if fmt in NEEDS_DROP and rule is None:
+        raise ReviewError(f"--to {fmt} needs --drop RULE (e.g. --drop top:100, or --drop flagged)")
+    from multimem_core.outputs import OutputError, check_output
+
+    try:  # never over the run's own files or the input it was made from
+        check_output(out, inputs=[run.input_path], writes="file" if fmt in ("spotlight", "label-studio") else "run")
+    except OutputError as e:
+        raise ReviewError(str(e)) from e
+    dropped = set(ids_to_drop(run, rule)) if rule is not None else set()
+    if fmt == "hf":
+        from .hf import write_hf
+
+        kept, total = write_hf(run, dropped, out)
+        return f"dropped {total - kept} of {total} rows, kept {kept} (Hugging Face dataset)"
+    if fmt == "fiftyone":
+        from .tools import write_fiftyone
+
+        return write_fiftyone(run, dropped, out)
+    if fmt == "spotlight":
+        from .tools import write_spotlight
+
+        return write_spotlight(run, dropped, out)
+    if fmt == "label-studio":
+        from .tools import write_label_studio
+
+        return write_label_studio(run, dropped, out)
+    raise ReviewError(f"unknown export target {fmt!r}; use one of {', '.join(FORMATS)}")

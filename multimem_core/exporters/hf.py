@@ -1,0 +1,123 @@
+"""`multimem export RUN --to hf`: the cleaned dataset as a Hugging Face dataset (`datasets.load_from_disk(OUT)`).
+
+A run made from a Hugging Face dataset writes its own rows back, with the same features (the media bytes copied
+from the input's data files, every column kept) minus the dropped rows. A run made from a manifest or shards
+writes the kept rows with its media read from the files into Image/Audio/Video features, so the output holds
+the bytes and needs none of the input's paths. Needs the `datasets` package (`pip install datasets`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multimem_core.data.paths import OutsideRootError, resolve_under
+from multimem_core.review import ReviewError
+from multimem_core.run import RunDir
+
+MEDIA_FEATURES = {"image": "Image", "audio": "Audio", "video": "Video"}
+MAX_FILE_BYTES = 256 * 2**20  # a media file larger than this is not copied into the table
+
+
+def require_datasets():
+    try:
+        import datasets
+    except ImportError as e:
+        raise ReviewError("--to hf needs the `datasets` package: pip install datasets") from e
+    return datasets
+
+
+def write_hf(run: RunDir, dropped: set[str], out: str | Path) -> tuple[int, int]:
+    """Write the input's rows minus `dropped` as a dataset folder `out` (which must not exist yet or be
+    empty); (rows kept, rows in the input)."""
+    datasets = require_datasets()
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ReviewError(f"{out} already exists and is not an empty folder: choose a new --out "
+                          "(export never writes over files)")
+    info = run.config().get("manifest") or {}
+    samples = run.samples()
+    drop_rows = set(samples.loc[samples["id"].astype(str).isin(dropped), "row"].astype(int))
+    if info.get("format") == "hf" and info.get("hf"):
+        ds = _input_dataset(datasets, run, info["hf"])
+    else:
+        ds = _dataset_from_manifest(datasets, run, dropped)
+        drop_rows = set()  # the manifest's kept rows only
+    total = len(ds)
+    keep = [i for i in range(total) if i not in drop_rows]
+    try:
+        ds.select(keep).save_to_disk(str(out))
+    except (OSError, ValueError) as e:
+        raise ReviewError(f"cannot write the dataset into {out}: {e}") from e
+    return len(keep), total
+
+
+def _input_dataset(datasets, run: RunDir, hf: dict):
+    """The run's input dataset, every row, from its data files (Arrow memory-mapped), with its features."""
+    from datasets.table import InMemoryTable, MemoryMappedTable, concat_tables
+
+    root = run.dataset_root
+    tables = []
+    for name in hf["files"]:
+        try:
+            path = resolve_under(root, name)
+        except OutsideRootError as e:
+            raise ReviewError(str(e)) from e
+        if not path.is_file():
+            raise ReviewError(f"{path}: the input's data file is gone; export with --format ids instead")
+        if hf.get("kind") == "parquet":
+            import pyarrow.parquet as pq
+
+            tables.append(InMemoryTable(pq.read_table(path)))
+        else:
+            try:
+                tables.append(MemoryMappedTable.from_file(str(path)))
+            except Exception as e:
+                raise ReviewError(f"{path}: cannot read the input's data file ({e})") from e
+    rows = sum(t.num_rows for t in tables)
+    if hf.get("file_rows") and rows != sum(hf["file_rows"]):
+        raise ReviewError(f"{root}: the dataset has {rows} rows but had {sum(hf['file_rows'])} when scored: it "
+                          "changed after the run; export with --format ids instead")
+    features = datasets.Features.from_dict(hf["features"]) if hf.get("features") else None
+    table = concat_tables(tables) if len(tables) > 1 else tables[0]
+    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
+
+
+def _dataset_from_manifest(datasets, run: RunDir, dropped: set[str]):
+    """The kept rows of a manifest (or shards) with each media file's bytes in an Image/Audio/Video feature."""
+    from multimem_core.export import cleaned_manifest
+
+    table, _ = cleaned_manifest(run, dropped)
+    names = (run.config().get("manifest") or {}).get("source_columns") or {}
+    root = run.dataset_root
+    columns, features = {}, {}
+    for col in table.columns:
+        modality = next((m for m, c in names.items() if c == col and m in MEDIA_FEATURES), None)
+        if modality is None:
+            columns[col] = ["" if v is None else str(v) for v in table[col].tolist()]
+            features[col] = datasets.Value("string")
+            continue
+        columns[col] = [_media_value(root, v) for v in table[col].tolist()]
+        features[col] = getattr(datasets, MEDIA_FEATURES[modality])(decode=False)
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+def _media_value(root: Path, cell) -> dict | None:
+    """{"bytes", "path"} of one media cell: a file under the root, a shard member, or media held in a table."""
+    from multimem_core.data import hf_media as hf
+    from multimem_core.data.shard_members import read_member
+    from multimem_core.data.shards import is_member_ref
+
+    text = "" if cell is None else str(cell).strip()
+    if not text:
+        return None
+    try:
+        if is_member_ref(text):
+            return {"bytes": read_member(root, text, max_bytes=MAX_FILE_BYTES), "path": text.rsplit("#", 1)[1]}
+        if hf.is_ref(text):
+            return {"bytes": hf.read_hf_media(root, text, max_bytes=MAX_FILE_BYTES), "path": None}
+        path = resolve_under(root, text)
+    except (ValueError, OSError) as e:
+        raise ReviewError(f"cannot copy {text!r} into the dataset: {e}") from e
+    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        raise ReviewError(f"cannot copy {path} into the dataset: missing, or over {MAX_FILE_BYTES // 2**20} MiB")
+    return {"bytes": path.read_bytes(), "path": path.name}

@@ -1,0 +1,161 @@
+"""Every row scored under crossfit, and the self-check: planted corruptions measure detection power."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimem_core.config import SelfCheckConfig
+from multimem_core.planting import plan_planted
+from multimem_core.selfcheck import (auroc, contamination, corrected, estimate, expected_wrong_in_top, mean_rank,
+                                     run_selfcheck)
+
+
+def mixture(rng, *, n=2000, pi=0.15, shift=2.0, planted=60):
+    """Real rows: clean N(0, 1) with a share pi of bad rows N(shift, 1); planted rows drawn like bad ones."""
+    bad = rng.random(n) < pi
+    rest = np.where(bad, rng.normal(shift, 1, n), rng.normal(0, 1, n))
+    return rng.normal(shift, 1, planted), rest, bad
+
+
+def test_contamination_estimate_and_correction_recover_the_truth():
+    rng = np.random.default_rng(0)
+    pis, errors_raw, errors_corr = [], [], []
+    for seed in range(20):
+        r = np.random.default_rng(seed)
+        planted, rest, bad = mixture(r, planted=400)
+        true = auroc(rest[bad], rest[~bad])
+        obs, pi, est = estimate(planted, rest)
+        pis.append(pi)
+        errors_raw.append(obs - true)
+        errors_corr.append(est - true)
+    # the raw figure is biased low by about π/2·(2A − 1) ≈ 0.06; the corrected one is not
+    assert np.mean(errors_raw) < -0.03
+    assert abs(np.mean(errors_corr)) < 0.02
+    assert 0.08 < np.mean(pis) < 0.25
+    # no contamination: the estimate stays near zero, and the correction leaves AUROC alone
+    planted, rest, _ = mixture(rng, pi=0.0)
+    assert contamination(planted, rest) < 0.06
+    assert corrected(0.8, 0.0) == pytest.approx(0.8)
+
+
+def test_expected_wrong_in_top_counts_the_bad_rows():
+    rng = np.random.default_rng(3)
+    planted, rest, bad = mixture(rng, n=3000, pi=0.1, shift=3.0, planted=300)
+    k = 100
+    top = np.argsort(-rest)[:k]
+    pi = contamination(planted, rest)
+    assert expected_wrong_in_top(planted, rest, pi, k) == pytest.approx(bad[top].sum(), abs=20)
+
+
+def test_selfcheck_picks_the_ranking_that_separates_and_gives_an_interval():
+    rng = np.random.default_rng(1)
+    planted_good, rest_good, _ = mixture(rng, shift=2.5)
+    planted_bad, rest_bad, _ = mixture(rng, shift=0.3)
+    out = run_selfcheck({"good": planted_good, "weak": planted_bad}, {"good": rest_good, "weak": rest_bad},
+                        bootstrap=100, bias={})
+    assert out["ranking"] == "good"
+    assert out["expected_auroc_low"] <= out["expected_auroc"] <= out["expected_auroc_high"]
+    assert out["expected_auroc_high"] - out["expected_auroc_low"] < 0.15
+    assert out["candidates"]["weak"]["expected_auroc"] < 0.7 and not out["low"]
+
+
+def test_mean_rank_orders_by_both_signals():
+    s = pd.DataFrame({"multimem": [0.0, 1.0, 2.0, 3.0], "cmc_out": [3.0, 2.0, 1.0, 0.0]})
+    r = mean_rank(s, s)
+    assert np.all(np.diff(r) > 0)
+
+
+def test_plan_plants_within_a_fold_and_respects_the_cost_cap():
+    roles = np.array([f"fold{k % 4}" for k in range(1000)])
+    plan = plan_planted(roles, ["image", "text"], SelfCheckConfig())
+    assert len(plan) == 30
+    assert (roles[plan.donors] == plan.roles).all() and (roles[plan.partners] == plan.roles).all()
+    assert (plan.donors != plan.partners).all()
+    assert (plan.sources["image"] == plan.donors).all() and (plan.sources["text"] == plan.partners).all()
+    four = plan_planted(roles, ["image", "text", "audio", "video"], SelfCheckConfig())
+    assert len(four) <= 80 and set(four.kinds) == {"image", "text", "audio", "video"}
+    assert len(plan_planted(roles, ["image", "text"], SelfCheckConfig(enabled=False))) == 0
+
+
+@pytest.fixture(scope="module")
+def crossfit_run(shapes_manifest, tmp_path_factory):
+    """A tiny image+text crossfit run with default protocol options: no H, planted rows."""
+    from conftest import tiny_score_config
+
+    from multimem_core.score import score_run
+
+    cfg = tiny_score_config(shapes_manifest, tmp_path_factory.mktemp("runs") / "crossfit", modalities=["image", "text"])
+    return score_run(cfg)
+
+
+def test_every_row_has_a_finite_score(crossfit_run):
+    samples = pd.read_parquet(crossfit_run.path / "samples.parquet")
+    scores = pd.read_parquet(crossfit_run.path / "scores.parquet")
+    assert "H" not in set(samples["role"])
+    assert len(scores) == len(samples) and set(scores["id"]) == set(samples["id"])
+    cols = ["multimem", "cmc_in", "cmc_out", "pair__image__text", "contrib__image", "combo__meanrank"]
+    assert np.isfinite(scores[cols].to_numpy(dtype=float)).all()
+
+
+def test_planted_rows_stay_out_of_scores_and_exports(crossfit_run, tmp_path):
+    from multimem_core.cli import main
+
+    planted = pd.read_parquet(crossfit_run.path / "selfcheck.parquet")
+    assert len(planted) >= 5 and planted["id"].str.startswith("planted-").all()
+    assert np.isfinite(planted["multimem"]).all()
+    scores = pd.read_parquet(crossfit_run.path / "scores.parquet")
+    assert not set(planted["id"]) & set(scores["id"])
+    cfg = json.loads((crossfit_run.path / "config.json").read_text())
+    assert cfg["selfcheck"]["n_planted"] == len(planted)
+    out = tmp_path / "clean.csv"
+    assert main(["export", str(crossfit_run.path), "--drop", "top:5", "--out", str(out)]) == 0
+    exported = pd.read_csv(out)
+    assert not exported["id"].astype(str).str.startswith("planted-").any()
+    assert len(exported) == len(scores) - 5
+
+
+def test_summary_json_has_the_verdict_keys(crossfit_run, capsys):
+    from multimem_core.cli import main
+
+    assert main(["summary", str(crossfit_run.path), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    for key in ("ranking", "expected_auroc", "expected_auroc_low", "expected_auroc_high", "rows", "rows_scored"):
+        assert key in s, key
+    scores = pd.read_parquet(crossfit_run.path / "scores.parquet")
+    assert s["ranking"].lstrip("-") in scores.columns
+    assert s["rows"] == s["rows_scored"] == len(scores)
+    assert s["expected_auroc_low"] <= s["expected_auroc"] <= s["expected_auroc_high"]
+
+
+def test_overview_starts_with_the_verdict(crossfit_run, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from app import run_data
+
+    monkeypatch.setenv(run_data.ENV_RUN, str(crossfit_run.path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    verdicts = [m.value for m in at.markdown if "ranks above a right one" in m.value]
+    assert verdicts and "a wrong caption" in verdicts[0]
+    est = json.loads((crossfit_run.path / "config.json").read_text())["selfcheck"]["expected_auroc"]
+    assert bool([w for w in at.warning if "poorly" in w.value]) is (est < 0.70)
+
+
+def test_summary_without_injected_column_says_nothing_of_injections(crossfit_run, tmp_path, capsys):
+    import shutil
+
+    from multimem_core.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(crossfit_run.path, run)
+    samples = pd.read_parquet(run / "samples.parquet").drop(columns=["injected"], errors="ignore")
+    samples.to_parquet(run / "samples.parquet")
+    assert main(["summary", str(run)]) == 0
+    text = capsys.readouterr().out.replace(str(run), "RUN")  # the test's folder name says "injected"
+    assert text.startswith("On this data,")
+    assert "injected" not in text and "clean" not in text
