@@ -44,7 +44,7 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
     - "file" (export): refused when `out` is one of `inputs`, a run folder or a file in one (other than
       under RUN/exports/), unless `overwrite`;
     - "run" (score: files written into the folder, resumable): refused when `out` is an existing file,
-      one of `inputs` or the folder an input file lies in;
+      an input folder or the folder an input file lies in;
     - "replaced run" (the importers: the folder replaced whole): refused, even with `overwrite`, when an
       input lies in it."""
     target = _resolved(out)
@@ -68,7 +68,10 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
         raise OutputError(f"--out {target} is an existing file; a run is a folder. Choose another --out.")
     for source in sources:
         held = source == target or source.is_relative_to(target)
-        if writes == "run" and (source == target or source.parent == target):
+        # a manifest's run may not go into the folder its media lie in; a dataset folder's (shards, a Hugging
+        # Face dataset) not into that folder itself. A run may hold its own copy of the data (RUN/data).
+        folder = source if source.is_dir() else source.parent
+        if writes == "run" and target == folder:
             raise OutputError(f"--out {target} is the dataset this command reads ({source}); a run must not be "
                               "written into it. Choose another --out (e.g. a folder beside it).")
         if writes == "replaced run" and held:

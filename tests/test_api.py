@@ -68,7 +68,7 @@ def test_unknown_option_names_the_known_ones(tmp_path):
 
 def test_options_are_the_command_lines():
     from multimem_core import config as C
-    from multimem_core.api import options, score_config
+    from multimem import options, score_config
     from multimem_core.cli import build_parser
 
     cfg = score_config("x.csv", "run", epochs=3, seed=5, image_size=24, protocol="paper", image_key="filepath",

@@ -118,7 +118,7 @@ def test_new_run_progress_finish_and_open(page, server, dirs):
     training = [m for m in seen if re.fullmatch(r"\d+ / 6", m.get("Epoch", ""))]
     assert any(re.fullmatch(r"\d+", m.get("Samples/s", "")) for m in training), training
     assert any(m.get("Time left", "–") != "–" for m in training), training
-    assert {m["Stage"] for m in seen} >= {"training"}
+    assert "training" in {m.get("Stage") for m in seen}, seen  # a redraw may hide one metric from a read
     settle(page)
     shot(page, "new_run_done")
 

@@ -1,6 +1,6 @@
 """A pandas DataFrame -> a Hugging Face dataset folder (what `save_to_disk` writes: one Arrow stream file,
 dataset_info.json, state.json), with every media cell's bytes inside the table. The Python API
-(multimem_core.api) scores a notebook's DataFrame this way: the run then reads, serves and exports its media
+(the `multimem` package) scores a notebook's DataFrame this way: the run then reads, serves and exports its media
 from its own copy and trusts no path. Written with pyarrow alone; `datasets.load_from_disk` reads the result.
 
 A media cell may be a path (relative to `root`; one that leads outside `root` is refused unless
