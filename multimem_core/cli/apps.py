@@ -151,9 +151,10 @@ def cmd_export(args) -> int:
 
     run = RunDir(args.run)
     fmt = args.format or default_format(run, args.out)
+    score = args.score or run.ranking_column()  # the run's own ranking unless the user names a column
     if fmt in TOOL_FORMATS:
         try:
-            rule = parse_drop_rule(args.drop, score=args.score) if args.drop else None
+            rule = parse_drop_rule(args.drop, score=score) if args.drop else None
             print(f"{export_to(run, fmt, args.out, rule)}\nwrote {args.out}")
         except (ReviewError, RunDirError) as e:
             raise CLIError(str(e))
@@ -161,7 +162,7 @@ def cmd_export(args) -> int:
     if args.drop is None:
         raise CLIError(f"--format {fmt} needs --drop RULE (flagged, top:N, above:T or below:T)")
     try:
-        rule = parse_drop_rule(args.drop, score=args.score or run.ranking_column())
+        rule = parse_drop_rule(args.drop, score=score)
         export = build_export(run, rule, format=fmt, repairs=args.repairs)
         # shards: refuses a folder that already holds shards
         out = write_export(export, args.out, absolute_paths=args.absolute_paths, overwrite=args.overwrite)
