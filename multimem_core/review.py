@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import re
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +32,7 @@ from multimem_core.run import RunDir
 
 LABELS = ("noisy", "ok", "unsure")
 TAG_PATTERN = re.compile(r"^[\w][\w .:/+-]{0,39}$")  # a short word or phrase: letters, digits, a few signs
+_BUSY_TIMEOUT_S = 30  # how long a click waits for other sessions before it reports "database is locked"
 
 
 
@@ -92,23 +95,36 @@ class ReviewStore:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # timeout: a writer waits for another session's commit instead of failing with "database is locked".
         if self.path.exists() and not self.path.is_file():
             raise ReviewError(f"{self.path}: the flags database is not a regular file; move it away (the run then "
                               "starts with no flags) or restore it from a backup")
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when the click returns
-            conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise
-            raise ReviewError(f"{self.path}: the flags database is damaged ({e}: not a SQLite database "
-                              "multimem can use); move it away (the run then starts with no flags) or restore it "
-                              "from a backup") from e
-        return conn
+        # SQLite's busy timeout covers reads and writes but not every lock that switching to WAL and creating
+        # the schema take: sessions that open a new database at the same moment can get "database is locked"
+        # at once. Those steps are idempotent, so they are retried until the same deadline.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            # timeout: a writer waits for another session's commit instead of failing with "database is locked".
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when the click returns
+                conn.executescript(_SCHEMA)
+                return conn
+            except sqlite3.OperationalError as e:
+                conn.close()
+                if "locked" in str(e) or "busy" in str(e):
+                    if time.monotonic() < deadline:
+                        time.sleep(random.uniform(0.005, 0.05))
+                        continue
+                    raise
+                raise self._damaged(e) from e
+            except sqlite3.DatabaseError as e:
+                conn.close()
+                raise self._damaged(e) from e
+
+    def _damaged(self, e: Exception) -> "ReviewError":
+        return ReviewError(f"{self.path}: the flags database is damaged ({e}: not a SQLite database multimem can "
+                           "use); move it away (the run then starts with no flags) or restore it from a backup")
 
     # -- writing ------------------------------------------------------------------------------------
     def flag(self, sample_ids: str | Iterable[str], label: str, *, reviewer: str, reason: str = "",

@@ -64,19 +64,30 @@ def test_wal_and_committed_before_return(store):
         assert conn.execute("SELECT sample_id, label FROM decisions").fetchall() == [("x", "noisy")]
 
 
-def test_concurrent_writers_lose_nothing(store):
-    def work(k: int) -> None:
-        s = ReviewStore(store.path)  # each "session" its own object, as in the app
-        for i in range(25):
-            s.flag(f"s{k}_{i}", "noisy", reviewer=f"r{k}")
+@pytest.mark.parametrize("trial", range(5))
+def test_concurrent_writers_lose_nothing(tmp_path, trial):
+    # A fresh database each trial: the race that lost flags was in opening a new database (switching it
+    # to WAL, creating the schema) while other sessions did the same.
+    path = tmp_path / "review.sqlite"
+    errors: list[Exception] = []
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    def work(k: int) -> None:
+        s = ReviewStore(path)  # each "session" its own object, as in the app
+        try:
+            for i in range(25):
+                s.flag(f"s{k}_{i}", "noisy", reviewer=f"r{k}")
+        except Exception as e:  # a thread's exception would otherwise only be a warning
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(store.history()) == 100
-    assert len(store.labels()) == 100
+    assert errors == []
+    store = ReviewStore(path)
+    assert len(store.history()) == 200
+    assert len(store.labels()) == 200
 
 
 def test_parse_drop_rule():
