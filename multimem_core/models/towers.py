@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inference import flush_denormals
+
 # CLIP's normalisation constants (open_clip.constants), applied inside the tower so inputs stay in [0, 1].
 _MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
@@ -97,7 +99,7 @@ class FrozenTextTower(nn.Module):
 
     def prepare(self, raw: Sequence[str]) -> Tensor:
         model = load_sentence_encoder(self.encoder_name)
-        with torch.no_grad():
+        with torch.no_grad(), flush_denormals():
             feats = model.encode(list(raw), batch_size=128, convert_to_tensor=True, show_progress_bar=False)
         return F.normalize(feats.float().cpu(), dim=-1)
 
