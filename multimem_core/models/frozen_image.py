@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FROZEN_EFFICIENTNET
+from .inference import flush_denormals
 
 FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, "efficientnet-lite2")
 # Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
@@ -97,12 +98,13 @@ def _efficientnet_lite(tower: str, fast: bool = True) -> ImageEncoder:
 
 def fast_cpu(net: nn.Module) -> Callable[[Tensor], Tensor]:
     """The frozen network for inference: batch norms folded into the convolutions before them, channels-last
-    layout (oneDNN's convolutions are faster that way), no autograd bookkeeping. The features are those of the
+    layout (oneDNN's convolutions are faster that way), no autograd bookkeeping, denormal floats flushed to
+    zero (real images made them, and them slow: inference.flush_denormals). The features are those of the
     network as loaded (cosine > 0.9999, docs/SPEED.md); bf16 was measured too far off (cosine 0.998)."""
     net = fold_batch_norms(copy.deepcopy(net)).to(memory_format=torch.channels_last)
 
     def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), flush_denormals():
             return net(x.contiguous(memory_format=torch.channels_last)).clone()
 
     return run
@@ -157,8 +159,8 @@ def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: i
     call, so that processes can share the images (inputs.prepare_cached). The random views of a chunk are the
     generator's next draws, so the chunks before `rows` are drawn for on 1-pixel stand-ins: how many numbers
     a view draws depends on the batch, not on the pixels."""
-    from ..config import AugmentConfig
     from ..augment import augment_image
+    from ..config import AugmentConfig
 
     rows = range(len(images)) if rows is None else rows
     if rows.start % chunk:
@@ -172,19 +174,29 @@ def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: i
         stand_in = torch.zeros(min(chunk, len(images) - s), 3, 1, 1)
         for _ in range(1, views):
             augment_image(stand_in, aug, gen)
-    for s in range(rows.start, rows.stop, chunk):
-        x = torch.as_tensor(np.ascontiguousarray(images[s:min(s + chunk, rows.stop)])).float() / 255.0
-        o = s - rows.start
-        for v in range(views):
-            xv = x if v == 0 else augment_image(x, aug, gen)
-            if encoder.size is not None and (xv.shape[-1] != encoder.size or xv.shape[-2] != encoder.size):
-                xv = F.interpolate(xv, size=(encoder.size, encoder.size), mode="bilinear", antialias=True,
-                                   align_corners=False)
-            xv = (xv - mean) / std
-            for b in range(0, len(xv), encoder.batch):  # the random views stay those drawn per chunk
-                feats = encoder.net(xv[b:b + encoder.batch]).float()
-                out[o + b:o + b + encoder.batch, v] = F.normalize(feats, dim=-1)
+    with flush_denormals():  # once for the whole pass: switching it on every thread costs milliseconds
+        for s in range(rows.start, rows.stop, chunk):
+            o = s - rows.start
+            stop = min(s + chunk, rows.stop)
+            _encode_chunk(encoder, images[s:stop], out[o:o + stop - s], aug, gen, mean, std)
     return out
+
+
+def _encode_chunk(encoder: ImageEncoder, images, out: Tensor, aug, gen: torch.Generator, mean: Tensor,
+                  std: Tensor) -> None:
+    """The views of one chunk of images into `out` [len(images), views, dim]."""
+    from ..augment import augment_image
+
+    x = torch.as_tensor(np.ascontiguousarray(images)).float() / 255.0
+    for v in range(out.shape[1]):
+        xv = x if v == 0 else augment_image(x, aug, gen)
+        if encoder.size is not None and (xv.shape[-1] != encoder.size or xv.shape[-2] != encoder.size):
+            xv = F.interpolate(xv, size=(encoder.size, encoder.size), mode="bilinear", antialias=True,
+                               align_corners=False)
+        xv = (xv - mean) / std
+        for b in range(0, len(xv), encoder.batch):  # the random views stay those drawn per chunk
+            feats = encoder.net(xv[b:b + encoder.batch]).float()
+            out[b:b + encoder.batch, v] = F.normalize(feats, dim=-1)
 
 
 class FrozenImageTower(nn.Module):

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inference import flush_denormals
+
 # CLIP's normalisation constants (open_clip.constants), applied inside the tower so inputs stay in [0, 1].
 # Captions per forward pass of a frozen sentence encoder (sorted by length, so batches carry little padding).
 TEXT_BATCH = 128
@@ -111,7 +113,7 @@ class FrozenTextTower(nn.Module):
         rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         model = load_sentence_encoder(self.encoder_name)
         feats = []
-        with torch.no_grad():
+        with torch.no_grad(), flush_denormals():
             for b in batches:
                 feats.append(model.encode([texts[i] for i in b], batch_size=len(b), convert_to_tensor=True,
                                           show_progress_bar=False).float().cpu())
