@@ -138,6 +138,20 @@ def report(n: int, m: dict) -> None:
         print(f"    {stage:<11}{sec:>9.1f}{sec / n * 1000:>9.2f}{(peak or 0) / 1e9:>9.2f}")
 
 
+def project(a: dict, n_a: int, b: dict, n_b: int, n: int) -> None:
+    """Per stage, a fixed cost plus a cost per row fitted through two sizes, extrapolated to n rows (this
+    machine, these options): the measured half of docs/SCALE.md's cost model."""
+    print(f"\nper stage, fitted through {label(n_a)} and {label(n_b)}: fixed s + ms per row -> {label(n)} rows")
+    total = 0.0
+    for stage in b["stages_s"]:
+        ta, tb = a["stages_s"].get(stage, 0.0), b["stages_s"][stage]
+        per_row = max(0.0, (tb - ta) / (n_b - n_a))
+        fixed = max(0.0, tb - per_row * n_b)
+        total += fixed + per_row * n
+        print(f"    {stage:<11}{fixed:>8.1f} s + {per_row * 1000:>7.3f} ms/row -> {(fixed + per_row * n) / 3600:>7.2f} h")
+    print(f"    {'total':<11}{'':>32}{total / 3600:>7.2f} h")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1000,4000,16000", help="comma-separated row counts")
@@ -167,6 +181,7 @@ def main() -> None:
         print(f"per_row_ratio=nan peak_gb_{label(done[-1])}={results[str(done[-1])]['peak_total'] / 1e9:.2f}")
         return
     small, big = done[-2], done[-1]
+    project(results[str(small)], small, results[str(big)], big, 1_000_000)
     ratio = (results[str(big)]["wall_s"] / big) / (results[str(small)]["wall_s"] / small)
     print(f"per_row_ratio_{label(big)}_{label(small)}={ratio:.3f} peak_gb_{label(big)}="
           f"{results[str(big)]['peak_total'] / 1e9:.2f}")

@@ -192,6 +192,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)
         data = prepare_cached(proto, decoded.arrays, run.cache_dir)  # once, shared by every model
+        decoded.arrays.clear()  # a frozen tower's pixels are not needed again: unmap them
         data = with_planted(data, plan)
     with stages("train"):
         models = train_protocol(cfg, model_cfg, data, training, run, stages, device=device, progress=progress,
