@@ -4,9 +4,11 @@ Pure functions over score arrays (higher = more suspicious). For each candidate 
 
 - observed AUROC of planted rows against the real rows ("the rest");
 - the rest holds natural bad pairs at an unknown rate π, which rank like planted ones, so
-  AUROC_obs ≈ (1 − π)·A + π·0.5. π is estimated from the scores (the real rows above a high planted quantile
-  can only be that many bad ones: π ≤ P_rest(s > t) / P_planted(s > t), tightest over several t) and
-  A = (AUROC_obs − π/2) / (1 − π);
+  AUROC_obs ≈ (1 − π)·A + π·0.5, and A = (AUROC_obs − π/2) / (1 − π). π comes from a two-component mixture
+  fitted by EM to the real rows' scores, the bad component fixed to the planted rows' mean and spread; it is
+  never above the tail bound (the real rows above a high planted quantile can only be that many bad ones:
+  π ≤ P_rest(s > t) / P_planted(s > t)). The tail bound alone is reached wherever clean rows overlap the
+  planted ones, the weak sets, and there it overstated π and the estimate with it;
 - a planted row differs from a natural swap: the models that trained on it also trained on its two source
   rows as themselves. PLANT_BIAS (true AUROC − corrected planted AUROC, per candidate, measured on sets with
   known swaps: docs/REAL_DATA.md, "the self-check") is added;
@@ -28,6 +30,8 @@ CANDIDATES = ("multimem", "-cmc_out", RANKING_COLUMN)
 LOW_AUROC = 0.70
 QUANTILES = (0.5, 0.6, 0.7, 0.8)
 MAX_CONTAMINATION = 0.3  # natural noise above this share is not what a ranking is for
+EM_ITERS = 150   # the mixture's π moves by < 0.001 after this many steps on the sets measured
+PI_START = 0.1
 # true AUROC − corrected planted AUROC per ranking, the mean over the built-in demos (emoji: −0.082, −0.020,
 # −0.038; shapes: −0.026, +0.005, −0.005; benchmarks/selfcheck_bias.py, docs/REAL_DATA.md). A planted row looks
 # more memorized than a natural swap (its in-models also saw its source rows), while the model that never saw
@@ -68,8 +72,9 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks.sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def contamination(planted: np.ndarray, rest: np.ndarray) -> float:
-    """Estimated share of bad pairs among `rest`, given the scores of known bad ones (`planted`)."""
+def tail_bound(planted: np.ndarray, rest: np.ndarray) -> float:
+    """An upper bound on the share of bad pairs among `rest`: above a high planted quantile t, the real rows can
+    hold at most P_rest(s > t) / P_planted(s > t) bad ones (tightest over several t)."""
     planted, rest = planted[np.isfinite(planted)], rest[np.isfinite(rest)]
     if len(planted) < 2 or not len(rest):
         return 0.0
@@ -82,16 +87,77 @@ def contamination(planted: np.ndarray, rest: np.ndarray) -> float:
     return float(np.clip(min(ratios), 0.0, MAX_CONTAMINATION)) if ratios else 0.0
 
 
+def mixture_share(planted: np.ndarray, rest: np.ndarray, iters: int = EM_ITERS) -> np.ndarray:
+    """π by EM on rest = (1 − π)·N(μ_c, σ_c²) + π·N(μ_b, σ_b²), the bad component fixed to the planted rows'
+    mean and spread, the clean one free. Rows of 2-D inputs are fitted independently (the bootstrap at once).
+
+    The tail bound alone is only an upper bound, reached wherever clean rows overlap the planted ones (weak
+    sets): there it overstates π and with it the corrected AUROC. The mixture uses the whole shape of `rest`."""
+    p = np.atleast_2d(np.asarray(planted, float))
+    r = np.atleast_2d(np.asarray(rest, float))
+    mb, sb = p.mean(1, keepdims=True), np.maximum(p.std(1, ddof=1, keepdims=True), 1e-6)
+    pi = np.full((len(r), 1), PI_START)
+    mc, sc = r.mean(1, keepdims=True), np.maximum(r.std(1, keepdims=True), 1e-6)
+
+    def logpdf(x, m, s):
+        return -0.5 * ((x - m) / s) ** 2 - np.log(s)
+
+    for _ in range(iters):
+        lb = np.log(pi + 1e-12) + logpdf(r, mb, sb)
+        lc = np.log(1 - pi + 1e-12) + logpdf(r, mc, sc)
+        w = 1.0 / (1.0 + np.exp(np.clip(lc - lb, -50, 50)))  # responsibility of the bad component
+        pi = np.clip(w.mean(1, keepdims=True), 0.0, 1.0)
+        wc = np.maximum((1 - w).sum(1, keepdims=True), 1e-9)
+        mc = ((1 - w) * r).sum(1, keepdims=True) / wc
+        sc = np.maximum(np.sqrt(((1 - w) * (r - mc) ** 2).sum(1, keepdims=True) / wc), 1e-6)
+    return pi[:, 0]
+
+
+def contamination(planted: np.ndarray, rest: np.ndarray, name: str = "") -> float:
+    """Estimated share of bad pairs among `rest`, given the scores of known bad ones (`planted`)."""
+    planted, rest = planted[np.isfinite(planted)], rest[np.isfinite(rest)]
+    if len(planted) < 2 or not len(rest):
+        return 0.0
+    return float(_shares(planted[None], rest[None], name)[0])
+
+
+def _shares(planted: np.ndarray, rest: np.ndarray, name: str) -> np.ndarray:
+    """π per row of the 2-D inputs: the mixture's estimate, never above the tail bound or MAX_CONTAMINATION."""
+    em = mixture_share(_fit_space(name, planted), _fit_space(name, rest))
+    bound = np.array([tail_bound(p, r) for p, r in zip(planted, rest)])
+    return np.clip(np.minimum(em, bound), 0.0, MAX_CONTAMINATION)
+
+
+def _fit_space(name: str, x: np.ndarray) -> np.ndarray:
+    """Where the mixture's normal components are fitted: percentile columns through the probit."""
+    if name == RANKING_COLUMN:
+        from scipy.stats import norm
+
+        return norm.ppf(np.clip(x, 1e-3, 1 - 1e-3))
+    return x
+
+
 def corrected(observed: float, pi: float) -> float:
     """A from AUROC_obs = (1 − π)·A + π/2."""
     return float(np.clip((observed - 0.5 * pi) / (1.0 - pi), 0.0, 1.0))
 
 
-def estimate(planted: np.ndarray, rest: np.ndarray, bias: float = 0.0) -> tuple[float, float, float]:
+def estimate(planted: np.ndarray, rest: np.ndarray, bias: float = 0.0, name: str = "") -> tuple[float, float, float]:
     """(observed AUROC, π, expected AUROC on natural bad pairs)."""
-    obs = auroc(planted, rest)
-    pi = contamination(planted, rest)
-    return obs, pi, float(np.clip(corrected(obs, pi) + bias, 0.0, 1.0))
+    planted, rest = planted[np.isfinite(planted)], rest[np.isfinite(rest)]
+    obs, pi, est = _estimates(planted[None], rest[None], bias, name)
+    return float(obs[0]), float(pi[0]), float(est[0])
+
+
+def _estimates(planted: np.ndarray, rest: np.ndarray, bias: float, name: str):
+    """(observed AUROC, π, expected AUROC) per row of the 2-D inputs (one row a bootstrap resample)."""
+    obs = np.array([auroc(p, r) for p, r in zip(planted, rest)])
+    if planted.shape[1] < 2 or not rest.shape[1]:
+        pi = np.zeros(len(obs))
+    else:
+        pi = _shares(planted, rest, name)
+    est = np.clip((obs - 0.5 * pi) / (1.0 - pi) + bias, 0.0, 1.0)
+    return obs, pi, est
 
 
 def expected_wrong_in_top(planted: np.ndarray, rest: np.ndarray, pi: float, k: int) -> float:
@@ -124,13 +190,14 @@ def run_selfcheck(planted: Mapping[str, np.ndarray], rest: Mapping[str, np.ndarr
     out: dict = {"n_planted": int(len(next(iter(planted.values())))), "top": int(top), "candidates": {}}
     for name in planted:
         p, r = np.asarray(planted[name], float), np.asarray(rest[name], float)
-        obs, pi, est = estimate(p, r, bias.get(name, 0.0))
-        boot = []
-        for _ in range(bootstrap):
-            bp = p[rng.integers(0, len(p), len(p))]
-            br = r[rng.integers(0, len(r), len(r))]
-            boot.append(estimate(bp, br, bias.get(name, 0.0))[2])
-        low, high = (np.quantile(boot, [0.05, 0.95]) if boot else (est, est))
+        p, r = p[np.isfinite(p)], r[np.isfinite(r)]
+        obs, pi, est = estimate(p, r, bias.get(name, 0.0), name)
+        low = high = est
+        if bootstrap and len(p) and len(r):
+            bp = p[rng.integers(0, len(p), (bootstrap, len(p)))]
+            br = r[rng.integers(0, len(r), (bootstrap, len(r)))]
+            boot = _estimates(bp, br, bias.get(name, 0.0), name)[2]
+            low, high = np.quantile(boot, [0.05, 0.95])
         out["candidates"][name] = {
             "auroc_planted": round(obs, 4), "contamination": round(pi, 4), "expected_auroc": round(est, 4),
             "expected_auroc_low": round(float(min(low, est)), 4), "expected_auroc_high": round(float(max(high, est)), 4),
