@@ -77,7 +77,7 @@ def flush_denormals() -> Iterator[None]:
 @contextmanager
 def one_thread_each() -> Iterator[Callable[[Callable[[T], R], Iterable[T]], list[R]]]:
     """A `map(fn, items)` that runs the items in as many Python threads as torch has intra-op threads, each
-    of them computing on one core (torch's operations release the GIL), denormals flushed in each.
+    of them computing on one core (torch's operations release the GIL), without autograd, denormals flushed.
 
     Small forward passes (8 images) split over two OpenMP threads wait for each other at every layer, and on
     a shared machine a thread that loses its core stalls the other: on 2 busy cores EfficientNet-Lite0 ran
@@ -90,7 +90,8 @@ def one_thread_each() -> Iterator[Callable[[Callable[[T], R], Iterable[T]], list
     def flushed(fn: Callable[[T], R], item: T) -> R:
         torch.set_flush_denormal(True)  # this thread's own mode: with one intra-op thread, the only one used
         try:
-            return fn(item)
+            with torch.no_grad():  # grad mode is per thread: the caller's does not reach here
+                return fn(item)
         finally:
             torch.set_flush_denormal(False)
 
