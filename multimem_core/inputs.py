@@ -92,12 +92,16 @@ def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
 
     A frozen encoder (MiniLM for text, EfficientNet-Lite0 for images) is the expensive part of preparing: its
     features are kept in cache_dir keyed by the encoder and the exact inputs, so a rerun, a resumed run or a
-    training worker never recomputes them.
+    training worker never recomputes them. Under torchrun every process encodes its share of the rows
+    (distributed.py); the cached file is the one a single process writes.
     """
     import hashlib
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
+    from .distributed import barrier, dist_info, from_lead
+
+    rank, world = dist_info()
     out = {}
     for m in model.modalities:
         tower = model.towers[m]
@@ -113,13 +117,48 @@ def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
             digest.update(json.dumps(list(arrays[m])).encode())
         key = digest.hexdigest()[:16]
         path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
-        if path.is_file():
-            out[m] = load_file(path)["features"]
-        else:
-            out[m] = tower.prepare(arrays[m])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"features": out[m].contiguous()}, str(path))
+        if not from_lead(path.is_file()):
+            if world > 1 and hasattr(tower, "prepare_share"):
+                _prepare_shared(tower, arrays[m], path, rank, world)
+            elif rank == 0:
+                _save_features(path, features=tower.prepare(arrays[m]))
+            barrier()
+        out[m] = load_file(path)["features"]
     return out
+
+
+def _save_features(path: Path, **tensors) -> None:
+    import os
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)  # a killed process leaves no half file under the final name
+
+
+def _prepare_shared(tower, raw, path: Path, rank: int, world: int) -> None:
+    """Every process encodes its share of the rows into its own part file beside the cache; the lead puts the
+    rows in place, writes the cached file and removes the parts."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .distributed import barrier
+
+    parts = [path.with_name(f"{path.stem}.part{r}-of-{world}.safetensors") for r in range(world)]
+    rows, feats = tower.prepare_share(raw, rank, world)
+    _save_features(parts[rank], rows=torch.from_numpy(np.asarray(rows, dtype=np.int64)), features=feats)
+    barrier()
+    if rank == 0:
+        loaded = [load_file(p) for p in parts]
+        first = next(p["features"] for p in loaded if len(p["features"]))
+        full = torch.empty((len(raw), *first.shape[1:]), dtype=first.dtype)
+        for p in loaded:
+            full[p["rows"]] = p["features"]
+        _save_features(path, features=full)
+        for p in parts:
+            p.unlink(missing_ok=True)
 
 
 def select(data: dict, idx: np.ndarray) -> dict:
