@@ -142,10 +142,11 @@ def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int,
     run = RunDir(cfg.out)
     source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
     modalities = list(cfg.modalities or source.modalities)
-    decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
     model_cfg = cfg.model_config(modalities)
     torch.manual_seed(cfg.train.seed)
-    data = prepare_cached(create_model(model_cfg), decoded.arrays, run.cache_dir)
+    # the decoded media go out of scope here: a frozen tower's pixels are not kept mapped during training
+    data = prepare_cached(create_model(model_cfg), decode(source, modalities, cfg.media, run.cache_dir,
+                                                          progress=False).arrays, run.cache_dir)
     if planted is not None:
         data = with_planted(data, planted)
     torch.manual_seed(cfg.train.seed)

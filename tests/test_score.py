@@ -139,7 +139,7 @@ def test_frozen_pretrained_text_tower_is_cached(tmp_path, shapes_manifest):
                             projection=False)
     cfg.model.text_tower = "minilm"
     run = score_run(cfg)
-    cached = list(run.cache_dir.glob("features_text_*.safetensors"))
+    cached = list(run.cache_dir.glob("features_text_*.npy"))
     assert len(cached) == 1
     assert run.scores()["multimem"].notna().all()
     # the projection is trained, the encoder is not part of the saved model
