@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .augment import augment_batch
 from .config import AugmentConfig, TrainConfig
+from .distributed import dist_info
 from .inputs import select
 from .run import atomic_save_torch, atomic_write_json
 
@@ -94,21 +95,6 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
-def dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> bool:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1). Returns whether we did."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return dist.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    return True
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,15 +138,18 @@ def train_model(
     progress: bool = True,
     report: Callable[..., None] | None = None,
     bar_position: int | None = None,
+    data_parallel: bool = True,
 ) -> dict:
     """Train `model` on the rows `indices` of the prepared tensors `data`; returns training stats.
 
     out_dir/checkpoint.pt holds the state after each epoch (resumed if its fingerprint matches);
     out_dir/model.safetensors the final weights (training is skipped when it exists and matches).
+    data_parallel False: in a torchrun group, this process trains the whole model alone, as a single
+    process would (it writes the model's files; the other processes train other models).
     """
     from safetensors.torch import load_model, save_model
 
-    rank, world = dist_info()
+    rank, world = dist_info() if data_parallel else (0, 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, final_path, meta_path = out_dir / "checkpoint.pt", out_dir / "model.safetensors", out_dir / "train.json"

@@ -21,11 +21,11 @@ def test_frozen_open_clip_checkpoint_scores_a_run(tmp_path, shapes_manifest):
     cfg.model.pretrained, cfg.model.freeze_image, cfg.model.image_views = str(ckpt), True, 3
     run = score_run(cfg)
 
-    cached = list(run.cache_dir.glob("features_image_*.safetensors"))
+    cached = list(run.cache_dir.glob("features_image_*.npy"))
     assert len(cached) == 1
-    from safetensors.torch import load_file
+    from multimem_core.inputs import cached_features
 
-    feats = load_file(cached[0])["features"]
+    feats = cached_features(cached[0])
     assert feats.shape[1:] == (3, 64)  # [N, views, the checkpoint's embedding size]
     assert not torch.allclose(feats[:, 0], feats[:, 1])  # the cached views differ
     # only the projection trained: the checkpoint's weights are not part of the model

@@ -40,6 +40,8 @@ VIEW_CROP_SCALE, VIEW_TRANSLATE, VIEW_JITTER = 0.75, 0.08, 0.15
 # Images per forward pass of EfficientNet-Lite: small batches keep its activations in the CPU's caches; 8 was
 # the fastest of 4 to 256 at 160 px on 2 cores (benchmarks/bench_encode.py, docs/SPEED.md).
 EFFICIENTNET_BATCH = 8
+# Images per chunk of encode_views: each chunk draws its random views at once (the unit processes share).
+VIEW_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -150,20 +152,35 @@ def load_image_encoder(tower: str, pretrained: str | None = None, *, fast: bool 
 
 @torch.no_grad()
 def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: int, seed: int = 0,
-                 chunk: int = 64) -> Tensor:
-    """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is)."""
+                 chunk: int = VIEW_CHUNK, rows: range | None = None) -> Tensor:
+    """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is).
+
+    `rows` (starting at a multiple of `chunk`): only those rows' features, equal to the same rows of the whole
+    call, so that processes can share the images (inputs.prepare_cached). The random views of a chunk are the
+    generator's next draws, so the chunks before `rows` are drawn for on 1-pixel stand-ins: how many numbers
+    a view draws depends on the batch, not on the pixels."""
+    from ..augment import augment_image
     from ..config import AugmentConfig
 
+    rows = range(len(images)) if rows is None else rows
+    if rows.start % chunk:
+        raise ValueError(f"encode_views: rows must start at a multiple of the chunk ({chunk}), not {rows.start}")
     aug = AugmentConfig(crop_scale=VIEW_CROP_SCALE, translate=VIEW_TRANSLATE, jitter=VIEW_JITTER)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std).view(1, 3, 1, 1)
-    out = torch.empty(len(images), views, encoder.dim)
+    out = torch.empty(len(rows), views, encoder.dim)
     gen = torch.Generator().manual_seed(seed)
+    for s in range(0, rows.start, chunk):
+        stand_in = torch.zeros(min(chunk, len(images) - s), 3, 1, 1)
+        for _ in range(1, views):
+            augment_image(stand_in, aug, gen)
     # denormals flushed once for the whole pass (switching every thread costs milliseconds); the forward
     # passes of a chunk's batches run side by side, one core each
     with flush_denormals(), one_thread_each() as run_all:
-        for s in range(0, len(images), chunk):
-            _encode_chunk(encoder, images[s:s + chunk], out[s:s + chunk], aug, gen, mean, std, run_all)
+        for s in range(rows.start, rows.stop, chunk):
+            o = s - rows.start
+            stop = min(s + chunk, rows.stop)
+            _encode_chunk(encoder, images[s:stop], out[o:o + stop - s], aug, gen, mean, std, run_all)
     return out
 
 
@@ -215,6 +232,16 @@ class FrozenImageTower(nn.Module):
 
     def prepare(self, raw: np.ndarray) -> Tensor:
         return encode_views(load_image_encoder(self.tower, self.pretrained), raw, views=self.views)
+
+    def prepare_share(self, raw: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, Tensor]:
+        """Process `rank` of `world`'s rows of prepare(raw) (whole chunks, contiguous): (rows, features)."""
+        chunk = VIEW_CHUNK
+        chunks = -(-len(raw) // chunk)
+        lo, hi = (chunks * rank // world) * chunk, min(len(raw), (chunks * (rank + 1) // world) * chunk)
+        rows = range(lo, max(lo, hi))
+        feats = encode_views(load_image_encoder(self.tower, self.pretrained), raw, views=self.views, chunk=chunk,
+                             rows=rows)
+        return np.arange(rows.start, rows.stop), feats
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 3:  # not augmented: the image itself
