@@ -19,7 +19,6 @@ from typing import Mapping
 
 import numpy as np
 
-from .evaluate import recall_at_k
 
 K = 5
 LIFT_THRESHOLD = 3.0
@@ -39,6 +38,9 @@ def heldout_confidence(clean: Mapping[str, Mapping[str, np.ndarray]], references
     weakest pair's), "threshold", "low"}; with fewer than k + 1 H samples the figure is undefined
     ("lift": None, "low": False) rather than a number that means nothing.
     """
+    from .evaluate import recall_at_k  # here, not at the top: evaluate imports torch, seconds the dashboard
+    # (which only formats a run's confidence) would pay on its first page
+
     n = int(min((len(r) for r in references.values()), default=0))
     chance = min(1.0, k / n) if n else 1.0
     out: dict = {"k": k, "n_heldout": n, "chance": round(chance, 4), "threshold": threshold, "pairs": {}}

@@ -168,17 +168,21 @@ class NeighbourIndex:
         import faiss
 
         self.model = model
-        self.ids = [str(i) for i in ids]
-        self._row = {sid: r for r, sid in enumerate(self.ids)}
+        self.ids = np.asarray([str(i) for i in ids], dtype=object)
+        # a hash index, not a dict of Python strings: a million ids in a fraction of the time and memory
+        every = pd.Index(self.ids)
+        first = ~every.duplicated(keep="first")
+        self._rows = every[first]  # a repeated id: its first row
+        self._first = None if first.all() else np.flatnonzero(first)
         self._vectors: dict[str, np.ndarray] = {}
         self._index: dict[str, "faiss.Index"] = {}
         for m, v in vectors.items():
-            x = np.ascontiguousarray(v, dtype=np.float32)
-            if x.shape[0] != len(self.ids):
-                raise ValueError(f"{model}/{m}: {x.shape[0]} embeddings for {len(self.ids)} ids")
-            index = faiss.IndexFlatIP(x.shape[1])
-            index.add(x)
-            self._vectors[m], self._index[m] = x, index
+            if v.shape[0] != len(self.ids):
+                raise ValueError(f"{model}/{m}: {v.shape[0]} embeddings for {len(self.ids)} ids")
+            index = faiss.IndexFlatIP(v.shape[1])
+            for start in range(0, len(v), 65_536):  # float32 a slice at a time: faiss keeps the only full copy
+                index.add(np.ascontiguousarray(v[start:start + 65_536], dtype=np.float32))
+            self._vectors[m], self._index[m] = v, index  # v as given (float16, memory-mapped from a run)
 
     @classmethod
     def from_run(cls, run, model: str, modalities: Sequence[str] | None = None) -> "NeighbourIndex":
@@ -186,7 +190,7 @@ class NeighbourIndex:
         modalities = list(modalities or run.modalities)
         vectors, ids = {}, None
         for m in modalities:
-            ids_m, array = run.embeddings(model, m, mmap=False)
+            ids_m, array = run.embeddings(model, m, mmap=True)
             if ids is not None and ids_m != ids:
                 raise ValueError(f"{run.embeddings_dir / model}: ids differ between modalities")
             ids, vectors[m] = ids_m, array
@@ -196,14 +200,23 @@ class NeighbourIndex:
     def modalities(self) -> list[str]:
         return list(self._index)
 
+    def _row(self, sample_id: str) -> int | None:
+        at = int(self._rows.get_indexer([str(sample_id)])[0])
+        if at < 0:
+            return None
+        return at if self._first is None else int(self._first[at])
+
     def __contains__(self, sample_id: str) -> bool:
-        return str(sample_id) in self._row
+        return self._row(sample_id) is not None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def vector(self, sample_id: str, modality: str) -> np.ndarray:
-        return self._vectors[modality][self._row[str(sample_id)]]
+        row = self._row(sample_id)
+        if row is None:
+            raise KeyError(f"sample {str(sample_id)!r} has no embedding under model {self.model!r}")
+        return np.asarray(self._vectors[modality][row], dtype=np.float32)
 
     def search(self, queries: np.ndarray, target: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities [q, k], row indices [q, k]) of the nearest `target` embeddings."""
@@ -214,8 +227,6 @@ class NeighbourIndex:
                    exclude_self: bool = True) -> pd.DataFrame:
         """The k nearest `target` embeddings to the sample's `query` embedding: id, similarity, rank."""
         sid = str(sample_id)
-        if sid not in self._row:
-            raise KeyError(f"sample {sid!r} has no embedding under model {self.model!r}")
         sims, rows = self.search(self.vector(sid, query), target, k + int(exclude_self))
         out = [(self.ids[r], float(s)) for s, r in zip(sims[0], rows[0]) if r >= 0 and not (exclude_self and self.ids[r] == sid)]
         df = pd.DataFrame(out[:k], columns=["id", "similarity"])
@@ -282,18 +293,32 @@ def suspicion(scores: pd.DataFrame, column: str) -> np.ndarray:
     return -v if column in LOWER_IS_WORSE else v
 
 
+def _mean_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing their mean rank (scipy's rankdata, without importing scipy.stats:
+    seconds on a cold start)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = ((starts + 1 + ends) / 2)[np.cumsum(new) - 1]
+    return ranks
+
+
 def auroc_table(scores: pd.DataFrame, injected: pd.Series, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """AUROC of each score at telling injected (non-empty `injected`) from clean samples, best first.
     Rows align with `scores`; NaN scores are left out per column."""
-    from sklearn.metrics import roc_auc_score
-
     positive = (injected.fillna("").astype(str).to_numpy() != "")
     rows = []
     for c in columns or score_columns(scores.columns):
         s = suspicion(scores, c)
         ok = np.isfinite(s)
         y = positive[ok]
-        auc = float(roc_auc_score(y, s[ok])) if 0 < y.sum() < len(y) else float("nan")
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        # Mann-Whitney: the positives' mean rank (ties share theirs), as roc_auc_score but a third of its time
+        auc = float((_mean_ranks(s[ok])[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)) if n_pos and n_neg \
+            else float("nan")
         rows.append({"score": c, "name": score_label(c), "auroc": auc, "injected": int(y.sum()), "clean": int((~y).sum())})
     return pd.DataFrame(rows).sort_values("auroc", ascending=False, na_position="last").reset_index(drop=True)
 

@@ -44,7 +44,8 @@ class EvalConfig:
 
 # --- pure functions over embeddings ------------------------------------------------------------------
 
-def recall_at_k(query: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+def recall_at_k(query: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = (1, 5, 10), *,
+                chunk: int = 4096) -> dict[int, float]:
     """Share of queries whose own gallery item (same row) ranks within the top k by cosine.
 
     Rank = number of gallery items strictly more similar than the true one, so ties count in its favour.
@@ -52,9 +53,12 @@ def recall_at_k(query: np.ndarray, gallery: np.ndarray, ks: Sequence[int] = (1, 
     """
     if query.shape != gallery.shape:
         raise ValueError(f"query {query.shape} and gallery {gallery.shape} must have the same shape")
-    sims = np.asarray(query, dtype=np.float32) @ np.asarray(gallery, dtype=np.float32).T
-    true = np.diagonal(sims)[:, None]
-    rank = (sims > true).sum(axis=1)
+    query, gallery = np.asarray(query, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
+    rank = np.empty(len(query), dtype=np.int64)
+    for s in range(0, len(query), chunk):  # memory: chunk × N similarities, not N × N
+        sims = query[s:s + chunk] @ gallery.T
+        true = sims[np.arange(len(sims)), s + np.arange(len(sims))][:, None]
+        rank[s:s + chunk] = (sims > true).sum(axis=1)
     return {k: float((rank < k).mean()) for k in ks}
 
 

@@ -92,12 +92,15 @@ def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
 
     A frozen encoder (MiniLM for text, EfficientNet-Lite0 for images) is the expensive part of preparing: its
     features are kept in cache_dir keyed by the encoder and the exact inputs, so a rerun, a resumed run or a
-    training worker never recomputes them.
+    training worker never recomputes them. They are memory-mapped (.npy): the processes of a run share one
+    copy in the page cache, and a dataset larger than memory stays on disk. Under torchrun every process
+    encodes its share of the rows (distributed.py); the cached file is the one a single process writes.
     """
     import hashlib
 
-    from safetensors.torch import load_file, save_file
+    from .distributed import barrier, dist_info, from_lead
 
+    rank, world = dist_info()
     out = {}
     for m in model.modalities:
         tower = model.towers[m]
@@ -112,14 +115,60 @@ def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
         else:
             digest.update(json.dumps(list(arrays[m])).encode())
         key = digest.hexdigest()[:16]
-        path = Path(cache_dir) / f"features_{m}_{key}.safetensors"
-        if path.is_file():
-            out[m] = load_file(path)["features"]
-        else:
-            out[m] = tower.prepare(arrays[m])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"features": out[m].contiguous()}, str(path))
+        path = Path(cache_dir) / f"features_{m}_{key}.npy"
+        if not from_lead(path.is_file()):
+            if world > 1 and hasattr(tower, "prepare_share"):
+                _prepare_shared(tower, arrays[m], path, rank, world)
+            elif rank == 0:
+                _save(path, tower.prepare(arrays[m]).numpy())
+            barrier()
+        out[m] = cached_features(path)
     return out
+
+
+def cached_features(path: Path):
+    """A cached feature file as a tensor over its memory map (copy-on-write: never written back)."""
+    import torch
+
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)  # a killed process leaves no half file under the final name
+
+
+def _prepare_shared(tower, raw, path: Path, rank: int, world: int) -> None:
+    """Every process encodes its share of the rows into its own part files beside the cache; the lead puts the
+    rows in place (through a memory map: one part in memory at a time), then removes the parts."""
+    import os
+
+    from .distributed import barrier
+
+    parts = [(path.with_name(f"{path.stem}.part{r}-of-{world}.rows.npy"),
+              path.with_name(f"{path.stem}.part{r}-of-{world}.npy")) for r in range(world)]
+    rows, feats = tower.prepare_share(raw, rank, world)
+    _save(parts[rank][1], feats.numpy())
+    _save(parts[rank][0], np.asarray(rows, dtype=np.int64))
+    barrier()
+    if rank != 0:
+        return
+    shapes = [np.load(f, mmap_mode="r").shape for _, f in parts]
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    full = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                     shape=(len(raw), *next(s for s in shapes if s[0])[1:]))
+    for rows_file, feats_file in parts:
+        full[np.load(rows_file)] = np.load(feats_file, mmap_mode="r")
+    full.flush()
+    del full
+    os.replace(tmp, path)
+    for files in parts:
+        for f in files:
+            f.unlink(missing_ok=True)
 
 
 def select(data: dict, idx: np.ndarray) -> dict:

@@ -242,13 +242,17 @@ def mean_pair_cosine(gram: Tensor) -> Tensor:
     return off / (n * (n - 1))
 
 
-def contrastive_loss_per_sample(emb: Tensor, reference: Tensor, *, logit_scale: float) -> Tensor:
+def contrastive_loss_per_sample(emb: Tensor, reference: Tensor, *, logit_scale: float, chunk: int = 4096) -> Tensor:
     """Per-sample symmetric InfoNCE over modality pairs, negatives from `reference` (the loss baseline).
 
     emb: [N, n, d] clean-view embeddings of the samples; reference: [M, n, d] unrelated samples (H).
     For each pair (a, b): the sample's own a–b match competes with a against every reference b, and the
-    other way round. Returns the mean over pairs and both directions, [N].
+    other way round. Returns the mean over pairs and both directions, [N]. Rows go `chunk` at a time, so
+    memory is chunk × M whatever N.
     """
+    if len(emb) > chunk:
+        return torch.cat([contrastive_loss_per_sample(emb[s:s + chunk], reference, logit_scale=logit_scale,
+                                                      chunk=chunk) for s in range(0, len(emb), chunk)])
     n = emb.shape[1]
     losses = []
     for a, b in combinations(range(n), 2):  # n ≤ 4: at most 6 pairs, each a batched matrix product

@@ -80,13 +80,26 @@ def plan_planted(roles: np.ndarray, modalities: Sequence[str], cfg: SelfCheckCon
 
 
 def with_planted(data: dict, plan: PlantPlan) -> dict:
-    """The prepared tensors with the planted rows appended after the real ones (rows n .. n + p − 1)."""
-    import torch
-
+    """The prepared tensors with the planted rows appended after the real ones (rows n .. n + p − 1), as
+    PlantedRows: nothing is copied, so memory-mapped features stay on disk."""
     if not len(plan):
         return data
-    out = {}
-    for m, x in data.items():
-        idx = torch.from_numpy(plan.sources[m])
-        out[m] = torch.cat([torch.as_tensor(x), torch.as_tensor(x)[idx]])
-    return out
+    return {m: PlantedRows(x, plan.sources[m]) for m, x in data.items()}
+
+
+class PlantedRows:
+    """Rows of `base` followed by the rows `sources` of it again (a planted row is a copy of a real one's
+    modality): row i < len(base) is base[i], row len(base) + k is base[sources[k]]. Indexed by a tensor of
+    rows, as inputs.select reads it."""
+
+    def __init__(self, base, sources: np.ndarray):
+        import torch
+
+        self.base = torch.as_tensor(base)
+        self.source = torch.cat([torch.arange(len(self.base)), torch.as_tensor(np.asarray(sources, dtype=np.int64))])
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, rows):
+        return self.base[self.source[rows]]

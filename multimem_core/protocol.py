@@ -48,6 +48,19 @@ class Assignment:
         return np.flatnonzero(~seen)
 
 
+# Reference rows that the all-against-all figures (the loss baseline's negatives, the confidence's retrieval)
+# use at most: a seeded sample keeps their cost linear in the rows (N × this, not N × N / K). Sets whose
+# reference sets are smaller (folds of up to this many rows) are not sampled at all.
+REFERENCE_SAMPLE = 4096
+
+
+def sampled_reference(rows: np.ndarray, *, cap: int = REFERENCE_SAMPLE, seed: int = 0) -> np.ndarray:
+    """`rows` when there are at most `cap` of them, else `cap` of them drawn with `seed` (in their order)."""
+    if len(rows) <= cap:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, cap, replace=False))
+
+
 def heldout_size(n: int, frac: float) -> int:
     # Enough unrelated samples for a stable mean, never more than a fifth of a small set; none when none asked.
     if frac <= 0:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ def _replacing(path: Path, suffix: str = ""):
     """A temporary name beside `path`, renamed onto it when the block succeeds. On failure the temporary
     file goes (a full disk leaves no half file behind) and an OSError names `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}{suffix}")  # threads write too
     try:
         yield tmp
         os.replace(tmp, path)

@@ -26,15 +26,16 @@ from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
 from .models.factory import create_model
-from .parallel_training import train_in_processes, train_workers
+from .parallel_training import for_each_model, train_protocol
 from .names import HELDOUT
 from .planting import PlantPlan, plan_planted, with_planted
-from .protocol import Assignment, assign, training_assignment
+from .protocol import Assignment, assign, sampled_reference, training_assignment
 from .run import RunDir, Stages, allocated_memmap, atomic_save_npy, atomic_write_parquet, describe_skipped, stored_paths
 from .runlock import RunLock
 from .selfcheck import CANDIDATES, RANKING_COLUMN, mean_rank, oriented, run_selfcheck
 from .targeted import embed_views, view_generator
-from .train import dist_info, init_distributed, resolve_device, train_model
+from .distributed import dist_info, init_distributed
+from .train import resolve_device
 
 
 def package_versions() -> dict[str, str]:
@@ -191,26 +192,19 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)
         data = prepare_cached(proto, decoded.arrays, run.cache_dir)  # once, shared by every model
+        decoded.arrays.clear()  # a frozen tower's pixels are not needed again: unmap them
         data = with_planted(data, plan)
-    models = {}
     with stages("train"):
-        workers = train_workers(cfg, len(training.train_sets), distributed)
-        if workers > 1:
-            train_in_processes(cfg, training, workers, progress, plan)
-        for i, (name, train_idx) in enumerate(training.train_sets.items()):
-            torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
-            model = create_model(model_cfg).to(device)
-            report = _train_reporter(stages, i, training, cfg.train.epochs) if lead else None
-            # after train_in_processes this only loads the finished weights (train_model skips done work)
-            stats = train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name,
-                                progress=progress, report=report)
-            models[name] = (model, stats)
+        models = train_protocol(cfg, model_cfg, data, training, run, stages, device=device, progress=progress,
+                                distributed=distributed, planted=plan)
     if not lead:
         return run
 
     with stages("embed"):
         terms, clean = {}, {}
-        for name, (model, _) in models.items():
+
+        def embed_model(name: str) -> None:
+            model = models[name][0]
             folder = run.embeddings_dir / name
             folder.mkdir(parents=True, exist_ok=True)
             clean[name] = {m: allocated_memmap(folder / f"{m}.npy", np.float16, (n, model.embed_dim))
@@ -233,6 +227,9 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
             if cfg.save_views:
                 (folder / "heldout.ids.txt").write_text("\n".join(decoded.ids[i] for i in h) + "\n")
 
+        for_each_model(embed_model, list(models), device)
+        terms, clean = {k: terms[k] for k in models}, {k: clean[k] for k in models}  # the protocol's order
+
     logit_scales = {name: float(model.logit_scale.detach().exp().clamp(max=100)) for name, (model, _) in models.items()}
     scores = write_scored(run, stages, ids=decoded.ids, assignment=assignment, terms=terms, clean=clean,
                           modalities=modalities, logit_scales=logit_scales,
@@ -250,22 +247,6 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     run.write_config(final)
     run.write_progress(stage="done")
     return run
-
-
-def _train_reporter(stages: Stages, index: int, assignment: Assignment, epochs: int) -> Callable[..., None]:
-    """Progress of model `index` of the protocol, with the time left for the whole training stage.
-
-    train_model knows the time left for its own model; the models after it train on sets of known size at
-    about the same rate, so their time is their sample count over the current rate."""
-    names = list(assignment.train_sets)
-    later = sum(len(assignment.train_sets[m]) for m in names[index + 1:]) * epochs
-
-    def report(**fields):
-        rate = fields.get("samples_per_s") or 0
-        total = fields.get("eta_s", 0) + (later / rate if rate > 0 else 0)
-        stages.report(**fields, model_index=index + 1, models_total=len(names), eta_train_s=round(total, 1))
-
-    return report
 
 
 def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Assignment,
@@ -286,7 +267,7 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
         scores, sim_in, sim_out = score_table(ids, assignment, terms, clean, modalities, logit_scales=logit_scales,
                                               heldout_rows=True)
         scores[RANKING_COLUMN] = mean_rank(scores, scores)
-        references = {name: assignment.reference(name) for name in terms}
+        references = {name: sampled_reference(assignment.reference(name)) for name in terms}
         scores.attrs["confidence"] = heldout_confidence(clean, references, modalities=modalities)
         if plan is not None and len(plan):
             scores.attrs["selfcheck"] = _selfcheck(run, ids, scores, terms, plan, modalities, selfcheck)
@@ -354,8 +335,8 @@ def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, 
             for name in in_models:
                 emb = torch.stack([torch.from_numpy(np.asarray(clean[name][m][idx], dtype=np.float32))
                                    for m in modalities], 1)
-                ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][assignment.reference(name)],
-                                                               dtype=np.float32))
+                negatives = sampled_reference(assignment.reference(name))
+                ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][negatives], dtype=np.float32))
                                    for m in modalities], 1)
                 losses.append(contrastive_loss_per_sample(emb, ref, logit_scale=logit_scales[name]))
             cols["base__loss"] = torch.stack(losses).mean(0)

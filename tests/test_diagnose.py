@@ -59,6 +59,21 @@ def test_auroc_and_precision_follow_each_score_direction():
     assert pak["precision"].tolist() == [1.0, 1.0, 2 / 3, 0.5, 0.4]
 
 
+def test_auroc_table_equals_roc_auc_score_with_ties_and_missing_scores():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    injected = pd.Series(np.where(rng.random(2000) < 0.15, "caption_swap", ""))
+    v = np.round(rng.normal(size=2000), 1) + 0.3 * (injected != "").to_numpy()  # many ties
+    v[rng.random(2000) < 0.05] = np.nan
+    scores = pd.DataFrame({"multimem": v, "base__cosine": v})
+    table = diagnose.auroc_table(scores, injected).set_index("score")
+    ok, y = np.isfinite(v), (injected != "").to_numpy()
+    assert table.loc["multimem", "auroc"] == pytest.approx(roc_auc_score(y[ok], v[ok]), abs=1e-12)
+    assert table.loc["base__cosine", "auroc"] == pytest.approx(roc_auc_score(y[ok], -v[ok]), abs=1e-12)
+    assert np.isnan(diagnose.auroc_table(scores, pd.Series([""] * 2000)).loc[0, "auroc"])  # one class only
+
+
 def test_unseen_model():
     assert names.unseen_model("fold1", ["fold0", "fold1"], "crossfit") == "fold1"
     assert names.unseen_model("S_C", ["f", "g"], "paper") == "g"

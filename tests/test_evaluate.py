@@ -119,3 +119,11 @@ def test_missing_model_names_the_file(engine_run):
 
 def test_eval_config_is_json_safe():
     assert json.loads(json.dumps(EvalConfig().to_dict()))["ks"] == [1, 5, 10]
+
+
+def test_recall_at_k_in_chunks_equals_all_at_once():
+    """Memory is chunk × N similarities: the chunked ranks are those of the whole matrix."""
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(50, 8)).astype(np.float32)
+    g = q + rng.normal(scale=0.8, size=q.shape).astype(np.float32)
+    assert recall_at_k(q, g, (1, 5, 10), chunk=7) == recall_at_k(q, g, (1, 5, 10), chunk=1000)

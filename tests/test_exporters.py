@@ -99,3 +99,15 @@ def test_tool_exports_refuse_existing_output(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(run.path), "--to", "label-studio", "--out", str(out)])
     assert "already exists" in capsys.readouterr().err and out.read_text() == "[]"
+
+
+@pytest.mark.parametrize("fmt", ["hf", "fiftyone"])
+@pytest.mark.parametrize("where", [".", "models"])
+def test_folder_exports_refuse_the_run_folder(run, fmt, where, capsys):
+    """A tool's dataset folder is never written into the run itself (only under RUN/exports/)."""
+    before = {p: p.stat().st_mtime_ns for p in run.path.rglob("*") if p.is_file()}
+    out = run.path / where
+    with pytest.raises(SystemExit):
+        main(["export", str(run.path), "--to", fmt, "--out", str(out), "--drop", "top:3"])
+    assert "a run's own files are never written over" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in run.path.rglob("*") if p.is_file()} == before

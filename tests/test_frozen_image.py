@@ -21,11 +21,11 @@ def test_frozen_open_clip_checkpoint_scores_a_run(tmp_path, shapes_manifest):
     cfg.model.pretrained, cfg.model.freeze_image, cfg.model.image_views = str(ckpt), True, 3
     run = score_run(cfg)
 
-    cached = list(run.cache_dir.glob("features_image_*.safetensors"))
+    cached = list(run.cache_dir.glob("features_image_*.npy"))
     assert len(cached) == 1
-    from safetensors.torch import load_file
+    from multimem_core.inputs import cached_features
 
-    feats = load_file(cached[0])["features"]
+    feats = cached_features(cached[0])
     assert feats.shape[1:] == (3, 64)  # [N, views, the checkpoint's embedding size]
     assert not torch.allclose(feats[:, 0], feats[:, 1])  # the cached views differ
     # only the projection trained: the checkpoint's weights are not part of the model
@@ -91,3 +91,29 @@ def test_fast_efficientnet_features_equal_eager_fp32():
         folded = fold_batch_norms(net)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
         assert torch.allclose(folded(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_flush_denormals_reaches_every_thread_and_ends_with_the_block():
+    """The frozen encoders flush denormal floats on torch's intra-op threads too (a multiply over a tensor
+    large enough to be split between the threads gives zeros in every part), nested blocks keep the mode,
+    and after the outermost block denormals are IEEE again."""
+    from multimem_core.models.inference import flush_denormals
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiny = torch.full((4_000_000,), 1e-39)  # created outside the block: a denormal, not zero
+
+        def zero_share() -> list[float]:
+            flushed = (tiny * 1.0) == 0
+            return [part.float().mean().item() for part in flushed.chunk(2)]
+
+        assert zero_share() == [0.0, 0.0]
+        with flush_denormals():
+            assert zero_share() == [1.0, 1.0]
+            with flush_denormals():
+                pass
+            assert zero_share() == [1.0, 1.0]
+        assert zero_share() == [0.0, 0.0]
+    finally:
+        torch.set_num_threads(threads)

@@ -102,7 +102,7 @@ def test_packaged_sound_encoder_groups_sound_kinds():
 def test_frozen_audio_and_video_towers_score_a_run(tmp_path, shapes_manifest):
     """The whole pipeline with the packaged sound encoder and the frozen video tower: features cached once,
     only the projections train, every training sample scored."""
-    from safetensors.torch import load_file
+    from multimem_core.inputs import cached_features
 
     from conftest import tiny_score_config
     from multimem_core.score import score_run
@@ -111,8 +111,8 @@ def test_frozen_audio_and_video_towers_score_a_run(tmp_path, shapes_manifest):
                             projection=False)
     cfg.model.audio_tower, cfg.model.video_tower, cfg.model.audio_views = "aisfx", "efficientnet-lite0", 3
     run = score_run(cfg)
-    audio = load_file(next(run.cache_dir.glob("features_audio_*.safetensors")))["features"]
-    video = load_file(next(run.cache_dir.glob("features_video_*.safetensors")))["features"]
+    audio = cached_features(next(run.cache_dir.glob("features_audio_*.npy")))
+    video = cached_features(next(run.cache_dir.glob("features_video_*.npy")))
     assert audio.shape[1:] == (3, 768) and video.shape[1:] == (2, 2560)
     saved = torch.load(run.models_dir / "fold0" / "checkpoint.pt", weights_only=True)["model"]
     for m in ("audio", "video"):

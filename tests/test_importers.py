@@ -44,6 +44,19 @@ def views_run(shapes_manifest, tmp_path_factory) -> RunDir:
     return score_run(cfg)
 
 
+def test_heldout_rows_come_last_with_cmc_out_only(views_run):
+    """With --heldout-frac, H rows are no model's training rows: they get cmc_out (every model saw them out)
+    and no multimem, and they come after the scored rows in scores.parquet."""
+    samples, scores, every = views_run.samples(), views_run.scores(), views_run.scores(heldout=True)
+    held = every[every["role"] == "H"]
+    assert len(held) >= 0.05 * len(samples)
+    assert set(held["id"]) == set(samples.loc[samples.role == "H", "id"])
+    assert set(scores["id"]) == set(samples.loc[samples.role != "H", "id"])
+    assert every.index[every["role"] == "H"].min() == len(scores)
+    assert np.isfinite(held["cmc_out"]).all() and held["multimem"].isna().all()
+    assert np.isfinite(scores["multimem"]).all()
+
+
 @pytest.fixture(params=["views_run", "engine_run"])
 def any_views_run(request) -> RunDir:
     """With H, and the default (every row scored, each model's own fold its reference set)."""

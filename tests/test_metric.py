@@ -98,3 +98,13 @@ def test_baselines():
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="differ in modalities"):
         cmc(random_views(1, 3, 2, 4, 0), random_views(1, 3, 3, 4, 0))
+
+
+def test_loss_baseline_in_chunks_equals_all_at_once():
+    from multimem_core.metric import contrastive_loss_per_sample
+
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(23, 3, 8, generator=gen), dim=-1)
+    ref = torch.nn.functional.normalize(torch.randn(17, 3, 8, generator=gen), dim=-1)
+    whole = contrastive_loss_per_sample(emb, ref, logit_scale=10.0)
+    torch.testing.assert_close(contrastive_loss_per_sample(emb, ref, logit_scale=10.0, chunk=5), whole)

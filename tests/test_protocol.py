@@ -55,3 +55,15 @@ def test_deterministic_and_validated():
         ProtocolConfig("paper", heldout_frac=0.0)
     with pytest.raises(ValueError, match="too few"):
         assign(5, ProtocolConfig())
+
+
+def test_reference_sample_is_bounded_and_seeded():
+    """The all-against-all figures use at most REFERENCE_SAMPLE reference rows: a seeded sample, in order."""
+    from multimem_core.protocol import sampled_reference
+
+    small = np.arange(0, 300, 3)
+    assert sampled_reference(small, cap=100) is small
+    big = np.arange(0, 3000, 3)
+    a = sampled_reference(big, cap=100)
+    assert len(a) == 100 and np.all(np.diff(a) > 0) and np.isin(a, big).all()
+    assert np.array_equal(a, sampled_reference(big, cap=100))

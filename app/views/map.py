@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import common, run_data, url_state
+from app.hover import hover_thumbnails
 from app.selection import selected_rows
 from multimem_core import diagnose, names
 
@@ -98,8 +99,8 @@ colour = c2.selectbox("Colour by", colour_opts, key="map_colour",
 MOUSE = {"click": "click a point", "lasso": "lasso", "box": "box"}
 st.session_state.setdefault("map_mouse", "click")
 mouse = c3.segmented_control("Mouse", list(MOUSE), format_func=MOUSE.get, key="map_mouse",
-                             help="Click: a point's thumbnail and a link to its detail. Lasso or box: select every "
-                                  "sample inside the shape.") or "click"
+                             help="Hover: a point's thumbnail. Click: its thumbnail and a link to its detail. Lasso "
+                                  "or box: select every sample inside the shape.") or "click"
 
 frame = map_frame(str(data.run.path), data.stamp, space)
 drawn = frame[frame["shown"]]
@@ -169,6 +170,7 @@ left, right = st.columns([4, 1], gap="medium")
 with left:
     st.plotly_chart(fig, width="stretch", on_select=take_chart_selection, key="map_chart",
                     selection_mode=("points", "box", "lasso"))
+    hover_thumbnails(data, "map_chart")  # the hovered point's picture beside the pointer
 
 selection = st.session_state.get(common.SELECTION) or []
 url_state.write("map", URL_KEYS, {"space": [space] if space != "joint" else [],

@@ -79,7 +79,7 @@ def cmd_score(args) -> int:
     if not input_path or not out:
         raise CLIError("give the input and --out (or --config FILE that names them)")
     run = run_score(score_config(args, input_path, out, base=base))
-    from multimem_core.train import dist_info
+    from multimem_core.distributed import dist_info
 
     if dist_info()[0] == 0:
         print_summary(run)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from multimem_core.data.paths import BadPathError, resolve_under
+from multimem_core.data.paths import file_under
 
 REF = re.compile(r"(?s)(.+?\.(?:arrow|parquet))#(.+)/(\d+)")
 MAX_MEDIA_BYTES = 256 * 2**20  # one sample's media held in a table; larger is a mistake, not a picture
@@ -70,12 +70,7 @@ def read_hf_media(root: str | Path, ref: str, *, max_bytes: int = MAX_MEDIA_BYTE
 
     file, col, row = split_ref(ref)
     root = Path(root).expanduser().resolve()
-    try:
-        path = resolve_under(root, file)
-    except BadPathError as e:
-        raise HFMediaError(str(e)) from e
-    if not path.is_file():
-        raise HFMediaError(f"no data file {file!r} under {root}")
+    path = file_under(root, file, missing=f"no data file {file!r} under {root}", error=HFMediaError)
     try:
         column = _one_row(path, col, row)
     except (KeyError, IndexError, HFMediaError) as e:

@@ -62,6 +62,19 @@ def resolve_under(root: str | Path, value: str | Path, *, allow_outside: bool = 
                            f"{text!r}: {reason} {root}; not opened ({ALLOW_HINT})")
 
 
+def file_under(root: str | Path, value: str | Path, *, missing: str, error: type[Exception] = BadPathError) -> Path:
+    """`resolve_under` for a file that must already exist as a regular file. A refused path raises `error`
+    with resolve_under's message, a missing file raises `error(missing)`: each caller keeps its own error
+    class (what its callers catch) and its own words for "not there"."""
+    try:
+        path = resolve_under(root, value)
+    except BadPathError as e:
+        raise error(str(e)) from e
+    if not path.is_file():
+        raise error(missing)
+    return path
+
+
 def _lexically_under(path: Path, root: Path) -> bool:
     """Whether `path` lies under `root` by its text alone (no '..' climbing out): then only a symlink can
     have taken its resolved form elsewhere."""

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from webdataset.tariterators import base_plus_ext
 
 from multimem_core.data.files import MEDIA_LIMIT, TooLargeError, size_text
-from multimem_core.data.paths import BadPathError, resolve_under
+from multimem_core.data.paths import file_under
 from multimem_core.data.shards import ShardMemberError, is_meta, split_ref
 
 
@@ -33,13 +33,7 @@ def _index_of(path: Path) -> dict[str, tuple[int, int]]:
 
 
 def _shard_path(root: Path, shard: str) -> Path:
-    try:
-        path = resolve_under(root, shard)
-    except BadPathError as e:
-        raise ShardMemberError(str(e)) from e
-    if not path.is_file():
-        raise ShardMemberError(f"no shard {shard!r} under {root}")
-    return path
+    return file_under(root, shard, missing=f"no shard {shard!r} under {root}", error=ShardMemberError)
 
 
 def read_member(root: str | Path, ref: str, *, max_bytes: int | None = None) -> bytes:

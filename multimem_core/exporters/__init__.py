@@ -26,7 +26,7 @@ def export_to(run: RunDir, fmt: str, out: str | Path, rule: DropRule | None) -> 
     from multimem_core.outputs import OutputError, check_output
 
     try:  # never over the run's own files or the input it was made from
-        check_output(out, inputs=[run.input_path], writes="file" if fmt in ("spotlight", "label-studio") else "run")
+        check_output(out, inputs=[run.input_path], writes="file" if fmt in ("spotlight", "label-studio") else "folder")
     except OutputError as e:
         raise ReviewError(str(e)) from e
     dropped = set(ids_to_drop(run, rule)) if rule is not None else set()

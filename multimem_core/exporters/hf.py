@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multimem_core.data.paths import OutsideRootError, resolve_under
+from multimem_core.data.files import read_regular_bounded
+from multimem_core.data.paths import file_under, resolve_under
 from multimem_core.review import ReviewError
 from multimem_core.run import RunDir
 
@@ -58,12 +59,8 @@ def _input_dataset(datasets, run: RunDir, hf: dict):
     root = run.dataset_root
     tables = []
     for name in hf["files"]:
-        try:
-            path = resolve_under(root, name)
-        except OutsideRootError as e:
-            raise ReviewError(str(e)) from e
-        if not path.is_file():
-            raise ReviewError(f"{path}: the input's data file is gone; export with --format ids instead")
+        path = file_under(root, name, error=ReviewError,
+                          missing=f"{root / name}: the input's data file is gone; export with --format ids instead")
         if hf.get("kind") == "parquet":
             import pyarrow.parquet as pq
 
@@ -116,8 +113,7 @@ def _media_value(root: Path, cell) -> dict | None:
         if hf.is_ref(text):
             return {"bytes": hf.read_hf_media(root, text, max_bytes=MAX_FILE_BYTES), "path": None}
         path = resolve_under(root, text)
-    except (ValueError, OSError) as e:
+        # a regular file of bounded size only: the cell is untrusted text and could name a FIFO or a huge file
+        return {"bytes": read_regular_bounded(path, MAX_FILE_BYTES, "media file"), "path": path.name}
+    except (ValueError, OSError) as e:  # refused paths, unreadable files, over the bound: each names the file
         raise ReviewError(f"cannot copy {text!r} into the dataset: {e}") from e
-    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-        raise ReviewError(f"cannot copy {path} into the dataset: missing, or over {MAX_FILE_BYTES // 2**20} MiB")
-    return {"bytes": path.read_bytes(), "path": path.name}

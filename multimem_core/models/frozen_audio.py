@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import AUDIO_TOWERS
+from .inference import flush_denormals
 
 FROZEN_AUDIO_ENCODERS = ("aisfx",)
 # aisfx's front end (its inference.py): 44.1 kHz, 2048-sample Hann frames every 1024, 96 HTK mel bands of
@@ -122,15 +123,16 @@ def encode_audio_views(waves: np.ndarray | Tensor, *, sample_rate: int, views: i
     x_all = torch.as_tensor(np.asarray(waves, dtype=np.float32))
     out = torch.empty(len(x_all), views, AISFX_DIM)
     gen = torch.Generator().manual_seed(seed)
-    for s in range(0, len(x_all), chunk):
-        x = x_all[s:s + chunk]
-        for v in range(views):
-            xv = x if v == 0 else augment_audio(x, aug, gen)
-            xv = resample(xv, sample_rate, AISFX_RATE)
-            spec = torch.stft(xv, AISFX_FFT, AISFX_HOP, window=window, center=True, pad_mode="constant",
-                              return_complex=True).abs() ** 2
-            logmel = torch.log10(10000.0 * torch.einsum("bft,fm->btm", spec, mel) + 1.0) / AISFX_MAX
-            out[s:s + chunk, v] = aisfx_features(net, logmel).float()
+    with flush_denormals():  # once for the whole pass (inference.flush_denormals)
+        for s in range(0, len(x_all), chunk):
+            x = x_all[s:s + chunk]
+            for v in range(views):
+                xv = x if v == 0 else augment_audio(x, aug, gen)
+                xv = resample(xv, sample_rate, AISFX_RATE)
+                spec = torch.stft(xv, AISFX_FFT, AISFX_HOP, window=window, center=True, pad_mode="constant",
+                                  return_complex=True).abs() ** 2
+                logmel = torch.log10(10000.0 * torch.einsum("bft,fm->btm", spec, mel) + 1.0) / AISFX_MAX
+                out[s:s + chunk, v] = aisfx_features(net, logmel).float()
     return out
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FROZEN_EFFICIENTNET
+from .inference import flush_denormals, one_thread_each
 
 FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, "efficientnet-lite2")
 # Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
@@ -39,6 +40,8 @@ VIEW_CROP_SCALE, VIEW_TRANSLATE, VIEW_JITTER = 0.75, 0.08, 0.15
 # Images per forward pass of EfficientNet-Lite: small batches keep its activations in the CPU's caches; 8 was
 # the fastest of 4 to 256 at 160 px on 2 cores (benchmarks/bench_encode.py, docs/SPEED.md).
 EFFICIENTNET_BATCH = 8
+# Images per chunk of encode_views: each chunk draws its random views at once (the unit processes share).
+VIEW_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,13 @@ def _efficientnet_lite(tower: str, fast: bool = True) -> ImageEncoder:
 
 def fast_cpu(net: nn.Module) -> Callable[[Tensor], Tensor]:
     """The frozen network for inference: batch norms folded into the convolutions before them, channels-last
-    layout (oneDNN's convolutions are faster that way), no autograd bookkeeping. The features are those of the
+    layout (oneDNN's convolutions are faster that way), no autograd bookkeeping, denormal floats flushed to
+    zero (real images made them, and them slow: inference.flush_denormals). The features are those of the
     network as loaded (cosine > 0.9999, docs/SPEED.md); bf16 was measured too far off (cosine 0.998)."""
     net = fold_batch_norms(copy.deepcopy(net)).to(memory_format=torch.channels_last)
 
     def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), flush_denormals():
             return net(x.contiguous(memory_format=torch.channels_last)).clone()
 
     return run
@@ -148,28 +152,58 @@ def load_image_encoder(tower: str, pretrained: str | None = None, *, fast: bool 
 
 @torch.no_grad()
 def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: int, seed: int = 0,
-                 chunk: int = 64) -> Tensor:
-    """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is)."""
-    from ..config import AugmentConfig
-    from ..augment import augment_image
+                 chunk: int = VIEW_CHUNK, rows: range | None = None) -> Tensor:
+    """uint8 images [N, 3, H, W] -> L2-normalised features [N, views, dim] (view 0: the image as it is).
 
+    `rows` (starting at a multiple of `chunk`): only those rows' features, equal to the same rows of the whole
+    call, so that processes can share the images (inputs.prepare_cached). The random views of a chunk are the
+    generator's next draws, so the chunks before `rows` are drawn for on 1-pixel stand-ins: how many numbers
+    a view draws depends on the batch, not on the pixels."""
+    from ..augment import augment_image
+    from ..config import AugmentConfig
+
+    rows = range(len(images)) if rows is None else rows
+    if rows.start % chunk:
+        raise ValueError(f"encode_views: rows must start at a multiple of the chunk ({chunk}), not {rows.start}")
     aug = AugmentConfig(crop_scale=VIEW_CROP_SCALE, translate=VIEW_TRANSLATE, jitter=VIEW_JITTER)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std).view(1, 3, 1, 1)
-    out = torch.empty(len(images), views, encoder.dim)
+    out = torch.empty(len(rows), views, encoder.dim)
     gen = torch.Generator().manual_seed(seed)
-    for s in range(0, len(images), chunk):
-        x = torch.as_tensor(np.ascontiguousarray(images[s:s + chunk])).float() / 255.0
-        for v in range(views):
-            xv = x if v == 0 else augment_image(x, aug, gen)
-            if encoder.size is not None and (xv.shape[-1] != encoder.size or xv.shape[-2] != encoder.size):
-                xv = F.interpolate(xv, size=(encoder.size, encoder.size), mode="bilinear", antialias=True,
-                                   align_corners=False)
-            xv = (xv - mean) / std
-            for b in range(s, s + len(xv), encoder.batch):  # the random views stay those drawn per chunk
-                feats = encoder.net(xv[b - s:b - s + encoder.batch]).float()
-                out[b:b + encoder.batch, v] = F.normalize(feats, dim=-1)
+    for s in range(0, rows.start, chunk):
+        stand_in = torch.zeros(min(chunk, len(images) - s), 3, 1, 1)
+        for _ in range(1, views):
+            augment_image(stand_in, aug, gen)
+    # denormals flushed once for the whole pass (switching every thread costs milliseconds); the forward
+    # passes of a chunk's batches run side by side, one core each
+    with flush_denormals(), one_thread_each() as run_all:
+        for s in range(rows.start, rows.stop, chunk):
+            o = s - rows.start
+            stop = min(s + chunk, rows.stop)
+            _encode_chunk(encoder, images[s:stop], out[o:o + stop - s], aug, gen, mean, std, run_all)
     return out
+
+
+def _encode_chunk(encoder: ImageEncoder, images, out: Tensor, aug, gen: torch.Generator, mean: Tensor,
+                  std: Tensor, run_all) -> None:
+    """The views of one chunk of images into `out` [len(images), views, dim]."""
+    from ..augment import augment_image
+
+    x = torch.as_tensor(np.ascontiguousarray(images)).float() / 255.0
+    jobs = []
+    for v in range(out.shape[1]):
+        xv = x if v == 0 else augment_image(x, aug, gen)  # the random views stay those drawn per chunk
+        if encoder.size is not None and (xv.shape[-1] != encoder.size or xv.shape[-2] != encoder.size):
+            xv = F.interpolate(xv, size=(encoder.size, encoder.size), mode="bilinear", antialias=True,
+                               align_corners=False)
+        xv = (xv - mean) / std
+        jobs += [(v, b, xv[b:b + encoder.batch]) for b in range(0, len(xv), encoder.batch)]
+
+    def forward(job) -> None:
+        v, b, batch = job
+        out[b:b + len(batch), v] = F.normalize(encoder.net(batch).float(), dim=-1)
+
+    run_all(forward, jobs)
 
 
 class FrozenImageTower(nn.Module):
@@ -198,6 +232,16 @@ class FrozenImageTower(nn.Module):
 
     def prepare(self, raw: np.ndarray) -> Tensor:
         return encode_views(load_image_encoder(self.tower, self.pretrained), raw, views=self.views)
+
+    def prepare_share(self, raw: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, Tensor]:
+        """Process `rank` of `world`'s rows of prepare(raw) (whole chunks, contiguous): (rows, features)."""
+        chunk = VIEW_CHUNK
+        chunks = -(-len(raw) // chunk)
+        lo, hi = (chunks * rank // world) * chunk, min(len(raw), (chunks * (rank + 1) // world) * chunk)
+        rows = range(lo, max(lo, hi))
+        feats = encode_views(load_image_encoder(self.tower, self.pretrained), raw, views=self.views, chunk=chunk,
+                             rows=rows)
+        return np.arange(rows.start, rows.stop), feats
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 3:  # not augmented: the image itself

@@ -22,7 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inference import flush_denormals
+
 # CLIP's normalisation constants (open_clip.constants), applied inside the tower so inputs stay in [0, 1].
+# Captions per forward pass of a frozen sentence encoder (sorted by length, so batches carry little padding).
+TEXT_BATCH = 128
 _MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
@@ -96,10 +100,28 @@ class FrozenTextTower(nn.Module):
         return cls(encoder_name, dim, embed_dim)
 
     def prepare(self, raw: Sequence[str]) -> Tensor:
+        return self.prepare_share(raw, 0, 1)[1]
+
+    def prepare_share(self, raw: Sequence[str], rank: int, world: int) -> tuple[np.ndarray, Tensor]:
+        """Process `rank` of `world`'s rows of prepare(raw): (rows, features).
+
+        The captions are sorted by length and encoded in batches of TEXT_BATCH (little padding); the batches
+        are fixed by the whole list, so a caption's features do not depend on who encodes its batch."""
+        texts = list(raw)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[i:i + TEXT_BATCH] for i in range(0, len(order), TEXT_BATCH)][rank::world]
+        rows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         model = load_sentence_encoder(self.encoder_name)
-        with torch.no_grad():
-            feats = model.encode(list(raw), batch_size=128, convert_to_tensor=True, show_progress_bar=False)
-        return F.normalize(feats.float().cpu(), dim=-1)
+        feats = []
+        with torch.no_grad(), flush_denormals():
+            for b in batches:
+                feats.append(model.encode([texts[i] for i in b], batch_size=len(b), convert_to_tensor=True,
+                                          show_progress_bar=False).float().cpu())
+        out = torch.cat(feats) if feats else torch.zeros(0, self.proj[0].in_features)
+        if world == 1:  # in the captions' order
+            out = out[torch.from_numpy(np.argsort(rows))]
+            rows = np.sort(rows)
+        return rows, F.normalize(out, dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x)

@@ -1,0 +1,191 @@
+"""Does the cost of `multimem score` grow linearly in rows? Time and peak memory per stage at several sizes.
+
+Builds photo-sized image+caption sets from the two photographs scikit-learn ships (`china.jpg`, `flower.jpg`):
+every row a distinct file (a random crop, flipped or not, with its own brightness, saved as a 640 to 1280 px
+JPEG) with a caption of what the crop shows. Nothing downloads. The sets of every size are prefixes of one
+set of photos (built once, kept in --data). Each size is scored with default options (`multimem score
+--modalities image,text --quiet`) in its own process tree; while it runs, the proportional set size (PSS:
+shared pages split between the processes that map them) of the whole tree is sampled, and attributed to the
+stage the run reports in progress.json. Stage times are the run's own (RUN/timings.json).
+
+    python benchmarks/bench_scale.py                          # 1k, 4k and 16k rows
+    python benchmarks/bench_scale.py --sizes 500,1000         # a quick look
+    python benchmarks/bench_scale.py --sizes 2000 --results /tmp/scale.json   # one size now, others later:
+                                                              # the ratio is computed over every size recorded
+
+Last line: per_row_ratio_<big>_<small>=<time per row at the largest size / at the second largest>
+peak_gb_<big>=<peak PSS of the tree at the largest size, GB> (per_row_ratio_16k_4k and peak_gb_16k by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SUBJECTS = {"china.jpg": "the roof of a Chinese temple among trees", "flower.jpg": "a pink flower with a yellow centre"}
+REGIONS = ["upper left", "upper right", "lower left", "lower right", "centre"]
+LIGHT = {-1: "dim", 0: "", 1: "bright"}
+
+
+def label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def build_photos(root: Path, n: int, *, seed: int = 0) -> None:
+    """Photos 0 .. n-1 under root/img (the ones already there are kept: a set grows, never changes)."""
+    from PIL import Image, ImageEnhance
+    from sklearn.datasets import load_sample_images
+
+    sources = load_sample_images()
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    meta = root / "captions.jsonl"
+    have = meta.read_text().splitlines() if meta.is_file() else []
+    with meta.open("a") as out:
+        for i in range(len(have), n):
+            rng = np.random.default_rng([seed, i])  # photo i is the same whatever the size asked
+            k = int(rng.integers(len(sources.images)))
+            src, name = sources.images[k], Path(sources.filenames[k]).name
+            h, w = src.shape[:2]
+            ch, cw = int(h * rng.uniform(0.3, 0.9)), int(w * rng.uniform(0.3, 0.9))
+            y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+            region = REGIONS[min(4, (2 * y // max(1, h - ch + 1)) * 2 + (2 * x // max(1, w - cw + 1)))]
+            long_side = int(rng.integers(640, 1281))
+            size = (long_side, max(1, long_side * ch // cw)) if cw >= ch else (max(1, long_side * cw // ch), long_side)
+            img = Image.fromarray(src[y:y + ch, x:x + cw]).resize(size, Image.BILINEAR)
+            flip = bool(rng.integers(2))
+            if flip:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            light = int(rng.integers(-1, 2))
+            img = ImageEnhance.Brightness(img).enhance(1 + 0.25 * light)
+            path = f"img/{i:06d}.jpg"
+            img.save(root / path, quality=85)
+            words = " ".join(w for w in (LIGHT[light], "mirrored" if flip else "") if w)
+            text = f"A {words + ' ' if words else ''}photo of {SUBJECTS[name]}, the {region} part of the scene."
+            out.write(json.dumps({"id": f"photo{i:06d}", "image": path, "text": text}) + "\n")
+
+
+def manifest(root: Path, n: int) -> Path:
+    rows = [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines()[:n]]
+    path = root / f"photos_{n}.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "image", "text"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def tree_pss(pid: int) -> int:
+    """Bytes of PSS of `pid` and every process descending from it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            pass
+    return total
+
+
+def measure(manifest_path: Path, run: Path, *, interval: float = 0.5) -> dict:
+    """Score `manifest_path` into `run` with default options; wall time, stage times, peak PSS per stage."""
+    cmd = [sys.executable, "-m", "multimem_core.cli", "score", str(manifest_path), "--out", str(run),
+           "--modalities", "image,text", "--quiet"]
+    peaks: dict[str, int] = {}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stage = "start"
+    while proc.poll() is None:
+        try:
+            stage = json.loads((run / "progress.json").read_text()).get("stage", stage)
+        except (OSError, ValueError):
+            pass
+        peaks[stage] = max(peaks.get(stage, 0), tree_pss(proc.pid))
+        time.sleep(interval)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"multimem score failed on {manifest_path}:\n{err[-3000:]}")
+    timings = json.loads((run / "timings.json").read_text())
+    return {"wall_s": wall, "stages_s": timings, "peak_bytes": peaks, "peak_total": max(peaks.values())}
+
+
+def report(n: int, m: dict) -> None:
+    print(f"\n{label(n)} rows: {m['wall_s']:.1f} s wall, {m['wall_s'] / n * 1000:.1f} ms per row, "
+          f"peak {m['peak_total'] / 1e9:.2f} GB (PSS of the process tree)")
+    print(f"    {'stage':<11}{'time s':>9}{'ms/row':>9}{'peak GB':>9}")
+    for stage, sec in m["stages_s"].items():
+        peak = m["peak_bytes"].get(stage)
+        print(f"    {stage:<11}{sec:>9.1f}{sec / n * 1000:>9.2f}{(peak or 0) / 1e9:>9.2f}")
+
+
+def project(a: dict, n_a: int, b: dict, n_b: int, n: int) -> None:
+    """Per stage, a fixed cost plus a cost per row fitted through two sizes, extrapolated to n rows (this
+    machine, these options): the measured half of docs/SCALE.md's cost model."""
+    print(f"\nper stage, fitted through {label(n_a)} and {label(n_b)}: fixed s + ms per row -> {label(n)} rows")
+    total = 0.0
+    for stage in b["stages_s"]:
+        ta, tb = a["stages_s"].get(stage, 0.0), b["stages_s"][stage]
+        per_row = max(0.0, (tb - ta) / (n_b - n_a))
+        fixed = max(0.0, tb - per_row * n_b)
+        total += fixed + per_row * n
+        print(f"    {stage:<11}{fixed:>8.1f} s + {per_row * 1000:>7.3f} ms/row -> {(fixed + per_row * n) / 3600:>7.2f} h")
+    print(f"    {'total':<11}{'':>32}{total / 3600:>7.2f} h")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1000,4000,16000", help="comma-separated row counts")
+    p.add_argument("--data", type=Path, default=Path("/tmp/bench-scale-photos"),
+                   help="where the photos are built (and reused by later invocations)")
+    p.add_argument("--results", type=Path, help="JSON file that keeps every size measured, for the ratio")
+    p.add_argument("--keep-runs", action="store_true", help="keep the run directories (in --data)")
+    args = p.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    t = time.perf_counter()
+    build_photos(args.data, max(sizes))
+    print(f"photos: {max(sizes)} in {args.data} ({time.perf_counter() - t:.1f} s to build the missing ones)")
+    results = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
+    for n in sizes:
+        run = args.data / f"run_{n}"
+        shutil.rmtree(run, ignore_errors=True)
+        m = measure(manifest(args.data, n), run)
+        m["cpus"] = os.cpu_count()
+        report(n, m)
+        results[str(n)] = m
+        if args.results:
+            args.results.write_text(json.dumps(results, indent=1))
+        if not args.keep_runs:
+            shutil.rmtree(run, ignore_errors=True)
+    done = sorted(int(k) for k in results)
+    if len(done) < 2:
+        print(f"per_row_ratio=nan peak_gb_{label(done[-1])}={results[str(done[-1])]['peak_total'] / 1e9:.2f}")
+        return
+    small, big = done[-2], done[-1]
+    project(results[str(small)], small, results[str(big)], big, 1_000_000)
+    ratio = (results[str(big)]["wall_s"] / big) / (results[str(small)]["wall_s"] / small)
+    print(f"per_row_ratio_{label(big)}_{label(small)}={ratio:.3f} peak_gb_{label(big)}="
+          f"{results[str(big)]['peak_total'] / 1e9:.2f}")
+
+
+if __name__ == "__main__":
+    main()
