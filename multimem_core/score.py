@@ -26,7 +26,7 @@ from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
 from .models.factory import create_model
-from .parallel_training import train_protocol
+from .parallel_training import for_each_model, train_protocol
 from .names import HELDOUT
 from .planting import PlantPlan, plan_planted, with_planted
 from .protocol import Assignment, assign, sampled_reference, training_assignment
@@ -202,7 +202,9 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
 
     with stages("embed"):
         terms, clean = {}, {}
-        for name, (model, _) in models.items():
+
+        def embed_model(name: str) -> None:
+            model = models[name][0]
             folder = run.embeddings_dir / name
             folder.mkdir(parents=True, exist_ok=True)
             clean[name] = {m: allocated_memmap(folder / f"{m}.npy", np.float16, (n, model.embed_dim))
@@ -224,6 +226,9 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
             (folder / "ids.txt").write_text("\n".join(decoded.ids) + "\n")
             if cfg.save_views:
                 (folder / "heldout.ids.txt").write_text("\n".join(decoded.ids[i] for i in h) + "\n")
+
+        for_each_model(embed_model, list(models), device)
+        terms, clean = {k: terms[k] for k in models}, {k: clean[k] for k in models}  # the protocol's order
 
     logit_scales = {name: float(model.logit_scale.detach().exp().clamp(max=100)) for name, (model, _) in models.items()}
     scores = write_scored(run, stages, ids=decoded.ids, assignment=assignment, terms=terms, clean=clean,

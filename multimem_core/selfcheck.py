@@ -4,15 +4,19 @@ Pure functions over score arrays (higher = more suspicious). For each candidate 
 
 - observed AUROC of planted rows against the real rows ("the rest");
 - the rest holds natural bad pairs at an unknown rate π, which rank like planted ones, so
-  AUROC_obs ≈ (1 − π)·A + π·0.5. π is estimated from the scores (the real rows above a high planted quantile
-  can only be that many bad ones: π ≤ P_rest(s > t) / P_planted(s > t), tightest over several t) and
-  A = (AUROC_obs − π/2) / (1 − π);
+  AUROC_obs ≈ (1 − π)·A + π·0.5, and A = (AUROC_obs − π/2) / (1 − π). π comes from a two-component mixture
+  fitted by EM to the real rows' scores, the bad component fixed to the planted rows' mean and spread; it is
+  never above the tail bound (the real rows above a high planted quantile can only be that many bad ones:
+  π ≤ P_rest(s > t) / P_planted(s > t)). The tail bound alone is reached wherever clean rows overlap the
+  planted ones, the weak sets, and there it overstated π and the estimate with it. Where bootstrap resamples
+  disagree on π, it shrinks toward 0 (a smaller π corrects less: the estimate errs low, not high);
 - a planted row differs from a natural swap: the models that trained on it also trained on its two source
   rows as themselves. PLANT_BIAS (true AUROC − corrected planted AUROC, per candidate, measured on sets with
   known swaps: docs/REAL_DATA.md, "the self-check") is added;
-- a bootstrap over planted and real rows gives the interval.
+- a bootstrap over planted and real rows gives the interval, widened by PLANT_SPREAD (how much that bias
+  varies from set to set).
 
-The ranking of the run is the candidate with the highest estimate.
+The ranking of the run is the candidate with the highest lower end of its interval.
 """
 
 from __future__ import annotations
@@ -28,11 +32,17 @@ CANDIDATES = ("multimem", "-cmc_out", RANKING_COLUMN)
 LOW_AUROC = 0.70
 QUANTILES = (0.5, 0.6, 0.7, 0.8)
 MAX_CONTAMINATION = 0.3  # natural noise above this share is not what a ranking is for
-# true AUROC − corrected planted AUROC per ranking, the mean over the built-in demos (emoji: −0.082, −0.020,
-# −0.038; shapes: −0.026, +0.005, −0.005; benchmarks/selfcheck_bias.py, docs/REAL_DATA.md). A planted row looks
-# more memorized than a natural swap (its in-models also saw its source rows), while the model that never saw
-# it sees it as any swap: -cmc_out needs almost no correction.
-PLANT_BIAS = {"multimem": -0.05, "-cmc_out": -0.01, RANKING_COLUMN: -0.02}
+EM_ITERS = 300  # at most; the fit stops earlier once π moves by less than EM_TOL in a step
+EM_TOL = 1e-5
+PI_START = 0.1
+# true AUROC − corrected planted AUROC per ranking (the gap), measured on every set with known swaps that is not
+# a validation set (benchmarks/selfcheck_bias.py; docs/REAL_DATA.md, "the self-check"): the mean, rounded toward 0,
+# is added; the spread from set to set widens the interval. The model that never saw a planted row saw none of
+# its sources either, so -cmc_out sees it as a natural swap: small, steady gap. For multimem a planted row is
+# easier to memorize on some sets and harder on others: a gap that changes sign, hence its wide spread.
+PLANT_BIAS = {"multimem": 0.0, "-cmc_out": 0.01, RANKING_COLUMN: 0.02}
+PLANT_SPREAD = {"multimem": 0.08, "-cmc_out": 0.02, RANKING_COLUMN: 0.04}
+PI_PRIOR_SD = 0.1
 
 
 def oriented(scores: pd.DataFrame, ranking: str) -> np.ndarray:
@@ -68,8 +78,9 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks.sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def contamination(planted: np.ndarray, rest: np.ndarray) -> float:
-    """Estimated share of bad pairs among `rest`, given the scores of known bad ones (`planted`)."""
+def tail_bound(planted: np.ndarray, rest: np.ndarray) -> float:
+    """An upper bound on the share of bad pairs among `rest`: above a high planted quantile t, the real rows can
+    hold at most P_rest(s > t) / P_planted(s > t) bad ones (tightest over several t)."""
     planted, rest = planted[np.isfinite(planted)], rest[np.isfinite(rest)]
     if len(planted) < 2 or not len(rest):
         return 0.0
@@ -82,16 +93,91 @@ def contamination(planted: np.ndarray, rest: np.ndarray) -> float:
     return float(np.clip(min(ratios), 0.0, MAX_CONTAMINATION)) if ratios else 0.0
 
 
+def mixture_share(planted: np.ndarray, rest: np.ndarray, iters: int = EM_ITERS) -> np.ndarray:
+    """π by EM on rest = (1 − π)·N(μ_c, σ_c²) + π·N(μ_b, σ_b²), the bad component fixed to the planted rows'
+    mean and spread, the clean one free. Rows of 2-D inputs are fitted independently (the bootstrap at once).
+
+    The tail bound alone is only an upper bound, reached wherever clean rows overlap the planted ones (weak
+    sets): there it overstates π and with it the corrected AUROC. The mixture uses the whole shape of `rest`."""
+    p = np.atleast_2d(np.asarray(planted, float))
+    r = np.atleast_2d(np.asarray(rest, float))
+    mb, sb = p.mean(1, keepdims=True), np.maximum(p.std(1, ddof=1, keepdims=True), 1e-6)
+    pi = np.full((len(r), 1), PI_START)
+    mc, sc = r.mean(1, keepdims=True), np.maximum(r.std(1, keepdims=True), 1e-6)
+
+    def logpdf(x, m, s):
+        return -0.5 * ((x - m) / s) ** 2 - np.log(s)
+
+    for _ in range(iters):
+        last = pi
+        lb = np.log(pi + 1e-12) + logpdf(r, mb, sb)
+        lc = np.log(1 - pi + 1e-12) + logpdf(r, mc, sc)
+        w = 1.0 / (1.0 + np.exp(np.clip(lc - lb, -50, 50)))  # responsibility of the bad component
+        pi = np.clip(w.mean(1, keepdims=True), 0.0, 1.0)
+        wc = np.maximum((1 - w).sum(1, keepdims=True), 1e-9)
+        mc = ((1 - w) * r).sum(1, keepdims=True) / wc
+        sc = np.maximum(np.sqrt(((1 - w) * (r - mc) ** 2).sum(1, keepdims=True) / wc), 1e-6)
+        if np.abs(pi - last).max() < EM_TOL:
+            break
+    return pi[:, 0]
+
+
+def contamination(planted: np.ndarray, rest: np.ndarray, name: str = "") -> float:
+    """Estimated share of bad pairs among `rest`, given the scores of known bad ones (`planted`)."""
+    planted, rest = planted[np.isfinite(planted)], rest[np.isfinite(rest)]
+    if len(planted) < 2 or not len(rest):
+        return 0.0
+    return float(_shares(planted[None], rest[None], name)[0])
+
+
+def _shares(planted: np.ndarray, rest: np.ndarray, name: str) -> np.ndarray:
+    """π per row of the 2-D inputs: the mixture's estimate, never above the tail bound or MAX_CONTAMINATION."""
+    em = mixture_share(_fit_space(name, planted), _fit_space(name, rest))
+    bound = np.array([tail_bound(p, r) for p, r in zip(planted, rest)])
+    return np.clip(np.minimum(em, bound), 0.0, MAX_CONTAMINATION)
+
+
+def _fit_space(name: str, x: np.ndarray) -> np.ndarray:
+    """Where the mixture's normal components are fitted: percentile columns through the probit."""
+    if name == RANKING_COLUMN:
+        from scipy.stats import norm
+
+        return norm.ppf(np.clip(x, 1e-3, 1 - 1e-3))
+    return x
+
+
 def corrected(observed: float, pi: float) -> float:
     """A from AUROC_obs = (1 − π)·A + π/2."""
     return float(np.clip((observed - 0.5 * pi) / (1.0 - pi), 0.0, 1.0))
 
 
-def estimate(planted: np.ndarray, rest: np.ndarray, bias: float = 0.0) -> tuple[float, float, float]:
-    """(observed AUROC, π, expected AUROC on natural bad pairs)."""
-    obs = auroc(planted, rest)
-    pi = contamination(planted, rest)
-    return obs, pi, float(np.clip(corrected(obs, pi) + bias, 0.0, 1.0))
+def estimate(planted: np.ndarray, rest: np.ndarray, bias: float = 0.0, name: str = "", *, bootstrap: int = 200,
+             seed: int = 0, spread: float = 0.0) -> dict:
+    """The expected AUROC on natural bad pairs, with its interval.
+
+    π is fitted on the data and on `bootstrap` resamples of planted and real rows at once. Where the resamples
+    disagree (π poorly identified: few planted rows, clean and bad rows overlapping), π shrinks toward 0 by
+    τ² / (τ² + var): a smaller π corrects less, so the estimate errs low rather than high. The interval is the
+    resamples' 5–95 % range, widened by `spread` (how much the planted-vs-natural gap varies between sets)."""
+    planted, rest = planted[np.isfinite(planted)], rest[np.isfinite(rest)]
+    if len(planted) < 2 or not len(rest):
+        nan = float("nan")
+        return {"auroc_planted": auroc(planted, rest), "contamination": 0.0, "contamination_fit": 0.0,
+                "expected_auroc": nan, "expected_auroc_low": nan, "expected_auroc_high": nan}
+    rng = np.random.default_rng(seed)
+    bp = np.vstack([planted, planted[rng.integers(0, len(planted), (bootstrap, len(planted)))]])
+    br = np.vstack([rest, rest[rng.integers(0, len(rest), (bootstrap, len(rest)))]])
+    obs = np.array([auroc(x, y) for x, y in zip(bp, br)])
+    fit = _shares(bp, br, name)
+    var = float(fit[1:].var()) if bootstrap > 1 else 0.0
+    pi = fit * PI_PRIOR_SD ** 2 / (PI_PRIOR_SD ** 2 + var)
+    est = np.clip((obs - 0.5 * pi) / (1.0 - pi) + bias, 0.0, 1.0)
+    low, high = (np.quantile(est[1:], [0.05, 0.95]) if bootstrap > 1 else (est[0], est[0]))
+    low = est[0] - np.hypot(max(est[0] - low, 0.0), 1.645 * spread)
+    high = est[0] + np.hypot(max(high - est[0], 0.0), 1.645 * spread)
+    return {"auroc_planted": float(obs[0]), "contamination": float(pi[0]), "contamination_fit": float(fit[0]),
+            "expected_auroc": float(est[0]), "expected_auroc_low": float(np.clip(low, 0.0, 1.0)),
+            "expected_auroc_high": float(np.clip(high, 0.0, 1.0))}
 
 
 def expected_wrong_in_top(planted: np.ndarray, rest: np.ndarray, pi: float, k: int) -> float:
@@ -115,31 +201,25 @@ def precision_at_k(planted: np.ndarray, rest: np.ndarray) -> float:
 
 
 def run_selfcheck(planted: Mapping[str, np.ndarray], rest: Mapping[str, np.ndarray], *, top: int = 50,
-                  bootstrap: int = 300, seed: int = 0, bias: Mapping[str, float] | None = None) -> dict:
-    """Per candidate ranking: the estimate with its bootstrap interval; the chosen ranking (highest estimate).
+                  bootstrap: int = 200, seed: int = 0, bias: Mapping[str, float] | None = None,
+                  spread: Mapping[str, float] | None = None) -> dict:
+    """Per candidate ranking: the estimate with its interval; the chosen ranking (the highest lower end of the
+    interval: a candidate whose estimate is high only by chance or by an uncertain correction is not chosen).
 
     planted / rest: candidate -> scores (higher = more suspicious) of the planted and the real rows."""
     bias = PLANT_BIAS if bias is None else bias
-    rng = np.random.default_rng(seed)
+    spread = PLANT_SPREAD if spread is None else spread
     out: dict = {"n_planted": int(len(next(iter(planted.values())))), "top": int(top), "candidates": {}}
     for name in planted:
         p, r = np.asarray(planted[name], float), np.asarray(rest[name], float)
-        obs, pi, est = estimate(p, r, bias.get(name, 0.0))
-        boot = []
-        for _ in range(bootstrap):
-            bp = p[rng.integers(0, len(p), len(p))]
-            br = r[rng.integers(0, len(r), len(r))]
-            boot.append(estimate(bp, br, bias.get(name, 0.0))[2])
-        low, high = (np.quantile(boot, [0.05, 0.95]) if boot else (est, est))
-        out["candidates"][name] = {
-            "auroc_planted": round(obs, 4), "contamination": round(pi, 4), "expected_auroc": round(est, 4),
-            "expected_auroc_low": round(float(min(low, est)), 4), "expected_auroc_high": round(float(max(high, est)), 4),
+        p, r = p[np.isfinite(p)], r[np.isfinite(r)]
+        e = estimate(p, r, bias.get(name, 0.0), name, bootstrap=bootstrap, seed=seed, spread=spread.get(name, 0.0))
+        out["candidates"][name] = {k: round(v, 4) for k, v in e.items()} | {
             "precision_at_k": round(precision_at_k(p, r), 4),
-            "expected_wrong_in_top": round(expected_wrong_in_top(p, r, pi, top), 1),
-        }
+            "expected_wrong_in_top": round(expected_wrong_in_top(p, r, e["contamination"], top), 1)}
     finite = {k: v for k, v in out["candidates"].items() if np.isfinite(v["expected_auroc"])}
     if finite:
-        best = max(finite, key=lambda k: (finite[k]["expected_auroc"], -list(finite).index(k)))
+        best = max(finite, key=lambda k: (finite[k]["expected_auroc_low"], -list(finite).index(k)))
         out["ranking"] = best
         out.update({k: finite[best][k] for k in ("expected_auroc", "expected_auroc_low", "expected_auroc_high",
                                                  "contamination", "expected_wrong_in_top")})

@@ -35,6 +35,12 @@ from .inputs import select
 from .run import atomic_save_torch, atomic_write_json
 
 
+# A checkpoint of a demo model (weights and AdamW state, 11 MB) took 70 ms to write and a progress report
+# 2 ms: after every epoch and every step they cost about 4 % of `multimem demo`'s training.
+CHECKPOINT_EVERY_S = 30.0
+REPORT_EVERY_S = 0.5
+
+
 def contrastive_loss(emb: dict[str, Tensor], logit_scale: Tensor) -> Tensor:
     """Mean symmetric InfoNCE over all modality pairs of a batch of L2-normalised embeddings."""
     mods = list(emb)
@@ -178,6 +184,7 @@ def train_model(
     bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=f"train {name}", unit="step",
                disable=not progress or rank != 0, dynamic_ncols=True, position=bar_position)
     t_start, seen = time.perf_counter(), 0
+    last_report = last_checkpoint = -math.inf
     for epoch in range(start_epoch, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         net.train()
@@ -209,16 +216,25 @@ def train_model(
             n_batches += 1
             seen += len(idx) * world
             rate = seen / max(1e-9, time.perf_counter() - t_start)
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{loss_value:.3f}", samples_s=f"{rate:.0f}",
+                            refresh=False)  # the update below redraws, at tqdm's own pace
             bar.update(1)
-            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{loss_value:.3f}", samples_s=f"{rate:.0f}")
-            if report is not None and rank == 0:
+            now = time.perf_counter()
+            if report is not None and rank == 0 and now - last_report >= REPORT_EVERY_S:
+                last_report = now
                 left = (total - step - 1) * cfg.batch_size / max(rate, 1e-9)
                 report(stage="train", model=name, epoch=epoch + 1, epochs=cfg.epochs, samples_per_s=round(rate, 1),
                        eta_s=round(left, 1), loss=round(loss_value, 4))
         history.append({"epoch": epoch + 1, "loss": epoch_loss / max(1, n_batches)})
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
-        if rank == 0:
+        # The first epoch and then every CHECKPOINT_EVERY_S: a resumed run replays the epochs after the last
+        # checkpoint exactly (each epoch's shuffle and augmentations come from its own seed). With an
+        # on_epoch_end hook (mitigation keeps state of its own per epoch) after every epoch.
+        due = (epoch == start_epoch or on_epoch_end is not None
+               or time.perf_counter() - last_checkpoint >= CHECKPOINT_EVERY_S)
+        if rank == 0 and due:
+            last_checkpoint = time.perf_counter()
             atomic_save_torch(ckpt_path, {"key": key, "epoch": epoch, "model": model.state_dict(),
                                           "optimizer": opt.state_dict(), "history": json.dumps(history)})
         if world > 1:

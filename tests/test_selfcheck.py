@@ -9,7 +9,7 @@ import pytest
 from multimem_core.config import SelfCheckConfig
 from multimem_core.planting import plan_planted
 from multimem_core.selfcheck import (auroc, contamination, corrected, estimate, expected_wrong_in_top, mean_rank,
-                                     run_selfcheck)
+                                     mixture_share, run_selfcheck, tail_bound)
 
 
 def mixture(rng, *, n=2000, pi=0.15, shift=2.0, planted=60):
@@ -26,7 +26,8 @@ def test_contamination_estimate_and_correction_recover_the_truth():
         r = np.random.default_rng(seed)
         planted, rest, bad = mixture(r, planted=400)
         true = auroc(rest[bad], rest[~bad])
-        obs, pi, est = estimate(planted, rest)
+        e = estimate(planted, rest, bootstrap=50)
+        obs, pi, est = e["auroc_planted"], e["contamination"], e["expected_auroc"]
         pis.append(pi)
         errors_raw.append(obs - true)
         errors_corr.append(est - true)
@@ -159,3 +160,42 @@ def test_summary_without_injected_column_says_nothing_of_injections(crossfit_run
     text = capsys.readouterr().out.replace(str(run), "RUN")  # the test's folder name says "injected"
     assert text.startswith("On this data,")
     assert "injected" not in text and "clean" not in text
+
+
+def test_mixture_share_recovers_the_share_of_bad_rows():
+    for pi in (0.0, 0.1, 0.25):
+        fits = []
+        for seed in range(5):
+            planted, rest, bad = mixture(np.random.default_rng(seed), pi=pi, planted=60)
+            fits.append(float(mixture_share(planted, rest)[0]))
+        assert abs(np.mean(fits) - pi) < 0.04, (pi, fits)
+
+
+def test_contamination_stays_under_the_tail_bound_and_the_batch_agrees():
+    rng = np.random.default_rng(5)
+    planted, rest, _ = mixture(rng, pi=0.1, shift=0.5, planted=40)
+    assert contamination(planted, rest) <= tail_bound(planted, rest) + 1e-12
+    batch = mixture_share(np.stack([planted, planted[::-1]]), np.stack([rest, rest]))
+    assert batch[0] == pytest.approx(batch[1]) == pytest.approx(mixture_share(planted, rest)[0])
+
+
+def test_weak_separation_is_not_overstated():
+    """Where clean and bad rows overlap, π is poorly identified: the estimate must not run far above the truth."""
+    errors = []
+    for seed in range(10):
+        planted, rest, bad = mixture(np.random.default_rng(seed), n=900, pi=0.1, shift=0.8, planted=30)
+        true = auroc(rest[bad], rest[~bad])
+        errors.append(estimate(planted, rest, bootstrap=50)["expected_auroc"] - true)
+    assert np.mean(errors) < 0.03, errors
+
+
+def test_an_uncertain_correction_does_not_win_the_ranking():
+    """Same scores, one candidate with a slightly larger bias but a much wider set-to-set spread: the run ranks
+    by the one whose interval's lower end is higher."""
+    rng = np.random.default_rng(2)
+    planted, rest, _ = mixture(rng, shift=1.5)
+    out = run_selfcheck({"steady": planted, "shaky": planted}, {"steady": rest, "shaky": rest}, bootstrap=50,
+                        bias={"steady": 0.0, "shaky": 0.01}, spread={"steady": 0.01, "shaky": 0.08})
+    shaky, steady = out["candidates"]["shaky"], out["candidates"]["steady"]
+    assert shaky["expected_auroc"] > steady["expected_auroc"]
+    assert shaky["expected_auroc_low"] < steady["expected_auroc_low"] and out["ranking"] == "steady"

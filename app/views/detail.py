@@ -24,7 +24,8 @@ def default_id() -> str:
 def go_to(sample_id: str) -> None:
     """Callback of every link to another sample on this page: the state and the form move to it before the page
     redraws, and the page body puts it in the URL. (Set from a callback, the URL would be overridden by the
-    browser's own address when the new run starts.)"""
+    browser's own address when the new run starts.) The target was bound when the link was drawn, so a link
+    moves relative to the sample it was drawn for."""
     st.session_state["detail_id"] = str(sample_id)
 
 
@@ -56,9 +57,8 @@ row_i = data.row_of(sid)
 if row_i is None:
     st.error(f"No sample with id {sid!r} in this run. Pick one on the Samples page or paste an id from it.")
     st.stop()
+# `sid` is the one sample this run draws: every element below, the flag form and the URL take it from here
 st.session_state["detail_id"] = sid
-if st.query_params.get("id") != sid:
-    st.query_params["id"] = sid
 st.session_state["_url_seen_detail"] = (url_id, sid)
 row = t.iloc[row_i]
 
@@ -176,7 +176,8 @@ if model:
         for tab, q in zip(tabs, data.modalities):
             with tab:
                 targets = [m for m in data.modalities if m != q]
-                tcols = st.columns(len(targets), gap="medium")
+                # an audio player needs about 300 px for Chromium to draw its seek bar: its column is wider
+                tcols = st.columns([1.35 if m == "audio" else 1 for m in targets], gap="medium")
                 for tcol, target in zip(tcols, targets):
                     with tcol:
                         st.markdown(f"**nearest {target}**")
@@ -211,9 +212,11 @@ def save_decision(sample_id: str) -> None:
     common.flag_ids(data, [sample_id], label, source="detail", reason=reason)
 
 
+# The form, its widgets and its callback are bound to `sid` when drawn, and the form names it: a Save lands on
+# the sample this form was drawn for, even when a click reaches the server after the page moved on.
 with st.form(f"flag_form_{sid}", clear_on_submit=True, border=True):
     fc1, fc2, fc3 = st.columns([2, 5, 1])
-    fc1.radio("Label", LABELS, horizontal=True, key=f"detail_label_{sid}")
+    fc1.radio(f"Label for {common.plain(sid)}", LABELS, horizontal=True, key=f"detail_label_{sid}")
     fc2.text_input("Reason", key=f"detail_reason_{sid}", placeholder="e.g. the caption names another colour")
     fc3.markdown("<div style='padding-top:1.7rem'></div>", unsafe_allow_html=True)
     fc3.form_submit_button("Save", type="primary", width="stretch", on_click=save_decision, args=(sid,))
@@ -223,3 +226,8 @@ if len(history):
                  hide_index=True, width="stretch")
 else:
     st.caption("No decisions on this sample yet.")
+
+# The URL names the sample last, once everything above (the flag form, previous / next) is drawn for it: when the
+# address bar shows an id, every control on the page acts on that sample.
+if st.query_params.get("id") != sid:
+    st.query_params["id"] = sid
