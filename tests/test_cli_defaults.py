@@ -21,7 +21,7 @@ ADDED = {"model": {"freeze_image": False, "image_views": 4, "audio_tower": "mel-
          "media": {"allow_outside_root": False},
          # crossfit scores every row (no H: each model's own fold is its reference set), and plants its self-check
          "protocol": {"heldout_frac": None},
-         "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "bootstrap": 300,
+         "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "bootstrap": 200,
                        "seed": 0}}
 RENAMED = {"augmentations": "views"}
 
