@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                            "write), or check the file's permissions.")
         if not disk_full(e):
             raise
-        where = getattr(e, "filename", None) or "the run"
+        # native writers (safetensors) do not say which file: then name the run folder at least
+        where = getattr(e, "filename", None) or getattr(args, "out", None) or "the run"
         raise CLIError(f"no space left writing {where} ({getattr(e, 'strerror', None) or e}). Free some space (or "
                        "choose another --out) and run the same command again: finished work is kept and the "
                        "run resumes; until then it is marked failed, not complete.")
