@@ -140,7 +140,10 @@ def test_map_selection_filters_the_table_and_the_label_filter_shows_on_the_map(p
     x, y = pg.evaluate("""() => { const gd = document.querySelector('.js-plotly-plot'), fl = gd._fullLayout;
         const t = gd._fullData[0], r = gd.getBoundingClientRect();
         return [r.left + fl._size.l + fl.xaxis.l2p(t.x[0]), r.top + fl._size.t + fl.yaxis.l2p(t.y[0])]; }""")
-    pg.mouse.move(x, y)
+    pg.mouse.move(x - 40, y - 40)
+    pg.mouse.move(x, y, steps=8)
+    # as a person does: the pointer rests on the point (its hover thumbnail comes back) before the click
+    expect(pg.locator("#multimem-hover-thumb")).to_be_visible(timeout=30_000)
     pg.mouse.click(x, y)
     pg.wait_for_selector("a:has-text('Open ')", timeout=30_000)
     settle(pg)
