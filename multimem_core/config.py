@@ -25,6 +25,8 @@ AUDIO_TOWERS = ("aisfx", "mel-cnn")
 # Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
 # features of every frame pooled over time (models/frozen_video.py).
 VIDEO_TOWERS = ("trained", FROZEN_EFFICIENTNET)
+# How an image that is not square becomes the square the towers read (data/media.load_image).
+IMAGE_FITS = ("pad", "crop")
 # CLIP's initial temperature: the logit scale starts at 1/T = 14.3 (training learns it; the loss baseline of
 # imported embeddings uses it as it is).
 CLIP_TEMPERATURE = 0.07
@@ -52,6 +54,11 @@ class MediaSpec:
     image_size: int | None = option(None, flag="--image-size", min=8, max=1024, step=8, group="data",
                                     label="Image size (px, 0: the tower's own)",
                                     help="pixels the images and video frames are decoded to (None: the image tower's own)")
+    # "pad": the whole picture on a white square; "crop": the center square. Clip art and drawings are rarely
+    # square and a crop cuts them; padded, swapped titles separated better on the tune sets (clip art, stamps)
+    # and square images (icons, the demos) decode exactly as before (docs/ENCODERS.md)
+    image_fit: str = option("pad", flag="--image-fit", choices=IMAGE_FITS, group="data", label="Image fit",
+                            help="pad: the whole image, centred on white; crop: the center square")
     audio_sample_rate: int = 16000
     # 3 s: most named sound effects fit (the real sound sets' median is 1.5 s); 1 s cut them and separated
     # swapped sounds less on the tune sets (docs/ENCODERS.md)
