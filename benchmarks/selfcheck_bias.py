@@ -1,9 +1,9 @@
 """How far the self-check's planted corruptions stand from natural swaps: the bias of multimem_core.selfcheck.
 
 For runs of sets with known swaps (bench_real.py's runs, or the demos), per candidate ranking: the true
-AUROC (swapped vs the other rows), the AUROC of the planted rows against the real ones, the estimated
-contamination π beside the true share, the planted AUROC corrected with the estimated π (no bias term) and
-with the true one, and the gap true − corrected. The mean gap over the tune sets is selfcheck.PLANT_BIAS
+AUROC (swapped vs the other rows), the AUROC of the planted rows against the real ones, the run's
+contamination π (shrunk where poorly identified) beside the true share, the planted AUROC corrected with that π
+(no bias term), and the gaps true − corrected, with the run's π and with the true one. The mean gap over the tune sets is selfcheck.PLANT_BIAS
 (choose it on tune sets only). With --estimate, also what the run's self-check gives with today's estimator
 (bias and bootstrap interval included) beside the truth: the figures bench_real.py prints, recomputed from a
 run's scores.parquet and selfcheck.parquet without training again.
@@ -25,7 +25,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from multimem_core.run import RunDir  # noqa: E402
-from multimem_core.selfcheck import (CANDIDATES, auroc, contamination, corrected, oriented,  # noqa: E402
+from multimem_core.selfcheck import (CANDIDATES, auroc, corrected, estimate, oriented,  # noqa: E402
                                      run_selfcheck)
 
 
@@ -48,10 +48,11 @@ def measure(run: RunDir, truth: pd.Series, with_estimate: bool = False) -> list[
     rows = []
     for c in CANDIDATES:
         s, p = oriented(scores, c), oriented(planted, c)
-        obs, pi = auroc(p, s), contamination(p, s, c)
+        plain = estimate(p, s, 0.0, c)  # the run's π (shrunk where poorly identified), no bias term
+        obs, pi = plain["auroc_planted"], plain["contamination"]
         true = auroc(s[bad], s[~bad])
         row = {"run": run.path.name, "ranking": c, "true": true, "planted": obs, "pi": pi, "pi_true": float(bad.mean()),
-               "corrected": corrected(obs, pi), "gap": true - corrected(obs, pi),
+               "corrected": plain["expected_auroc"], "gap": true - plain["expected_auroc"],
                "gap_true_pi": true - corrected(obs, float(bad.mean())), "n_planted": len(p)}
         if check:
             e = check["candidates"][c]

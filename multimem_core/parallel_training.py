@@ -91,8 +91,9 @@ def for_each_model(fn: Callable[[str], None], names: list[str], device: torch.de
     """fn(name) for every model; on a CPU with several cores, side by side in threads, one core each.
 
     The small towers' operations do not keep two threads busy (see train_workers); torch's operations
-    release the GIL, so two threads of one intra-op thread each ran `multimem demo`'s embedding stage
-    (two models, 8 views) in about 0.6 of the time of one after the other on two intra-op threads."""
+    release the GIL, so two threads of one intra-op thread each embedded the emoji demo's two models (8 views)
+    in 0.47 and 0.61 of the time of one after the other on two intra-op threads (two runs on a busy machine,
+    docs/SPEED.md)."""
     workers = min(len(names), os.cpu_count() or 1) if device.type == "cpu" else 1
     if workers <= 1:
         for name in names:

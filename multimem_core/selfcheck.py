@@ -35,12 +35,13 @@ MAX_CONTAMINATION = 0.3  # natural noise above this share is not what a ranking 
 EM_ITERS = 300  # at most; the fit stops earlier once π moves by less than EM_TOL in a step
 EM_TOL = 1e-5
 PI_START = 0.1
-# true AUROC − corrected planted AUROC per ranking, the mean over the built-in demos (emoji: −0.082, −0.020,
-# −0.038; shapes: −0.026, +0.005, −0.005; benchmarks/selfcheck_bias.py, docs/REAL_DATA.md). A planted row looks
-# more memorized than a natural swap (its in-models also saw its source rows), while the model that never saw
-# it sees it as any swap: -cmc_out needs almost no correction.
-PLANT_BIAS = {"multimem": -0.05, "-cmc_out": -0.01, RANKING_COLUMN: -0.02}
-PLANT_SPREAD = {"multimem": 0.05, "-cmc_out": 0.02, RANKING_COLUMN: 0.03}
+# true AUROC − corrected planted AUROC per ranking (the gap), measured on every set with known swaps that is not
+# a validation set (benchmarks/selfcheck_bias.py; docs/REAL_DATA.md, "the self-check"): the mean, rounded toward 0,
+# is added; the spread from set to set widens the interval. The model that never saw a planted row saw none of
+# its sources either, so -cmc_out sees it as a natural swap: small, steady gap. For multimem a planted row is
+# easier to memorize on some sets and harder on others: a gap that changes sign, hence its wide spread.
+PLANT_BIAS = {"multimem": 0.0, "-cmc_out": 0.01, RANKING_COLUMN: 0.02}
+PLANT_SPREAD = {"multimem": 0.08, "-cmc_out": 0.02, RANKING_COLUMN: 0.04}
 PI_PRIOR_SD = 0.1
 
 

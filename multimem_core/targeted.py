@@ -161,6 +161,11 @@ def view_generator(seed: int, key: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7919 + key)
 
 
+# Samples per forward pass when embedding on a CPU: the views of a whole chunk (256) at once ran a third
+# slower than in passes of 32 (measured on the emoji demo's model; small passes stay in the caches).
+FORWARD_BATCH = 32
+
+
 @torch.no_grad()
 def embed_views(model, batch: Mapping[str, Tensor], *, base: AugmentConfig, views: int, gen: torch.Generator,
                 targeted: TargetedAugment | None = None) -> Tensor:
@@ -170,7 +175,10 @@ def embed_views(model, batch: Mapping[str, Tensor], *, base: AugmentConfig, view
     out = []
     for _ in range(views):
         x = targeted.inputs(batch, base, gen) if targeted else {m: AUGMENTERS[m](v, base, gen) for m, v in batch.items()}
-        emb = model({m: v.to(device) for m, v in x.items()})
+        rows = len(next(iter(x.values())))
+        step = FORWARD_BATCH if device.type == "cpu" else rows
+        parts = [model({m: v[s:s + step].to(device) for m, v in x.items()}) for s in range(0, rows, step)]
+        emb = {m: torch.cat([p[m] for p in parts]) for m in parts[0]}
         if targeted:
             emb = targeted.embeddings(emb, gen)
         out.append(torch.stack([emb[m].float().cpu() for m in mods], dim=1))

@@ -187,3 +187,15 @@ def test_weak_separation_is_not_overstated():
         true = auroc(rest[bad], rest[~bad])
         errors.append(estimate(planted, rest, bootstrap=50)["expected_auroc"] - true)
     assert np.mean(errors) < 0.03, errors
+
+
+def test_an_uncertain_correction_does_not_win_the_ranking():
+    """Same scores, one candidate with a slightly larger bias but a much wider set-to-set spread: the run ranks
+    by the one whose interval's lower end is higher."""
+    rng = np.random.default_rng(2)
+    planted, rest, _ = mixture(rng, shift=1.5)
+    out = run_selfcheck({"steady": planted, "shaky": planted}, {"steady": rest, "shaky": rest}, bootstrap=50,
+                        bias={"steady": 0.0, "shaky": 0.01}, spread={"steady": 0.01, "shaky": 0.08})
+    shaky, steady = out["candidates"]["shaky"], out["candidates"]["steady"]
+    assert shaky["expected_auroc"] > steady["expected_auroc"]
+    assert shaky["expected_auroc_low"] < steady["expected_auroc_low"] and out["ranking"] == "steady"

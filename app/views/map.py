@@ -99,8 +99,8 @@ colour = c2.selectbox("Colour by", colour_opts, key="map_colour",
 MOUSE = {"click": "click a point", "lasso": "lasso", "box": "box"}
 st.session_state.setdefault("map_mouse", "click")
 mouse = c3.segmented_control("Mouse", list(MOUSE), format_func=MOUSE.get, key="map_mouse",
-                             help="Hover: a point's thumbnail. Click: its thumbnail and a link to its detail. Lasso or box: select every "
-                                  "sample inside the shape.") or "click"
+                             help="Hover: a point's thumbnail. Click: its thumbnail and a link to its detail. Lasso "
+                                  "or box: select every sample inside the shape.") or "click"
 
 frame = map_frame(str(data.run.path), data.stamp, space)
 drawn = frame[frame["shown"]]

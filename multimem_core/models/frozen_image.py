@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FROZEN_EFFICIENTNET
-from .inference import flush_denormals
+from .inference import flush_denormals, one_thread_each
 
 FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, "efficientnet-lite2")
 # Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
@@ -174,29 +174,36 @@ def encode_views(encoder: ImageEncoder, images: np.ndarray | Tensor, *, views: i
         stand_in = torch.zeros(min(chunk, len(images) - s), 3, 1, 1)
         for _ in range(1, views):
             augment_image(stand_in, aug, gen)
-    with flush_denormals():  # once for the whole pass: switching it on every thread costs milliseconds
+    # denormals flushed once for the whole pass (switching every thread costs milliseconds); the forward
+    # passes of a chunk's batches run side by side, one core each
+    with flush_denormals(), one_thread_each() as run_all:
         for s in range(rows.start, rows.stop, chunk):
             o = s - rows.start
             stop = min(s + chunk, rows.stop)
-            _encode_chunk(encoder, images[s:stop], out[o:o + stop - s], aug, gen, mean, std)
+            _encode_chunk(encoder, images[s:stop], out[o:o + stop - s], aug, gen, mean, std, run_all)
     return out
 
 
 def _encode_chunk(encoder: ImageEncoder, images, out: Tensor, aug, gen: torch.Generator, mean: Tensor,
-                  std: Tensor) -> None:
+                  std: Tensor, run_all) -> None:
     """The views of one chunk of images into `out` [len(images), views, dim]."""
     from ..augment import augment_image
 
     x = torch.as_tensor(np.ascontiguousarray(images)).float() / 255.0
+    jobs = []
     for v in range(out.shape[1]):
-        xv = x if v == 0 else augment_image(x, aug, gen)
+        xv = x if v == 0 else augment_image(x, aug, gen)  # the random views stay those drawn per chunk
         if encoder.size is not None and (xv.shape[-1] != encoder.size or xv.shape[-2] != encoder.size):
             xv = F.interpolate(xv, size=(encoder.size, encoder.size), mode="bilinear", antialias=True,
                                align_corners=False)
         xv = (xv - mean) / std
-        for b in range(0, len(xv), encoder.batch):  # the random views stay those drawn per chunk
-            feats = encoder.net(xv[b:b + encoder.batch]).float()
-            out[b:b + encoder.batch, v] = F.normalize(feats, dim=-1)
+        jobs += [(v, b, xv[b:b + encoder.batch]) for b in range(0, len(xv), encoder.batch)]
+
+    def forward(job) -> None:
+        v, b, batch = job
+        out[b:b + len(batch), v] = F.normalize(encoder.net(batch).float(), dim=-1)
+
+    run_all(forward, jobs)
 
 
 class FrozenImageTower(nn.Module):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..config import VIDEO_TOWERS
 from .frozen_image import FROZEN_IMAGE_ENCODERS, load_image_encoder
-from .inference import flush_denormals
+from .inference import flush_denormals, one_thread_each
 # Frames are decoded small (MediaSpec.video_size); the encoder reads them at least this large. EfficientNet
 # on 2 CPU cores reads about 60 frames/s at 96 px: 8 frames x 2 views of 1,000 clips take about 4 min.
 MIN_FRAME_SIZE = 96
@@ -52,25 +52,32 @@ def encode_video_views(tower: str, clips: np.ndarray | Tensor, *, views: int, se
     std = torch.tensor(enc.std).view(1, 3, 1, 1)
     out = torch.empty(len(clips), views, 2 * enc.dim)
     gen = torch.Generator().manual_seed(seed)
-    with flush_denormals():  # once for the whole pass (inference.flush_denormals)
+    # as frozen_image.encode_views: denormals flushed once, the views' forward passes side by side
+    with flush_denormals(), one_thread_each() as run_all:
         for s in range(0, len(clips), chunk):
-            _encode_clips(enc, clips[s:s + chunk], out[s:s + chunk], aug, gen, mean, std)
+            _encode_clips(enc, clips[s:s + chunk], out[s:s + chunk], aug, gen, mean, std, run_all)
     return out
 
 
-def _encode_clips(enc, clips, out: Tensor, aug, gen: torch.Generator, mean: Tensor, std: Tensor) -> None:
+def _encode_clips(enc, clips, out: Tensor, aug, gen: torch.Generator, mean: Tensor, std: Tensor, run_all) -> None:
     """The views of one chunk of clips into `out` [len(clips), views, 2 * dim]."""
     from ..augment import augment_video
 
     x = torch.as_tensor(np.ascontiguousarray(clips)).float() / 255.0
     b, t = x.shape[:2]
-    for v in range(out.shape[1]):
+    jobs = []
+    for v in range(out.shape[1]):  # the random views drawn in order, then encoded
         frames = (x if v == 0 else augment_video(x, aug, gen)).flatten(0, 1)
         side = enc.size or max(MIN_FRAME_SIZE, frames.shape[-1])
         if frames.shape[-1] != side or frames.shape[-2] != side:
             frames = F.interpolate(frames, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-        feats = F.normalize(enc.net((frames - mean) / std).float(), dim=-1).view(b, t, -1)
-        out[:, v] = pool_frames(feats)
+        jobs.append((v, (frames - mean) / std))
+
+    def forward(job) -> None:
+        v, frames = job
+        out[:, v] = pool_frames(F.normalize(enc.net(frames).float(), dim=-1).view(b, t, -1))
+
+    run_all(forward, jobs)
 
 
 class FrozenVideoTower(nn.Module):
