@@ -93,6 +93,24 @@ def test_fast_efficientnet_features_equal_eager_fp32():
         assert torch.allclose(folded(x), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_mid_block_features_hold_the_head_features_and_agree_fast_and_eager():
+    """The image tower's features: the head's pooled features (as the video tower reads them) followed by the
+    middle blocks', each part a unit vector, the whole a unit vector; the fast path gives the same."""
+    from multimem_core.models.frozen_image import (FrozenImageTower, efficientnet_feature_dim, encode_views,
+                                                   load_image_encoder)
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 96, 96), dtype=np.uint8)
+    eager = encode_views(load_image_encoder("efficientnet-lite0", fast=False, mid_blocks=True), images, views=2, seed=1)
+    fast = encode_views(load_image_encoder("efficientnet-lite0", mid_blocks=True), images, views=2, seed=1)
+    head = encode_views(load_image_encoder("efficientnet-lite0", fast=False), images, views=2, seed=1)
+    width = efficientnet_feature_dim("efficientnet-lite0", mid_blocks=True)
+    assert eager.shape == (6, 2, width) and width > 1280
+    assert FrozenImageTower.create("efficientnet-lite0", 16).proj[0].in_features == width
+    assert torch.allclose(eager.norm(dim=-1), torch.ones(6, 2), atol=1e-5)
+    assert torch.allclose(torch.nn.functional.normalize(eager[..., :1280], dim=-1), head, atol=1e-5)
+    assert torch.nn.functional.cosine_similarity(fast, eager, dim=-1).min() > 0.999
+
+
 def test_flush_denormals_reaches_every_thread_and_ends_with_the_block():
     """The frozen encoders flush denormal floats on torch's intra-op threads too (a multiply over a tensor
     large enough to be split between the threads gives zeros in every part), nested blocks keep the mode,
