@@ -25,6 +25,9 @@ AUDIO_TOWERS = ("aisfx", "mel-cnn")
 # Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
 # features of every frame pooled over time (models/frozen_video.py).
 VIDEO_TOWERS = ("trained", FROZEN_EFFICIENTNET)
+# What the frozen EfficientNet image tower reads of its network: the pooled head features and those of two middle
+# blocks, or the head's alone (models/frozen_image.MID_BLOCKS).
+IMAGE_FEATURES = ("head+mid", "head")
 # How an image that is not square becomes the square the towers read (data/media.load_image).
 IMAGE_FITS = ("pad", "crop")
 # CLIP's initial temperature: the logit scale starts at 1/T = 14.3 (training learns it; the loss baseline of
@@ -119,6 +122,11 @@ class ModelConfig:
     freeze_image: bool = option(False, flag="--freeze-image", group="model and training",
                                 help="with --pretrained: keep the open_clip image tower frozen (features cached "
                                      "once, only a projection trains): minutes on a CPU")
+    # head+mid: drawings and icons separate better by the middle blocks' strokes and shapes (docs/ENCODERS.md)
+    image_features: str = option("head+mid", flag="--image-features", choices=IMAGE_FEATURES,
+                                 group="model and training",
+                                 help="frozen EfficientNet image tower: head+mid (its pooled head features and "
+                                      "those of two middle blocks) or head (the head's alone)")
     image_views: int = option(4, flag="--image-views", min=1, max=64, group="model and training",
                               help="frozen image tower: augmented views per image whose features are cached")
     audio_tower: str = option("aisfx", flag="--audio-tower", choices=AUDIO_TOWERS, group="model and training",
@@ -293,6 +301,11 @@ class ScoreConfig:
     def from_dict(cls, d: dict) -> "ScoreConfig":
         """The config `to_dict` wrote (RUN/config.json, RUN/request.json); other keys of config.json are ignored."""
         d = {**d, "views": d.get("views", d.get("augmentations", cls.views))}  # older runs say augmentations
+        # runs written before --image-fit and --image-features existed cropped images and read the head alone
+        if isinstance(d.get("media"), dict) and "image_fit" not in d["media"]:
+            d["media"] = {**d["media"], "image_fit": "crop"}
+        if isinstance(d.get("model"), dict) and "image_features" not in d["model"]:
+            d["model"] = {**d["model"], "image_features": "head"}
         kw = {f.name: _read(f, d[f.name]) for f in fields(cls) if f.name in d and f.name not in ("input", "out")}
         return cls(input=str(d.get("input", "")), out=str(d.get("out", "")), **kw)
 

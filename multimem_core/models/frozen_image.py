@@ -254,27 +254,31 @@ class FrozenImageTower(nn.Module):
     modality = "image"
 
     def __init__(self, tower: str, feature_dim: int, embed_dim: int, *, pretrained: str | None = None,
-                 views: int = 4):
+                 views: int = 4, mid_blocks: bool = False):
         super().__init__()
         self.tower, self.pretrained, self.views = tower, pretrained, views
+        self.mid_blocks = mid_blocks and tower in FROZEN_IMAGE_ENCODERS
         # what the cached features depend on (score.prepare_cached keys its cache on it)
         self.encoder_name = f"image:{tower}@{pretrained}|views={views}|crop={VIEW_CROP_SCALE}" + (
-            f"|mid={','.join(map(str, MID_BLOCKS))}" if tower in FROZEN_IMAGE_ENCODERS else "")
+            f"|mid={','.join(map(str, MID_BLOCKS))}" if self.mid_blocks else "")
         self.proj = nn.Sequential(nn.Linear(feature_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
 
     @classmethod
-    def create(cls, tower: str, embed_dim: int, *, pretrained: str | None = None, views: int = 4) -> "FrozenImageTower":
+    def create(cls, tower: str, embed_dim: int, *, pretrained: str | None = None, views: int = 4,
+               mid_blocks: bool = False) -> "FrozenImageTower":
+        """mid_blocks: an EfficientNet tower reads MID_BLOCKS beside its head (--image-features head+mid)."""
         if tower in FROZEN_IMAGE_ENCODERS:
-            dim = efficientnet_feature_dim(tower, mid_blocks=True)
+            dim = efficientnet_feature_dim(tower, mid_blocks)
         else:
             from .factory import architecture
 
             _open_clip_visual_check(tower, pretrained)
             dim = int(architecture(tower)["embed_dim"])
-        return cls(tower, dim, embed_dim, pretrained=pretrained, views=views)
+        return cls(tower, dim, embed_dim, pretrained=pretrained, views=views, mid_blocks=mid_blocks)
 
     def prepare(self, raw: np.ndarray) -> Tensor:
-        return encode_views(load_image_encoder(self.tower, self.pretrained, mid_blocks=True), raw, views=self.views)
+        encoder = load_image_encoder(self.tower, self.pretrained, mid_blocks=self.mid_blocks)
+        return encode_views(encoder, raw, views=self.views)
 
     def prepare_share(self, raw: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, Tensor]:
         """Process `rank` of `world`'s rows of prepare(raw) (whole chunks, contiguous): (rows, features)."""
