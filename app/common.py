@@ -23,7 +23,7 @@ from multimem_core.saved_views import list_views
 
 SELECTION = "selection_ids"  # session key: ids selected on the Map or picked in the table (a list)
 SELECTION_SOURCE = "selection_source"  # "map" or "table": where the selection was made
-FILTERED = "filtered_ids"  # session key: the Samples page's filtered set, in its order (Map and Triage use it)
+FILTERED = "filtered_ids"  # session key: the Samples page's filtered ids (an array), in order (Map, Triage use it)
 FILTER_NOTE = "filtered_note"  # session key: those filters in words ("label cat, unreviewed")
 REVIEWER = "reviewer"
 PENDING_VIEW = "pending_view"  # session key: a saved view the sidebar opened, for its page to apply

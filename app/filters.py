@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 FLAG_STATES = ("any", "unreviewed", "flagged (any label)", "noisy", "ok", "unsure")
 TEXT_MODES = ("all words", "regex")
@@ -94,11 +96,12 @@ def sort_order(table: pd.DataFrame, column: str, ascending: bool, *, flags: np.n
         v = values.to_numpy(dtype=np.float64)
         key = np.where(np.isfinite(v), v if ascending else -v, np.inf)
         return np.argsort(key, kind="stable")
-    text = values.fillna("").astype(str)
-    order = np.argsort(text.to_numpy(dtype=str), kind="stable")
+    # Arrow sorts a million strings in place, several times faster than numpy's fixed-width copy of them
+    text = pa.array(values.fillna("").astype(str), type=pa.large_string())
+    order = pc.array_sort_indices(text).to_numpy().astype(np.int64)  # stable, as the rest of the page
     if not ascending:
         order = order[::-1]
-    empty = (text.to_numpy(dtype=str) == "")[order]
+    empty = pc.equal(text, "").to_numpy(zero_copy_only=False)[order]
     return np.concatenate([order[~empty], order[empty]])  # empty cells last either way
 
 

@@ -70,11 +70,27 @@ def read_media(root: str | Path, value: str, *, base: str | Path | None = None) 
     shard under `root`, or of media held in a Hugging Face data file under `root` ("data.arrow#image/7");
     MediaPathError as safe_media_path, and for what is not a regular file, is missing or is larger than
     MAX_BYTES (read at most that much)."""
+    text = str(value or "").strip()
+    if "#" in text:  # a reference into a data file or a shard (their readers import the decoding stack: seconds)
+        referenced = _read_reference(root, text, base)
+        if referenced is not None:
+            return referenced
+    path = safe_media_path(root, text, base=base)
+    try:
+        blob = read_regular_bounded(path, MAX_BYTES, "media file")
+    except UnreadableFileError as e:
+        raise MediaPathError(f"{text!r}: {e.reason}" + ("" if "not read" in e.reason else "; not shown")) from e
+    except OSError as e:
+        raise MediaPathError(f"{text!r}: cannot read it ({e.strerror or e})") from e
+    return blob, MIME.get(path.suffix.lower(), "application/octet-stream")
+
+
+def _read_reference(root: str | Path, text: str, base: str | Path | None) -> tuple[bytes, str] | None:
+    """read_media for "data.arrow#image/7" or "shard.tar#key.jpg"; None when `text` is neither."""
     from multimem_core.data import hf_media as hf
     from multimem_core.data.shard_members import read_member
     from multimem_core.data.shards import ShardMemberError, is_member_ref
 
-    text = str(value or "").strip()
     if hf.is_ref(text):
         file, rest = text.rsplit("#", 1)
         try:
@@ -91,14 +107,7 @@ def read_media(root: str | Path, value: str, *, base: str | Path | None = None) 
         except ShardMemberError as e:
             raise MediaPathError(str(e)) from e
         return blob, MIME.get(Path(member).suffix.lower(), "application/octet-stream")
-    path = safe_media_path(root, text, base=base)
-    try:
-        blob = read_regular_bounded(path, MAX_BYTES, "media file")
-    except UnreadableFileError as e:
-        raise MediaPathError(f"{text!r}: {e.reason}" + ("" if "not read" in e.reason else "; not shown")) from e
-    except OSError as e:
-        raise MediaPathError(f"{text!r}: cannot read it ({e.strerror or e})") from e
-    return blob, MIME.get(path.suffix.lower(), "application/octet-stream")
+    return None
 
 
 def check_image(blob: bytes) -> None:

@@ -40,3 +40,38 @@ def selected_rows(selection: dict, frame: pd.DataFrame) -> np.ndarray:
                                 for p in selection.get("points") or [] if p.get("customdata") is not None}),
                         dtype=np.int64)
     return rows
+
+
+def drawn_sample(suspicion: np.ndarray, budget: int, top: int, *, seed: int = 0) -> np.ndarray:
+    """Which of n points to draw when only `budget` fit: the `top` most suspicious (NaN counts as least),
+    then a fixed random sample of the rest, so that the picture stays honest about density while the
+    suspicious end stays visible and clickable. Sorted indices; all of them when n <= budget."""
+    n = len(suspicion)
+    if n <= budget:
+        return np.arange(n)
+    key = np.nan_to_num(-np.asarray(suspicion, dtype=np.float64), nan=np.inf)
+    top = min(top, budget)
+    first = np.argpartition(key, top - 1)[:top] if top else np.array([], dtype=np.int64)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[first] = True
+    rest = np.flatnonzero(~chosen)
+    chosen[np.random.default_rng(seed).choice(rest, size=budget - top, replace=False)] = True
+    return np.flatnonzero(chosen)
+
+
+def window_mask(x: np.ndarray, y: np.ndarray, window) -> np.ndarray:
+    """Points inside a zoom window (x0, x1, y0, y1); every point for None."""
+    if window is None:
+        return np.ones(len(x), dtype=bool)
+    x0, x1, y0, y1 = window
+    return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+
+
+def window_around(x: np.ndarray, y: np.ndarray, margin: float = 0.05) -> tuple[float, float, float, float] | None:
+    """A zoom window around some points, with a margin (a share of its size) on every side."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    x0, x1, y0, y1 = float(x[ok].min()), float(x[ok].max()), float(y[ok].min()), float(y[ok].max())
+    dx, dy = max(x1 - x0, 1e-6) * margin, max(y1 - y0, 1e-6) * margin
+    return (x0 - dx, x1 + dx, y0 - dy, y1 + dy)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from multimem_core import diagnose
 from multimem_core.names import MODALITIES
 from multimem_core.metric import CMCTerms, scores_from_terms
 from multimem_core.run import RunDir
@@ -224,6 +225,7 @@ def make_synthetic_run(path: str | Path, n: int, *, modalities: Sequence[str] = 
                            "reason": rng.choice(["truncated file", "zero-length audio", "no video stream"],
                                                 size=len(err_rows))})
     run.write_errors(errors)
+    diagnose.write_reasons(run)  # as the scoring pipeline does: the app reads them, never computes them
     if projection:
         centres = rng.normal(scale=6.0, size=(len(media), 2))
         proj = pd.DataFrame({"id": ids})

@@ -168,12 +168,13 @@ class NeighbourIndex:
         import faiss
 
         self.model = model
-        self.ids = np.asarray([str(i) for i in ids], dtype=object)
+        self.ids = np.asarray(ids if isinstance(ids, list) and all(isinstance(i, str) for i in ids[:1])
+                              else [str(i) for i in ids], dtype=object)
         # a hash index, not a dict of Python strings: a million ids in a fraction of the time and memory
-        every = pd.Index(self.ids)
-        first = ~every.duplicated(keep="first")
-        self._rows = every[first]  # a repeated id: its first row
-        self._first = None if first.all() else np.flatnonzero(first)
+        self._rows, self._first = pd.Index(self.ids), None
+        if not self._rows.is_unique:  # a repeated id: its first row
+            first = ~self._rows.duplicated(keep="first")
+            self._rows, self._first = self._rows[first], np.flatnonzero(first)
         self._vectors: dict[str, np.ndarray] = {}
         self._index: dict[str, "faiss.Index"] = {}
         for m, v in vectors.items():
@@ -189,10 +190,8 @@ class NeighbourIndex:
         """Load `run`'s embeddings of `model` (a RunDir; see RunDir.embedding_models())."""
         modalities = list(modalities or run.modalities)
         vectors, ids = {}, None
-        for m in modalities:
-            ids_m, array = run.embeddings(model, m, mmap=True)
-            if ids is not None and ids_m != ids:
-                raise ValueError(f"{run.embeddings_dir / model}: ids differ between modalities")
+        for m in modalities:  # one ids.txt per model folder: read it once
+            ids_m, array = run.embeddings(model, m, mmap=True) if ids is None else (ids, run.embedding_array(model, m))
             ids, vectors[m] = ids_m, array
         return cls(ids or [], vectors, model=model)
 

@@ -291,8 +291,11 @@ class RunDir:
         """(ids, float16 [N, d]) of one model and modality, clean view, L2-normalised."""
         folder = self.embeddings_dir / model
         ids = (folder / "ids.txt").read_text().splitlines()
-        array = np.load(folder / f"{modality}.npy", mmap_mode="r" if mmap else None)
-        return ids, array
+        return ids, self.embedding_array(model, modality, mmap=mmap)
+
+    def embedding_array(self, model: str, modality: str, *, mmap: bool = True) -> np.ndarray:
+        """float16 [N, d] of one model and modality, rows in the order of the model folder's ids.txt."""
+        return np.load(self.embeddings_dir / model / f"{modality}.npy", mmap_mode="r" if mmap else None)
 
     def similarity_matrices(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Per scored sample, the n×n modality similarity under the models that saw it and the one that did not."""

@@ -11,48 +11,61 @@ import streamlit as st
 
 from app import common, run_data, url_state
 from app.hover import hover_thumbnails
-from app.selection import selected_rows
+from app.selection import drawn_sample, selected_rows, window_around, window_mask
 from multimem_core import diagnose, names
 
 MAX_POINTS = 20_000  # drawn at most: a browser redraws 100k WebGL points slowly; selections still cover all
 ALWAYS_DRAWN = 2_000  # the most memorized samples are always among the drawn points
+WINDOW = "map_window"  # session key: (space, x0, x1, y0, y1) the map is zoomed to; absent = the whole map
 URL_KEYS = ("space", "colour", "sel")  # what a link to the map carries (app.url_state)
 CATEGORIES = {"injected kind": "injected", "role": "role", "flag": "_flag"}
 PALETTE = ["#B0B0B0", "#E45756", "#4C78A8", "#F58518", "#54A24B", "#B279A2", "#72B7B2", "#FF9DA6", "#9D755D"]
 
 
-@st.cache_data(max_entries=6, show_spinner="Preparing the map…")
+@st.cache_resource(max_entries=6, show_spinner="Preparing the map…")
 def map_frame(path: str, stamp: tuple, space: str) -> pd.DataFrame:
-    """Every projected sample: row (into the table), x, y, shown (drawn on the map), hover (drawn ones only)."""
+    """Every projected sample: row (into the table), x, y. Shared by every session without a copy per rerun:
+    read-only. A box or lasso selects among all of these, drawn or not."""
     data = run_data.load_run(path)
     proj = run_data.projection(path, stamp)
     xc, yc = ("x", "y") if space == "joint" else (f"x__{space}", f"y__{space}")
-    pos = proj["id"].map(data.position)
-    keep = pos.notna().to_numpy() & np.isfinite(proj[xc].to_numpy(dtype=float))
-    frame = pd.DataFrame({"row": pos[keep].astype(np.int64).to_numpy(), "x": proj.loc[keep, xc].to_numpy(),
-                          "y": proj.loc[keep, yc].to_numpy()})
-    shown = np.ones(len(frame), dtype=bool)
-    if len(frame) > MAX_POINTS:
-        # the most memorized always, then a fixed random sample of the rest: the picture stays honest
-        # about density while the suspicious end stays visible and clickable
-        shown[:] = False
-        mm = data.table["multimem"].to_numpy(dtype=np.float64)[frame["row"]] if "multimem" in data.table else \
-            np.zeros(len(frame))
-        top = np.argsort(np.nan_to_num(-mm, nan=np.inf), kind="stable")[:ALWAYS_DRAWN]
-        shown[top] = True
-        rest = np.flatnonzero(~shown)
-        shown[np.random.default_rng(0).choice(rest, size=MAX_POINTS - len(top), replace=False)] = True
-    frame["shown"] = shown
-    hover = np.full(len(frame), "", dtype=object)
-    rows = frame["row"].to_numpy()[shown]
-    text = pd.Series(data.table["id"].to_numpy()[rows]).map(html.escape)
+    pos = data.rows_of(proj["id"])
+    keep = (pos >= 0) & np.isfinite(proj[xc].to_numpy(dtype=float))
+    return pd.DataFrame({"row": pos[keep], "x": proj.loc[keep, xc].to_numpy(), "y": proj.loc[keep, yc].to_numpy()})
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def drawn_points(path: str, stamp: tuple, space: str, window: tuple | None) -> tuple[pd.DataFrame, int]:
+    """The points drawn inside `window` (x0, x1, y0, y1; None = the whole map): every one up to MAX_POINTS,
+    else the ALWAYS_DRAWN most memorized there and a fixed random sample of the rest (row, x, y, hover);
+    and how many samples the window holds."""
+    data = run_data.load_run(path)
+    frame = map_frame(path, stamp, space)
+    inside = np.flatnonzero(window_mask(frame["x"].to_numpy(), frame["y"].to_numpy(), window))
+    rows = frame["row"].to_numpy()[inside]
+    mm = data.table["multimem"].to_numpy(dtype=np.float64)[rows] if "multimem" in data.table else np.zeros(len(rows))
+    drawn = frame.iloc[inside[drawn_sample(mm, MAX_POINTS, ALWAYS_DRAWN)]].reset_index(drop=True)
+    rows = drawn["row"].to_numpy()
+    text = pd.Series(data.ids[rows]).map(html.escape)
     if "text" in data.table.columns:
         caps = pd.Series(data.table["text"].fillna("").astype(str).to_numpy()[rows])
         # escaped: plotly renders a few HTML tags in hover labels, and a caption must stay text
         text = text + "<br>" + caps.str.slice(0, 90).map(html.escape)
-    hover[shown] = text.to_numpy()
-    frame["hover"] = hover
-    return frame
+    drawn["hover"] = text.to_numpy()
+    return drawn, len(inside)
+
+
+def zoom_to_selection(space: str) -> None:
+    """Button callback: the map zooms to the selection's extent and draws every sample there (or a sample of
+    them when more than MAX_POINTS)."""
+    run = run_data.load_run(st.session_state["run_path"])
+    frame = map_frame(str(run.run.path), run.stamp, space)
+    picked = np.zeros(len(run.table), dtype=bool)
+    picked[(at := run.rows_of(st.session_state.get(common.SELECTION) or []))[at >= 0]] = True
+    inside = picked[frame["row"].to_numpy()]
+    window = window_around(frame["x"].to_numpy()[inside], frame["y"].to_numpy()[inside])
+    if window is not None:
+        st.session_state[WINDOW] = (space, *window)
 
 
 def take_chart_selection() -> None:
@@ -103,7 +116,9 @@ mouse = c3.segmented_control("Mouse", list(MOUSE), format_func=MOUSE.get, key="m
                                   "or box: select every sample inside the shape.") or "click"
 
 frame = map_frame(str(data.run.path), data.stamp, space)
-drawn = frame[frame["shown"]]
+zoom = st.session_state.get(WINDOW)
+window = tuple(zoom[1:]) if zoom and zoom[0] == space else None
+drawn, in_window = drawn_points(str(data.run.path), data.stamp, space, window)
 labels = run_data.store(data).labels()
 t = data.table
 size = 5 if len(drawn) < 10_000 else 3
@@ -150,7 +165,9 @@ else:
 selection_now = st.session_state.get(common.SELECTION) or []
 if selection_now:
     # the selection (from the map, or rows picked in the Samples table) ringed, so it shows in both directions
-    ring = frame[frame["shown"].to_numpy() & t["id"].iloc[frame["row"].to_numpy()].isin(set(selection_now)).to_numpy()]
+    picked = np.zeros(len(t), dtype=bool)
+    picked[(at := data.rows_of(selection_now))[at >= 0]] = True
+    ring = drawn[picked[drawn["row"].to_numpy()]]
     fig.add_trace(go.Scattergl(x=ring["x"], y=ring["y"], mode="markers", customdata=ring["row"], text=ring["hover"],
                                name=f"selection ({len(selection_now):,})", hovertemplate="%{text}<extra>selected</extra>",
                                marker=dict(size=size + 7, color="rgba(0,0,0,0)", line=dict(width=1.5, color="#111"))))
@@ -159,11 +176,13 @@ fig.update_layout(height=620, template="plotly_white", margin=dict(l=10, r=10, t
                   title=dict(text=f"Map of the {'joint (all modalities)' if space == 'joint' else space} embedding "
                              f"({len(frame):,} samples): nearby points are samples the model embeds alike", x=0,
                              font=dict(size=15),
-                             subtitle=dict(text="" if frame["shown"].all() else
-                                           f"{int(frame['shown'].sum()):,} drawn: the {ALWAYS_DRAWN:,} most memorized and a random "
-                                           "sample of the rest; a box or lasso selects every sample inside it",
+                             subtitle=dict(text=("" if window is None else f"zoomed in: {in_window:,} samples here, ")
+                                           + (("every one drawn" if window else "") if len(drawn) == in_window else
+                                              f"{len(drawn):,} drawn: the {ALWAYS_DRAWN:,} most memorized and a random "
+                                              "sample of the rest; a box or lasso selects every sample inside it"),
                                            font=dict(size=12, color="#666"))),
-                  xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None),
+                  xaxis=dict(showticklabels=False, title=None, range=None if window is None else list(window[:2])),
+                  yaxis=dict(showticklabels=False, title=None, range=None if window is None else list(window[2:])),
                   legend=dict(orientation="h", y=-0.02, yanchor="top", x=0, xanchor="left"))
 
 left, right = st.columns([4, 1], gap="medium")
@@ -188,8 +207,14 @@ with right:
                 common.show_media(data, point, m, compact=True)
         if point.get("reason"):
             st.caption(f":material/explore: {common.plain(point['reason'])}")
+    if window is not None:
+        st.button("Whole map", key="map_unzoom", icon=":material/zoom_out_map:", width="stretch",
+                  on_click=lambda: st.session_state.pop(WINDOW, None))
     if selection:
         st.metric("Selected", f"{len(selection):,}")
+        st.button("Zoom in on it", key="map_zoom", icon=":material/zoom_in:", width="stretch",
+                  on_click=zoom_to_selection, args=(space,),
+                  help="Draw every sample in the selection's area (the whole map draws a sample of them)")
         with st.popover("Flag all as noisy", icon=":material/flag:", width="stretch"):
             st.markdown(f"Write **{len(selection):,}** decisions, one per selected sample, each as *noisy*?")
             st.button(f"Yes, flag {len(selection):,} as noisy", key="map_flag_all", type="primary",
@@ -202,7 +227,7 @@ with right:
 
 if selection:
     st.subheader(f"Selected samples ({len(selection):,}), most memorized first")
-    pos = np.fromiter((data.position.get(s, -1) for s in selection), dtype=np.int64, count=len(selection))
+    pos = data.rows_of(selection)
     pos = pos[pos >= 0]
     score = colour if colour in data.score_cols else ("multimem" if "multimem" in t.columns else None)
     if score:

@@ -32,7 +32,7 @@ def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 380, sub
 def summaries(path: str, stamp: tuple) -> dict:
     """Everything Overview plots, computed once per run version (AUROC on 100k samples takes a moment)."""
     data = run_data.load_run(path)
-    t = data.table[data.table["scored"]]
+    t = data.table.loc[data.table["scored"].to_numpy(), ["role", "injected", *data.score_cols]]  # no media columns
     out: dict = {"n_scored": len(t)}
     if len(t) == 0:
         return out

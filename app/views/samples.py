@@ -17,6 +17,7 @@ from multimem_core.saved_views import save_view
 
 VIEWS = {"cards": ":material/grid_view: Cards", "table": ":material/table_rows: Table"}
 THUMBNAIL_ROWS = 1_000  # image thumbnails in the table (each is read and resized): at most this many rows
+TABLE_ROWS = 50_000  # rows of the table in one piece; more are paged
 KEPT = ["samples_sort", "samples_labels", "samples_flag", "samples_tags", "samples_roles",
         "samples_kinds", "samples_filter_col", "samples_query", "samples_text_mode", "samples_view"]
 
@@ -26,11 +27,6 @@ def score_range(path: str, stamp: tuple, column: str) -> tuple[float, float]:
     v = run_data.load_run(path).table[column].to_numpy(dtype=np.float64)
     v = v[np.isfinite(v)]
     return (float(v.min()), float(v.max())) if len(v) else (0.0, 0.0)
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def distinct(path: str, stamp: tuple, column: str) -> list[str]:
-    return sorted(v for v in run_data.load_run(path).table[column].astype(str).unique() if v)
 
 
 def filter_widgets(data: run_data.RunData, all_tags: list[str]) -> filters.Filters:
@@ -45,7 +41,7 @@ def filter_widgets(data: run_data.RunData, all_tags: list[str]) -> filters.Filte
     orders = ["lowest first", "highest first"] if sort in names.LOWER_IS_WORSE or sort not in data.score_cols \
         else ["highest first", "lowest first"]
     ascending = c2.selectbox("Order", orders, key=f"samples_order_{sort}") == "lowest first"
-    dataset_labels = distinct(str(data.run.path), data.stamp, "label")
+    dataset_labels = run_data.distinct(str(data.run.path), data.stamp, "label")
     label_pick = c3.multiselect("Dataset label", dataset_labels, key="samples_labels", placeholder="any label",
                                 disabled=not dataset_labels, help=None if dataset_labels else "This dataset has no labels")
     flag_state = c4.selectbox("Flag", filters.FLAG_STATES, key="samples_flag")
@@ -64,11 +60,11 @@ def filter_widgets(data: run_data.RunData, all_tags: list[str]) -> filters.Filte
         st.session_state.setdefault(key, (lo, hi))  # a shared link may have set it already
         rng = c2.slider(diagnose.score_label(filter_col), lo, hi, key=key, format="%.3f",
                         help=diagnose.score_help(filter_col))
-    roles = sorted(t["role"].astype(str).unique(), key=lambda r: (r == names.HELDOUT, r))
+    roles = sorted(run_data.distinct(str(data.run.path), data.stamp, "role"), key=lambda r: (r == names.HELDOUT, r))
     role_pick = c3.multiselect("Part of the protocol", roles, format_func=names.role_label, key="samples_roles",
                                placeholder="all", help="Which fold (or set) the sample is in; held out = no model "
                                                        "trained on it")
-    kinds = sorted(k for k in t["injected"].unique() if k) if data.has_injected else []
+    kinds = run_data.distinct(str(data.run.path), data.stamp, "injected") if data.has_injected else []
     kind_pick = c4.multiselect("Injected kind", ["clean", *kinds], key="samples_kinds", placeholder="any",
                                disabled=not kinds, help=None if kinds else "No injected misalignments known")
 
@@ -105,11 +101,12 @@ def apply_query(data: run_data.RunData, q: url_state.Query, all_tags: list[str])
     if url_state.one(q, "order") in ("asc", "desc"):
         ss[f"samples_order_{ss['samples_sort']}"] = "lowest first" if url_state.one(q, "order") == "asc" \
             else "highest first"
-    ss["samples_labels"] = [v for v in q.get("label", []) if v in distinct(str(data.run.path), data.stamp, "label")]
+    known = {c: run_data.distinct(str(data.run.path), data.stamp, c) for c in ("label", "role", "injected")}
+    ss["samples_labels"] = [v for v in q.get("label", []) if v in known["label"]]
     ss["samples_flag"] = url_state.one(q, "flag", "any") if url_state.one(q, "flag") in filters.FLAG_STATES else "any"
     ss["samples_tags"] = [v for v in q.get("tag", []) if v in all_tags]
-    ss["samples_roles"] = [v for v in q.get("role", []) if v in set(t["role"].astype(str))]
-    ss["samples_kinds"] = [v for v in q.get("kind", []) if v == "clean" or v in set(t["injected"])]
+    ss["samples_roles"] = [v for v in q.get("role", []) if v in known["role"]]
+    ss["samples_kinds"] = [v for v in q.get("kind", []) if v == "clean" or v in known["injected"]]
     ss["samples_query"] = url_state.one(q, "q", "")
     ss["samples_text_mode"] = url_state.one(q, "mode") if url_state.one(q, "mode") in filters.TEXT_MODES \
         else "all words"
@@ -249,7 +246,7 @@ except filters.FilterError as e:
     st.error(str(e), icon=":material/error:")
     st.stop()
 common.keep_widgets(KEPT, save=True)
-ids = data.table["id"].to_numpy()[rows].tolist()
+ids = data.ids[rows]  # an array, not a list: no million-element conversion per rerun
 st.session_state[common.FILTERED] = ids
 st.session_state[common.FILTER_NOTE] = chosen.describe()
 query = query_of(data, chosen, st.session_state.get("samples_view") or "cards")
@@ -267,13 +264,17 @@ view = v1.segmented_control("View", list(VIEWS), format_func=VIEWS.get, key="sam
 with v2:
     save_view_box(data, query)
 if view == "table":
-    # the whole filtered set in one table, in the server's order: a click on a column header then sorts every
-    # matching sample, not one page of them (the grid scrolls lazily, so 100k rows are fine)
+    # up to TABLE_ROWS matching samples in one table, in the server's order: a click on a column header then
+    # sorts every one of them. Beyond that, pages of TABLE_ROWS: a browser grid and the message that carries
+    # it stay small, and "Sort by" above sorts all of them.
     by = filters.SORT_COLUMNS.get(chosen.sort) or diagnose.score_label(chosen.sort)
-    st.caption(f"**{len(rows):,}** of {len(data.table):,} samples match, sorted by {by}; click a column header "
-               "to sort all of them by it."
+    whole = len(rows) <= TABLE_ROWS
+    st.caption(f"**{len(rows):,}** of {len(data.table):,} samples match, sorted by {by}; "
+               + ("click a column header to sort all of them by it." if whole else
+                  f"a column header sorts the {TABLE_ROWS:,} rows of a page, *Sort by* above sorts all of them.")
                + ("" if len(rows) <= THUMBNAIL_ROWS else f" Thumbnails show when at most {THUMBNAIL_ROWS:,} match."))
-    table_view(data, data.table.iloc[rows], labels, tags)
+    shown_rows = rows if whole else rows[common.paged(len(rows), key="samples_table", sizes=(TABLE_ROWS,))]
+    table_view(data, data.table.iloc[shown_rows], labels, tags)
 else:
     page = data.table.iloc[rows[common.paged(len(rows), key="samples_cards", sizes=(12, 24, 48))]]
     common.card_grid(data, page, labels=labels, score=chosen.sort, source="samples", key="grid", tags=tags)

@@ -25,7 +25,7 @@ def queue(data: run_data.RunData) -> tuple[list[str], str]:
     t = data.table
     filtered = st.session_state.get(common.FILTERED)
     selection = st.session_state.get(common.SELECTION) or []
-    labels = sorted(v for v in t["label"].astype(str).unique() if v)
+    labels = run_data.distinct(str(data.run.path), data.stamp, "label")
     offered = [s for s in SOURCES if (s != "filters" or filtered is not None) and (s != "selection" or selection)
                and (s != "top" or data.score_cols) and (s != "label" or labels)]
     if st.session_state.get("triage_source") not in offered:
