@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from multimem_core.data.decode import WORKERS, ordered_map
 from multimem_core.data.media import load_image
 from multimem_core.augment import augment_image
-from multimem_core.config import AugmentConfig
+from multimem_core.config import AugmentConfig, MediaSpec
 from multimem_core.models.frozen_image import (EFFICIENTNET_SIZE, VIEW_CROP_SCALE, VIEW_JITTER, VIEW_TRANSLATE,
                                                encode_views, load_image_encoder)
 from multimem_core.models.inference import flush_denormals
@@ -59,7 +59,7 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 
 def decode(paths: list[Path], size: int) -> np.ndarray:
-    return np.stack(list(ordered_map(lambda p: load_image(p, size), paths, WORKERS)))
+    return np.stack(list(ordered_map(lambda p: load_image(p, size, fit=MediaSpec().image_fit), paths, WORKERS)))
 
 
 @torch.no_grad()

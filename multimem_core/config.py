@@ -25,6 +25,11 @@ AUDIO_TOWERS = ("aisfx", "mel-cnn")
 # Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
 # features of every frame pooled over time (models/frozen_video.py).
 VIDEO_TOWERS = ("trained", FROZEN_EFFICIENTNET)
+# What the frozen EfficientNet image tower reads of its network: the pooled head features and those of two middle
+# blocks, or the head's alone (models/frozen_image.MID_BLOCKS).
+IMAGE_FEATURES = ("head+mid", "head")
+# How an image that is not square becomes the square the towers read (data/media.load_image).
+IMAGE_FITS = ("pad", "crop")
 # CLIP's initial temperature: the logit scale starts at 1/T = 14.3 (training learns it; the loss baseline of
 # imported embeddings uses it as it is).
 CLIP_TEMPERATURE = 0.07
@@ -52,6 +57,11 @@ class MediaSpec:
     image_size: int | None = option(None, flag="--image-size", min=8, max=1024, step=8, group="data",
                                     label="Image size (px, 0: the tower's own)",
                                     help="pixels the images and video frames are decoded to (None: the image tower's own)")
+    # "pad": the whole picture on a white square; "crop": the center square. Clip art and drawings are rarely
+    # square and a crop cuts them; padded, swapped titles separated better on the tune sets (clip art, stamps)
+    # and square images (icons, the demos) decode exactly as before (docs/ENCODERS.md)
+    image_fit: str = option("pad", flag="--image-fit", choices=IMAGE_FITS, group="data", label="Image fit",
+                            help="pad: the whole image, centred on white; crop: the center square")
     audio_sample_rate: int = 16000
     # 3 s: most named sound effects fit (the real sound sets' median is 1.5 s); 1 s cut them and separated
     # swapped sounds less on the tune sets (docs/ENCODERS.md)
@@ -112,6 +122,11 @@ class ModelConfig:
     freeze_image: bool = option(False, flag="--freeze-image", group="model and training",
                                 help="with --pretrained: keep the open_clip image tower frozen (features cached "
                                      "once, only a projection trains): minutes on a CPU")
+    # head+mid: drawings and icons separate better by the middle blocks' strokes and shapes (docs/ENCODERS.md)
+    image_features: str = option("head+mid", flag="--image-features", choices=IMAGE_FEATURES,
+                                 group="model and training",
+                                 help="frozen EfficientNet image tower: head+mid (its pooled head features and "
+                                      "those of two middle blocks) or head (the head's alone)")
     image_views: int = option(4, flag="--image-views", min=1, max=64, group="model and training",
                               help="frozen image tower: augmented views per image whose features are cached")
     audio_tower: str = option("aisfx", flag="--audio-tower", choices=AUDIO_TOWERS, group="model and training",
@@ -286,6 +301,11 @@ class ScoreConfig:
     def from_dict(cls, d: dict) -> "ScoreConfig":
         """The config `to_dict` wrote (RUN/config.json, RUN/request.json); other keys of config.json are ignored."""
         d = {**d, "views": d.get("views", d.get("augmentations", cls.views))}  # older runs say augmentations
+        # runs written before --image-fit and --image-features existed cropped images and read the head alone
+        if isinstance(d.get("media"), dict) and "image_fit" not in d["media"]:
+            d["media"] = {**d["media"], "image_fit": "crop"}
+        if isinstance(d.get("model"), dict) and "image_features" not in d["model"]:
+            d["model"] = {**d["model"], "image_features": "head"}
         kw = {f.name: _read(f, d[f.name]) for f in fields(cls) if f.name in d and f.name not in ("input", "out")}
         return cls(input=str(d.get("input", "")), out=str(d.get("out", "")), **kw)
 

@@ -16,9 +16,11 @@ from multimem_core.config import MODEL_FROM_INPUT
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
 # options added since, at the values that leave a run as it was, and the one renamed
-ADDED = {"model": {"freeze_image": False, "image_views": 4, "audio_tower": "mel-cnn", "audio_views": 4,
-                   "video_tower": "trained", "video_views": 2},
-         "media": {"allow_outside_root": False},
+# (image_features is read by the frozen EfficientNet tower only, which the demos do not use)
+ADDED = {"model": {"freeze_image": False, "image_views": 4, "image_features": "head+mid", "audio_tower": "mel-cnn",
+                   "audio_views": 4, "video_tower": "trained", "video_views": 2},
+         # the demos' images are square, and a square image decodes the same padded or cropped
+         "media": {"allow_outside_root": False, "image_fit": "pad"},
          # crossfit scores every row (no H: each model's own fold is its reference set), and plants its self-check
          "protocol": {"heldout_frac": None},
          "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "bootstrap": 200,

@@ -159,7 +159,7 @@ def test_big_inputs_stay_bounded(case: Case, tmp_path):
     recording read whole, 202 MB; six 4K frames as RGB, 197 MB; the bomb as RGB, 1.2 GB)."""
     row = case.make(tmp_path)
     modality = next(m for m in ("image", "audio", "video") if m in row)
-    call = {"image": "load_image(p, 16)", "audio": "load_audio(p, 16000, 8000)", "video": "load_video(p, 4, 16)"}
+    call = {"image": "load_image(p, 16, fit='crop')", "audio": "load_audio(p, 16000, 8000)", "video": "load_video(p, 4, 16)"}
     code = f"""
 import json, sys
 from multimem_core.data.media import MediaError, load_audio, load_image, load_video

@@ -200,18 +200,17 @@ def test_image_any_mode_to_rgb(tmp_path, mode):
     ext = ".jpg" if mode == "CMYK" else ".png"
     if mode == "P":
         img = Image.new("RGB", (24, 20), (200, 30, 60)).quantize(4)
-        img.info["transparency"] = 0
-        img.save(tmp_path / "p.png", transparency=0)
+        img.save(tmp_path / "p.png", transparency=3)  # an index no pixel uses: every pixel stays opaque
         path = tmp_path / "p.png"
     elif mode == "I;16":  # 16-bit greyscale: 40000 of 65535 must come out mid-grey, not clipped white
         Image.fromarray(np.full((20, 24), 40000, np.uint16)).save(tmp_path / "g16.png")
         path = tmp_path / "g16.png"
         with Image.open(path) as img:
             assert img.mode.startswith("I")
-        assert abs(int(load_image(path, 16).mean()) - 156) <= 2
+        assert abs(int(load_image(path, 16, fit="crop").mean()) - 156) <= 2
     else:
         path = write_png(tmp_path / f"x{ext}", mode=mode)
-    out = load_image(path, 16)
+    out = load_image(path, 16, fit="crop")
     assert out.shape == (3, 16, 16) and out.dtype == np.uint8
     if mode in ("RGB", "RGBA", "P", "CMYK"):
         assert np.allclose(out.reshape(3, -1).mean(axis=1), (200, 30, 60), atol=8), out.reshape(3, -1).mean(axis=1)
@@ -224,11 +223,42 @@ def test_image_resize_short_side_and_center_crop(tmp_path):
     arr = np.zeros((20, 60, 3), np.uint8)
     arr[:, :20, 0] = arr[:, 20:40, 1] = arr[:, 40:, 2] = 255
     Image.fromarray(arr).save(tmp_path / "wide.png")
-    out = load_image(tmp_path / "wide.png", 10)
+    out = load_image(tmp_path / "wide.png", 10, fit="crop")
     assert out.shape == (3, 10, 10)
     assert out[1].min() > 200 and out[0, :, 2:8].max() < 40 and out[2, :, 2:8].max() < 40
     # bytes work the same as a path
-    assert np.array_equal(load_image((tmp_path / "wide.png").read_bytes(), 10), out)
+    assert np.array_equal(load_image((tmp_path / "wide.png").read_bytes(), 10, fit="crop"), out)
+
+
+def test_image_pad_keeps_the_whole_picture_on_white(tmp_path):
+    # the same 60x20 red | green | blue: padded, all three thirds survive, above and below them white
+    arr = np.zeros((20, 60, 3), np.uint8)
+    arr[:, :20, 0] = arr[:, 20:40, 1] = arr[:, 40:, 2] = 255
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    out = load_image(tmp_path / "wide.png", 30, fit="pad").astype(int)
+    assert out.shape == (3, 30, 30)
+    assert (out[:, :8] == 255).all() and (out[:, -8:] == 255).all()  # 30x10 picture centred: rows 10-19
+    band = out[:, 12:18]
+    assert band[0, :, 2:8].min() > 200 and band[1, :, 12:18].min() > 200 and band[2, :, 22:28].min() > 200
+    assert band[1, :, 2:8].max() < 40 and band[0, :, 22:28].max() < 40
+
+
+def test_square_images_decode_the_same_with_either_fit(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (37, 37, 3), dtype=np.uint8)).save(tmp_path / "sq.png")
+    assert np.array_equal(load_image(tmp_path / "sq.png", 16, fit="pad"), load_image(tmp_path / "sq.png", 16, fit="crop"))
+    with pytest.raises(ValueError, match="fit"):
+        load_image(tmp_path / "sq.png", 16, fit="stretch")
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop"])
+def test_transparent_pixels_are_white(tmp_path, fit):
+    # black line art on a transparent ground whose hidden colour is black, as clip-art PNGs often store it
+    arr = np.zeros((20, 20, 4), np.uint8)
+    arr[9:11, :, 3] = 255  # an opaque black bar; everything else transparent black
+    Image.fromarray(arr, "RGBA").save(tmp_path / "art.png")
+    out = load_image(tmp_path / "art.png", 20, fit=fit).astype(int)
+    assert out[:, :7].min() == 255 and out[:, -7:].min() == 255 and out[:, 9:11].max() < 30
 
 
 def test_image_errors(tmp_path):
@@ -237,12 +267,12 @@ def test_image_errors(tmp_path):
     data = (tmp_path / "noise.jpg").read_bytes()
     (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(MediaError) as e:
-        load_image(tmp_path / "trunc.jpg", 16)
+        load_image(tmp_path / "trunc.jpg", 16, fit="crop")
     assert e.value.reason == "truncated image"
     with pytest.raises(MediaError, match="missing file: .*gone.png"):
-        load_image(tmp_path / "gone.png", 16)
+        load_image(tmp_path / "gone.png", 16, fit="crop")
     with pytest.raises(MediaError):
-        load_image(b"\x00\x01 not an image", 16)
+        load_image(b"\x00\x01 not an image", 16, fit="crop")
 
 
 # ------------------------------------------------------------------------------------------------ audio
@@ -346,8 +376,9 @@ def test_decode_skips_broken_samples_and_keeps_good_ones(tmp_path):
     assert d.arrays["audio"].shape == (4, 4000) and d.arrays["audio"].dtype == np.float32
     assert d.arrays["video"].shape == (4, 4, 3, 16, 16)
     assert d.arrays["text"] == ["sample number 0", "sample number 1", "sample number 2", "sample number 3"]
-    # arrays hold the right samples in the right order (image red channel is 10 * i)
-    assert np.allclose(d.arrays["image"][:, 0].reshape(4, -1).mean(axis=1), [0, 10, 20, 30], atol=2)
+    # arrays hold the right samples in the right order (image red channel is 10 * i; the centre rows, which the
+    # white padding of these non-square pictures does not reach)
+    assert np.allclose(d.arrays["image"][:, 0, 6:10].reshape(4, -1).mean(axis=1), [0, 10, 20, 30], atol=2)
     assert np.array_equal(d.arrays["audio"][2], load_audio(media / "2.wav", 8000, 4000))
 
     errs = d.errors.set_index("id")

@@ -93,6 +93,25 @@ def test_fast_efficientnet_features_equal_eager_fp32():
         assert torch.allclose(folded(x), ref, rtol=1e-4, atol=1e-4)
 
 
+def test_mid_block_features_hold_the_head_features_and_agree_fast_and_eager():
+    """The image tower's features: the head's pooled features (as the video tower reads them) followed by the
+    middle blocks', each part a unit vector, the whole a unit vector; the fast path gives the same."""
+    from multimem_core.models.frozen_image import (FrozenImageTower, efficientnet_feature_dim, encode_views,
+                                                   load_image_encoder)
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 96, 96), dtype=np.uint8)
+    eager = encode_views(load_image_encoder("efficientnet-lite0", fast=False, mid_blocks=True), images, views=2, seed=1)
+    fast = encode_views(load_image_encoder("efficientnet-lite0", mid_blocks=True), images, views=2, seed=1)
+    head = encode_views(load_image_encoder("efficientnet-lite0", fast=False), images, views=2, seed=1)
+    width = efficientnet_feature_dim("efficientnet-lite0", mid_blocks=True)
+    assert eager.shape == (6, 2, width) and width > 1280
+    assert FrozenImageTower.create("efficientnet-lite0", 16, mid_blocks=True).proj[0].in_features == width
+    assert FrozenImageTower.create("efficientnet-lite0", 16).proj[0].in_features == 1280
+    assert torch.allclose(eager.norm(dim=-1), torch.ones(6, 2), atol=1e-5)
+    assert torch.allclose(torch.nn.functional.normalize(eager[..., :1280], dim=-1), head, atol=1e-5)
+    assert torch.nn.functional.cosine_similarity(fast, eager, dim=-1).min() > 0.999
+
+
 def test_flush_denormals_reaches_every_thread_and_ends_with_the_block():
     """The frozen encoders flush denormal floats on torch's intra-op threads too (a multiply over a tensor
     large enough to be split between the threads gives zeros in every part), nested blocks keep the mode,
@@ -117,3 +136,17 @@ def test_flush_denormals_reaches_every_thread_and_ends_with_the_block():
         assert zero_share() == [0.0, 0.0]
     finally:
         torch.set_num_threads(threads)
+
+
+def test_runs_written_before_image_fit_and_features_read_as_they_were_made():
+    """A config.json without image_fit / image_features (written before they existed) rebuilds the run as it was
+    made: images center-cropped, the head's features alone; a new run's config keeps what it chose."""
+    from multimem_core.config import ScoreConfig
+
+    new = ScoreConfig(input="m.csv", out="o").to_dict()
+    assert (new["media"]["image_fit"], new["model"]["image_features"]) == ("pad", "head+mid")
+    assert ScoreConfig.from_dict(new).media.image_fit == "pad"
+    old = {**new, "media": {k: v for k, v in new["media"].items() if k != "image_fit"},
+           "model": {k: v for k, v in new["model"].items() if k != "image_features"}}
+    back = ScoreConfig.from_dict(old)
+    assert (back.media.image_fit, back.model.image_features) == ("crop", "head")

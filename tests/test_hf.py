@@ -67,7 +67,7 @@ def test_saved_dataset_scores_end_to_end(hf_run):
     row = int(ref["row"])
     assert ref["text"] == original[row]["caption"]
     blob = original.with_format("arrow")[row]["img"][0]["bytes"].as_py()
-    assert load_image(blob, 16).shape == (3, 16, 16)
+    assert load_image(blob, 16, fit="crop").shape == (3, 16, 16)
 
 
 def test_dashboard_serves_table_media_under_the_root_only(hf_run, tmp_path):

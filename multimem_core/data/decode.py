@@ -203,7 +203,7 @@ def row_loader(
                     continue
                 src, where = open_media(rec, m)
                 if m == "image":
-                    values[m] = load_image(src, spec.image_size)
+                    values[m] = load_image(src, spec.image_size, fit=spec.image_fit)
                 elif m == "audio":
                     values[m] = load_audio(src, spec.audio_sample_rate, spec.audio_samples)
                 else:

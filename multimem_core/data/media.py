@@ -20,6 +20,7 @@ import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy.signal import resample_poly
 
+from ..config import IMAGE_FITS
 from .files import file_kind, plain_reason
 
 Source = Path | str | bytes
@@ -55,13 +56,18 @@ def _is_empty(src: Source) -> bool:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB. Alpha is dropped (as open_clip's `convert("RGB")` does)."""
+    """Any Pillow mode -> RGB. Transparent pixels are composited on white: clip art and icons are drawn to
+    be seen on a page, and the colour stored under a transparent pixel (often black) is not part of the
+    picture (dropping alpha turned black line art on a transparent ground into a black square)."""
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info) \
+            or (img.mode in ("L", "RGB") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
     if img.mode == "RGB":
         return img
-    if img.mode == "P" and "transparency" in img.info:
-        # Converting a palette image with transparency straight to RGB makes Pillow warn.
-        img = img.convert("RGBA")
-    elif img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # 16/32-bit greyscale: convert("RGB") would clip everything above 255 to white; rescale instead.
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
@@ -70,6 +76,20 @@ def _to_rgb(img: Image.Image) -> Image.Image:
             arr, top = arr - lo, max(hi - lo, 1e-12)
         img = Image.fromarray(np.clip(np.nan_to_num(arr) / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     return img.convert("RGB")
+
+
+
+def _resize_pad(img: Image.Image, size: int) -> Image.Image:
+    """Resize the long side to `size` and centre the picture on a white square: nothing of it is cut off.
+    A square image comes out exactly as _resize_center_crop makes it."""
+    w, h = img.size
+    scale = size / max(w, h)
+    fw, fh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (fw, fh) == (size, size):
+        return img.resize((size, size), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(img.resize((fw, fh), Image.Resampling.BICUBIC), ((size - fw) // 2, (size - fh) // 2))
+    return canvas
 
 
 def _resize_center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -89,12 +109,15 @@ def max_image_pixels() -> int | None:
     return Image.MAX_IMAGE_PIXELS
 
 
-def load_image(src: Source, size: int) -> np.ndarray:
-    """Decode an image file -> uint8 [3, size, size] RGB (short side resized, center crop).
+def load_image(src: Source, size: int, *, fit: str) -> np.ndarray:
+    """Decode an image file -> uint8 [3, size, size] RGB. fit "pad": the long side resized and the picture
+    centred on white (a drawing keeps its whole outline); "crop": the short side resized, center crop.
 
     EXIF orientation is applied (a phone photo stands as the person saw it). Refused before decoding:
     images with more pixels than `max_image_pixels()` after JPEG's draft scaling (decompression bombs),
     and images with a side under MIN_IMAGE_SIDE."""
+    if fit not in IMAGE_FITS:
+        raise ValueError(f"image fit must be one of {', '.join(IMAGE_FITS)}, not {fit!r}")
     fp, path = _open(src)
     if _is_empty(src):
         raise MediaError("empty image file", path)
@@ -110,7 +133,8 @@ def load_image(src: Source, size: int) -> np.ndarray:
             if min(w, h) < MIN_IMAGE_SIDE:
                 raise MediaError(f"image too small ({w}×{h} pixels; a placeholder?)", path)
             img.load()  # force the full decode now, so a truncated file fails here and not later
-            rgb = _resize_center_crop(_to_rgb(ImageOps.exif_transpose(img)), size)
+            rgb = _to_rgb(ImageOps.exif_transpose(img))
+            rgb = _resize_pad(rgb, size) if fit == "pad" else _resize_center_crop(rgb, size)
     except UnidentifiedImageError as e:
         raise MediaError("not an image", path) from e
     except Image.DecompressionBombError as e:  # Pillow's own check, in case draft changed nothing above

@@ -119,7 +119,7 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
 
     if "image" in mods:
         towers["image"] = (FrozenImageTower.create(cfg.image_tower, embed_dim, pretrained=cfg.pretrained,
-                                                   views=cfg.image_views)
+                                                   views=cfg.image_views, mid_blocks=cfg.image_features == "head+mid")
                            if frozen_image else ImageTower(clip.visual, image_size))
     if "text" in mods:
         if cfg.text_tower in FROZEN_TEXT_ENCODERS or Path(cfg.text_tower).exists():
