@@ -277,8 +277,7 @@ class FrozenImageTower(nn.Module):
         return cls(tower, dim, embed_dim, pretrained=pretrained, views=views, mid_blocks=mid_blocks)
 
     def prepare(self, raw: np.ndarray) -> Tensor:
-        encoder = load_image_encoder(self.tower, self.pretrained, mid_blocks=self.mid_blocks)
-        return encode_views(encoder, raw, views=self.views)
+        return self.prepare_share(raw, 0, 1)[1]  # one process: all the rows, the same encoder as a share
 
     def prepare_share(self, raw: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, Tensor]:
         """Process `rank` of `world`'s rows of prepare(raw) (whole chunks, contiguous): (rows, features)."""
@@ -286,8 +285,8 @@ class FrozenImageTower(nn.Module):
         chunks = -(-len(raw) // chunk)
         lo, hi = (chunks * rank // world) * chunk, min(len(raw), (chunks * (rank + 1) // world) * chunk)
         rows = range(lo, max(lo, hi))
-        feats = encode_views(load_image_encoder(self.tower, self.pretrained), raw, views=self.views, chunk=chunk,
-                             rows=rows)
+        encoder = load_image_encoder(self.tower, self.pretrained, mid_blocks=self.mid_blocks)
+        feats = encode_views(encoder, raw, views=self.views, chunk=chunk, rows=rows)
         return np.arange(rows.start, rows.stop), feats
 
     def forward(self, x: Tensor) -> Tensor:
