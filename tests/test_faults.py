@@ -26,6 +26,12 @@ TINY = ["--image-size", "16", "--frames", "4", "--audio-seconds", "0.5", "--audi
         "--views", "2", "--quiet", "--train-workers", "2", "--seed", "0"]
 
 
+# The runs compared with `reference` train long enough for a kill to land mid-training on a fast machine: at 30
+# epochs a model trained in 0.43 s here, under one progress report (every 0.5 s), and CI's faster machine once
+# finished before the test could see epoch 3.
+REFERENCE_EPOCHS = 300
+
+
 def score_cmd(manifest: Path, out: Path, *extra: str, epochs: int = 30, modalities="image,text") -> list[str]:
     return [sys.executable, "-m", "multimem_core.cli", "score", str(manifest), "--out", str(out), *TINY,
             "--epochs", str(epochs), "--modalities", modalities, *extra]
@@ -86,7 +92,7 @@ def reference(shapes_manifest, tmp_path_factory):
     """An uninterrupted run of the tiny command, and how long it took."""
     out = tmp_path_factory.mktemp("faults") / "reference"
     t = time.time()
-    res = run(score_cmd(shapes_manifest, out, "--no-projection"))
+    res = run(score_cmd(shapes_manifest, out, "--no-projection", epochs=REFERENCE_EPOCHS))
     assert res.returncode == 0, res.stderr[-3000:]
     return out, time.time() - t
 
@@ -97,7 +103,7 @@ def test_sigkill_during_training_then_nothing_writes_and_a_rerun_scores_the_same
                                                                                  tmp_path):
     ref, _ = reference
     out = tmp_path / "victim"
-    proc = subprocess.Popen(score_cmd(shapes_manifest, out, "--no-projection"), cwd=REPO,
+    proc = subprocess.Popen(score_cmd(shapes_manifest, out, "--no-projection", epochs=REFERENCE_EPOCHS), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def training() -> dict | None:  # both workers in their third epoch or later
@@ -119,7 +125,7 @@ def test_sigkill_during_training_then_nothing_writes_and_a_rerun_scores_the_same
     assert not RunDir(out).is_complete()
     assert json.loads((out / "config.json").read_text())["status"] == "running"  # killed: no chance to say more
 
-    res = run(score_cmd(shapes_manifest, out, "--no-projection"))  # at once, same command
+    res = run(score_cmd(shapes_manifest, out, "--no-projection", epochs=REFERENCE_EPOCHS))  # at once, same command
     assert res.returncode == 0, res.stderr[-3000:]
     assert RunDir(out).is_complete()
     assert_same_scores(ref, out)
@@ -132,8 +138,8 @@ def test_sigkill_in_every_stage_then_a_rerun_scores_the_same(stage, reference, s
     uninterrupted run's (the UMAP map is on here, so that writing it is a stage too; it does not touch scores)."""
     ref, _ = reference
     out = tmp_path / "victim"
-    proc = subprocess.Popen(score_cmd(shapes_manifest, out), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(score_cmd(shapes_manifest, out, epochs=REFERENCE_EPOCHS), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     end = time.time() + 300
     while (RunDir(out).progress() or {}).get("stage") != stage:
         assert proc.poll() is None and time.time() < end, f"the run never showed stage {stage}"
@@ -141,7 +147,7 @@ def test_sigkill_in_every_stage_then_a_rerun_scores_the_same(stage, reference, s
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not RunDir(out).is_complete()  # even with scores.parquet written (killed in projection)
-    res = run(score_cmd(shapes_manifest, out))
+    res = run(score_cmd(shapes_manifest, out, epochs=REFERENCE_EPOCHS))
     assert res.returncode == 0, f"after a kill in {stage}: {res.stderr[-3000:]}"
     assert_same_scores(ref, out)
     print(f"killed in stage {stage}: rerun scores equal")
