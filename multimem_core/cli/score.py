@@ -104,7 +104,8 @@ DEMO_PROFILES = {
 DEMO_QUICK = {"samples": 400, "epochs": 8, "views": 4}
 # the options a demo profile may set (None on the command line: the profile, else the score default)
 PROFILE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "image_size", "frames", "audio_seconds", "views",
-                "text_tower", "image_tower", "folds", "audio_tower", "video_tower", "audio_sample_rate")
+                "text_tower", "image_tower", "folds", "audio_tower", "video_tower", "audio_sample_rate",
+                "video_size", "audio_mels")
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:
