@@ -30,9 +30,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
-SUBJECTS = {"china.jpg": "the roof of a Chinese temple among trees", "flower.jpg": "a pink flower with a yellow centre"}
-REGIONS = ["upper left", "upper right", "lower left", "lower right", "centre"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photo_crops import random_photo_crop  # noqa: E402
+from process_tree import tree_memory  # noqa: E402
+
 LIGHT = {-1: "dim", 0: "", 1: "bright"}
 
 
@@ -43,24 +46,14 @@ def label(n: int) -> str:
 def build_photos(root: Path, n: int, *, seed: int = 0) -> None:
     """Photos 0 .. n-1 under root/img (the ones already there are kept: a set grows, never changes)."""
     from PIL import Image, ImageEnhance
-    from sklearn.datasets import load_sample_images
 
-    sources = load_sample_images()
     (root / "img").mkdir(parents=True, exist_ok=True)
     meta = root / "captions.jsonl"
     have = meta.read_text().splitlines() if meta.is_file() else []
     with meta.open("a") as out:
         for i in range(len(have), n):
             rng = np.random.default_rng([seed, i])  # photo i is the same whatever the size asked
-            k = int(rng.integers(len(sources.images)))
-            src, name = sources.images[k], Path(sources.filenames[k]).name
-            h, w = src.shape[:2]
-            ch, cw = int(h * rng.uniform(0.3, 0.9)), int(w * rng.uniform(0.3, 0.9))
-            y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-            region = REGIONS[min(4, (2 * y // max(1, h - ch + 1)) * 2 + (2 * x // max(1, w - cw + 1)))]
-            long_side = int(rng.integers(640, 1281))
-            size = (long_side, max(1, long_side * ch // cw)) if cw >= ch else (max(1, long_side * cw // ch), long_side)
-            img = Image.fromarray(src[y:y + ch, x:x + cw]).resize(size, Image.BILINEAR)
+            img, subject, region = random_photo_crop(rng, long_side=(640, 1280), resample=Image.BILINEAR)
             flip = bool(rng.integers(2))
             if flip:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
@@ -69,7 +62,7 @@ def build_photos(root: Path, n: int, *, seed: int = 0) -> None:
             path = f"img/{i:06d}.jpg"
             img.save(root / path, quality=85)
             words = " ".join(w for w in (LIGHT[light], "mirrored" if flip else "") if w)
-            text = f"A {words + ' ' if words else ''}photo of {SUBJECTS[name]}, the {region} part of the scene."
+            text = f"A {words + ' ' if words else ''}photo of {subject}, the {region} part of the scene."
             out.write(json.dumps({"id": f"photo{i:06d}", "image": path, "text": text}) + "\n")
 
 
@@ -83,29 +76,6 @@ def manifest(root: Path, n: int) -> Path:
     return path
 
 
-def tree_pss(pid: int) -> int:
-    """Bytes of PSS of `pid` and every process descending from it (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            pass
-    return total
-
-
 def measure(manifest_path: Path, run: Path, *, interval: float = 0.5) -> dict:
     """Score `manifest_path` into `run` with default options; wall time, stage times, peak PSS per stage."""
     cmd = [sys.executable, "-m", "multimem_core.cli", "score", str(manifest_path), "--out", str(run),
@@ -113,13 +83,13 @@ def measure(manifest_path: Path, run: Path, *, interval: float = 0.5) -> dict:
     peaks: dict[str, int] = {}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stage = "start"
+    root, stage = psutil.Process(proc.pid), "start"
     while proc.poll() is None:
         try:
             stage = json.loads((run / "progress.json").read_text()).get("stage", stage)
         except (OSError, ValueError):
             pass
-        peaks[stage] = max(peaks.get(stage, 0), tree_pss(proc.pid))
+        peaks[stage] = max(peaks.get(stage, 0), tree_memory(root)[0])
         time.sleep(interval)
     wall = time.perf_counter() - t0
     err = proc.stderr.read()
