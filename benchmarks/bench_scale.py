@@ -12,6 +12,7 @@ stage the run reports in progress.json. Stage times are the run's own (RUN/timin
     python benchmarks/bench_scale.py --sizes 500,1000         # a quick look
     python benchmarks/bench_scale.py --sizes 2000 --results /tmp/scale.json   # one size now, others later:
                                                               # the ratio is computed over every size recorded
+    python benchmarks/bench_scale.py --score-args "--image-views 1"   # options of `multimem score`, every size
 
 Last line: per_row_ratio_<big>_<small>=<time per row at the largest size / at the second largest>
 peak_gb_<big>=<peak PSS of the tree at the largest size, GB> (per_row_ratio_16k_4k and peak_gb_16k by default).
@@ -23,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -76,10 +78,12 @@ def manifest(root: Path, n: int) -> Path:
     return path
 
 
-def measure(manifest_path: Path, run: Path, *, interval: float = 0.5) -> dict:
-    """Score `manifest_path` into `run` with default options; wall time, stage times, peak PSS per stage."""
+def measure(manifest_path: Path, run: Path, *, options: list[str], interval: float = 0.5) -> dict:
+    """Score `manifest_path` into `run` (default options and `options`); wall time, stage times, peak PSS
+    per stage, the load average before and after."""
     cmd = [sys.executable, "-m", "multimem_core.cli", "score", str(manifest_path), "--out", str(run),
-           "--modalities", "image,text", "--quiet"]
+           "--modalities", "image,text", "--quiet", *options]
+    load_before = os.getloadavg()
     peaks: dict[str, int] = {}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -96,12 +100,14 @@ def measure(manifest_path: Path, run: Path, *, interval: float = 0.5) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"multimem score failed on {manifest_path}:\n{err[-3000:]}")
     timings = json.loads((run / "timings.json").read_text())
-    return {"wall_s": wall, "stages_s": timings, "peak_bytes": peaks, "peak_total": max(peaks.values())}
+    return {"wall_s": wall, "stages_s": timings, "peak_bytes": peaks, "peak_total": max(peaks.values()),
+            "options": options, "load_before": load_before, "load_after": os.getloadavg()}
 
 
 def report(n: int, m: dict) -> None:
     print(f"\n{label(n)} rows: {m['wall_s']:.1f} s wall, {m['wall_s'] / n * 1000:.1f} ms per row, "
-          f"peak {m['peak_total'] / 1e9:.2f} GB (PSS of the process tree)")
+          f"peak {m['peak_total'] / 1e9:.2f} GB (PSS of the process tree); load average "
+          f"{' '.join(f'{x:.2f}' for x in m['load_before'])} before, {' '.join(f'{x:.2f}' for x in m['load_after'])} after")
     print(f"    {'stage':<11}{'time s':>9}{'ms/row':>9}{'peak GB':>9}")
     for stage, sec in m["stages_s"].items():
         peak = m["peak_bytes"].get(stage)
@@ -128,17 +134,26 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path("/tmp/bench-scale-photos"),
                    help="where the photos are built (and reused by later invocations)")
     p.add_argument("--results", type=Path, help="JSON file that keeps every size measured, for the ratio")
+    p.add_argument("--score-args", default="",
+                   help="more options for `multimem score`, the same at every size (e.g. '--image-views 1': a "
+                        "quarter of the image encoder's passes per row); recorded with each size")
     p.add_argument("--keep-runs", action="store_true", help="keep the run directories (in --data)")
     args = p.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     t = time.perf_counter()
     build_photos(args.data, max(sizes))
     print(f"photos: {max(sizes)} in {args.data} ({time.perf_counter() - t:.1f} s to build the missing ones)")
+    options = shlex.split(args.score_args)
     results = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
+    other = sorted(int(k) for k, m in results.items() if m.get("options", []) != options)
+    if other:
+        raise SystemExit(f"{args.results}: sizes {other} were measured with other options than {options}; "
+                         f"a ratio compares one set of options (use another --results file)")
+    print(f"each size: multimem score photos_N.csv --modalities image,text --quiet {' '.join(options)}".rstrip())
     for n in sizes:
         run = args.data / f"run_{n}"
         shutil.rmtree(run, ignore_errors=True)
-        m = measure(manifest(args.data, n), run)
+        m = measure(manifest(args.data, n), run, options=options)
         m["cpus"] = os.cpu_count()
         report(n, m)
         results[str(n)] = m
