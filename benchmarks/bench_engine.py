@@ -170,7 +170,7 @@ def bare_demo_training(run_dir: Path, epochs: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo", action="store_true", help="also time a full `multimem demo`")
-    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--dataset", default="emoji", help="the built-in dataset of the demo (default: multimem demo's own)")
     p.add_argument("--samples", type=int, default=512, help="samples for the training-loop comparison")
     p.add_argument("--bare-epochs", type=int, default=5, help="epochs of the bare loop beside the demo (d)")
     p.add_argument("--out", help="keep the demo's run in this new directory (default: a temporary one)")
