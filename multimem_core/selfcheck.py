@@ -14,7 +14,8 @@ Pure functions over score arrays (higher = more suspicious). For each candidate 
   rows as themselves. PLANT_BIAS (true AUROC − corrected planted AUROC, per candidate, measured on sets with
   known swaps: docs/REAL_DATA.md, "the self-check") is added;
 - a bootstrap over planted and real rows gives the interval, widened by PLANT_SPREAD (how much that bias
-  varies from set to set).
+  varies from set to set) and by the sampling error of an AUROC over this data's own π·N bad rows (what the
+  user meets is their AUROC, not the expected one).
 
 The ranking of the run is the candidate with the highest lower end of its interval.
 """
@@ -29,6 +30,10 @@ import pandas as pd
 RANKING_COLUMN = "combo__meanrank"
 # candidate rankings: a column of scores.parquet, with a leading '-' where lower is more suspicious
 CANDIDATES = ("multimem", "-cmc_out", RANKING_COLUMN)
+# the rankings of the model that never saw a row alone: measured on virtual swaps (virtual.py), hundreds of them
+# at no training cost; the others need models that trained on the corruption, the trained planted rows
+VIRTUAL_CANDIDATES = ("-cmc_out",)
+VIRTUAL_FILE = "selfcheck_virtual.parquet"
 LOW_AUROC = 0.70
 QUANTILES = (0.5, 0.6, 0.7, 0.8)
 MAX_CONTAMINATION = 0.3  # natural noise above this share is not what a ranking is for
@@ -43,6 +48,8 @@ PI_START = 0.1
 PLANT_BIAS = {"multimem": 0.0, "-cmc_out": 0.01, RANKING_COLUMN: 0.02}
 PLANT_SPREAD = {"multimem": 0.08, "-cmc_out": 0.02, RANKING_COLUMN: 0.04}
 PI_PRIOR_SD = 0.1
+# below this share of bad rows the fit is not trusted to say how few there are (for the interval's sampling term)
+SAMPLING_MIN_SHARE = 0.05
 
 
 def oriented(scores: pd.DataFrame, ranking: str) -> np.ndarray:
@@ -173,11 +180,23 @@ def estimate(planted: np.ndarray, rest: np.ndarray, bias: float = 0.0, name: str
     pi = fit * PI_PRIOR_SD ** 2 / (PI_PRIOR_SD ** 2 + var)
     est = np.clip((obs - 0.5 * pi) / (1.0 - pi) + bias, 0.0, 1.0)
     low, high = (np.quantile(est[1:], [0.05, 0.95]) if bootstrap > 1 else (est[0], est[0]))
-    low = est[0] - np.hypot(max(est[0] - low, 0.0), 1.645 * spread)
-    high = est[0] + np.hypot(max(high - est[0], 0.0), 1.645 * spread)
+    # the truth the user meets is the AUROC of this data's own bad rows, a sample of about π·N of them
+    share = max(float(fit[0]), SAMPLING_MIN_SHARE)
+    widen = np.hypot(1.645 * spread, 1.645 * sampling_se(est[0], share * len(rest), (1 - share) * len(rest)))
+    low = est[0] - np.hypot(max(est[0] - low, 0.0), widen)
+    high = est[0] + np.hypot(max(high - est[0], 0.0), widen)
     return {"auroc_planted": float(obs[0]), "contamination": float(pi[0]), "contamination_fit": float(fit[0]),
             "expected_auroc": float(est[0]), "expected_auroc_low": float(np.clip(low, 0.0, 1.0)),
             "expected_auroc_high": float(np.clip(high, 0.0, 1.0))}
+
+
+def sampling_se(a: float, n_bad: float, n_clean: float) -> float:
+    """Standard error of an AUROC `a` measured on n_bad bad and n_clean clean rows (Hanley & McNeil, 1982):
+    how far the AUROC of this data's own bad rows may lie from the one expected of bad rows like them."""
+    n_bad, n_clean = max(n_bad, 2.0), max(n_clean, 2.0)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_bad - 1) * (q1 - a * a) + (n_clean - 1) * (q2 - a * a)) / (n_bad * n_clean)
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def expected_wrong_in_top(planted: np.ndarray, rest: np.ndarray, pi: float, k: int) -> float:
@@ -209,12 +228,15 @@ def run_selfcheck(planted: Mapping[str, np.ndarray], rest: Mapping[str, np.ndarr
     planted / rest: candidate -> scores (higher = more suspicious) of the planted and the real rows."""
     bias = PLANT_BIAS if bias is None else bias
     spread = PLANT_SPREAD if spread is None else spread
-    out: dict = {"n_planted": int(len(next(iter(planted.values())))), "top": int(top), "candidates": {}}
+    counts = {name: int(np.isfinite(np.asarray(v, float)).sum()) for name, v in planted.items()}
+    trained = [counts[c] for c in counts if c not in VIRTUAL_CANDIDATES]
+    out: dict = {"n_planted": trained[0] if trained else 0, "top": int(top), "candidates": {},
+                 "n_virtual": max([counts[c] for c in counts if c in VIRTUAL_CANDIDATES], default=0)}
     for name in planted:
         p, r = np.asarray(planted[name], float), np.asarray(rest[name], float)
         p, r = p[np.isfinite(p)], r[np.isfinite(r)]
         e = estimate(p, r, bias.get(name, 0.0), name, bootstrap=bootstrap, seed=seed, spread=spread.get(name, 0.0))
-        out["candidates"][name] = {k: round(v, 4) for k, v in e.items()} | {
+        out["candidates"][name] = {k: round(v, 4) for k, v in e.items()} | {"n_planted": counts[name],
             "precision_at_k": round(precision_at_k(p, r), 4),
             "expected_wrong_in_top": round(expected_wrong_in_top(p, r, e["contamination"], top), 1)}
     finite = {k: v for k, v in out["candidates"].items() if np.isfinite(v["expected_auroc"])}

@@ -95,7 +95,8 @@ def verdict(cfg: dict) -> dict:
     top = sc.get("top", 50)
     out = {"ranking": sc["ranking"], "expected_auroc": est, "expected_auroc_low": lo, "expected_auroc_high": hi,
            "contamination": sc.get("contamination"), "expected_wrong_in_top": sc.get("expected_wrong_in_top"),
-           "top": top, "n_planted": sc.get("n_planted"), "selfcheck": sc.get("candidates", {}),
+           "top": top, "n_planted": sc.get("n_planted"), "n_virtual": sc.get("n_virtual", 0),
+           "selfcheck": sc.get("candidates", {}),
            "verdict": (f"On this data, {wrong} ranks above a right one {100 * est:.0f} % of the time "
                        f"({100 * lo:.0f}–{100 * hi:.0f} %); among the top {top}, expect about "
                        f"{sc.get('expected_wrong_in_top', 0):.0f} wrong pairs. About {100 * sc.get('contamination', 0):.0f} % "
@@ -131,7 +132,9 @@ def format_summary(s: dict) -> str:
         total = sum(s["timings"].values())
         lines.append(f"time       {total:.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in s["timings"].items()))
     if s.get("selfcheck"):
-        lines.append(f"\nself-check ({s.get('n_planted')} planted corruptions): estimated AUROC per ranking")
+        virtual = f", {s['n_virtual']} virtual swaps for the rankings of the model that never saw a row" \
+            if s.get("n_virtual") else ""
+        lines.append(f"\nself-check ({s.get('n_planted')} planted corruptions{virtual}): estimated AUROC per ranking")
         for name, c in s["selfcheck"].items():
             lines.append(f"  {name:<26}{c['expected_auroc']:.3f}  ({c['expected_auroc_low']:.2f}–"
                          f"{c['expected_auroc_high']:.2f}; planted {c['auroc_planted']:.3f})")

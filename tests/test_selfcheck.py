@@ -110,10 +110,15 @@ def test_planted_rows_stay_out_of_scores_and_exports(crossfit_run, tmp_path):
     assert not set(planted["id"]) & set(scores["id"])
     cfg = json.loads((crossfit_run.path / "config.json").read_text())
     assert cfg["selfcheck"]["n_planted"] == len(planted)
+    virtual = pd.read_parquet(crossfit_run.path / "selfcheck_virtual.parquet")
+    assert len(virtual) > len(planted) and virtual["id"].str.startswith("virtual-").all()
+    assert np.isfinite(virtual["cmc_out"]).all() and not set(virtual["id"]) & set(scores["id"])
+    assert cfg["selfcheck"]["n_virtual"] == len(virtual) == cfg["selfcheck"]["candidates"]["-cmc_out"]["n_planted"]
+    assert (virtual["donor"] != virtual["partner"]).all() and set(virtual["donor"]) <= set(scores["id"])
     out = tmp_path / "clean.csv"
     assert main(["export", str(crossfit_run.path), "--drop", "top:5", "--out", str(out)]) == 0
     exported = pd.read_csv(out)
-    assert not exported["id"].astype(str).str.startswith("planted-").any()
+    assert not exported["id"].astype(str).str.startswith(("planted-", "virtual-")).any()
     assert len(exported) == len(scores) - 5
 
 
