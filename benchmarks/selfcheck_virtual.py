@@ -127,7 +127,7 @@ def main() -> None:
     for spec in args.runs:
         path, _, given = spec.partition(":")
         run = RunDir(path)
-        name = f"{run.path.parent.name}__{run.path.name}"
+        name = str(run.path.resolve()).strip("/").replace("/", "__")
         if args.saved:
             vtable = pd.read_parquet(args.saved / f"{name}.parquet")
         else:

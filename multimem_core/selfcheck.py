@@ -41,12 +41,13 @@ EM_ITERS = 300  # at most; the fit stops earlier once π moves by less than EM_T
 EM_TOL = 1e-5
 PI_START = 0.1
 # true AUROC − corrected planted AUROC per ranking (the gap), measured on every set with known swaps that is not
-# a validation set (benchmarks/selfcheck_bias.py; docs/REAL_DATA.md, "the self-check"): the mean, rounded toward 0,
-# is added; the spread from set to set widens the interval. The model that never saw a planted row saw none of
-# its sources either, so -cmc_out sees it as a natural swap: small, steady gap. For multimem a planted row is
-# easier to memorize on some sets and harder on others: a gap that changes sign, hence its wide spread.
-PLANT_BIAS = {"multimem": 0.0, "-cmc_out": 0.01, RANKING_COLUMN: 0.02}
-PLANT_SPREAD = {"multimem": 0.08, "-cmc_out": 0.02, RANKING_COLUMN: 0.04}
+# a validation set (benchmarks/selfcheck_bias.py, selfcheck_virtual.py; docs/REAL_DATA.md, "the self-check"): the
+# mean, rounded toward 0, is added; the spread from set to set widens the interval. For multimem a planted row is
+# easier to memorize on some sets and harder on others: a gap that changes sign, hence its wide spread. -cmc_out is
+# measured on virtual swaps, which score like natural ones (same mean and spread on the tune sets); its gap comes
+# from π: the mixture overstates it on real sets (0.12-0.26 for a true 0.10), whose clean rows are not normal.
+PLANT_BIAS = {"multimem": 0.0, "-cmc_out": -0.05, RANKING_COLUMN: 0.02}
+PLANT_SPREAD = {"multimem": 0.08, "-cmc_out": 0.03, RANKING_COLUMN: 0.04}
 PI_PRIOR_SD = 0.1
 # below this share of bad rows the fit is not trusted to say how few there are (for the interval's sampling term)
 SAMPLING_MIN_SHARE = 0.05
