@@ -31,6 +31,9 @@ import numpy as np
 import psutil
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from process_tree import tree_memory  # noqa: E402
+
 
 def bench_training_loop(n: int = 512, epochs: int = 2, modalities=("image", "text", "audio", "video")) -> dict:
     from multimem_core.data.decode import decode_manifest
@@ -75,18 +78,6 @@ def bench_training_loop(n: int = 512, epochs: int = 2, modalities=("image", "tex
         bare = len(idx) * epochs / (time.perf_counter() - t)
     return {"ours_samples_per_s": round(ours, 1), "bare_samples_per_s": round(bare, 1),
             "ratio_ours_over_bare": round(ours / bare, 3)}
-
-
-def tree_memory(root: psutil.Process) -> tuple[int, int, int]:
-    """(sum of PSS, sum of RSS, largest RSS) in bytes over root and its descendants, now."""
-    pss = rss = top = 0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            mem = proc.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue  # a worker that just ended
-        pss, rss, top = pss + mem.pss, rss + mem.rss, max(top, mem.rss)
-    return pss, rss, top
 
 
 def bench_demo(args) -> dict:

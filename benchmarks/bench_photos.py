@@ -18,41 +18,31 @@ import argparse
 import csv
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
-SUBJECTS = {"china.jpg": "the roof of a Chinese temple among trees", "flower.jpg": "a pink flower with a yellow centre"}
-REGIONS = ["upper left", "upper right", "lower left", "lower right", "centre"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photo_crops import random_photo_crop  # noqa: E402
 
 
 def build_photo_csv(root: Path, n: int, *, seed: int = 0) -> Path:
     """Write n photo files and `photos.csv` (id,image,text) under root; return the CSV's path."""
     rng = np.random.default_rng(seed)
-    photos = load_sample_images()
     (root / "img").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
-        k = int(rng.integers(len(photos.images)))
-        src, name = photos.images[k], Path(photos.filenames[k]).name
-        h, w = src.shape[:2]
-        ch, cw = int(h * rng.uniform(0.3, 0.9)), int(w * rng.uniform(0.3, 0.9))
-        y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-        region = REGIONS[min(4, (2 * y // max(1, h - ch + 1)) * 2 + (2 * x // max(1, w - cw + 1)))]
-        long_side = int(rng.integers(480, 1601))
-        img = Image.fromarray(src[y:y + ch, x:x + cw]).resize(
-            (long_side, max(1, long_side * ch // cw)) if cw >= ch else (max(1, long_side * cw // ch), long_side))
+        img, subject, region = random_photo_crop(rng, long_side=(480, 1600))
         mode = rng.choice(["RGB", "RGB", "RGB", "L", "CMYK", "png"])
         path = f"img/{i:05d}." + ("png" if mode == "png" else "jpg")
         (img if mode in ("RGB", "png") else img.convert(str(mode))).save(root / path, quality=90)
         tone = "black-and-white " if mode == "L" else ""
         rows.append({"id": f"photo{i:05d}", "image": path,
-                     "text": f"A {tone}photo of {SUBJECTS[name]}, the {region} part of the scene."})
+                     "text": f"A {tone}photo of {subject}, the {region} part of the scene."})
     out = root / "photos.csv"
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["id", "image", "text"])

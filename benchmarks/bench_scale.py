@@ -12,6 +12,7 @@ stage the run reports in progress.json. Stage times are the run's own (RUN/timin
     python benchmarks/bench_scale.py --sizes 500,1000         # a quick look
     python benchmarks/bench_scale.py --sizes 2000 --results /tmp/scale.json   # one size now, others later:
                                                               # the ratio is computed over every size recorded
+    python benchmarks/bench_scale.py --score-args "--image-views 1"   # options of `multimem score`, every size
 
 Last line: per_row_ratio_<big>_<small>=<time per row at the largest size / at the second largest>
 peak_gb_<big>=<peak PSS of the tree at the largest size, GB> (per_row_ratio_16k_4k and peak_gb_16k by default).
@@ -23,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,9 +32,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
-SUBJECTS = {"china.jpg": "the roof of a Chinese temple among trees", "flower.jpg": "a pink flower with a yellow centre"}
-REGIONS = ["upper left", "upper right", "lower left", "lower right", "centre"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from photo_crops import random_photo_crop  # noqa: E402
+from process_tree import tree_memory  # noqa: E402
+
 LIGHT = {-1: "dim", 0: "", 1: "bright"}
 
 
@@ -43,24 +48,14 @@ def label(n: int) -> str:
 def build_photos(root: Path, n: int, *, seed: int = 0) -> None:
     """Photos 0 .. n-1 under root/img (the ones already there are kept: a set grows, never changes)."""
     from PIL import Image, ImageEnhance
-    from sklearn.datasets import load_sample_images
 
-    sources = load_sample_images()
     (root / "img").mkdir(parents=True, exist_ok=True)
     meta = root / "captions.jsonl"
     have = meta.read_text().splitlines() if meta.is_file() else []
     with meta.open("a") as out:
         for i in range(len(have), n):
             rng = np.random.default_rng([seed, i])  # photo i is the same whatever the size asked
-            k = int(rng.integers(len(sources.images)))
-            src, name = sources.images[k], Path(sources.filenames[k]).name
-            h, w = src.shape[:2]
-            ch, cw = int(h * rng.uniform(0.3, 0.9)), int(w * rng.uniform(0.3, 0.9))
-            y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-            region = REGIONS[min(4, (2 * y // max(1, h - ch + 1)) * 2 + (2 * x // max(1, w - cw + 1)))]
-            long_side = int(rng.integers(640, 1281))
-            size = (long_side, max(1, long_side * ch // cw)) if cw >= ch else (max(1, long_side * cw // ch), long_side)
-            img = Image.fromarray(src[y:y + ch, x:x + cw]).resize(size, Image.BILINEAR)
+            img, subject, region = random_photo_crop(rng, long_side=(640, 1280), resample=Image.BILINEAR)
             flip = bool(rng.integers(2))
             if flip:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
@@ -69,7 +64,7 @@ def build_photos(root: Path, n: int, *, seed: int = 0) -> None:
             path = f"img/{i:06d}.jpg"
             img.save(root / path, quality=85)
             words = " ".join(w for w in (LIGHT[light], "mirrored" if flip else "") if w)
-            text = f"A {words + ' ' if words else ''}photo of {SUBJECTS[name]}, the {region} part of the scene."
+            text = f"A {words + ' ' if words else ''}photo of {subject}, the {region} part of the scene."
             out.write(json.dumps({"id": f"photo{i:06d}", "image": path, "text": text}) + "\n")
 
 
@@ -83,55 +78,36 @@ def manifest(root: Path, n: int) -> Path:
     return path
 
 
-def tree_pss(pid: int) -> int:
-    """Bytes of PSS of `pid` and every process descending from it (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo += children.get(p, [])
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            pass
-    return total
-
-
-def measure(manifest_path: Path, run: Path, *, interval: float = 0.5) -> dict:
-    """Score `manifest_path` into `run` with default options; wall time, stage times, peak PSS per stage."""
+def measure(manifest_path: Path, run: Path, *, options: list[str], interval: float = 0.5) -> dict:
+    """Score `manifest_path` into `run` (default options and `options`); wall time, stage times, peak PSS
+    per stage, the load average before and after."""
     cmd = [sys.executable, "-m", "multimem_core.cli", "score", str(manifest_path), "--out", str(run),
-           "--modalities", "image,text", "--quiet"]
+           "--modalities", "image,text", "--quiet", *options]
+    load_before = os.getloadavg()
     peaks: dict[str, int] = {}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stage = "start"
+    root, stage = psutil.Process(proc.pid), "start"
     while proc.poll() is None:
         try:
             stage = json.loads((run / "progress.json").read_text()).get("stage", stage)
         except (OSError, ValueError):
             pass
-        peaks[stage] = max(peaks.get(stage, 0), tree_pss(proc.pid))
+        peaks[stage] = max(peaks.get(stage, 0), tree_memory(root)[0])
         time.sleep(interval)
     wall = time.perf_counter() - t0
     err = proc.stderr.read()
     if proc.returncode != 0:
         raise SystemExit(f"multimem score failed on {manifest_path}:\n{err[-3000:]}")
     timings = json.loads((run / "timings.json").read_text())
-    return {"wall_s": wall, "stages_s": timings, "peak_bytes": peaks, "peak_total": max(peaks.values())}
+    return {"wall_s": wall, "stages_s": timings, "peak_bytes": peaks, "peak_total": max(peaks.values()),
+            "options": options, "load_before": load_before, "load_after": os.getloadavg()}
 
 
 def report(n: int, m: dict) -> None:
     print(f"\n{label(n)} rows: {m['wall_s']:.1f} s wall, {m['wall_s'] / n * 1000:.1f} ms per row, "
-          f"peak {m['peak_total'] / 1e9:.2f} GB (PSS of the process tree)")
+          f"peak {m['peak_total'] / 1e9:.2f} GB (PSS of the process tree); load average "
+          f"{' '.join(f'{x:.2f}' for x in m['load_before'])} before, {' '.join(f'{x:.2f}' for x in m['load_after'])} after")
     print(f"    {'stage':<11}{'time s':>9}{'ms/row':>9}{'peak GB':>9}")
     for stage, sec in m["stages_s"].items():
         peak = m["peak_bytes"].get(stage)
@@ -158,17 +134,26 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path("/tmp/bench-scale-photos"),
                    help="where the photos are built (and reused by later invocations)")
     p.add_argument("--results", type=Path, help="JSON file that keeps every size measured, for the ratio")
+    p.add_argument("--score-args", default="",
+                   help="more options for `multimem score`, the same at every size (e.g. '--image-views 1': a "
+                        "quarter of the image encoder's passes per row); recorded with each size")
     p.add_argument("--keep-runs", action="store_true", help="keep the run directories (in --data)")
     args = p.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     t = time.perf_counter()
     build_photos(args.data, max(sizes))
     print(f"photos: {max(sizes)} in {args.data} ({time.perf_counter() - t:.1f} s to build the missing ones)")
+    options = shlex.split(args.score_args)
     results = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
+    other = sorted(int(k) for k, m in results.items() if m.get("options", []) != options)
+    if other:
+        raise SystemExit(f"{args.results}: sizes {other} were measured with other options than {options}; "
+                         f"a ratio compares one set of options (use another --results file)")
+    print(f"each size: multimem score photos_N.csv --modalities image,text --quiet {' '.join(options)}".rstrip())
     for n in sizes:
         run = args.data / f"run_{n}"
         shutil.rmtree(run, ignore_errors=True)
-        m = measure(manifest(args.data, n), run)
+        m = measure(manifest(args.data, n), run, options=options)
         m["cpus"] = os.cpu_count()
         report(n, m)
         results[str(n)] = m

@@ -257,6 +257,10 @@ class RunDir:
         scores = read_run_parquet(self.scores_path, "score table")
         if "id" not in scores.columns:
             raise RunDirError(f"{self.scores_path}: the score table has no `id` column; {DAMAGED_HINT}")
+        # The engine writes finite scores or NaN; ±inf can only come from an edited file (a run folder may come
+        # from someone else), and it would turn every mean and rank built on it into inf: read it as missing.
+        floats = scores.select_dtypes("floating").columns
+        scores[floats] = scores[floats].mask(np.isinf(scores[floats]))
         if heldout or "role" not in scores.columns:
             return scores
         return scores[scores["role"] != HELDOUT].reset_index(drop=True)

@@ -142,3 +142,24 @@ def test_app_refuses_a_port_variable_that_is_not_a_number(synth):
     res = subprocess.run([sys.executable, "-m", "multimem_core.cli", "app", str(synth.path)], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "STREAMLIT_SERVER_PORT" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_an_edited_score_table_with_infinities_reads_them_as_missing(tmp_path):
+    """±inf is never written by the engine; in a run folder from elsewhere it would make every mean inf."""
+    import numpy as np
+
+    from multimem_core.summary import summarize
+
+    run = make_synthetic_run(tmp_path / "run", 60, seed=5, n_media=4, projection=False)
+    scores = pd.read_parquet(run.scores_path)
+    scores.loc[scores.index[:3], "multimem"] = np.inf
+    scores.loc[scores.index[3:5], "cmc_out"] = -np.inf
+    scores.to_parquet(run.scores_path)
+
+    read = run.scores(heldout=True)
+    assert read["multimem"].iloc[:3].isna().all() and read["cmc_out"].iloc[3:5].isna().all()
+    assert np.isfinite(read.select_dtypes("floating").to_numpy(dtype=float)[5:]).any()
+    summary = summarize(run)
+    means = [v["mean"] for v in summary["mean_by_role"].values()]
+    assert means and all(np.isfinite(means)), summary["mean_by_role"]
+    assert summary["rows_scored"] == int(np.isfinite(read["multimem"]).sum())
