@@ -6,7 +6,7 @@ largest difference from the run's `cmc_out` is printed as a check), form the vir
 today (planting.plan_virtual, virtual.py), and compare the self-check's estimate for each candidate ranking
 with the truth: today's estimator with the virtual swaps for `-cmc_out`, beside the estimate the run
 recorded. The virtual swaps' scores are written to OUT/<run>.parquet (never into the run), so that
-`--from OUT` recomputes the table without embedding again.
+`--from OUT` recomputes the table without embedding again; a run made with virtual swaps is read as it is.
 
     python benchmarks/selfcheck_virtual.py RUN[:TRUTH.csv] ... --out /tmp/virtual [--from /tmp/virtual]
 """
@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from selfcheck_bias import truth_of  # noqa: E402
 
 from multimem_core.run import RunDir  # noqa: E402
-from multimem_core.selfcheck import CANDIDATES, VIRTUAL_CANDIDATES, auroc, oriented, run_selfcheck  # noqa: E402
+from multimem_core.selfcheck import (CANDIDATES, VIRTUAL_CANDIDATES, VIRTUAL_FILE, auroc, oriented,  # noqa: E402
+                                     run_selfcheck)
 
 
 def stored_features(run: RunDir, modality: str):
@@ -101,7 +102,8 @@ def compare(run: RunDir, truth: pd.Series, vtable: pd.DataFrame) -> list[dict]:
     planted = pd.read_parquet(run.path / "selfcheck.parquet")
     bad = scores["id"].astype(str).map(truth).fillna("").to_numpy() != ""
     given = {c: oriented(planted, c) for c in CANDIDATES} | {c: oriented(vtable, c) for c in VIRTUAL_CANDIDATES}
-    new = run_selfcheck(given, {c: oriented(scores, c) for c in CANDIDATES})
+    new = run_selfcheck(given, {c: oriented(scores, c) for c in CANDIDATES},
+                        paired={c: oriented(planted, c) for c in CANDIDATES})
     old = run.config().get("selfcheck", {})
     rows = []
     for c in CANDIDATES:
@@ -128,7 +130,9 @@ def main() -> None:
         path, _, given = spec.partition(":")
         run = RunDir(path)
         name = str(run.path.resolve()).strip("/").replace("/", "__")
-        if args.saved:
+        if (run.path / VIRTUAL_FILE).is_file():  # a run made with virtual swaps keeps its own
+            vtable = pd.read_parquet(run.path / VIRTUAL_FILE)
+        elif args.saved:
             vtable = pd.read_parquet(args.saved / f"{name}.parquet")
         else:
             vtable, worst = rebuild_virtual(run)

@@ -312,7 +312,8 @@ def _selfcheck(run: RunDir, ids: list[str], scores: pd.DataFrame, terms: dict[st
     table.insert(4, "partner", [ids[i] for i in plan.partners])
     atomic_write_parquet(run.path / "selfcheck.parquet", table)
     real = scores[np.isfinite(scores["multimem"].to_numpy(dtype=np.float64))]
-    planted = {c: oriented(table, c) for c in CANDIDATES}
+    paired = {c: oriented(table, c) for c in CANDIDATES}  # every candidate on the same trained planted rows
+    planted = dict(paired)
     if virtual is not None and len(virtual[0]):
         vplan, cmc_out = virtual
         vtable = pd.DataFrame({"id": [f"virtual-{k}" for k in range(len(vplan))], "role": vplan.roles,
@@ -321,7 +322,7 @@ def _selfcheck(run: RunDir, ids: list[str], scores: pd.DataFrame, terms: dict[st
         atomic_write_parquet(run.path / VIRTUAL_FILE, vtable)
         planted.update({c: oriented(vtable, c) for c in VIRTUAL_CANDIDATES})
     figures = run_selfcheck(planted, {c: oriented(real, c) for c in CANDIDATES}, bootstrap=cfg.bootstrap,
-                            seed=cfg.seed)
+                            seed=cfg.seed, paired=paired)
     figures["kinds"] = sorted(set(plan.kinds.tolist()))
     return figures
 

@@ -49,6 +49,9 @@ PI_START = 0.1
 PLANT_BIAS = {"multimem": 0.0, "-cmc_out": -0.05, RANKING_COLUMN: 0.02}
 PLANT_SPREAD = {"multimem": 0.08, "-cmc_out": 0.03, RANKING_COLUMN: 0.04}
 PI_PRIOR_SD = 0.1
+# a candidate replaces the one measured on virtual swaps only if better on the same planted rows by this much
+# AUROC at the 5 % level: two nearly equal rankings differ consistently by a little on any rows
+PAIRED_MARGIN = 0.01
 # below this share of bad rows the fit is not trusted to say how few there are (for the interval's sampling term)
 SAMPLING_MIN_SHARE = 0.05
 
@@ -210,6 +213,24 @@ def expected_wrong_in_top(planted: np.ndarray, rest: np.ndarray, pi: float, k: i
     return float(min(k, pi * len(rest) * float((planted >= t).mean())))
 
 
+def paired_gain(planted: np.ndarray, rest: np.ndarray, ref_planted: np.ndarray, ref_rest: np.ndarray, *,
+                bootstrap: int = 200, seed: int = 0, level: float = 0.05) -> float:
+    """The `level` quantile of the bootstrap of AUROC(planted, rest) − AUROC(ref_planted, ref_rest), the same rows
+    scored two ways (planted and rest aligned with ref_planted and ref_rest): > 0 where the first ranking is
+    better on these rows beyond their resampling noise."""
+    ok_p = np.isfinite(planted) & np.isfinite(ref_planted)
+    ok_r = np.isfinite(rest) & np.isfinite(ref_rest)
+    a, b, c, d = planted[ok_p], rest[ok_r], ref_planted[ok_p], ref_rest[ok_r]
+    if len(a) < 2 or not len(b):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(bootstrap):
+        i, j = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
+        gains.append(auroc(a[i], b[j]) - auroc(c[i], d[j]))
+    return float(np.quantile(gains, level))
+
+
 def precision_at_k(planted: np.ndarray, rest: np.ndarray) -> float:
     """Share of planted rows among the top k of planted ∪ rest, k = number planted."""
     k = len(planted)
@@ -222,11 +243,16 @@ def precision_at_k(planted: np.ndarray, rest: np.ndarray) -> float:
 
 def run_selfcheck(planted: Mapping[str, np.ndarray], rest: Mapping[str, np.ndarray], *, top: int = 50,
                   bootstrap: int = 200, seed: int = 0, bias: Mapping[str, float] | None = None,
-                  spread: Mapping[str, float] | None = None) -> dict:
-    """Per candidate ranking: the estimate with its interval; the chosen ranking (the highest lower end of the
-    interval: a candidate whose estimate is high only by chance or by an uncertain correction is not chosen).
+                  spread: Mapping[str, float] | None = None, paired: Mapping[str, np.ndarray] | None = None) -> dict:
+    """Per candidate ranking: the estimate with its interval; the chosen ranking.
 
-    planted / rest: candidate -> scores (higher = more suspicious) of the planted and the real rows."""
+    planted / rest: candidate -> scores (higher = more suspicious) of the planted and the real rows.
+    The ranking is the candidate with the highest lower end of its interval (one whose estimate is high only by
+    chance or by an uncertain correction is not chosen) among those measured on virtual swaps, the best measured
+    ones. With `paired` (candidate -> scores of the same trained planted rows, every candidate) another candidate
+    can take its place only where it ranks those same rows above the same real rows significantly more often
+    (paired_gain above PAIRED_MARGIN): otherwise the noisier estimate of a few dozen planted rows would win
+    whenever it errs high."""
     bias = PLANT_BIAS if bias is None else bias
     spread = PLANT_SPREAD if spread is None else spread
     counts = {name: int(np.isfinite(np.asarray(v, float)).sum()) for name, v in planted.items()}
@@ -242,7 +268,16 @@ def run_selfcheck(planted: Mapping[str, np.ndarray], rest: Mapping[str, np.ndarr
             "expected_wrong_in_top": round(expected_wrong_in_top(p, r, e["contamination"], top), 1)}
     finite = {k: v for k, v in out["candidates"].items() if np.isfinite(v["expected_auroc"])}
     if finite:
-        best = max(finite, key=lambda k: (finite[k]["expected_auroc_low"], -list(finite).index(k)))
+        def lower_end(k):
+            return finite[k]["expected_auroc_low"], -list(finite).index(k)
+
+        best = max([k for k in finite if k in VIRTUAL_CANDIDATES and counts[k] > max(trained, default=0)] or finite,
+                   key=lower_end)
+        if paired is not None:
+            better = [k for k in finite if k != best and k in paired and best in paired
+                      and paired_gain(paired[k], rest[k], paired[best], rest[best], bootstrap=bootstrap,
+                                      seed=seed) > PAIRED_MARGIN]
+            best = max([best, *better], key=lower_end)
         out["ranking"] = best
         out.update({k: finite[best][k] for k in ("expected_auroc", "expected_auroc_low", "expected_auroc_high",
                                                  "contamination", "expected_wrong_in_top")})

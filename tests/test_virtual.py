@@ -98,3 +98,31 @@ def test_estimate_interval_covers_the_truth_on_synthetic_mixtures():
         errors.append(e["expected_auroc"] - true)
     assert covered >= 9, covered
     assert np.abs(errors).mean() < 0.04 and np.abs(errors).max() < 0.1
+
+
+def test_a_candidate_of_few_planted_rows_replaces_the_virtual_one_only_when_paired_rows_say_it_is_better():
+    """-cmc_out measured on 400 virtual swaps is the default ranking; a candidate measured on 30 trained planted
+    rows takes its place only where it ranks those same rows above the real ones clearly more often."""
+    from multimem_core.selfcheck import paired_gain, run_selfcheck
+
+    r = np.random.default_rng(5)
+    n = 800
+    bad = r.random(n) < 0.1
+    base = np.where(bad, r.normal(1.2, 1, n), r.normal(0, 1, n))   # -cmc_out of the real rows
+    planted = r.normal(1.8, 1, 30)        # 30 trained planted rows that happen to be easy ones: estimates err high
+    virtual = r.normal(1.2, 1, 400)
+    noisy = {"-cmc_out": base + r.normal(0, 0.1, n), "combo__meanrank": base + r.normal(0, 0.1, n)}
+    noisy_planted = {"-cmc_out": planted + r.normal(0, 0.1, 30), "combo__meanrank": planted + r.normal(0, 0.1, 30)}
+    given = {"-cmc_out": virtual, "combo__meanrank": noisy_planted["combo__meanrank"]}
+    assert run_selfcheck(given, noisy, bootstrap=100)["candidates"]["combo__meanrank"]["expected_auroc_low"] > \
+        run_selfcheck(given, noisy, bootstrap=100)["candidates"]["-cmc_out"]["expected_auroc_low"]
+    out = run_selfcheck(given, noisy, bootstrap=100, paired=noisy_planted)
+    assert out["ranking"] == "-cmc_out"
+    # clearly better on the same rows: a ranking that puts them far above the real rows, where -cmc_out barely does
+    sharp = {"-cmc_out": noisy["-cmc_out"], "combo__meanrank": r.normal(0, 1, n)}
+    sharp_planted = {"-cmc_out": r.normal(0.3, 1, 30), "combo__meanrank": r.normal(3.0, 1, 30)}
+    assert paired_gain(sharp_planted["combo__meanrank"], sharp["combo__meanrank"], sharp_planted["-cmc_out"],
+                       sharp["-cmc_out"]) > 0.01
+    out = run_selfcheck({"-cmc_out": virtual, "combo__meanrank": sharp_planted["combo__meanrank"]}, sharp,
+                        bootstrap=100, paired=sharp_planted)
+    assert out["ranking"] == "combo__meanrank"
