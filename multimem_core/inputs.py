@@ -87,26 +87,15 @@ def samples_table(source: Manifest, *, ids: Sequence[str], rows: np.ndarray, rol
     return table
 
 
-def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
-    """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
-
-    A frozen encoder (MiniLM for text, EfficientNet-Lite0 for images) is the expensive part of preparing: its
-    features are kept in cache_dir keyed by the encoder and the exact inputs, so a rerun, a resumed run or a
-    training worker never recomputes them. They are memory-mapped (.npy): the processes of a run share one
-    copy in the page cache, and a dataset larger than memory stays on disk. Under torchrun every process
-    encodes its share of the rows (distributed.py); the cached file is the one a single process writes.
-    """
+def feature_keys(model, arrays: dict) -> dict[str, str]:
+    """The cache key of each frozen encoder's features (modality -> key): the encoder and the exact inputs it
+    reads (the decoded media's bytes, or the texts)."""
     import hashlib
 
-    from .distributed import barrier, dist_info, from_lead
-
-    rank, world = dist_info()
-    out = {}
+    keys = {}
     for m in model.modalities:
-        tower = model.towers[m]
-        encoder = getattr(tower, "encoder_name", None)
+        encoder = getattr(model.towers[m], "encoder_name", None)
         if encoder is None:
-            out[m] = tower.prepare(arrays[m])
             continue
         digest = hashlib.sha256(encoder.encode())
         if isinstance(arrays[m], np.ndarray):  # decoded media (a frozen image tower): their bytes
@@ -114,8 +103,33 @@ def prepare_cached(model, arrays: dict, cache_dir: Path) -> dict:
             digest.update(np.ascontiguousarray(arrays[m]).data)
         else:
             digest.update(json.dumps(list(arrays[m])).encode())
-        key = digest.hexdigest()[:16]
-        path = Path(cache_dir) / f"features_{m}_{key}.npy"
+        keys[m] = digest.hexdigest()[:16]
+    return keys
+
+
+def prepare_cached(model, arrays: dict, cache_dir: Path, *, keys: dict[str, str] | None = None) -> dict:
+    """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
+
+    A frozen encoder (MiniLM for text, EfficientNet-Lite0 for images) is the expensive part of preparing: its
+    features are kept in cache_dir keyed by the encoder and the exact inputs, so a rerun, a resumed run or a
+    training worker never recomputes them. They are memory-mapped (.npy): the processes of a run share one
+    copy in the page cache, and a dataset larger than memory stays on disk. Under torchrun every process
+    encodes its share of the rows (distributed.py); the cached file is the one a single process writes.
+    `keys`: feature_keys(model, arrays) when the caller has them. A training worker passes the lead's, so
+    that it never reads the decoded media: hashing them again would map every decoded image into every
+    worker (at 16k photos, 1.2 GB more in the training stage).
+    """
+    from .distributed import barrier, dist_info, from_lead
+
+    rank, world = dist_info()
+    keys = feature_keys(model, arrays) if keys is None else keys
+    out = {}
+    for m in model.modalities:
+        tower = model.towers[m]
+        if getattr(tower, "encoder_name", None) is None:
+            out[m] = tower.prepare(arrays[m])
+            continue
+        path = Path(cache_dir) / f"features_{m}_{keys[m]}.npy"
         if not from_lead(path.is_file()):
             if world > 1 and hasattr(tower, "prepare_share"):
                 _prepare_shared(tower, arrays[m], path, rank, world)

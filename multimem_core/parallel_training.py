@@ -27,9 +27,11 @@ from .train import resolve_device, train_model
 
 
 def train_protocol(cfg: ScoreConfig, model_cfg, data: dict, training: Assignment, run: RunDir, stages: Stages, *,
-                   device, progress: bool, distributed: bool, planted: PlantPlan | None) -> dict:
+                   device, progress: bool, distributed: bool, planted: PlantPlan | None,
+                   feature_keys: dict[str, str] | None = None) -> dict:
     """Every model of `training`, trained or resumed: name -> (model, stats) in the lead process ({} in the
-    others of a torchrun group, which train their share and leave)."""
+    others of a torchrun group, which train their share and leave). `feature_keys`: those `data`'s cached
+    features were prepared under (inputs.feature_keys), for the worker processes to open them by."""
     names = list(training.train_sets)
     lead = dist_info()[0] == 0
     if distributed:
@@ -41,7 +43,7 @@ def train_protocol(cfg: ScoreConfig, model_cfg, data: dict, training: Assignment
     else:
         workers = train_workers(cfg, len(names), distributed)
         if workers > 1:
-            train_in_processes(cfg, training, workers, progress, planted)
+            train_in_processes(cfg, training, workers, progress, planted, feature_keys)
     # the models trained elsewhere (workers, other processes) are only loaded here (train_model skips done work)
     return {name: _fit(cfg, model_cfg, data, training, name, run, device, progress, stages) for name in names}
 
@@ -112,7 +114,7 @@ def for_each_model(fn: Callable[[str], None], names: list[str], device: torch.de
 
 
 def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, progress: bool,
-                       planted: PlantPlan | None = None) -> None:
+                       planted: PlantPlan | None = None, feature_keys: dict[str, str] | None = None) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -121,7 +123,7 @@ def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, p
     # die_with_parent: a killed `multimem score` takes its workers with it at once (they write checkpoints).
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
     try:
-        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k, planted)
+        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k, planted, feature_keys)
                    for k, (name, idx) in enumerate(assignment.train_sets.items())]
         for f in futures:
             f.result()  # re-raises a worker's error here
@@ -136,9 +138,10 @@ def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, p
 
 
 def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int,
-               planted: PlantPlan | None):
-    """One model in a worker process: reopen the decoded cache (no media is read again), append the planted
-    rows the way score_run does, and train."""
+               planted: PlantPlan | None, feature_keys: dict[str, str] | None):
+    """One model in a worker process: reopen the decoded cache (no media is read again) and the cached features
+    by the lead's keys (a frozen tower's decoded media are not even read), append the planted rows the way
+    score_run does, and train."""
     torch.set_num_threads(threads)
     run = RunDir(cfg.out)
     source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
@@ -147,7 +150,7 @@ def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int,
     torch.manual_seed(cfg.train.seed)
     # the decoded media go out of scope here: a frozen tower's pixels are not kept mapped during training
     data = prepare_cached(create_model(model_cfg), decode(source, modalities, cfg.media, run.cache_dir,
-                                                          progress=False).arrays, run.cache_dir)
+                                                          progress=False).arrays, run.cache_dir, keys=feature_keys)
     if planted is not None:
         data = with_planted(data, planted)
     torch.manual_seed(cfg.train.seed)

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from . import __version__, diagnose
 from .config import AugmentConfig, ScoreConfig, SelfCheckConfig
 from .confidence import heldout_confidence
-from .inputs import dataset_info, decode, manifest_config, prepare_cached, read_input, samples_table, select
+from .inputs import (dataset_info, decode, feature_keys, manifest_config, prepare_cached, read_input, samples_table,
+                     select)
 from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
                      streamed_cmc_terms)
 from .models.factory import create_model
@@ -198,12 +199,13 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     with stages("prepare"):
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)
-        data = prepare_cached(proto, decoded.arrays, run.cache_dir)  # once, shared by every model
+        keys = feature_keys(proto, decoded.arrays)
+        data = prepare_cached(proto, decoded.arrays, run.cache_dir, keys=keys)  # once, shared by every model
         decoded.arrays.clear()  # a frozen tower's pixels are not needed again: unmap them
         data = with_planted(data, plan)
     with stages("train"):
         models = train_protocol(cfg, model_cfg, data, training, run, stages, device=device, progress=progress,
-                                distributed=distributed, planted=plan)
+                                distributed=distributed, planted=plan, feature_keys=keys)
     if not lead:
         return run
 

@@ -150,3 +150,36 @@ def test_runs_written_before_image_fit_and_features_read_as_they_were_made():
            "model": {k: v for k, v in new["model"].items() if k != "image_features"}}
     back = ScoreConfig.from_dict(old)
     assert (back.media.image_fit, back.model.image_features) == ("crop", "head")
+
+
+def test_prepare_cached_by_known_keys_never_reads_the_decoded_media(tmp_path):
+    """A training worker opens the features the lead cached by the lead's keys: the decoded images are not read
+    (hashing them again mapped every decoded image into every worker), and the features are the lead's."""
+    from multimem_core.config import ModelConfig
+    from multimem_core.inputs import feature_keys, prepare_cached
+    from multimem_core.models.factory import create_model
+
+    class Unreadable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the decoded images were read ({name})")
+
+        def __len__(self):
+            raise AssertionError("the decoded images were read (len)")
+
+        def __iter__(self):
+            raise AssertionError("the decoded images were read (iter)")
+
+    model = create_model(ModelConfig(modalities=["image", "text"], text_tower="mm-tiny", image_views=2,
+                                     image_size=32, embed_dim=16))
+    texts = [f"a photo number {i}" for i in range(6)]
+    arrays = {"image": np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8), "text": texts}
+    keys = feature_keys(model, arrays)
+    assert list(keys) == ["image"]  # the text tower trains: nothing of it is cached
+    lead = prepare_cached(model, arrays, tmp_path, keys=keys)
+    worker = prepare_cached(model, {"image": Unreadable(), "text": texts}, tmp_path, keys=keys)
+    assert torch.equal(worker["image"], lead["image"]) and torch.equal(worker["text"], lead["text"])
+    assert torch.equal(prepare_cached(model, arrays, tmp_path)["image"], lead["image"])  # keys computed: the same file
+    import pytest
+
+    with pytest.raises(AssertionError, match="decoded images were read"):
+        prepare_cached(model, {"image": Unreadable(), "text": texts}, tmp_path)  # no keys: it must hash the images
