@@ -55,7 +55,7 @@ def rebuild_virtual(run: RunDir) -> tuple[pd.DataFrame, float]:
     from multimem_core.protocol import assign
     from multimem_core.restore import load_run_model, score_config_of
     from multimem_core.score import embed_terms
-    from multimem_core.virtual import SourceViews, virtual_cmc
+    from multimem_core.virtual import SourceViews, virtual_cmc, virtual_table
 
     cfg = score_config_of(run)
     samples = run.samples()
@@ -89,11 +89,7 @@ def rebuild_virtual(run: RunDir) -> tuple[pd.DataFrame, float]:
         rows = np.flatnonzero(assignment.roles == name)
         again = cmc_from_terms(terms).numpy()[rows]
         worst = max(worst, float(np.abs(again - scores.loc[[ids[i] for i in rows], "cmc_out"].to_numpy()).max()))
-    table = pd.DataFrame({"id": [f"virtual-{k}" for k in range(len(virtual))], "role": virtual.roles,
-                          "kind": virtual.kinds, "donor": [ids[i] for i in virtual.donors],
-                          "partner": [ids[i] for i in virtual.partners],
-                          "cmc_out": virtual_cmc(virtual, mods, sources)})
-    return table, worst
+    return virtual_table(virtual, ids, virtual_cmc(virtual, mods, sources)), worst
 
 
 def compare(run: RunDir, truth: pd.Series, vtable: pd.DataFrame) -> list[dict]:

@@ -36,7 +36,7 @@ from .runlock import RunLock
 from .selfcheck import (CANDIDATES, RANKING_COLUMN, VIRTUAL_CANDIDATES, VIRTUAL_FILE, mean_rank, oriented,
                         run_selfcheck)
 from .targeted import embed_views, view_generator
-from .virtual import SourceViews, virtual_cmc
+from .virtual import SourceViews, virtual_cmc, virtual_table
 from .distributed import dist_info, init_distributed
 from .train import resolve_device
 
@@ -317,10 +317,7 @@ def _selfcheck(run: RunDir, ids: list[str], scores: pd.DataFrame, terms: dict[st
     paired = {c: oriented(table, c) for c in CANDIDATES}  # every candidate on the same trained planted rows
     planted = dict(paired)
     if virtual is not None and len(virtual[0]):
-        vplan, cmc_out = virtual
-        vtable = pd.DataFrame({"id": [f"virtual-{k}" for k in range(len(vplan))], "role": vplan.roles,
-                               "kind": vplan.kinds, "donor": [ids[i] for i in vplan.donors],
-                               "partner": [ids[i] for i in vplan.partners], "cmc_out": cmc_out})
+        vtable = virtual_table(virtual[0], ids, virtual[1])
         atomic_write_parquet(run.path / VIRTUAL_FILE, vtable)
         planted.update({c: oriented(vtable, c) for c in VIRTUAL_CANDIDATES})
     figures = run_selfcheck(planted, {c: oriented(real, c) for c in CANDIDATES}, bootstrap=cfg.bootstrap,

@@ -13,6 +13,7 @@ trained on a row (`multimem`, its combinations): no model trained on a virtual r
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -69,3 +70,11 @@ def virtual_cmc(plan: PlantPlan, modalities: list[str], sources: dict[str, Sourc
         reference = (src.ref_sum - left_out) / (src.ref_count - 2)      # [P, n, d]
         out[rows] = cmc_from_terms(terms_against(views, reference)).numpy().astype(np.float64)
     return out
+
+
+def virtual_table(plan: PlantPlan, ids: list[str], cmc_out: np.ndarray) -> pd.DataFrame:
+    """RUN/selfcheck_virtual.parquet: id "virtual-<k>", role (the model that scored it), kind, donor, partner,
+    cmc_out."""
+    return pd.DataFrame({"id": [f"virtual-{k}" for k in range(len(plan))], "role": plan.roles, "kind": plan.kinds,
+                         "donor": [ids[i] for i in plan.donors], "partner": [ids[i] for i in plan.partners],
+                         "cmc_out": cmc_out})
