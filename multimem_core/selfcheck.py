@@ -1,8 +1,9 @@
-"""How well a run's scores find bad pairs on its own data: measured on planted corruptions (planting.py).
+"""How well a run's scores find bad pairs on its own data: measured on known corruptions, planted into training
+(planting.py) or, for the rankings of the model that never saw a row, formed at scoring time (virtual.py).
 
 Pure functions over score arrays (higher = more suspicious). For each candidate ranking:
 
-- observed AUROC of planted rows against the real rows ("the rest");
+- observed AUROC of planted (or virtual) rows against the real rows ("the rest");
 - the rest holds natural bad pairs at an unknown rate π, which rank like planted ones, so
   AUROC_obs ≈ (1 − π)·A + π·0.5, and A = (AUROC_obs − π/2) / (1 − π). π comes from a two-component mixture
   fitted by EM to the real rows' scores, the bad component fixed to the planted rows' mean and spread; it is
@@ -17,7 +18,8 @@ Pure functions over score arrays (higher = more suspicious). For each candidate 
   varies from set to set) and by the sampling error of an AUROC over this data's own π·N bad rows (what the
   user meets is their AUROC, not the expected one).
 
-The ranking of the run is the candidate with the highest lower end of its interval.
+The ranking of the run is the candidate with the highest lower end of its interval among those measured on
+virtual swaps; another replaces it only where it is better on the same trained planted rows (run_selfcheck).
 """
 
 from __future__ import annotations
