@@ -216,6 +216,8 @@ class SelfCheckConfig:
     share: float = 0.03      # planted rows per kind (one modality exchanged between two rows), share of rows
     min_per_kind: int = 30   # at least this many per kind ...
     max_share: float = 0.08  # ... and never more than this share of the rows in all (the run's cost)
+    # virtual swaps per kind for `-cmc_out` (formed at scoring time, no training; never more than the rows)
+    virtual: int = 400
     bootstrap: int = 200     # resamples for the interval and for how well π is identified
     seed: int = 0
 

@@ -23,9 +23,10 @@ ADDED = {"model": {"freeze_image": False, "image_views": 4, "image_features": "h
          # the demos' images are square, and a square image decodes the same padded or cropped
          "media": {"allow_outside_root": False, "image_fit": "pad"},
          # crossfit scores every row (no H: each model's own fold is its reference set), and plants its self-check
+         # (virtual swaps: formed at scoring time, no training)
          "protocol": {"heldout_frac": None},
-         "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "bootstrap": 200,
-                       "seed": 0}}
+         "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "virtual": 400,
+                       "bootstrap": 200, "seed": 0}}
 RENAMED = {"augmentations": "views"}
 # what a demo's profile changed on purpose since, by measurement: the emoji demo's cheaper video and audio front
 # ends (AUROCs held, docs/SPEED.md "The demo in 5 minutes"); the shapes demo's longer training (docs/MEASUREMENTS.md)
