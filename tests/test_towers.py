@@ -6,6 +6,7 @@ import torch
 
 from multimem_core.config import ModelConfig
 from multimem_core.models.factory import create_model
+from multimem_core.models.towers import SENTENCE_DIMS, load_sentence_encoder
 
 MODS = ("image", "text", "audio", "video")
 
@@ -36,3 +37,10 @@ def test_frames_as_large_as_the_images_start_as_the_image_tower():
         assert model.towers["video"].frames.image_size == 32
         assert all(torch.equal(a, b) for a, b in zip(frames.state_dict().values(), image.state_dict().values()))
         assert model.towers["audio"].mel.shape == (201, 64)
+
+
+def test_known_sentence_feature_sizes_are_the_encoders_own():
+    enc = load_sentence_encoder("minilm")
+    dim = (getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension)()
+    assert set(SENTENCE_DIMS.values()) == {dim}
+    assert enc.encode(["a grinning face"], convert_to_tensor=True).shape[-1] == dim
