@@ -3,8 +3,8 @@
 (a) training samples/s of our loop (train.train_model: augmentations, LR schedule, checkpoints, progress)
     against a bare PyTorch loop over the same model, the same prepared tensors and the same batches;
 (b) the share of `multimem demo`'s wall time spent outside training (from the run's timings.json);
-(c) the demo's peak memory: the whole process tree (the CLI and its training workers) sampled twice a
-    second with psutil, as the sum of PSS (shared pages such as torch's libraries counted once) and as the
+(c) the demo's peak memory: the whole process tree (the CLI and its training workers) sampled every
+    SAMPLE_EVERY_S with psutil, as the sum of PSS (shared pages such as torch's libraries counted once) and as the
     sum of RSS (shared pages counted in every process: an upper bound), and the largest single process;
 (d) the demo's wall time beside a bare PyTorch loop's time for its training, in the same run: the demo's
     models, prepared tensors (its own cache), row counts, batch size and epochs, trained the way the demo
@@ -33,6 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_tree import tree_memory  # noqa: E402
+
+
+# A PSS sample reads every mapping of each process (about 20 ms for a process that has imported torch): twice a
+# second it took about 10 % of a core from the demo it timed; every 2 s a quarter of that, and the demo's
+# memory phases (training, embedding) last far longer than 2 s.
+SAMPLE_EVERY_S = 2.0
 
 
 def bench_training_loop(n: int = 512, epochs: int = 2, modalities=("image", "text", "audio", "video")) -> dict:
@@ -89,7 +95,7 @@ def bench_demo(args) -> dict:
         root, peak = psutil.Process(proc.pid), (0, 0, 0)
         while proc.poll() is None:
             peak = tuple(map(max, peak, tree_memory(root)))
-            time.sleep(0.5)
+            time.sleep(SAMPLE_EVERY_S)
         wall = time.perf_counter() - t
         if proc.returncode:
             raise SystemExit(f"multimem demo failed with exit status {proc.returncode}")
@@ -170,7 +176,7 @@ def bare_demo_training(run_dir: Path, epochs: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo", action="store_true", help="also time a full `multimem demo`")
-    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--dataset", default="emoji", help="the built-in dataset of the demo (default: multimem demo's own)")
     p.add_argument("--samples", type=int, default=512, help="samples for the training-loop comparison")
     p.add_argument("--bare-epochs", type=int, default=5, help="epochs of the bare loop beside the demo (d)")
     p.add_argument("--out", help="keep the demo's run in this new directory (default: a temporary one)")

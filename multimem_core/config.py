@@ -62,14 +62,20 @@ class MediaSpec:
     # and square images (icons, the demos) decode exactly as before (docs/ENCODERS.md)
     image_fit: str = option("pad", flag="--image-fit", choices=IMAGE_FITS, group="data", label="Image fit",
                             help="pad: the whole image, centred on white; crop: the center square")
-    audio_sample_rate: int = 16000
+    # 8 kHz halves the audio a log-mel CNN reads and still carries speech (telephone band); the demo's spoken
+    # names train in about half the time of 16 kHz (docs/SPEED.md)
+    audio_sample_rate: int = option(16000, flag="--audio-sample-rate", min=4000, max=48000, group="data",
+                                    help="samples per second the audio is decoded to")
     # 3 s: most named sound effects fit (the real sound sets' median is 1.5 s); 1 s cut them and separated
     # swapped sounds less on the tune sets (docs/ENCODERS.md)
     audio_seconds: float = option(3.0, flag="--audio-seconds", min=0.1, max=600.0, step=0.5, group="data",
                                   label="Audio seconds", help="audio clip length (cropped or zero-padded)")
     video_frames: int = option(8, flag="--frames", min=1, max=64, group="data", label="Video frames",
                                help="video frames sampled evenly per clip")
-    video_size: int = 32
+    # a trained video tower reads the frames at this size (16: a quarter of 32's patches, the emoji demo's
+    # frames; docs/SPEED.md)
+    video_size: int = option(32, flag="--video-size", min=8, max=256, step=8, group="data",
+                             help="pixels the video frames are decoded to")
     # Media paths that resolve outside the manifest's folder (.., absolute, symlinks) are refused and never
     # opened unless this is True (multimem_core.data.paths).
     allow_outside_root: bool = option(False, flag="--allow-outside-root", group="data",
@@ -143,10 +149,14 @@ class ModelConfig:
                                    "projection)")
     video_views: int = option(2, flag="--video-views", min=1, max=64, group="model and training",
                               help="frozen video tower: augmented views per clip whose features are cached")
+    # 32 bands: half the log-mel CNN's work, enough for the demo's speech at 8 kHz (docs/SPEED.md)
+    audio_mels: int = option(64, flag="--audio-mels", min=8, max=256, group="model and training",
+                             help="mel-cnn audio tower: mel bands of its log-mel front end")
     embed_dim: int | None = option(None, flag="--embed-dim", min=1, group="model and training",
                                    help="shared embedding size (None: the architecture's)")
     image_size: int | None = None         # None: the architecture's own
     video_frames: int = 8
+    video_size: int | None = None         # None: the frames are read at image_size
     audio_sample_rate: int = 16000
     init_temperature: float = CLIP_TEMPERATURE
 
@@ -206,6 +216,8 @@ class SelfCheckConfig:
     share: float = 0.03      # planted rows per kind (one modality exchanged between two rows), share of rows
     min_per_kind: int = 30   # at least this many per kind ...
     max_share: float = 0.08  # ... and never more than this share of the rows in all (the run's cost)
+    # virtual swaps per kind for `-cmc_out` (formed at scoring time, no training; never more than the rows)
+    virtual: int = 400
     bootstrap: int = 200     # resamples for the interval and for how well π is identified
     seed: int = 0
 
@@ -284,7 +296,8 @@ class ScoreConfig:
     def model_config(self, modalities: Sequence[str]) -> ModelConfig:
         """What the model factory builds: the tower options, with the input's modalities and decoded shapes."""
         return replace(self.model, modalities=list(modalities), image_size=self.media.image_size,
-                       video_frames=self.media.video_frames, audio_sample_rate=self.media.audio_sample_rate)
+                       video_frames=self.media.video_frames, video_size=self.media.video_size,
+                       audio_sample_rate=self.media.audio_sample_rate)
 
     def to_dict(self) -> dict:
         """What config.json and request.json hold (not train_workers: how this machine trains, not the run)."""
@@ -311,7 +324,7 @@ class ScoreConfig:
 
 
 # ModelConfig fields that ScoreConfig.model_config fills in from the input, not stored with the run's options
-MODEL_FROM_INPUT = ("modalities", "image_size", "video_frames", "audio_sample_rate")
+MODEL_FROM_INPUT = ("modalities", "image_size", "video_frames", "video_size", "audio_sample_rate")
 
 
 def _read(f, value: Any) -> Any:

@@ -60,10 +60,21 @@ def cmc_terms(views: Tensor, heldout_views: Tensor) -> CMCTerms:
     if views.shape[-2:] != heldout.shape[-2:]:
         raise ValueError(f"sample embeddings {tuple(views.shape[-2:])} and held-out embeddings "
                          f"{tuple(heldout.shape[-2:])} differ in modalities or dimension")
+    return terms_against(views, heldout.mean(dim=(0, 1)))     # [n, d]: E_h Φ_h
+
+
+def terms_against(views: Tensor, reference: Tensor) -> CMCTerms:
+    """gram and cross of the samples whose views are `views` ([A, N, n, d]) against the mean of their unrelated
+    set: `reference` [n, d], one for all, or [N, n, d], one per sample (a member of the reference set is
+    compared with the rest of it)."""
+    views = _as_views(views)
     gram = torch.einsum("vimd,vind->imn", views, views) / views.shape[0]
-    heldout_mean = heldout.mean(dim=(0, 1))                     # [n, d]: E_h Φ_h
-    cross = torch.einsum("imd,nd->imn", views.mean(0), heldout_mean)
-    return CMCTerms(gram, cross)
+    return CMCTerms(gram, cross_against(views.mean(0), reference))
+
+
+def cross_against(view_means: Tensor, reference: Tensor) -> Tensor:
+    """[N, n, n] E_aug[Φ_i] · (mean of the unrelated set)ᵀ; `reference` [n, d] or [N, n, d] (see terms_against)."""
+    return torch.einsum("imd,nd->imn" if reference.dim() == 2 else "imd,ind->imn", view_means, reference)
 
 
 @dataclass(frozen=True)
@@ -122,12 +133,12 @@ def streamed_cmc_terms(embed_views: Callable[[np.ndarray, int], Tensor], *, n: i
         if gram is None:
             gram = torch.zeros(n, v.shape[-2], v.shape[-2])
             cross = torch.zeros(n, v.shape[-2], v.shape[-2])
-        gram[idx] = torch.einsum("vimd,vind->imn", v, v) / v.shape[0]
-        cross[idx] = torch.einsum("imd,nd->imn", v.mean(0), h_mean)
+        t = terms_against(v, h_mean)
+        gram[idx], cross[idx] = t.gram, t.cross
         own = is_heldout[idx]
         if own.any() and len(heldout) > 1:
             h_rest = (h_sum - h.own[h_pos[idx[own]]]) / (len(heldout) - 1)
-            cross[idx[own]] = torch.einsum("imd,ind->imn", v.mean(0)[own], h_rest)
+            cross[idx[own]] = cross_against(v.mean(0)[own], h_rest)
         if on_chunk is not None:
             on_chunk(idx, v, False)
     return CMCTerms(gram, cross)

@@ -50,11 +50,9 @@ def plan_planted(roles: np.ndarray, modalities: Sequence[str], cfg: SelfCheckCon
     n = len(roles)
     per_kind = max(cfg.min_per_kind, int(round(cfg.share * n)))
     per_kind = min(per_kind, int(cfg.max_share * n) // max(1, len(kinds)))
-    empty = PlantPlan({m: np.zeros(0, np.int64) for m in mods}, np.zeros(0, dtype=object).astype(str),
-                      np.zeros(0, dtype=str), np.zeros(0, np.int64), np.zeros(0, np.int64))
     folds = sorted(set(roles) - {HELDOUT})
     if not cfg.enabled or per_kind < MIN_PER_KIND or not folds:
-        return empty
+        return _plan(mods, [], [], [], [])
     rng = np.random.default_rng(cfg.seed)
     members = {f: np.flatnonzero(roles == f) for f in folds}
     sizes = np.array([len(members[f]) for f in folds], dtype=float)
@@ -72,11 +70,46 @@ def plan_planted(roles: np.ndarray, modalities: Sequence[str], cfg: SelfCheckCon
             partners.append(j)
             out_roles += [folds[k]] * len(i)
             out_kinds += [kind] * len(i)
+    return _plan(mods, out_roles, out_kinds, donors, partners)
+
+
+def plan_virtual(roles: np.ndarray, modalities: Sequence[str], cfg: SelfCheckConfig) -> PlantPlan:
+    """A seeded plan of virtual swaps (virtual.py): per kind, up to cfg.virtual rows spread over the folds by
+    size, never more than a fold's rows. In a fold, a row is the donor of at most one of a kind's swaps and
+    the partner of about one (never both of one swap), so the swaps share few sources."""
+    roles = np.asarray(roles).astype(str)
+    mods = list(modalities)
+    folds = sorted(set(roles) - {HELDOUT})
+    if not cfg.enabled or cfg.virtual <= 0 or not folds:
+        return _plan(mods, [], [], [], [])
+    rng = np.random.default_rng([cfg.seed, 1])
+    members = {f: np.flatnonzero(roles == f) for f in folds}
+    total = sum(len(v) for v in members.values())
+    out_roles, out_kinds, donors, partners = [], [], [], []
+    for kind in plant_kinds(mods):
+        for f in folds:
+            pool = members[f]
+            count = min(len(pool), int(round(cfg.virtual * len(pool) / max(total, 1))))
+            if len(pool) < 2 or count < 1:
+                continue
+            i = rng.permutation(pool)[:count]
+            j = rng.permutation(pool)[:count]
+            while (same := np.flatnonzero(i == j)).size:  # a row with itself is no swap: draw its partner again
+                j[same] = rng.choice(pool, size=same.size)
+            donors.append(i)
+            partners.append(j)
+            out_roles += [f] * count
+            out_kinds += [kind] * count
+    return _plan(mods, out_roles, out_kinds, donors, partners)
+
+
+def _plan(mods: list[str], roles: list, kinds: list, donors: list, partners: list) -> PlantPlan:
+    """The plan of rows that take every modality from their donor except `kind`, from their partner."""
     donors_a = np.concatenate(donors).astype(np.int64) if donors else np.zeros(0, np.int64)
     partners_a = np.concatenate(partners).astype(np.int64) if partners else np.zeros(0, np.int64)
-    kinds_a = np.asarray(out_kinds, dtype=str)
+    kinds_a = np.asarray(kinds, dtype=str)
     sources = {m: np.where(kinds_a == m, partners_a, donors_a) for m in mods}
-    return PlantPlan(sources, np.asarray(out_roles, dtype=str), kinds_a, donors_a, partners_a)
+    return PlantPlan(sources, np.asarray(roles, dtype=str), kinds_a, donors_a, partners_a)
 
 
 def with_planted(data: dict, plan: PlantPlan) -> dict:

@@ -29,12 +29,14 @@ from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean
 from .models.factory import create_model
 from .parallel_training import for_each_model, train_protocol
 from .names import HELDOUT
-from .planting import PlantPlan, plan_planted, with_planted
+from .planting import PlantPlan, plan_planted, plan_virtual, with_planted
 from .protocol import Assignment, assign, sampled_reference, training_assignment
 from .run import RunDir, Stages, allocated_memmap, atomic_save_npy, atomic_write_parquet, describe_skipped, stored_paths
 from .runlock import RunLock
-from .selfcheck import CANDIDATES, RANKING_COLUMN, mean_rank, oriented, run_selfcheck
+from .selfcheck import (CANDIDATES, RANKING_COLUMN, VIRTUAL_CANDIDATES, VIRTUAL_FILE, mean_rank, oriented,
+                        run_selfcheck)
 from .targeted import embed_views, view_generator
+from .virtual import SourceViews, virtual_cmc, virtual_table
 from .distributed import dist_info, init_distributed
 from .train import resolve_device
 
@@ -56,7 +58,8 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
                 aug: AugmentConfig, seed: int, chunk: int, device, clean_out: dict[str, np.ndarray] | None,
                 progress: bool, desc: str, views_out: dict[str, np.ndarray] | None = None,
                 heldout_views_out: dict[str, np.ndarray] | None = None,
-                report: Callable[..., None] | None = None, name: str = "", kept: int | None = None) -> CMCTerms:
+                report: Callable[..., None] | None = None, name: str = "", kept: int | None = None,
+                watch: Callable[[np.ndarray, torch.Tensor, bool], None] | None = None) -> CMCTerms:
     """CMC terms of all n samples under one model; also fills `clean_out` (modality -> [kept, d]) if given.
     `kept` (default n): only the first `kept` rows go to clean_out and views_out (the rows after them are
     planted rows, scored and then set apart).
@@ -65,7 +68,8 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
     terms and the held-out rule are metric.streamed_cmc_terms.
     `views_out` (modality -> [A, n, d]) receives the views of every sample, `heldout_views_out` (modality ->
     [A, len(heldout), d], in `heldout` order) those of the H pass, the ones H's mean is made of: together
-    they reproduce the terms exactly (`multimem import-embeddings`).
+    they reproduce the terms exactly (`multimem import-embeddings`). `watch(idx, views, reference_pass)` sees
+    every chunk's views too (virtual.SourceViews keeps those of the virtual swaps' source rows).
     """
     model.eval()
     mods = model.modalities
@@ -81,6 +85,8 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
     t0 = time.perf_counter()
 
     def on_chunk(idx: np.ndarray, v: torch.Tensor, heldout_pass: bool) -> None:
+        if watch is not None:
+            watch(idx, v, heldout_pass)
         if heldout_pass:
             if heldout_views_out is not None:
                 for j, m in enumerate(mods):
@@ -184,8 +190,9 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
         raise ValueError(f"{source.path}: {e}{skipped}") from e
     if lead:
         run.write_samples(samples_table(source, ids=decoded.ids, rows=decoded.rows, roles=assignment.roles))
-    plan = plan_planted(assignment.roles if assignment.name == "crossfit" else assignment.roles[:0], modalities,
-                        cfg.selfcheck)
+    crossfit_roles = assignment.roles if assignment.name == "crossfit" else assignment.roles[:0]
+    plan = plan_planted(crossfit_roles, modalities, cfg.selfcheck)
+    virtual = plan_virtual(crossfit_roles, modalities, cfg.selfcheck) if len(plan) else plan
     training = training_assignment(assignment, plan)
 
     model_cfg = cfg.model_config(modalities)
@@ -204,6 +211,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
 
     with stages("embed"):
         terms, clean = {}, {}
+        sources = {name: SourceViews.of(virtual, name) for name in models} if len(virtual) else {}
 
         def embed_model(name: str) -> None:
             model = models[name][0]
@@ -222,7 +230,8 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
                                       aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
                                       desc=f"embed {name} ×{cfg.views} views", views_out=views,
-                                      heldout_views_out=h_views, report=stages.report, name=name, kept=n)
+                                      heldout_views_out=h_views, report=stages.report, name=name, kept=n,
+                                      watch=sources.get(name))
             for arr in [*clean[name].values(), *(views or {}).values(), *(h_views or {}).values()]:
                 arr.flush()
             (folder / "ids.txt").write_text("\n".join(decoded.ids) + "\n")
@@ -237,7 +246,8 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
                           modalities=modalities, logit_scales=logit_scales,
                           projection_model=next(iter(models)) if cfg.projection else None,
                           seed=cfg.train.seed, projection_per_modality=cfg.projection_per_modality,
-                          plan=plan, selfcheck=cfg.selfcheck)
+                          plan=plan, selfcheck=cfg.selfcheck,
+                          virtual=(virtual, virtual_cmc(virtual, modalities, sources)) if sources else None)
 
     final = {**base_config, "status": "complete", "n_samples": n, "n_scored": int(len(scores)),
              "confidence": scores.attrs["confidence"], "selfcheck": scores.attrs.get("selfcheck", {}),
@@ -255,13 +265,15 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
                  terms: dict[str, CMCTerms], clean: dict[str, dict[str, np.ndarray]], modalities: list[str],
                  logit_scales: dict[str, float] | None, projection_model: str | None, seed: int = 0,
                  projection_per_modality: bool = False, plan: PlantPlan | None = None,
-                 selfcheck: SelfCheckConfig = SelfCheckConfig()) -> pd.DataFrame:
+                 selfcheck: SelfCheckConfig = SelfCheckConfig(),
+                 virtual: tuple[PlantPlan, np.ndarray] | None = None) -> pd.DataFrame:
     """The scoring and writing step every path shares (our own runs and `import-embeddings`).
 
     From each model's CMC terms and clean embeddings (rows in `ids` order, then the planted rows of `plan`
     if any): scores.parquet with the baselines and the mean-rank column, diagnostics/sim_in.npy and
     sim_out.npy, projection.parquet from `projection_model`'s embeddings (None: no projection), and with
-    planted rows the self-check (selfcheck.parquet; its figures in attrs["selfcheck"]). `logit_scales`
+    planted rows the self-check (selfcheck.parquet; its figures in attrs["selfcheck"]), with `virtual` (the
+    virtual swaps' plan and their cmc_out) for the rankings of the out-model alone. `logit_scales`
     (model -> exp of the learned temperature) feed the loss baseline; None leaves that column out. Returns
     the scores table, with the confidence figure (confidence.heldout_confidence) in attrs["confidence"].
     """
@@ -272,7 +284,7 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
         references = {name: sampled_reference(assignment.reference(name)) for name in terms}
         scores.attrs["confidence"] = heldout_confidence(clean, references, modalities=modalities)
         if plan is not None and len(plan):
-            scores.attrs["selfcheck"] = _selfcheck(run, ids, scores, terms, plan, modalities, selfcheck)
+            scores.attrs["selfcheck"] = _selfcheck(run, ids, scores, terms, plan, modalities, selfcheck, virtual)
         run.write_scores(scores)
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
@@ -286,8 +298,9 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
 
 
 def _selfcheck(run: RunDir, ids: list[str], scores: pd.DataFrame, terms: dict[str, CMCTerms], plan: PlantPlan,
-               modalities: list[str], cfg: SelfCheckConfig) -> dict:
-    """Score the planted rows (terms rows n ..), write them to selfcheck.parquet, measure every candidate."""
+               modalities: list[str], cfg: SelfCheckConfig, virtual: tuple[PlantPlan, np.ndarray] | None) -> dict:
+    """Score the planted rows (terms rows n ..), write them to selfcheck.parquet and the virtual swaps to
+    selfcheck_virtual.parquet, measure every candidate (on the virtual swaps where they stand in)."""
     from .protocol import assignment_from_roles
 
     n = len(ids)
@@ -301,8 +314,14 @@ def _selfcheck(run: RunDir, ids: list[str], scores: pd.DataFrame, terms: dict[st
     table.insert(4, "partner", [ids[i] for i in plan.partners])
     atomic_write_parquet(run.path / "selfcheck.parquet", table)
     real = scores[np.isfinite(scores["multimem"].to_numpy(dtype=np.float64))]
-    figures = run_selfcheck({c: oriented(table, c) for c in CANDIDATES}, {c: oriented(real, c) for c in CANDIDATES},
-                            bootstrap=cfg.bootstrap, seed=cfg.seed)
+    paired = {c: oriented(table, c) for c in CANDIDATES}  # every candidate on the same trained planted rows
+    planted = dict(paired)
+    if virtual is not None and len(virtual[0]):
+        vtable = virtual_table(virtual[0], ids, virtual[1])
+        atomic_write_parquet(run.path / VIRTUAL_FILE, vtable)
+        planted.update({c: oriented(vtable, c) for c in VIRTUAL_CANDIDATES})
+    figures = run_selfcheck(planted, {c: oriented(real, c) for c in CANDIDATES}, bootstrap=cfg.bootstrap,
+                            seed=cfg.seed, paired=paired)
     figures["kinds"] = sorted(set(plan.kinds.tolist()))
     return figures
 

@@ -18,6 +18,25 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (apt-get install -y chromium): no browser download
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@contextmanager
+def chromium_page(*, height: int = 2000):
+    """A page of a headless Chromium, 1400 px wide; `height` tall, since Streamlit scrolls inside its own
+    container and a tall viewport replaces full-page screenshots."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": height})
+        finally:
+            browser.close()
+
+
 @contextmanager
 def serving_app(args: list[str], log: Path, *, cwd: Path | None = None) -> Iterator[str]:
     """`multimem app ARGS --port P` on a free localhost port (started in `cwd`); yields its URL once

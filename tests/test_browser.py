@@ -19,14 +19,11 @@ import pandas as pd
 import pytest
 
 from multimem_core.run import RunDir
-from tests.conftest import serving_app
+from tests.conftest import CHROMIUM, chromium_page, serving_app
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = Path(os.environ.get("MULTIMEM_SCREENSHOTS", ROOT / "test-artifacts" / "screenshots"))
 PAGES = {"overview": "", "samples": "samples", "detail": "detail", "map": "map", "review_export": "review_export"}
 
@@ -63,14 +60,8 @@ def server(browser_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        # Streamlit scrolls inside its own container: a tall viewport instead of full_page screenshots
-        pg = browser.new_page(viewport={"width": 1400, "height": 2000})
+    with chromium_page() as pg:
         yield pg
-        browser.close()
 
 
 def settle(pg, *, timeout: float = 60) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from multimem_core.run import RunDir
 from tests.conftest import serving_app
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, open_page, settle, shot
+from tests.conftest import chromium_page
+from tests.test_browser import open_page, settle, shot
 
 pytestmark = pytest.mark.browser
 
@@ -45,13 +46,8 @@ def server(dirs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 2000})
+    with chromium_page() as pg:
         yield pg
-        browser.close()
 
 
 def set_number(pg, label: str, value: int) -> None:

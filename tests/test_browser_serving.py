@@ -21,14 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import serving_app
+from tests.conftest import CHROMIUM, chromium_page, serving_app
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 if not CHROMIUM.exists():
     pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no `playwright install`)")
@@ -77,8 +74,6 @@ def hostile(tmp_path_factory):
 
 
 def test_no_response_carries_a_file_outside_the_data_root(hostile, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     run, data, secret_bytes, good = hostile
     bodies: list[bytes] = []
 
@@ -92,9 +87,7 @@ def test_no_response_carries_a_file_outside_the_data_root(hostile, tmp_path):
         ws.on("framereceived", lambda payload: bodies.append(payload if isinstance(payload, bytes)
                                                              else payload.encode()))
 
-    with serving_app([str(run), "--data-root", str(data)], tmp_path / "app.log") as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    with serving_app([str(run), "--data-root", str(data)], tmp_path / "app.log") as url, chromium_page() as page:
         page.on("response", on_response)
         page.on("websocket", on_socket)
         page.goto(f"{url}/samples")
@@ -104,7 +97,6 @@ def test_no_response_carries_a_file_outside_the_data_root(hostile, tmp_path):
         refusals = page.get_by_text("outside the folder the app serves").count()
         page.locator("button:has-text('Table')").first.click()  # thumbnails: the other way media reach the page
         time.sleep(4)
-        browser.close()
     blob = b"".join(bodies)
     assert refusals >= 3, "the three hostile cards say why they show nothing"
     assert secret_bytes not in blob and b"SECRET-" not in blob, "a file outside --data-root reached the browser"

@@ -18,7 +18,8 @@ from playwright.sync_api import expect
 
 from multimem_core.run import RunDir
 from tests.conftest import serving_app
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, open_page, settle, shot
+from tests.conftest import chromium_page
+from tests.test_browser import open_page, settle, shot
 
 pytestmark = pytest.mark.browser
 
@@ -44,15 +45,10 @@ def workplace(engine_run, shapes_manifest, tmp_path_factory) -> tuple[RunDir, Pa
 
 @pytest.fixture(scope="module")
 def page_and_url(workplace, tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
     run, elsewhere = workplace
     log = tmp_path_factory.mktemp("log") / "app.log"
-    with serving_app([str(run.path)], log, cwd=elsewhere) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 2000})
+    with serving_app([str(run.path)], log, cwd=elsewhere) as url, chromium_page() as pg:
         yield pg, url
-        browser.close()
 
 
 def progress(pg) -> tuple[int, int]:

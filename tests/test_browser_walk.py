@@ -16,7 +16,8 @@ from playwright.sync_api import expect
 
 from multimem_core.run import RunDir
 from tests.conftest import serving_app
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, open_page, settle, shot
+from tests.conftest import chromium_page
+from tests.test_browser import open_page, settle, shot
 from tests.test_browser_triage import nav, wait_for
 
 pytestmark = pytest.mark.browser
@@ -32,16 +33,11 @@ def walk_run(engine_run, tmp_path_factory) -> RunDir:
 @pytest.fixture(scope="module")
 def session(walk_run, tmp_path_factory):
     """A served app, a browser page, and every host the page sent a request to."""
-    from playwright.sync_api import sync_playwright
-
     log = tmp_path_factory.mktemp("log") / "app.log"
     hosts: list[str] = []
-    with serving_app([str(walk_run.path)], log) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 2000})
+    with serving_app([str(walk_run.path)], log) as url, chromium_page() as pg:
         pg.on("request", lambda req: hosts.append(req.url))
         yield pg, url, hosts
-        browser.close()
 
 
 def address(pg) -> str:

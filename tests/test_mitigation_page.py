@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from multimem_core.run import RunDir
-from tests.conftest import serving_app
+from tests.conftest import CHROMIUM, chromium_page, serving_app
 
 MAIN = Path(__file__).resolve().parent.parent / "app" / "main.py"
 PAGE = "views/mitigation.py"
@@ -75,30 +75,23 @@ def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeyp
 
 @pytest.mark.browser
 def test_page_renders_in_chromium_with_a_preview(mitigated_run, tmp_path):
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
+    if not CHROMIUM.exists():
         pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     log = tmp_path / "app.log"
-    with serving_app([str(mitigated_run.path)], log) as url:
+    with serving_app([str(mitigated_run.path)], log) as url, chromium_page(height=2400) as page:
         sid = top_id(mitigated_run)
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(chromium), args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1400, "height": 2400})
-            page.goto(f"{url}/mitigation?id={sid}")
-            page.wait_for_selector("h1:has-text('Mitigation')", timeout=90_000)
-            page.wait_for_selector("button:has-text('Run the preview')", timeout=90_000)
-            assert page.get_by_text("Targeting (chosen").count() == 0, "the preview waits for the button"
-            page.locator("button:has-text('Run the preview')").click()
-            page.wait_for_selector("text=Targeting (chosen", timeout=180_000)  # the preview's metrics
-            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
-            time.sleep(1.5)
-            assert page.locator("[data-testid='stException']").count() == 0
-            assert page.get_by_text("What-if preview").count() >= 1
-            assert page.get_by_text(sid).count() >= 1  # the selected sample is in the preview
-            shots = Path(os.environ.get("MULTIMEM_SCREENSHOTS", MAIN.parent.parent / "test-artifacts" / "screenshots"))
-            shots.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shots / "mitigation.png"))
-            browser.close()
+        page.goto(f"{url}/mitigation?id={sid}")
+        page.wait_for_selector("h1:has-text('Mitigation')", timeout=90_000)
+        page.wait_for_selector("button:has-text('Run the preview')", timeout=90_000)
+        assert page.get_by_text("Targeting (chosen").count() == 0, "the preview waits for the button"
+        page.locator("button:has-text('Run the preview')").click()
+        page.wait_for_selector("text=Targeting (chosen", timeout=180_000)  # the preview's metrics
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+        time.sleep(1.5)
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.get_by_text("What-if preview").count() >= 1
+        assert page.get_by_text(sid).count() >= 1  # the selected sample is in the preview
+        shots = Path(os.environ.get("MULTIMEM_SCREENSHOTS", MAIN.parent.parent / "test-artifacts" / "screenshots"))
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "mitigation.png"))

@@ -110,10 +110,15 @@ def test_planted_rows_stay_out_of_scores_and_exports(crossfit_run, tmp_path):
     assert not set(planted["id"]) & set(scores["id"])
     cfg = json.loads((crossfit_run.path / "config.json").read_text())
     assert cfg["selfcheck"]["n_planted"] == len(planted)
+    virtual = pd.read_parquet(crossfit_run.path / "selfcheck_virtual.parquet")
+    assert len(virtual) > len(planted) and virtual["id"].str.startswith("virtual-").all()
+    assert np.isfinite(virtual["cmc_out"]).all() and not set(virtual["id"]) & set(scores["id"])
+    assert cfg["selfcheck"]["n_virtual"] == len(virtual) == cfg["selfcheck"]["candidates"]["-cmc_out"]["n_planted"]
+    assert (virtual["donor"] != virtual["partner"]).all() and set(virtual["donor"]) <= set(scores["id"])
     out = tmp_path / "clean.csv"
     assert main(["export", str(crossfit_run.path), "--drop", "top:5", "--out", str(out)]) == 0
     exported = pd.read_csv(out)
-    assert not exported["id"].astype(str).str.startswith("planted-").any()
+    assert not exported["id"].astype(str).str.startswith(("planted-", "virtual-")).any()
     assert len(exported) == len(scores) - 5
 
 
@@ -143,8 +148,23 @@ def test_overview_starts_with_the_verdict(crossfit_run, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     verdicts = [m.value for m in at.markdown if "ranks above a right one" in m.value]
     assert verdicts and "a wrong caption" in verdicts[0]
-    est = json.loads((crossfit_run.path / "config.json").read_text())["selfcheck"]["expected_auroc"]
-    assert bool([w for w in at.warning if "poorly" in w.value]) is (est < 0.70)
+    sc = json.loads((crossfit_run.path / "config.json").read_text())["selfcheck"]
+    low = sc["expected_auroc"] < 0.70 or sc["expected_auroc_low"] < 0.70
+    assert bool([w for w in at.warning if "poorly" in w.value]) is low
+
+
+@pytest.mark.parametrize("est, lo, warned", [(0.69, 0.60, True), (0.75, 0.68, True), (0.75, 0.71, False),
+                                             (0.699, 0.699, True)])
+def test_the_verdict_warns_below_070_or_when_the_interval_reaches_under_it(est, lo, warned):
+    from multimem_core.summary import verdict
+
+    cfg = {"modalities": ["image", "text"], "selfcheck": {
+        "ranking": "-cmc_out", "expected_auroc": est, "expected_auroc_low": lo, "expected_auroc_high": est + 0.05,
+        "contamination": 0.1, "expected_wrong_in_top": 10, "kinds": ["text"]}}
+    v = verdict(cfg)
+    assert ("warning" in v) is warned
+    if est < 0.70:
+        assert f"estimate {est:.2f} < 0.70" in v["warning"]
 
 
 def test_summary_without_injected_column_says_nothing_of_injections(crossfit_run, tmp_path, capsys):

@@ -126,9 +126,12 @@ if said.get("expected_auroc") is not None:
     st.markdown(f"#### {said['verdict']}")
     if said.get("warning"):
         st.warning(said["warning"].removeprefix("WARNING: "), icon=":material/warning:")
-    st.caption(f"Measured by the run's self-check: {said.get('n_planted')} known corruptions planted into training "
-               "(never shown here or exported), ranked among the real rows, corrected for the wrong pairs the data "
-               "already holds. The Samples page, Triage and Export rank by this column unless you pick another.")
+    virtual = (f" and {said['n_virtual']} wrong pairs formed from rows the scoring model never trained on"
+               if said.get("n_virtual") else "")
+    st.caption(f"Measured by the run's self-check: {said.get('n_planted')} known corruptions planted into training"
+               f"{virtual} (never shown here or exported), ranked among the real rows, corrected for the wrong pairs "
+               "the data already holds. The Samples page, Triage and Export rank by this column unless you pick "
+               "another.")
 else:
     st.caption(said["verdict"])
 confidence_lines = format_confidence(cfg.get("confidence") or {})

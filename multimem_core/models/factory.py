@@ -132,13 +132,15 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
     if "audio" in mods:
         towers["audio"] = (FrozenAudioTower(cfg.audio_tower, embed_dim, sample_rate=cfg.audio_sample_rate,
                                             views=cfg.audio_views)
-                           if is_frozen_audio(cfg.audio_tower) else AudioTower(embed_dim, sample_rate=cfg.audio_sample_rate))
+                           if is_frozen_audio(cfg.audio_tower) else AudioTower(embed_dim, sample_rate=cfg.audio_sample_rate, n_mels=cfg.audio_mels))
     if "video" in mods and is_frozen_video(cfg.video_tower):
         towers["video"] = FrozenVideoTower(cfg.video_tower, embed_dim, views=cfg.video_views)
     elif "video" in mods:
-        # Its own copy of the image architecture: moving frames are not the still images' distribution.
-        frame_visual = copy.deepcopy(clip.visual) if clip is not None else build_clip(
-            clip_arch, embed_dim=embed_dim, image_size=image_size).visual
-        towers["video"] = VideoTower(ImageTower(frame_visual, image_size), embed_dim, cfg.video_frames)
+        # Its own copy of the image architecture: moving frames are not the still images' distribution. Frames
+        # decoded smaller than the images are read at their own size (fewer patches), not upsampled.
+        frame_size = min(image_size, cfg.video_size or image_size)
+        frame_visual = copy.deepcopy(clip.visual) if clip is not None and frame_size == image_size else build_clip(
+            clip_arch, embed_dim=embed_dim, image_size=frame_size).visual
+        towers["video"] = VideoTower(ImageTower(frame_visual, frame_size), embed_dim, cfg.video_frames)
     ordered = {m: towers[m] for m in ("image", "text", "audio", "video") if m in towers}
     return MultiTowerModel(ordered, embed_dim, cfg.init_temperature)

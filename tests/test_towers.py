@@ -1,0 +1,46 @@
+"""The trained towers' cheaper front ends: frames read at the size they are decoded to, fewer mel bands."""
+
+from __future__ import annotations
+
+import torch
+
+from multimem_core.config import ModelConfig
+from multimem_core.models.factory import create_model
+from multimem_core.models.towers import SENTENCE_DIMS, load_sentence_encoder
+
+MODS = ("image", "text", "audio", "video")
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return create_model(ModelConfig(modalities=MODS, image_tower="mm-tiny", text_tower="mm-tiny", image_size=32,
+                                    video_frames=4, audio_sample_rate=8000, audio_tower="mel-cnn", **kw))
+
+
+def test_small_frames_are_read_at_their_own_size():
+    model = _model(video_size=16, audio_mels=32)
+    frames = model.towers["video"].frames
+    assert frames.image_size == 16
+    # a 16 px frame is 4 patches of 8 px (+ the class token), a 32 px image 16
+    assert frames.visual.positional_embedding.shape[0] == 5
+    assert model.towers["image"].visual.positional_embedding.shape[0] == 17
+    assert model.towers["audio"].mel.shape == (201, 32)
+    out = model({"video": torch.rand(2, 4, 3, 16, 16), "audio": torch.randn(2, 16000)})
+    assert out["video"].shape == out["audio"].shape == (2, 64)
+    assert torch.allclose(out["video"].norm(dim=-1), torch.ones(2))
+
+
+def test_frames_as_large_as_the_images_start_as_the_image_tower():
+    for video_size in (None, 32):
+        model = _model(video_size=video_size)
+        frames, image = model.towers["video"].frames.visual, model.towers["image"].visual
+        assert model.towers["video"].frames.image_size == 32
+        assert all(torch.equal(a, b) for a, b in zip(frames.state_dict().values(), image.state_dict().values()))
+        assert model.towers["audio"].mel.shape == (201, 64)
+
+
+def test_known_sentence_feature_sizes_are_the_encoders_own():
+    enc = load_sentence_encoder("minilm")
+    dim = (getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension)()
+    assert set(SENTENCE_DIMS.values()) == {dim}
+    assert enc.encode(["a grinning face"], convert_to_tensor=True).shape[-1] == dim
