@@ -4,7 +4,7 @@ Builds photo-sized image+caption sets from the two photographs scikit-learn ship
 every row a distinct file (a random crop, flipped or not, with its own brightness, saved as a 640 to 1280 px
 JPEG) with a caption of what the crop shows. Nothing downloads. The sets of every size are prefixes of one
 set of photos (built once, kept in --data). Each size is scored with default options (`multimem score
---modalities image,text --quiet`) in its own process tree; while it runs, the proportional set size (PSS:
+--modalities image,text --quiet`, plus --score-args, the same at every size) in its own process tree; while it runs, the proportional set size (PSS:
 shared pages split between the processes that map them) of the whole tree is sampled, and attributed to the
 stage the run reports in progress.json. Stage times are the run's own (RUN/timings.json).
 
