@@ -19,8 +19,8 @@ from multimem_core.data.emoji import (
     build_emoji,
     load_emoji_assets,
     motion_frames,
-    spoken_name,
 )
+from multimem_core.data.speech import spoken_name
 
 LIMIT = 40
 
@@ -159,6 +159,22 @@ def test_same_seed_same_files_other_seed_differs(built, tmp_path):
     assert np.array_equal(_frames(again.parent / "video/emoji-0000.mp4"), _frames(manifest.parent / "video/emoji-0000.mp4"))
     other = build_emoji(tmp_path / "other", limit=LIMIT, inject_rate=0.25, seed=1, progress=False)
     assert other.read_bytes() != manifest.read_bytes()
+
+
+def test_a_build_on_worker_processes_writes_the_same_bytes_as_one_process(tmp_path):
+    from multimem_core.data.emoji import ROWS_PER_TASK
+
+    n = 2 * ROWS_PER_TASK + 5  # enough rows for the pool, and a last task that is not full
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*"))
+                if f.is_file() and f.name != "dataset.json"}  # dataset.json holds the build's seconds
+
+    one = build_emoji(tmp_path / "one", limit=n, inject_rate=0.25, seed=3, progress=False, workers=1).parent
+    two = build_emoji(tmp_path / "two", limit=n, inject_rate=0.25, seed=3, progress=False, workers=2).parent
+    a, b = files(one), files(two)
+    assert len(a) > 3 * n and a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
 
 
 def test_rebuild_reuses_work(built, tmp_path):

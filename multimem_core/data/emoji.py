@@ -25,13 +25,13 @@ emoji's own ``dark_video``: near-black frames under an unchanged caption); the k
 
 from __future__ import annotations
 
-import hashlib
 import json
+import multiprocessing as mp
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
-from math import gcd
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +40,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from multimem_core.data.speech import speech_key, spoken_name
 from multimem_core.names import MODALITIES
 from multimem_core.data.synthetic import (
     INJECTED_KINDS,
@@ -70,7 +71,9 @@ VOICES = ("en-us",)
 EMOJI_KINDS = tuple(INJECTED_KINDS) + ("dark_video",)
 COLUMN_ORDER = ("text", "image", "audio", "video")  # manifest columns, as shapes writes them
 VOICE_SEED = 20260  # fixes which voice speaks which emoji, independently of the build's seed
-CACHE_FORMAT = 1  # bump when the speech post-processing changes, so WAVs from older builds are redone
+# Build processes: rows are independent, and one core spent ~19 s on the demo's 1,000 (espeak, MP4)
+BUILD_WORKERS = 2
+ROWS_PER_TASK = 32
 
 
 @dataclass(frozen=True)
@@ -143,51 +146,6 @@ def dark_frames(*, size: int, frames: int, rng: np.random.Generator) -> np.ndarr
     return rng.integers(0, 12, size=(frames, size, size, 3), dtype=np.uint8)
 
 
-def _trim_silence(x: np.ndarray, rate: int, *, threshold: int = 300, margin_s: float = 0.03) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(x.astype(np.int32)) > threshold)
-    if loud.size == 0:
-        return x
-    m = int(margin_s * rate)
-    return x[max(0, loud[0] - m) : loud[-1] + m]
-
-
-def speech_key(text: str, *, voice: str, rate: int, max_seconds: float) -> str:
-    """Everything that shapes a spoken name's sound, hashed: a WAV with the same key need not be redone."""
-    from multimem_core.data.speech import espeak_version
-
-    return hashlib.sha1(json.dumps([CACHE_FORMAT, text, voice, rate, max_seconds, espeak_version()]).encode()).hexdigest()
-
-
-def spoken_name(text: str, *, voice: str, rate: int, max_seconds: float) -> np.ndarray:
-    """`text` spoken by espeak-ng: float32 mono at `rate` Hz, silence trimmed, peak 0.9, at most `max_seconds`.
-
-    A name too long for `max_seconds` at espeak's normal speed is spoken faster (up to its maximum)
-    rather than cut off. Measured: all 1,601 names in about 5 s on one core (median 0.8 s of speech,
-    longest 2.0 s).
-    """
-    from scipy.signal import resample_poly
-
-    from multimem_core.data.speech import DEFAULT_RATE, MAX_RATE, speaker
-
-    spk = speaker()
-    native = _trim_silence(spk.say(text, voice=voice), spk.sample_rate)
-    seconds = len(native) / spk.sample_rate
-    if seconds > max_seconds:
-        wpm = min(MAX_RATE, int(DEFAULT_RATE * seconds / max_seconds * 1.05) + 1)
-        native = _trim_silence(spk.say(text, voice=voice, rate=wpm), spk.sample_rate)
-    g = gcd(rate, spk.sample_rate)
-    x = resample_poly(native.astype(np.float32) / 32768.0, rate // g, spk.sample_rate // g).astype(np.float32)
-    limit = int(max_seconds * rate)
-    if len(x) > limit:  # even espeak's top speed did not fit: fade out rather than click
-        x = x[:limit]
-        fade = min(len(x), int(0.02 * rate))
-        x[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    if peak > 0:
-        x *= 0.9 / peak
-    return x
-
-
 def _caption(name: str, keywords: str, motion: str | None, rng: np.random.Generator) -> str:
     """'grinning face, moving left (face, grin)': name, motion (when there is video), two CLDR keywords."""
     extra = [k.strip() for k in keywords.split("|") if k.strip() and k.strip() != name]
@@ -229,6 +187,69 @@ def _complete(out: Path, info: dict | None, config: dict) -> bool:
     return all((out / p).exists() for c in ("image", "audio", "video") if c in table.columns for p in table[c])
 
 
+@dataclass(frozen=True)
+class _RowOptions:
+    """What every row of a build shares (picklable: it travels to the worker processes)."""
+
+    out: Path
+    seed: int
+    modalities: tuple[str, ...]
+    image_size: int
+    video_frames: int
+    video_fps: int
+    audio_rate: int
+    audio_seconds: float
+    assets_dir: str
+
+
+def _make_row(opts: _RowOptions, job: tuple[dict, str, str | None]) -> tuple[dict, dict, str | None]:
+    """One emoji's sample: its media files written, its manifest row, its truth row and its speech key."""
+    r, voice, old_key = job
+    modalities = opts.modalities
+    with_video = "video" in modalities
+    assets = load_emoji_assets(opts.assets_dir)
+    # One generator per emoji: its sample does not depend on `limit` or on the modalities built.
+    rng = np.random.default_rng([opts.seed, 1, r["sprite"]])
+    motion = MOTIONS[rng.integers(len(MOTIONS))]
+    caption = _caption(r["name"], r["keywords"], motion if with_video else None, rng)
+    tile = assets.sprites[r["sprite"]]
+    sid = f"emoji-{r['sprite']:04d}"
+    row, key = {"id": sid}, None
+    if "text" in modalities:
+        row["text"] = caption
+    clip = motion_frames(tile, motion, size=opts.image_size, frames=opts.video_frames,
+                         background=assets.background) if with_video else None
+    if "image" in modalities:
+        # With video, the image is the clip's key frame, as in a video dataset: its last frame, where
+        # the motion ends (the emoji off-centre, large, small or turned), so that image and text agree
+        # on the motion too. Else the emoji itself.
+        if clip is not None:
+            im = clip[-1]
+        elif opts.image_size == tile.shape[0]:
+            im = tile
+        else:
+            im = np.asarray(Image.fromarray(tile).resize((opts.image_size, opts.image_size), Image.Resampling.LANCZOS))
+        row["image"] = f"image/{sid}.png"
+        write_png(opts.out / row["image"], im)
+    if "audio" in modalities:
+        row["audio"] = f"audio/{sid}.wav"
+        spec = dict(voice=voice, rate=opts.audio_rate, max_seconds=opts.audio_seconds)
+        spoken = f"{r['name']}, {motion}" if with_video else r["name"]  # what the video shows, said aloud too
+        key = speech_key(spoken, **spec)
+        if old_key != key or not (opts.out / row["audio"]).exists():
+            write_wav(opts.out / row["audio"], spoken_name(spoken, **spec), opts.audio_rate)
+    if with_video:
+        row["video"] = f"video/{sid}.mp4"
+        write_mp4(opts.out / row["video"], clip, fps=opts.video_fps)
+    row["label"] = r["group"]
+    # Swaps draw donors from another subgroup: "grinning face" under "beaming face" would barely contradict.
+    row["_key"] = r["subgroup"]
+    truth = {"id": sid, "emoji": r["emoji"], "codepoints": r["codepoints"], "name": r["name"], "group": r["group"],
+             "subgroup": r["subgroup"], "motion": motion if with_video else "",
+             "voice": voice if "audio" in modalities else ""}
+    return row, truth, key
+
+
 def build_emoji(
     out_dir: str | Path,
     *,
@@ -244,6 +265,7 @@ def build_emoji(
     kinds: Sequence[str] = EMOJI_KINDS,
     assets_dir: str | Path | None = None,
     progress: bool = True,
+    workers: int = BUILD_WORKERS,
 ) -> Path:
     """Build the emoji dataset in `out_dir` and return the path of its manifest.csv.
 
@@ -300,52 +322,30 @@ def build_emoji(
         old_keys = json.loads(keys_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old_keys = {}
-    speech_keys: dict[str, str] = {}
-    with_video = "video" in modalities
-    bg = assets.background
-
-    records, truth = [], []
-    for r in tqdm(rows.itertuples(index=False), total=len(rows), desc="emoji", unit="sample", disable=not progress):
-        # One generator per emoji: its sample does not depend on `limit` or on the modalities built.
-        rng = np.random.default_rng([seed, 1, r.sprite])
-        motion = MOTIONS[rng.integers(len(MOTIONS))]
-        caption = _caption(r.name, r.keywords, motion if with_video else None, rng)
-        voice = VOICES[voice_of[r.sprite]]
-        tile = assets.sprites[r.sprite]
-        sid = f"emoji-{r.sprite:04d}"
-        row = {"id": sid}
-        if "text" in modalities:
-            row["text"] = caption
-        clip = motion_frames(tile, motion, size=image_size, frames=video_frames, background=bg) if with_video else None
-        if "image" in modalities:
-            # With video, the image is the clip's key frame, as in a video dataset: its last frame, where
-            # the motion ends (the emoji off-centre, large, small or turned), so that image and text agree
-            # on the motion too. Else the emoji itself.
-            if clip is not None:
-                im = clip[-1]
-            elif image_size == tile.shape[0]:
-                im = tile
-            else:
-                im = np.asarray(Image.fromarray(tile).resize((image_size, image_size), Image.Resampling.LANCZOS))
-            row["image"] = f"image/{sid}.png"
-            write_png(out / row["image"], im)
-        if "audio" in modalities:
-            row["audio"] = f"audio/{sid}.wav"
-            spec = dict(voice=voice, rate=audio_rate, max_seconds=audio_seconds)
-            spoken = f"{r.name}, {motion}" if with_video else r.name  # what the video shows, said aloud too
-            speech_keys[row["audio"]] = speech_key(spoken, **spec)
-            if old_keys.get(row["audio"]) != speech_keys[row["audio"]] or not (out / row["audio"]).exists():
-                write_wav(out / row["audio"], spoken_name(spoken, **spec), audio_rate)
-        if with_video:
-            row["video"] = f"video/{sid}.mp4"
-            write_mp4(out / row["video"], clip, fps=video_fps)
-        row["label"] = r.group
-        # Swaps draw donors from another subgroup: "grinning face" under "beaming face" would barely contradict.
-        row["_key"] = r.subgroup
-        records.append(row)
-        truth.append({"id": sid, "emoji": r.emoji, "codepoints": r.codepoints, "name": r.name, "group": r.group,
-                      "subgroup": r.subgroup, "motion": motion if with_video else "",
-                      "voice": voice if "audio" in modalities else ""})
+    opts = _RowOptions(out=out, seed=seed, modalities=tuple(modalities), image_size=image_size,
+                       video_frames=video_frames, video_fps=video_fps, audio_rate=audio_rate,
+                       audio_seconds=audio_seconds, assets_dir=str(assets.path))
+    # Each emoji's sample is its own (own generator, own files): on a pool of processes the rows come back in
+    # order and the files are the same bytes as one after the other. spawn, not fork: the caller may hold
+    # torch/OpenMP threads, which do not survive a fork.
+    jobs = [(r, VOICES[voice_of[r["sprite"]]], old_keys.get(f"audio/emoji-{r['sprite']:04d}.wav"))
+            for r in rows.to_dict("records")]
+    make = partial(_make_row, opts)
+    bar = tqdm(total=len(jobs), desc="emoji", unit="sample", disable=not progress)
+    results = []
+    if workers <= 1 or len(jobs) < 2 * ROWS_PER_TASK:
+        for job in jobs:
+            results.append(make(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            for result in pool.map(make, jobs, chunksize=ROWS_PER_TASK):
+                results.append(result)
+                bar.update()
+    bar.close()
+    records = [row for row, _, _ in results]
+    truth = [t for _, t, _ in results]
+    speech_keys = {row["audio"]: key for row, _, key in results if key is not None}
 
     table = inject_misalignments(pd.DataFrame(records), rate=inject_rate, kinds=kinds, modalities=modalities,
                                  attribute_key="_key", rng=np.random.default_rng([seed, 2]))
@@ -387,7 +387,7 @@ def build_emoji(
         "audio_seconds": audio_seconds,
         "label": "emoji group (Unicode emoji-test.txt)",
         "labels": sorted(set(table["label"])),
-        "attributes": {"motion": list(MOTIONS) if with_video else [],
+        "attributes": {"motion": list(MOTIONS) if "video" in modalities else [],
                        "voice": list(VOICES) if "audio" in modalities else []},
         "attributes_file": "attributes.csv",
         "sources": "Noto Color Emoji (OFL-1.1), Unicode CLDR and emoji-test.txt (Unicode License): see LICENSES.md",
