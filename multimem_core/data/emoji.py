@@ -26,10 +26,8 @@ emoji's own ``dark_video``: near-black frames under an unchanged caption); the k
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -38,13 +36,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from multimem_core.data.speech import speech_key, spoken_name
 from multimem_core.names import MODALITIES
 from multimem_core.data.synthetic import (
     INJECTED_KINDS,
     applicable_kinds,
+    build_samples,
     inject_misalignments,
     write_mp4,
     write_png,
@@ -325,24 +323,10 @@ def build_emoji(
     opts = _RowOptions(out=out, seed=seed, modalities=tuple(modalities), image_size=image_size,
                        video_frames=video_frames, video_fps=video_fps, audio_rate=audio_rate,
                        audio_seconds=audio_seconds, assets_dir=str(assets.path))
-    # Each emoji's sample is its own (own generator, own files): on a pool of processes the rows come back in
-    # order and the files are the same bytes as one after the other. spawn, not fork: the caller may hold
-    # torch/OpenMP threads, which do not survive a fork.
     jobs = [(r, VOICES[voice_of[r["sprite"]]], old_keys.get(f"audio/emoji-{r['sprite']:04d}.wav"))
             for r in rows.to_dict("records")]
-    make = partial(_make_row, opts)
-    bar = tqdm(total=len(jobs), desc="emoji", unit="sample", disable=not progress)
-    results = []
-    if workers <= 1 or len(jobs) < 2 * ROWS_PER_TASK:
-        for job in jobs:
-            results.append(make(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for result in pool.map(make, jobs, chunksize=ROWS_PER_TASK):
-                results.append(result)
-                bar.update()
-    bar.close()
+    results = build_samples(partial(_make_row, opts), jobs, workers=workers, chunksize=ROWS_PER_TASK, desc="emoji",
+                            progress=progress)
     records = [row for row, _, _ in results]
     truth = [t for _, t, _ in results]
     speech_keys = {row["audio"]: key for row, _, key in results if key is not None}

@@ -18,21 +18,19 @@ contradictions: the engine must read `SHAPES_AUGMENTATION_HINTS` / dataset.json 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import re
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from multimem_core.names import MODALITIES
-from multimem_core.data.synthetic import INJECTED_KINDS, applicable_kinds, inject_misalignments, write_mp4, write_png, write_wav
+from multimem_core.data.synthetic import (INJECTED_KINDS, applicable_kinds, build_samples, inject_misalignments,
+                                          write_mp4, write_png, write_wav)
 
 __all__ = [
     "COLOURS",
@@ -315,20 +313,8 @@ def build_shapes(
     size = int(image_size)
     opts = _Options(out=out, seed=seed, modalities=modalities, size=size, video_frames=video_frames,
                     audio_rate=audio_rate, audio_seconds=audio_seconds)
-    make = partial(_make_sample, opts)
-    bar = tqdm(total=n, desc="shapes", unit="sample", disable=not progress)
-    results = []
-    if workers <= 1:
-        for i in range(n):
-            results.append(make(i))
-            bar.update()
-    else:
-        # spawn, not fork: the caller may hold torch/OpenMP threads, which do not survive a fork.
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            for result in pool.map(make, range(n), chunksize=64):
-                results.append(result)
-                bar.update()
-    bar.close()
+    results = build_samples(partial(_make_sample, opts), range(n), workers=workers, chunksize=64, desc="shapes",
+                            progress=progress)
     rows, truth = [r for r, _ in results], [t for _, t in results]
 
     table = pd.DataFrame(rows)

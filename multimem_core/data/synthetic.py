@@ -11,12 +11,15 @@ which is the ground truth the MultiMem score is checked against.
 from __future__ import annotations
 
 import io
+import multiprocessing as mp
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 __all__ = [
     "CALLER_APPLIED_KINDS",
@@ -237,3 +240,24 @@ def inject_misalignments(
         out[m] = new[m]
     out["injected"] = injected.astype(str)
     return out
+
+
+def build_samples(make: Callable, jobs: Sequence, *, workers: int, chunksize: int, desc: str,
+                  progress: bool) -> list:
+    """`make` over `jobs` in order, on `workers` processes when there is more than a task each, with a
+    progress bar. A built-in dataset's samples are independent (each has its own generator and files), so
+    the results and files are the same either way. spawn, not fork: the caller may hold torch/OpenMP
+    threads, which do not survive a fork; `make` must therefore be picklable (a module-level function)."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="sample", disable=not progress)
+    results = []
+    if workers <= 1 or len(jobs) < 2 * chunksize:
+        for job in jobs:
+            results.append(make(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            for result in pool.map(make, jobs, chunksize=chunksize):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return results
