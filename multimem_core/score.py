@@ -114,8 +114,8 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
 
 
 def resolve_media(cfg: ScoreConfig) -> ScoreConfig:
-    """The config with the image decode size filled in: None means the image tower's own (224 px for the
-    default frozen EfficientNet-Lite0, 32 px for mm-tiny)."""
+    """The config with the image decode size filled in: None means the image tower's own (160 px for the
+    frozen EfficientNet-Lite towers, 32 px for mm-tiny)."""
     from dataclasses import replace
 
     from .models.frozen_image import native_image_size

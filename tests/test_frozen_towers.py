@@ -41,6 +41,7 @@ for video_tower in (ModelConfig.video_tower, "efficientnet-lite0"):
     model = create_model(ModelConfig(modalities=("image", "text", "audio", "video"), video_tower=video_tower))
     first, again = model.prepare(raw), model.prepare(raw)
     out[video_tower] = {m: {"tower": type(model.towers[m]).__name__, "shape": list(first[m].shape),
+                            "encoder": getattr(model.towers[m], "encoder_name", ""),
                             "equal": bool(torch.equal(first[m], again[m])),
                             "finite": bool(torch.isfinite(first[m].float()).all())} for m in first}
 print(json.dumps(out))
@@ -48,7 +49,8 @@ print(json.dumps(out))
 
 
 def test_default_towers_load_offline_and_are_deterministic():
-    from multimem_core.config import ModelConfig
+    from multimem_core.config import IMAGE_TOWER, ModelConfig
+    from multimem_core.models.frozen_image import efficientnet_feature_dim
 
     env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}  # no help from hub settings
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
@@ -58,6 +60,10 @@ def test_default_towers_load_offline_and_are_deterministic():
     default = out[ModelConfig.video_tower]
     assert default["audio"]["tower"] == "FrozenAudioTower" and default["audio"]["shape"] == [2, ModelConfig.audio_views, 768]
     assert default["image"]["tower"] == "FrozenImageTower" and default["text"]["tower"] == "FrozenTextTower"
+    # the default image tower is EfficientNet-Lite2 from its wheel: its head and middle blocks' features
+    assert default["image"]["encoder"].startswith(f"image:{IMAGE_TOWER}@None|")
+    assert default["image"]["shape"] == [2, ModelConfig.image_views, efficientnet_feature_dim(IMAGE_TOWER, True)]
+    assert IMAGE_TOWER == "efficientnet-lite2" and efficientnet_feature_dim(IMAGE_TOWER, True) == 1280 + 120 + 208
     frozen_video = out["efficientnet-lite0"]["video"]
     assert frozen_video["tower"] == "FrozenVideoTower" and frozen_video["shape"] == [2, ModelConfig.video_views, 2560]
     for towers in out.values():

