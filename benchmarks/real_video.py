@@ -6,6 +6,11 @@ numbered pictures (`units/elves-wood/archer-bow-attack1.png` … `4.png`); the u
 name the unit whose standing picture is `units/elves-wood/archer.png` ("Elvish Archer"). A row is one
 numbered sequence of at least MIN_FRAMES pictures, written as a short MP4 clip, captioned with the unit's
 English name and what the file name says the animation is ("Elvish Archer: bow attack.").
+
+supertux-sprites: SuperTux's animations. Each `.sprite` file lists its actions, each with a name and its
+pictures in order; a row is one action of at least MIN_FRAMES pictures, captioned with the sprite's name
+(its file and folder) and the action's ("Mr iceblock: melting left."). Side-view platformer art, a
+different look from Wesnoth's, so it serves as the validate set.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from real_sets import Item, RealSet, register
+from real_sources import words_from_name
 
 WESNOTH_CORE = Path("/usr/share/games/wesnoth/1.16/data/core")
+SUPERTUX_IMAGES = Path("/usr/share/games/supertux2/images")
+SUPERTUX_FOLDERS = ("creatures", "objects", "powerups", "worldmap")  # not particles, tiles, backgrounds, the editor
 MIN_FRAMES = 3  # fewer pictures are a pose, not an animation
 
 _NAME = re.compile(r'^\s*name\s*=\s*_\s*"([^"]+)"')
@@ -89,7 +97,52 @@ def wesnoth_units(rng: np.random.Generator, core: Path = WESNOTH_CORE) -> list[I
     return items
 
 
+_ACTION_NAME = re.compile(r'\(name\s+"([^"]*)"\)')
+_IMAGES = re.compile(r'\(images\s+((?:"[^"]*"\s*)+)\)')
+
+
+def sprite_actions(text: str) -> dict[str, list[str]]:
+    """A SuperTux .sprite file -> {action name: its pictures in order}; actions that only mirror another
+    (no images of their own) are not listed; an unnamed action is 'default'."""
+    out: dict[str, list[str]] = {}
+    for block in re.split(r"\(action\b", text)[1:]:  # each action's text runs to the next action
+        name, images = _ACTION_NAME.search(block), _IMAGES.search(block)
+        if images:
+            out.setdefault(name.group(1) if name else "default", re.findall(r'"([^"]+)"', images.group(1)))
+    return out
+
+
+def sprite_caption(sprite: str, action: str) -> str:
+    """'creatures/mr_iceblock/mr_iceblock.sprite', 'melting-left' -> 'Mr iceblock: melting left.'; the
+    folder's name comes first where the file's does not hold it ('objects/switch/left' -> 'Switch left')."""
+    folder, stem = words_from_name(Path(sprite).parent.name), words_from_name(Path(sprite).stem)
+    thing = stem if folder in stem else f"{folder} {stem}".strip()
+    action = "" if action == "default" else words_from_name(action)
+    return thing.capitalize() + (f": {action}" if action else "") + "."
+
+
+def supertux_sprites(rng: np.random.Generator, images: Path = SUPERTUX_IMAGES) -> list[Item]:
+    """Every action of at least MIN_FRAMES pictures of SuperTux's creatures, objects, power-ups and world
+    map sprites; an action whose pictures another already showed is left out."""
+    items, seen = [], set()
+    for folder in SUPERTUX_FOLDERS:
+        for sprite in sorted((images / folder).rglob("*.sprite")):
+            actions = sprite_actions(sprite.read_text(encoding="utf-8", errors="replace"))
+            for action, pictures in actions.items():
+                frames = tuple(sprite.parent / p for p in pictures)
+                if len(frames) < MIN_FRAMES or frames in seen or not all(f.is_file() for f in frames):
+                    continue
+                seen.add(frames)
+                rel = str(sprite.relative_to(images))
+                items.append(Item(f"supertux/{rel}/{action}", sprite_caption(rel, action), video=frames))
+    return items
+
+
 register(RealSet(
     "wesnoth-units", ("video", "text"), "sprite animations", "tune", "video", ("wesnoth-1.16-data",),
     "Battle for Wesnoth 1.16 (GPL-2+): unit animations (numbered sprite frames as MP4 clips), captioned with the "
     "unit's name from its unit file and the animation's file name", wesnoth_units, 600))
+register(RealSet(
+    "supertux-sprites", ("video", "text"), "sprite animations", "validate", "video", ("supertux-data",),
+    "SuperTux 0.6.3 (GPL-3+ art, a few files CC-BY-SA or public domain per its copyright file): the actions of its "
+    "sprites as MP4 clips, captioned with the sprite's and the action's names", supertux_sprites, 600))

@@ -118,6 +118,43 @@ def test_build_of_a_video_set_swaps_the_clips_and_keeps_the_captions(tmp_path):
         assert load_video(manifest.parent / row.video, 8, 16).shape == (8, 3, 16, 16)
 
 
-def test_the_video_set_is_registered_for_tuning():
-    (s,) = select("wesnoth-units")
-    assert s.modalities == ("video", "text") and s.swapped == "video" and s.split == "tune"
+def test_the_video_sets_are_registered_one_to_tune_one_to_validate():
+    tune, validate = select("wesnoth-units,supertux-sprites")
+    assert tune.split == "tune" and validate.split == "validate"
+    assert all(s.modalities == ("video", "text") and s.swapped == "video" for s in (tune, validate))
+
+
+SPRITE = '''(supertux-sprite
+  (action
+    (name "left")
+    (fps 14)
+    (images "walk-0.png"
+            "walk-1.png"
+            "walk-2.png"))
+  (action (name "right") (mirror-action "left"))
+  (action (name "flat-left") (images "flat.png"))
+  (action (images "a.png" "b.png" "c.png")))
+'''
+
+
+def test_sprite_actions_lists_pictures_in_order_and_skips_mirrors():
+    assert real_video.sprite_actions(SPRITE) == {"left": ["walk-0.png", "walk-1.png", "walk-2.png"],
+                                                 "flat-left": ["flat.png"], "default": ["a.png", "b.png", "c.png"]}
+
+
+def test_sprite_caption_names_the_thing_and_the_action():
+    assert real_video.sprite_caption("creatures/mr_iceblock/mr_iceblock.sprite", "melting-left") == "Mr iceblock: melting left."
+    assert real_video.sprite_caption("objects/switch/left.sprite", "turnoff") == "Switch left: turnoff."
+    assert real_video.sprite_caption("objects/explosion/explosion.sprite", "default") == "Explosion."
+
+
+def test_supertux_sprites_reads_actions_with_enough_frames_once(tmp_path):
+    folder = tmp_path / "images" / "creatures" / "blob"
+    folder.mkdir(parents=True)
+    for name in ("walk-0", "walk-1", "walk-2", "flat", "a", "b", "c"):
+        (folder / f"{name}.png").write_bytes(sprite((200, 40, 40)))
+    (folder / "blob.sprite").write_text(SPRITE)
+    (folder / "twin.sprite").write_text(SPRITE)  # the same pictures again: not a new row
+    items = real_video.supertux_sprites(np.random.default_rng(0), images=tmp_path / "images")
+    assert [it.text for it in items] == ["Blob: left.", "Blob."]
+    assert items[0].video == tuple(folder / f"walk-{i}.png" for i in range(3))
