@@ -19,14 +19,17 @@ PROTOCOLS = ("crossfit", "paper")
 # Pretrained towers generalize on a few hundred real photos where towers trained from scratch do not
 # (docs/REAL_DATA.md). Lite0 also encodes the frozen video tower's frames.
 FROZEN_EFFICIENTNET = "efficientnet-lite0"
-# The default image tower: the larger Lite2 separated swapped titles of clip art, icons and game art better than
-# Lite0 in full runs (photos held), for about twice the time of an image-text run (docs/ENCODERS.md)
+# The default image tower: the larger Lite2 separated swapped titles of clip art better than Lite0 in full runs
+# (photos, stamps, icons and game art held within the noise) for about the same run time at 160 px; its feature
+# step took 17 % longer (docs/ENCODERS.md)
 IMAGE_TOWER = "efficientnet-lite2"
 # Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
 # or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
 AUDIO_TOWERS = ("aisfx", "mel-cnn")
 # Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
-# features of every frame pooled over time (models/frozen_video.py).
+# features of every frame pooled over time (models/frozen_video.py). The frozen one is the default: on real
+# clips (sprite animations of two games, a few hundred each) it separated swapped clips better in a quarter of
+# the time; a tower trained from scratch on a few hundred clips does not generalize (docs/ENCODERS.md, "Video").
 VIDEO_TOWERS = ("trained", FROZEN_EFFICIENTNET)
 # What the frozen EfficientNet image tower reads of its network: the pooled head features and those of two middle
 # blocks, or the head's alone (models/frozen_image.MID_BLOCKS).
@@ -145,12 +148,11 @@ class ModelConfig:
                                    "projection) or mel-cnn (a log-mel CNN trained from scratch)")
     audio_views: int = option(4, flag="--audio-views", min=1, max=64, group="model and training",
                               help="frozen audio tower: augmented views per clip whose features are cached")
-    video_tower: str = option("trained", flag="--video-tower", choices=VIDEO_TOWERS, group="model and training",
-                              label="Video tower",
-                              help="trained (the image architecture trained from scratch on the frames, with a "
-                                   "temporal transformer) or efficientnet-lite0 (frozen per-frame ImageNet "
-                                   "features pooled over time: the mean frame and late minus early, + trained "
-                                   "projection)")
+    video_tower: str = option(FROZEN_EFFICIENTNET, flag="--video-tower", choices=VIDEO_TOWERS,
+                              group="model and training", label="Video tower",
+                              help="efficientnet-lite0 (frozen per-frame ImageNet features pooled over time: the "
+                                   "mean frame and late minus early, + trained projection) or trained (the image "
+                                   "architecture trained from scratch on the frames, with a temporal transformer)")
     video_views: int = option(2, flag="--video-views", min=1, max=64, group="model and training",
                               help="frozen video tower: augmented views per clip whose features are cached")
     # 32 bands: half the log-mel CNN's work, enough for the demo's speech at 8 kHz (docs/SPEED.md)
