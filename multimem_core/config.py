@@ -21,7 +21,7 @@ PROTOCOLS = ("crossfit", "paper")
 FROZEN_EFFICIENTNET = "efficientnet-lite0"
 # The default image tower: the larger Lite2 separated swapped titles of clip art better than Lite0 in full runs
 # (photos, stamps, icons and game art held within the noise) for about the same run time at 160 px; its feature
-# step took 17 % longer (docs/ENCODERS.md)
+# step took 18 % longer (docs/ENCODERS.md)
 IMAGE_TOWER = "efficientnet-lite2"
 # Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
 # or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
