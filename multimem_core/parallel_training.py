@@ -32,7 +32,7 @@ def train_protocol(cfg: ScoreConfig, model_cfg, data: dict, training: Assignment
     """Every model of `training`, trained or resumed: name -> (model, stats) in the lead process ({} in the
     others of a torchrun group, which train their share and leave). `feature_keys`: those `data`'s cached
     features were prepared under (inputs.feature_keys), for the worker processes to open them by."""
-    names = list(training.train_sets)
+    names = list(training.all_train_sets)
     lead = dist_info()[0] == 0
     if distributed:
         for name in owned(names):
@@ -54,7 +54,7 @@ def _fit(cfg: ScoreConfig, model_cfg, data: dict, training: Assignment, name: st
     torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
     model = create_model(model_cfg).to(device)
     report = _reporter(stages, name, training, cfg.train.epochs) if stages is not None else None
-    stats = train_model(model, data, training.train_sets[name], cfg.train, run.models_dir / name, name=name,
+    stats = train_model(model, data, training.all_train_sets[name], cfg.train, run.models_dir / name, name=name,
                         progress=progress, report=report, data_parallel=False)
     return model, stats
 
@@ -64,9 +64,9 @@ def _reporter(stages: Stages, name: str, assignment: Assignment, epochs: int):
 
     train_model knows the time left for its own model; the models after it train on sets of known size at
     about the same rate, so their time is their sample count over the current rate."""
-    names = list(assignment.train_sets)
+    names = list(assignment.all_train_sets)
     index = names.index(name)
-    later = sum(len(assignment.train_sets[m]) for m in names[index + 1:]) * epochs
+    later = sum(len(assignment.all_train_sets[m]) for m in names[index + 1:]) * epochs
 
     def report(**fields):
         rate = fields.get("samples_per_s") or 0
@@ -124,7 +124,7 @@ def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, p
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k, planted, feature_keys)
-                   for k, (name, idx) in enumerate(assignment.train_sets.items())]
+                   for k, (name, idx) in enumerate(assignment.all_train_sets.items())]
         for f in futures:
             f.result()  # re-raises a worker's error here
     except BaseException:
