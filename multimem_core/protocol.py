@@ -39,6 +39,15 @@ class Assignment:
         """This split and its repeats: what a row's terms are averaged over."""
         return (self, *self.repeats)
 
+    def split_of(self, model: str) -> int:
+        """Which split `model` belongs to (0: this one)."""
+        return next(r for r, a in enumerate(self.splits) if model in a.train_sets)
+
+    def seed_of(self, model: str, seed: int) -> int:
+        """The training seed of `model` in a run seeded `seed`: split r trains from weights, shuffles and views of
+        its own (seed + r), so that the splits' errors are independent and their mean is that of R runs."""
+        return seed + self.split_of(model)
+
     @property
     def all_train_sets(self) -> dict[str, np.ndarray]:
         """Every model the run trains, the repeats' after this split's."""

@@ -228,7 +228,8 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
                         for m in modalities} if cfg.save_views else None)
             # planted rows (after the n real ones) are embedded in the same pass; only real rows are kept on disk
             terms[name] = embed_terms(model, data, heldout=h, n=n + len(plan), views=cfg.views,
-                                      aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
+                                      aug=cfg.train.augment, seed=assignment.seed_of(name, cfg.train.seed),
+                                      chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
                                       desc=f"embed {name} ×{cfg.views} views", views_out=views,
                                       heldout_views_out=h_views, report=stages.report, name=name, kept=n,

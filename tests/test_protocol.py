@@ -88,6 +88,9 @@ def test_small_crossfit_is_repeated_on_new_splits():
             assert all(members <= set(split.train_sets[m]) for m in split.in_models[role])
             # a repeat's model is found by name from the first split, with the rows it never saw
             assert set(small.reference(out)) == members | h
+    # split r trains with seed + r: its errors independent of the other splits'
+    models = ["fold2"] + [f"r{r}-fold2" for r in range(1, len(small.splits))]
+    assert [small.seed_of(name, 7) for name in models] == [7 + r for r in range(len(small.splits))]
     assert len(assign(120, ProtocolConfig("crossfit", repeats=1)).splits) == 1
     assert len(assign(120, ProtocolConfig("paper")).splits) == 1
     with pytest.raises(ValueError, match="repeats"):
