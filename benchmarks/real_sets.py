@@ -28,18 +28,21 @@ import pandas as pd
 
 SWAP_RATE = 0.1
 CACHE = Path.home() / ".cache" / "multimem" / "real"
-SWAP_KIND = {"text": "caption_swap", "image": "image_swap", "audio": "audio_swap"}
+SWAP_KIND = {"text": "caption_swap", "image": "image_swap", "audio": "audio_swap", "video": "video_swap"}
+CLIP_FPS = 8  # frames a second of a clip written from a sequence of pictures
 
 
 @dataclass(frozen=True)
 class Item:
     """One row before it is written: a stable key (where it came from), its caption, its media.
-    image: a path or encoded bytes (PNG, JPEG, WebP, SVG); audio: a path or bytes with its suffix."""
+    image: a path or encoded bytes (PNG, JPEG, WebP, SVG); audio: a path or bytes with its suffix;
+    video: a video file's path, or the pictures of an animation in order (written as an MP4 clip)."""
     key: str
     text: str
     image: Path | bytes | None = None
     audio: Path | bytes | None = None
     audio_suffix: str = ".ogg"
+    video: Path | tuple[Path | bytes, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def select(spec: str) -> list[RealSet]:
     """'all', 'tune', 'validate' or comma-separated names -> the sets, in registry order."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import real_sources  # noqa: F401  (fills REGISTRY)
+    import real_video  # noqa: F401
 
     names: list[str] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
@@ -172,6 +176,31 @@ def save_photo(image: Path | bytes, path: Path, *, max_side: int = 640) -> None:
     canvas.save(path, quality=90)
 
 
+def save_clip(frames: tuple[Path | bytes, ...], path: Path, *, fps: int = CLIP_FPS) -> None:
+    """The pictures of an animation as an MP4 clip (H.264, as a user's video folder holds): each frame's
+    transparency on white, every frame centred on one canvas of the largest frame's size (rounded up to
+    even sides, which yuv420p needs)."""
+    from PIL import Image
+
+    from multimem_core.data.synthetic import write_mp4
+
+    if not frames:
+        raise ValueError("no frames")
+    pictures = []
+    for f in frames:
+        with Image.open(io.BytesIO(f if isinstance(f, bytes) else f.read_bytes())) as img:
+            pictures.append(img.convert("RGBA"))
+    w = max(p.width for p in pictures) + max(p.width for p in pictures) % 2
+    h = max(p.height for p in pictures) + max(p.height for p in pictures) % 2
+    out = []
+    for p in pictures:
+        canvas = Image.new("RGBA", (w, h), (255, 255, 255, 255))
+        canvas.alpha_composite(p, ((w - p.width) // 2, (h - p.height) // 2))
+        out.append(np.asarray(canvas.convert("RGB")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_mp4(path, np.stack(out), fps=fps)
+
+
 def sample(items: list[Item], n: int, rng: np.random.Generator) -> list[Item]:
     """At most n items, a seeded sample in the source's order; duplicate keys dropped."""
     items = list({it.key: it for it in items}.values())
@@ -200,6 +229,15 @@ def write_set(s: RealSet, items: list[Item], root: Path, rng: np.random.Generato
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(it.audio.read_bytes() if isinstance(it.audio, Path) else it.audio)
                 row["audio"] = f"audio/{sid}{suffix}"
+            if "video" in s.modalities:
+                if isinstance(it.video, Path):
+                    dst = root / "video" / f"{sid}{it.video.suffix}"
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_bytes(it.video.read_bytes())
+                else:
+                    dst = root / "video" / f"{sid}.mp4"
+                    save_clip(tuple(it.video or ()), dst)
+                row["video"] = f"video/{dst.name}"
         except (OSError, ValueError, Image.DecompressionBombError) as e:  # a file the package ships broken or huge
             skipped.append(f"{it.key}: {e}")
             continue
@@ -215,7 +253,7 @@ def write_set(s: RealSet, items: list[Item], root: Path, rng: np.random.Generato
                           "swapped_from": [table["id"][src[v]] if c else "" for v, c in zip(table[s.swapped], changed)]})
     truth.to_csv(root / "truth.csv", index=False)
     table[["id", "source"]].to_csv(root / "sources.csv", index=False)
-    table[["id", *[m for m in ("image", "audio") if m in s.modalities], "text"]].to_csv(root / "manifest.csv", index=False)
+    table[["id", *[m for m in ("image", "audio", "video") if m in s.modalities], "text"]].to_csv(root / "manifest.csv", index=False)
     return root / "manifest.csv"
 
 

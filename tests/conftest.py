@@ -84,7 +84,7 @@ def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, views: int 
     return ScoreConfig(
         input=str(manifest), out=str(out), modalities=modalities,
         protocol=ProtocolConfig(protocol, folds=folds, seed=seed, repeats=repeats if protocol == "crossfit" else None),
-        model=ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", audio_tower="mel-cnn"),
+        model=ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", audio_tower="mel-cnn", video_tower="trained"),
         train=TrainConfig(epochs=epochs, batch_size=64, seed=seed, augment=AugmentConfig()),
         media=MediaSpec(image_size=16, video_frames=4, audio_seconds=0.5),
         views=views, projection=projection, progress=False,

@@ -63,3 +63,4 @@ def test_score_defaults_use_pretrained_towers():
     args = cli.build_parser().parse_args(["score", "x.csv", "--out", "o"])
     model = score_config(args, "x.csv", "o").model
     assert (model.image_tower, model.text_tower) == ("efficientnet-lite0", "minilm")
+    assert (model.audio_tower, model.video_tower) == ("aisfx", "efficientnet-lite0")

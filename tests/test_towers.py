@@ -14,7 +14,8 @@ MODS = ("image", "text", "audio", "video")
 def _model(**kw):
     torch.manual_seed(0)
     return create_model(ModelConfig(modalities=MODS, image_tower="mm-tiny", text_tower="mm-tiny", image_size=32,
-                                    video_frames=4, audio_sample_rate=8000, audio_tower="mel-cnn", **kw))
+                                    video_frames=4, audio_sample_rate=8000, audio_tower="mel-cnn",
+                                    video_tower="trained", **kw))
 
 
 def test_small_frames_are_read_at_their_own_size():

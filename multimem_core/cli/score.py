@@ -90,8 +90,10 @@ def cmd_score(args) -> int:
 # The demo's defaults per built-in dataset, chosen by measurement (docs/MEASUREMENTS.md). Any option given on
 # the command line wins. The demos keep tiny towers trained from scratch at 32 px and 2 folds, whatever the
 # defaults of `multimem score` are, so that their measured figures hold (tests/test_cli_defaults.py); the
-# audio tower too (the emoji's sounds are speech, which a sound-effects encoder does not read as words).
-DEMO_PINNED = {"image_tower": "mm-tiny", "image_size": 32, "folds": 2, "audio_tower": "mel-cnn"}
+# audio tower too (the emoji's sounds are speech, which a sound-effects encoder does not read as words), and the
+# video tower (frozen ImageNet frames barely see where an emoji moves, which its caption names: docs/SPEED.md).
+DEMO_PINNED = {"image_tower": "mm-tiny", "image_size": 32, "folds": 2, "audio_tower": "mel-cnn",
+               "video_tower": "trained"}
 DEMO_PROFILES = {
     # 60 epochs: with every row scored (each model's own fold as its reference set) 40 left multimem at 0.911
     "shapes": {"samples": 1500, "epochs": 60, "batch_size": 16, "weight_decay": 0.0, "frames": 4,
