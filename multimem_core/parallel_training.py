@@ -9,9 +9,8 @@ Embedding the trained models runs side by side in the same way (`for_each_model`
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import os
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
