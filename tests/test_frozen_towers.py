@@ -125,3 +125,9 @@ def test_frozen_audio_and_video_towers_score_a_run(tmp_path, shapes_manifest):
     assert splits == cfg.protocol.repeats_for(len(scores)) > 1 and list(run.config()["models"]) == ["fold0", "fold1"]
     assert all((run.models_dir / f"r{r}-fold{k}" / "model.safetensors").is_file()
                for r in range(1, splits) for k in range(2))
+    # evaluation and mitigation reopen split 0, the split config.json's models belong to, and know there were more
+    from multimem_core.restore import load_run_inputs
+
+    inputs = load_run_inputs(run)
+    assert inputs.splits == splits and not inputs.assignment.repeats
+    assert list(inputs.assignment.train_sets) == ["fold0", "fold1"]
