@@ -10,6 +10,7 @@ Embedding the trained models runs side by side in the same way (`for_each_model`
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -32,7 +33,7 @@ def train_protocol(cfg: ScoreConfig, model_cfg, data: dict, training: Assignment
     """Every model of `training`, trained or resumed: name -> (model, stats) in the lead process ({} in the
     others of a torchrun group, which train their share and leave). `feature_keys`: those `data`'s cached
     features were prepared under (inputs.feature_keys), for the worker processes to open them by."""
-    names = list(training.train_sets)
+    names = list(training.all_train_sets)
     lead = dist_info()[0] == 0
     if distributed:
         for name in owned(names):
@@ -51,10 +52,11 @@ def train_protocol(cfg: ScoreConfig, model_cfg, data: dict, training: Assignment
 def _fit(cfg: ScoreConfig, model_cfg, data: dict, training: Assignment, name: str, run: RunDir, device,
          progress: bool, stages: Stages | None):
     """Model `name` trained (or loaded when it is done): (model, stats)."""
-    torch.manual_seed(cfg.train.seed)  # every model starts from the same weights
+    train_cfg = replace(cfg.train, seed=training.seed_of(name, cfg.train.seed))
+    torch.manual_seed(train_cfg.seed)  # every model of a split starts from the same weights
     model = create_model(model_cfg).to(device)
     report = _reporter(stages, name, training, cfg.train.epochs) if stages is not None else None
-    stats = train_model(model, data, training.train_sets[name], cfg.train, run.models_dir / name, name=name,
+    stats = train_model(model, data, training.all_train_sets[name], train_cfg, run.models_dir / name, name=name,
                         progress=progress, report=report, data_parallel=False)
     return model, stats
 
@@ -64,9 +66,9 @@ def _reporter(stages: Stages, name: str, assignment: Assignment, epochs: int):
 
     train_model knows the time left for its own model; the models after it train on sets of known size at
     about the same rate, so their time is their sample count over the current rate."""
-    names = list(assignment.train_sets)
+    names = list(assignment.all_train_sets)
     index = names.index(name)
-    later = sum(len(assignment.train_sets[m]) for m in names[index + 1:]) * epochs
+    later = sum(len(assignment.all_train_sets[m]) for m in names[index + 1:]) * epochs
 
     def report(**fields):
         rate = fields.get("samples_per_s") or 0
@@ -123,8 +125,9 @@ def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, p
     # die_with_parent: a killed `multimem score` takes its workers with it at once (they write checkpoints).
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),))
     try:
-        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k, planted, feature_keys)
-                   for k, (name, idx) in enumerate(assignment.train_sets.items())]
+        futures = [pool.submit(_train_one, cfg, name, idx, threads, progress, k, planted, feature_keys,
+                               assignment.seed_of(name, cfg.train.seed))
+                   for k, (name, idx) in enumerate(assignment.all_train_sets.items())]
         for f in futures:
             f.result()  # re-raises a worker's error here
     except BaseException:
@@ -138,7 +141,7 @@ def train_in_processes(cfg: ScoreConfig, assignment: Assignment, workers: int, p
 
 
 def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int, progress: bool, position: int,
-               planted: PlantPlan | None, feature_keys: dict[str, str] | None):
+               planted: PlantPlan | None, feature_keys: dict[str, str] | None, seed: int):
     """One model in a worker process: reopen the decoded cache (no media is read again) and the cached features
     by the lead's keys (a frozen tower's decoded media are not even read), append the planted rows the way
     score_run does, and train."""
@@ -153,9 +156,9 @@ def _train_one(cfg: ScoreConfig, name: str, train_idx: np.ndarray, threads: int,
                                                           progress=False).arrays, run.cache_dir, keys=feature_keys)
     if planted is not None:
         data = with_planted(data, planted)
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(seed)
     model = create_model(model_cfg)
     stages = Stages(run, True)
     report = lambda **fields: stages.report(**{**fields, "parallel_models": True})  # noqa: E731
-    train_model(model, data, train_idx, cfg.train, run.models_dir / name, name=name, progress=progress,
-                report=report, bar_position=position)
+    train_model(model, data, train_idx, replace(cfg.train, seed=seed), run.models_dir / name, name=name,
+                progress=progress, report=report, bar_position=position)

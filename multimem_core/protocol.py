@@ -4,13 +4,16 @@ paper:    S_S (shared), S_C (candidates), S_I (independent), H (held out).
           f trains on S_S ∪ S_C, g on S_S ∪ S_I. S_C is scored f − g, S_I g − f, S_S raw f − g.
 crossfit: K folds (plus H only when asked). Model "fold{k}" trains on every fold but k; a sample of fold k
           is scored with CMC_in = mean over the K − 1 models that saw it and CMC_out = the model that did not.
+          On a small set the split is repeated (ProtocolConfig.repeats_for): split r > 0 re-deals the same rows
+          (H kept) into folds whose models are "r{r}-fold{k}", and a row's terms are averaged over the splits.
+          The terms are linear, so this is the mean of R crossfit scores; samples.parquet keeps split 0's roles.
 Each model's reference set (the unrelated samples of the CMC's second term) is what it never trained on:
 H under paper, its own fold (and H, if any) under crossfit, so that crossfit scores every row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -28,6 +31,27 @@ class Assignment:
     in_models: dict[str, list[str]]      # role -> models that saw samples of that role
     out_model: dict[str, str]            # role -> the model that did not
     name: str = "crossfit"               # the protocol
+    # crossfit on a small set: the same rows split again (own roles and model names); scores average the splits
+    repeats: tuple["Assignment", ...] = ()
+
+    @property
+    def splits(self) -> tuple["Assignment", ...]:
+        """This split and its repeats: what a row's terms are averaged over."""
+        return (self, *self.repeats)
+
+    def split_of(self, model: str) -> int:
+        """Which split `model` belongs to (0: this one)."""
+        return next(r for r, a in enumerate(self.splits) if model in a.train_sets)
+
+    def seed_of(self, model: str, seed: int) -> int:
+        """The training seed of `model` in a run seeded `seed`: split r trains from weights, shuffles and views of
+        its own (seed + r), so that the splits' errors are independent and their mean is that of R runs."""
+        return seed + self.split_of(model)
+
+    @property
+    def all_train_sets(self) -> dict[str, np.ndarray]:
+        """Every model the run trains, the repeats' after this split's."""
+        return {name: idx for a in self.splits for name, idx in a.train_sets.items()}
 
     @property
     def heldout(self) -> np.ndarray:
@@ -43,6 +67,8 @@ class Assignment:
         rest of it (metric's held-out rule), so the fold is scored too."""
         if self.name == "paper":
             return self.heldout
+        if model not in self.train_sets:
+            return next(a.reference(model) for a in self.repeats if model in a.train_sets)
         seen = np.zeros(len(self.roles), dtype=bool)
         seen[self.train_sets[model]] = True
         return np.flatnonzero(~seen)
@@ -80,13 +106,29 @@ def assign(n: int, cfg: ProtocolConfig) -> Assignment:
     if cfg.name == "crossfit":
         for k, part in enumerate(np.array_split(rest, cfg.folds)):
             roles[part] = fold_role(k)
-        return assignment_from_roles(roles, "crossfit", models=[fold_role(k) for k in range(cfg.folds)])
+        first = assignment_from_roles(roles, "crossfit", models=[fold_role(k) for k in range(cfg.folds)])
+        return replace(first, repeats=tuple(_repeat(roles, rest, cfg, r) for r in range(1, cfg.repeats_for(n))))
     shares = np.asarray(cfg.paper_shares, dtype=float)
     cuts = np.round(np.cumsum(shares / shares.sum()) * len(rest)).astype(int)[:-1]
     s_s, s_c, s_i = np.split(rest, cuts)
     for role, part in zip(PAPER_ROLES, (s_s, s_c, s_i)):
         roles[part] = role
     return assignment_from_roles(roles, "paper")
+
+
+def repeat_model(r: int, k: int) -> str:
+    """The model of split r > 0 that trains on every fold of that split but k."""
+    return f"r{r}-{fold_role(k)}"
+
+
+def _repeat(roles: np.ndarray, rest: np.ndarray, cfg: ProtocolConfig, r: int) -> Assignment:
+    """Split r of a repeated crossfit: the rows outside H dealt into folds again, with a seed of their own."""
+    out = roles.copy()
+    order = np.random.default_rng([cfg.seed, r]).permutation(rest)
+    names = [repeat_model(r, k) for k in range(cfg.folds)]
+    for name, part in zip(names, np.array_split(order, cfg.folds)):
+        out[part] = name
+    return assignment_from_roles(out, "crossfit", models=names)
 
 
 def assignment_from_roles(roles: np.ndarray, name: str, *, models: Sequence[str] = PAPER_MODELS) -> Assignment:
@@ -117,4 +159,6 @@ def training_assignment(assignment: Assignment, planted) -> Assignment:
     if not len(planted):
         return assignment
     roles = np.concatenate([assignment.roles, np.asarray(planted.roles).astype(str)])
-    return assignment_from_roles(roles, assignment.name, models=list(assignment.train_sets))
+    # a repeat's models do not train on planted rows: the self-check scores them with split 0's models
+    return replace(assignment_from_roles(roles, assignment.name, models=list(assignment.train_sets)),
+                   repeats=assignment.repeats)

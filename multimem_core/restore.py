@@ -62,9 +62,12 @@ class RunInputs:
     cfg: ScoreConfig
     ids: list[str]
     data: dict[str, torch.Tensor]   # prepared tensors (token ids, pixels, waveforms), samples.parquet order
+    # split 0 of the run's crossfit, whose models config.json names; a small set's run also trained `splits` - 1
+    # more splits and averaged its scores over them (protocol.Assignment.repeats)
     assignment: Assignment
     samples: pd.DataFrame            # RUN/samples.parquet (same row order as `data`)
     texts: list[str] | None          # raw captions (for caption-level augmentations), if the run has text
+    splits: int = 1
 
     @property
     def modalities(self) -> list[str]:
@@ -110,4 +113,5 @@ def load_run_inputs(run: RunDir, *, progress: bool = False) -> RunInputs:
     proto = create_model(cfg.model_config(cfg.modalities))
     data = prepare_cached(proto, decoded.arrays, run.cache_dir)
     texts = list(decoded.arrays["text"]) if "text" in decoded.arrays else None
-    return RunInputs(cfg=cfg, ids=ids, data=data, assignment=assignment, samples=samples, texts=texts)
+    return RunInputs(cfg=cfg, ids=ids, data=data, assignment=replace(assignment, repeats=()), samples=samples,
+                     texts=texts, splits=len(assignment.splits))

@@ -24,13 +24,13 @@ from .config import AugmentConfig, ScoreConfig, SelfCheckConfig
 from .confidence import heldout_confidence
 from .inputs import (dataset_info, decode, feature_keys, manifest_config, prepare_cached, read_input, samples_table,
                      select)
-from .metric import (CMCTerms, cmc_from_terms, contrastive_loss_per_sample, mean_pair_cosine, scores_from_terms,
-                     streamed_cmc_terms)
+from .metric import CMCTerms, streamed_cmc_terms
 from .models.factory import create_model
 from .parallel_training import for_each_model, train_protocol
 from .names import HELDOUT
 from .planting import PlantPlan, plan_planted, plan_virtual, with_planted
 from .protocol import Assignment, assign, sampled_reference, training_assignment
+from .score_table import score_table
 from .run import RunDir, Stages, allocated_memmap, atomic_save_npy, atomic_write_parquet, describe_skipped, stored_paths
 from .runlock import RunLock
 from .selfcheck import (CANDIDATES, RANKING_COLUMN, VIRTUAL_CANDIDATES, VIRTUAL_FILE, mean_rank, oriented,
@@ -211,7 +211,8 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
 
     with stages("embed"):
         terms, clean = {}, {}
-        sources = {name: SourceViews.of(virtual, name) for name in models} if len(virtual) else {}
+        # virtual swaps are formed in split 0's folds: its models score them
+        sources = {name: SourceViews.of(virtual, name) for name in assignment.train_sets} if len(virtual) else {}
 
         def embed_model(name: str) -> None:
             model = models[name][0]
@@ -227,7 +228,8 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
                         for m in modalities} if cfg.save_views else None)
             # planted rows (after the n real ones) are embedded in the same pass; only real rows are kept on disk
             terms[name] = embed_terms(model, data, heldout=h, n=n + len(plan), views=cfg.views,
-                                      aug=cfg.train.augment, seed=cfg.train.seed, chunk=cfg.chunk_size,
+                                      aug=cfg.train.augment, seed=assignment.seed_of(name, cfg.train.seed),
+                                      chunk=cfg.chunk_size,
                                       device=device, clean_out=clean[name], progress=progress,
                                       desc=f"embed {name} ×{cfg.views} views", views_out=views,
                                       heldout_views_out=h_views, report=stages.report, name=name, kept=n,
@@ -254,8 +256,10 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
              "ranking": scores.attrs.get("selfcheck", {}).get("ranking", "multimem"),
              "n_skipped": int(decoded.errors["id"].nunique()) if len(decoded.errors) else 0,
              "models": {name: {"trained_on": sorted(set(assignment.roles[idx])), "n_train": int(len(idx)),
-                               **{k: v for k, v in stats.items() if k != "key"}}
-                        for (name, (_, stats)), idx in zip(models.items(), assignment.train_sets.values())}}
+                               **{k: v for k, v in models[name][1].items() if k != "key"}}
+                        for name, idx in assignment.train_sets.items()},
+             # a small set's crossfit splits (split 0's models above; the others' in models/ as r<r>-fold<k>)
+             "splits": len(assignment.splits)}
     run.write_config(final)
     run.write_progress(stage="done")
     return run
@@ -284,7 +288,9 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
         references = {name: sampled_reference(assignment.reference(name)) for name in terms}
         scores.attrs["confidence"] = heldout_confidence(clean, references, modalities=modalities)
         if plan is not None and len(plan):
-            scores.attrs["selfcheck"] = _selfcheck(run, ids, scores, terms, plan, modalities, selfcheck, virtual)
+            # planted rows train in split 0 only: its models score them
+            first = {name: terms[name] for name in assignment.train_sets}
+            scores.attrs["selfcheck"] = _selfcheck(run, ids, scores, first, plan, modalities, selfcheck, virtual)
         run.write_scores(scores)
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)
@@ -324,61 +330,6 @@ def _selfcheck(run: RunDir, ids: list[str], scores: pd.DataFrame, terms: dict[st
                             seed=cfg.seed, paired=paired)
     figures["kinds"] = sorted(set(plan.kinds.tolist()))
     return figures
-
-
-def score_table(ids, assignment: Assignment, terms: dict[str, CMCTerms], clean, modalities, *,
-                logit_scales: dict[str, float] | None, heldout_rows: bool = False):
-    """Scores of every scored sample; the models that saw it and the one that did not depend on its role.
-
-    heldout_rows: also one row per H sample, after the scored rows, with role "H" and only `cmc_out`
-    (its mean CMC under every model, none of which saw it): H has no memorization score, but a user
-    auditing a dataset still learns how consistent each of its samples is. sim_in/sim_out cover the
-    scored rows only.
-    """
-    frames, sims_in, sims_out, order = [], [], [], []
-    h = assignment.heldout
-    for role, in_models in assignment.in_models.items():
-        idx = np.flatnonzero(assignment.roles == role)
-        if len(idx) == 0:
-            continue
-        t_in = terms[in_models[0]]
-        t_in = CMCTerms(t_in.gram[idx], t_in.cross[idx])
-        for name in in_models[1:]:
-            t_in = t_in + CMCTerms(terms[name].gram[idx], terms[name].cross[idx])
-        t_in = t_in / len(in_models)
-        t_out = CMCTerms(terms[assignment.out_model[role]].gram[idx], terms[assignment.out_model[role]].cross[idx])
-        cols = scores_from_terms(t_in, t_out, modalities=modalities)
-        cols["base__cosine"] = mean_pair_cosine(t_in.gram)
-        if "image" in modalities and "text" in modalities:
-            cols["base__clipmem"] = cols["pair__image__text"]
-        if logit_scales is not None:
-            losses = []
-            for name in in_models:
-                emb = torch.stack([torch.from_numpy(np.asarray(clean[name][m][idx], dtype=np.float32))
-                                   for m in modalities], 1)
-                negatives = sampled_reference(assignment.reference(name))
-                ref = torch.stack([torch.from_numpy(np.asarray(clean[name][m][negatives], dtype=np.float32))
-                                   for m in modalities], 1)
-                losses.append(contrastive_loss_per_sample(emb, ref, logit_scale=logit_scales[name]))
-            cols["base__loss"] = torch.stack(losses).mean(0)
-        frame = pd.DataFrame({k: v.numpy().astype(np.float64) for k, v in cols.items()})
-        frame.insert(0, "role", role)
-        frame.insert(0, "id", [ids[i] for i in idx])
-        frames.append(frame)
-        sims_in.append(t_in.gram.numpy())
-        sims_out.append(t_out.gram.numpy())
-        order.append(idx)
-    order = np.concatenate(order)
-    sort = np.argsort(order, kind="stable")  # rows in dataset order
-    scores = pd.concat(frames, ignore_index=True).iloc[sort].reset_index(drop=True)
-    if heldout_rows and len(h):
-        t_h = CMCTerms(sum(t.gram[h] for t in terms.values()), sum(t.cross[h] for t in terms.values()))
-        held = pd.DataFrame({c: np.nan for c in scores.columns if c not in ("id", "role")}, index=range(len(h)))
-        held["cmc_out"] = cmc_from_terms(t_h / len(terms)).numpy().astype(np.float64)
-        held.insert(0, "role", HELDOUT)
-        held.insert(0, "id", [ids[i] for i in h])
-        scores = pd.concat([scores, held], ignore_index=True)
-    return scores, np.concatenate(sims_in)[sort].astype(np.float32), np.concatenate(sims_out)[sort].astype(np.float32)
 
 
 def projection_table(ids, clean: dict[str, np.ndarray], modalities, *, seed: int = 0,

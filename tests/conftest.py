@@ -75,13 +75,15 @@ def serving_app(args: list[str], log: Path, *, cwd: Path | None = None) -> Itera
 
 
 def tiny_score_config(manifest: Path, out: Path, *, epochs: int = 2, views: int = 2, seed: int = 0,
-                      modalities=None, folds: int = 2, protocol: str = "crossfit", projection: bool = True):
-    """A fast ScoreConfig: tiny towers, 16 px images, 4 video frames, short audio."""
+                      modalities=None, folds: int = 2, protocol: str = "crossfit", projection: bool = True,
+                      repeats: int | None = 1):
+    """A fast ScoreConfig: tiny towers, 16 px images, 4 video frames, short audio; one crossfit split unless
+    `repeats` says otherwise (None: the default rule, which repeats a set this small)."""
     from multimem_core.config import AugmentConfig, MediaSpec, ModelConfig, ProtocolConfig, ScoreConfig, TrainConfig
 
     return ScoreConfig(
         input=str(manifest), out=str(out), modalities=modalities,
-        protocol=ProtocolConfig(protocol, folds=folds, seed=seed),
+        protocol=ProtocolConfig(protocol, folds=folds, seed=seed, repeats=repeats if protocol == "crossfit" else None),
         model=ModelConfig(image_tower="mm-tiny", text_tower="mm-tiny", audio_tower="mel-cnn", video_tower="trained"),
         train=TrainConfig(epochs=epochs, batch_size=64, seed=seed, augment=AugmentConfig()),
         media=MediaSpec(image_size=16, video_frames=4, audio_seconds=0.5),

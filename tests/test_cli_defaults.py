@@ -13,7 +13,7 @@ import pytest
 
 from multimem_core import cli
 from multimem_core.cli.score import apply_demo_profile, score_config
-from multimem_core.config import MODEL_FROM_INPUT
+from multimem_core.config import MODEL_FROM_INPUT, ProtocolConfig
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "demo_configs_before_issue11.json").read_text())
 # options added since, at the values that leave a run as it was, and the one renamed
@@ -24,7 +24,8 @@ ADDED = {"model": {"freeze_image": False, "image_views": 4, "image_features": "h
          "media": {"allow_outside_root": False, "image_fit": "pad"},
          # crossfit scores every row (no H: each model's own fold is its reference set), and plants its self-check
          # (virtual swaps: formed at scoring time, no training)
-         "protocol": {"heldout_frac": None},
+         # (splits repeated only on small sets: a demo's rows are split once, test below)
+         "protocol": {"heldout_frac": None, "repeats": None},
          "selfcheck": {"enabled": True, "share": 0.03, "min_per_kind": 30, "max_share": 0.08, "virtual": 400,
                        "bootstrap": 200, "seed": 0}}
 RENAMED = {"augmentations": "views"}
@@ -55,6 +56,7 @@ def test_demo_configs_are_unchanged(dataset):
         expected[new] = expected.pop(old)
     assert samples == BEFORE[dataset]["samples"]
     assert config == expected
+    assert ProtocolConfig(**config["protocol"]).repeats_for(samples) == 1
 
 
 def test_score_defaults_use_pretrained_towers():

@@ -114,7 +114,7 @@ def test_frozen_audio_and_video_towers_score_a_run(tmp_path, shapes_manifest):
     from multimem_core.score import score_run
 
     cfg = tiny_score_config(shapes_manifest, tmp_path / "run", modalities=["audio", "video", "text"], epochs=1,
-                            projection=False)
+                            projection=False, repeats=None)  # the default rule: a set this small, split again
     cfg.model.audio_tower, cfg.model.video_tower, cfg.model.audio_views = "aisfx", "efficientnet-lite0", 3
     run = score_run(cfg)
     audio = cached_features(next(run.cache_dir.glob("features_audio_*.npy")))
@@ -126,3 +126,14 @@ def test_frozen_audio_and_video_towers_score_a_run(tmp_path, shapes_manifest):
         assert keys and all(k.startswith(f"towers.{m}.proj.") for k in keys), keys
     scores = run.scores()
     assert len(scores) > 0 and np.isfinite(scores["multimem"]).all()
+    # every split's models trained on the same cached features; config.json names split 0's
+    splits = run.config()["splits"]
+    assert splits == cfg.protocol.repeats_for(len(scores)) > 1 and list(run.config()["models"]) == ["fold0", "fold1"]
+    assert all((run.models_dir / f"r{r}-fold{k}" / "model.safetensors").is_file()
+               for r in range(1, splits) for k in range(2))
+    # evaluation and mitigation reopen split 0, the split config.json's models belong to, and know there were more
+    from multimem_core.restore import load_run_inputs
+
+    inputs = load_run_inputs(run)
+    assert inputs.splits == splits and not inputs.assignment.repeats
+    assert list(inputs.assignment.train_sets) == ["fold0", "fold1"]

@@ -108,3 +108,32 @@ def test_loss_baseline_in_chunks_equals_all_at_once():
     ref = torch.nn.functional.normalize(torch.randn(17, 3, 8, generator=gen), dim=-1)
     whole = contrastive_loss_per_sample(emb, ref, logit_scale=10.0)
     torch.testing.assert_close(contrastive_loss_per_sample(emb, ref, logit_scale=10.0, chunk=5), whole)
+
+
+def test_repeated_crossfit_scores_are_the_mean_of_each_splits_scores():
+    """A row's terms averaged over the splits give the mean of the splits' own scores (the loss baseline
+    too): what a repeated crossfit run writes is exactly the average of R ordinary runs."""
+    from dataclasses import replace
+
+    from multimem_core.config import ProtocolConfig
+    from multimem_core.metric import terms_against
+    from multimem_core.protocol import assign
+    from multimem_core.score_table import score_table
+
+    mods, n, d = ["image", "text", "audio"], 60, 8
+    a = assign(n, ProtocolConfig("crossfit", folds=3, repeats=3, heldout_frac=0.1, seed=1))
+    gen = torch.Generator().manual_seed(0)
+    terms, clean = {}, {}
+    for name, _ in a.all_train_sets.items():
+        views = torch.nn.functional.normalize(torch.randn(2, n, len(mods), d, generator=gen), dim=-1)
+        terms[name] = terms_against(views, views.mean((0, 1)))
+        clean[name] = {m: views[0, :, j].numpy() for j, m in enumerate(mods)}
+    scales = {name: 10.0 for name in terms}
+    ids = [f"s{i}" for i in range(n)]
+    table, sim_in, _ = score_table(ids, a, terms, clean, mods, logit_scales=scales)
+    each = [score_table(ids, replace(split, repeats=()), terms, clean, mods, logit_scales=scales)[0]
+            for split in a.splits]
+    assert len(each) == 3 and not np.allclose(each[0]["multimem"], each[1]["multimem"])
+    for col in ("multimem", "cmc_in", "cmc_out", "pair__text__audio", "contrib__audio", "base__loss"):
+        np.testing.assert_allclose(table[col], np.mean([t[col] for t in each], axis=0), rtol=1e-5, atol=1e-6)
+    assert (table["role"].to_numpy() == a.roles[a.scored]).all() and sim_in.shape == (len(a.scored), 3, 3)

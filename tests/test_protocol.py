@@ -67,3 +67,31 @@ def test_reference_sample_is_bounded_and_seeded():
     a = sampled_reference(big, cap=100)
     assert len(a) == 100 and np.all(np.diff(a) > 0) and np.isin(a, big).all()
     assert np.array_equal(a, sampled_reference(big, cap=100))
+
+
+def test_small_crossfit_is_repeated_on_new_splits():
+    from multimem_core.config import MAX_REPEATS
+
+    cfg = ProtocolConfig("crossfit", folds=4, seed=2, heldout_frac=0.1)
+    small, large = assign(120, cfg), assign(2000, cfg)
+    assert not large.repeats and large.all_train_sets.keys() == large.train_sets.keys()
+    assert 1 < len(small.splits) <= MAX_REPEATS
+    h = set(small.heldout)
+    names = [name for split in small.splits for name in split.train_sets]
+    assert len(set(names)) == len(names) == 4 * len(small.splits) and list(small.all_train_sets) == names
+    for split in small.repeats:
+        assert set(split.heldout) == h, "every split keeps the same H"
+        assert not (split.roles == small.roles).all(), "a repeat deals the rows into other folds"
+        for role, out in split.out_model.items():
+            members = set(np.flatnonzero(split.roles == role))
+            assert not members & set(split.train_sets[out]) and out == role
+            assert all(members <= set(split.train_sets[m]) for m in split.in_models[role])
+            # a repeat's model is found by name from the first split, with the rows it never saw
+            assert set(small.reference(out)) == members | h
+    # split r trains with seed + r: its errors independent of the other splits'
+    models = ["fold2"] + [f"r{r}-fold2" for r in range(1, len(small.splits))]
+    assert [small.seed_of(name, 7) for name in models] == [7 + r for r in range(len(small.splits))]
+    assert len(assign(120, ProtocolConfig("crossfit", repeats=1)).splits) == 1
+    assert len(assign(120, ProtocolConfig("paper")).splits) == 1
+    with pytest.raises(ValueError, match="repeats"):
+        ProtocolConfig("paper", repeats=2)

@@ -107,7 +107,8 @@ class Session:
 
     def rescore(self, models: dict, *, desc: str) -> tuple[pd.DataFrame, dict]:
         """scores.parquet's table for `models` (same names as the run's), with the run's views and seed."""
-        from ..score import embed_terms, score_table
+        from ..score import embed_terms
+        from ..score_table import score_table
 
         inp, n = self.inputs, self.inputs.n
         terms, clean = {}, {}
@@ -160,9 +161,10 @@ def load_metrics(s: Session) -> dict | None:
 
 
 def control_numbers(s: Session, train_cfg: TrainConfig) -> tuple[dict, pd.DataFrame]:
-    """Numbers of the same training without mitigation: the run itself when the settings match, else
-    a plain training with `train_cfg` in the folder's control/."""
-    if train_cfg == s.scfg.train:
+    """Numbers of the same training without mitigation: the run itself when the settings match (and it has
+    one crossfit split), else a plain training with `train_cfg` in the folder's control/."""
+    # a run scored over several splits is compared with its split 0 retrained, the models mitigation trains
+    if train_cfg == s.scfg.train and s.inputs.splits == 1:
         return {**s.base_numbers(), "source": "the run's own models (same seed, epochs and data)"}, s.base_scores
     models = {}
     for name, idx in s.inputs.assignment.train_sets.items():
