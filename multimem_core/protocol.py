@@ -67,10 +67,8 @@ class Assignment:
         rest of it (metric's held-out rule), so the fold is scored too."""
         if self.name == "paper":
             return self.heldout
-        if model not in self.train_sets:
-            return next(a.reference(model) for a in self.repeats if model in a.train_sets)
         seen = np.zeros(len(self.roles), dtype=bool)
-        seen[self.train_sets[model]] = True
+        seen[self.all_train_sets[model]] = True   # a repeat's model too: every split deals the same rows
         return np.flatnonzero(~seen)
 
 
