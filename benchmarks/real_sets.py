@@ -77,6 +77,7 @@ def select(spec: str) -> list[RealSet]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import real_sources  # noqa: F401  (fills REGISTRY)
     import real_video  # noqa: F401
+    import real_holdout  # noqa: F401
 
     names: list[str] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
@@ -159,10 +160,30 @@ def render_svg(svg: bytes, size: int = 256) -> bytes:
     return r.stdout
 
 
+def render_fig(fig: Path, side: int = 256) -> bytes:
+    """An Xfig drawing as PNG bytes (fig2dev from the fig2dev package, anti-aliased), magnified so that its
+    longer side is about `side` pixels: the library's drawings range from a 20-pixel dot to an A0 sheet."""
+    from PIL import Image
+
+    def run(mag: float) -> bytes:
+        r = subprocess.run(["fig2dev", "-L", "png", "-S", "4", "-m", f"{mag:.4g}", str(fig)], capture_output=True)
+        if r.returncode != 0 or not r.stdout:
+            raise ValueError(f"fig2dev failed: {r.stderr.decode(errors='replace').strip()[:200]}")
+        return r.stdout
+
+    png = run(1.0)
+    with Image.open(io.BytesIO(png)) as img:
+        longest = max(img.size)
+    mag = min(8.0, max(0.05, side / max(longest, 1)))
+    return png if 0.75 <= mag <= 1.5 else run(mag)
+
+
 def save_photo(image: Path | bytes, path: Path, *, max_side: int = 640) -> None:
     """A picture (transparency on white) as a JPEG of at most max_side pixels, what a photo CSV holds."""
     from PIL import Image
 
+    if isinstance(image, Path) and image.suffix == ".fig":
+        image = render_fig(image)
     raw = image.read_bytes() if isinstance(image, Path) else image
     if raw.lstrip()[:5] in (b"<?xml", b"<svg ") or (isinstance(image, Path) and image.suffix == ".svg"):
         raw = render_svg(raw)
