@@ -130,17 +130,18 @@ def zeroad_sounds(rng: np.random.Generator) -> list[Item]:
 
 # --- Xfig's library (xfig-drawings) -----------------------------------------------------------------
 
-def xfig_caption(rel: Path) -> str:
+def xfig_caption(rel: Path, folders: bool = True) -> str:
     """'Flags/Europe/france.fig' -> 'France (flags, europe).'; 'Logic/gate_nand.fig' -> 'Gate nand (logic).';
-    'Classic', which only sorts the library, and a folder the name repeats ('Maps/Mexico/mexico') are not named."""
+    'Classic', which only sorts the library, and a folder the name repeats ('Maps/Mexico/mexico') are not named.
+    Without folders: the name alone ('France.'), as a title names a picture."""
     name = readable(rel.stem)
-    folders = [" ".join(readable(f)) for f in rel.parent.parts if f != "Classic"]
+    folders = [" ".join(readable(f)) for f in rel.parent.parts if f != "Classic"] if folders else []
     folders = [f for f in folders if f != " ".join(name)]
     text = " ".join(name)
     return f"{text[:1].upper()}{text[1:]}" + (f" ({', '.join(folders)})." if folders else ".")
 
 
-def xfig_items(root: Path = XFIG_LIBRARIES) -> list[Item]:
+def xfig_items(root: Path = XFIG_LIBRARIES, folders: bool = True) -> list[Item]:
     """Every drawing of the library whose name says what it shows: one per caption (the first of a numbered
     series), the folders of part numbers and codes (XFIG_SKIP) left out. The picture is the .fig file,
     rendered by fig2dev when the set is written."""
@@ -149,7 +150,7 @@ def xfig_items(root: Path = XFIG_LIBRARIES) -> list[Item]:
         rel = fig.relative_to(root)
         if rel.as_posix().startswith(XFIG_SKIP) or not re.search("[a-z]{3}", " ".join(readable(rel.stem))):
             continue
-        caption = xfig_caption(rel)
+        caption = xfig_caption(rel, folders)
         if caption not in seen:
             seen.add(caption)
             items.append(Item(f"xfig/{rel.with_suffix('')}", caption, fig))
@@ -158,6 +159,10 @@ def xfig_items(root: Path = XFIG_LIBRARIES) -> list[Item]:
 
 def xfig_drawings(rng: np.random.Generator) -> list[Item]:
     return xfig_items()
+
+
+def xfig_names(rng: np.random.Generator) -> list[Item]:
+    return xfig_items(folders=False)
 
 
 # --- the registry -----------------------------------------------------------------------------------
@@ -170,3 +175,7 @@ register(RealSet(
     "xfig-drawings", ("image", "text"), "line drawings", "validate", "text", ("xfig-libs", "fig2dev"),
     "Xfig 3.2.8b's drawing library (xfig licence, permissive; DSP folder public domain), rendered by fig2dev",
     xfig_drawings, 1000))
+register(RealSet(
+    "xfig-names", ("image", "text"), "line drawings", "validate", "text", ("xfig-libs", "fig2dev"),
+    "the same library captioned by the drawing's name alone ('France.'), one drawing per name: a swap no longer "
+    "changes the folder a caption names", xfig_names, 1000))

@@ -94,6 +94,11 @@ def test_xfig_items_one_per_caption_codes_left_out(tmp_path):
                                                    ("xfig/Flags/Europe/france", "France (flags, europe)."),
                                                    ("xfig/Furniture/desk1", "Desk (furniture).")]
     assert items[0].image == tmp_path / "Libraries" / "Arrows" / "straight_arrow3.fig"
+    (tmp_path / "Libraries" / "Maps" / "Europe").mkdir(parents=True)
+    (tmp_path / "Libraries" / "Maps" / "Europe" / "france.fig").write_text(BOX_FIG.format(w=500))
+    named = xfig_items(tmp_path / "Libraries", folders=False)  # the map of France has the flag's name: one kept
+    assert [(it.key, it.text) for it in named] == [("xfig/Arrows/straight_arrow3", "Straight arrow."),
+                                                   ("xfig/Flags/Europe/france", "France."), ("xfig/Furniture/desk1", "Desk.")]
 
 
 @pytest.mark.skipif(shutil.which("fig2dev") is None, reason="fig2dev missing (apt-get install fig2dev)")
@@ -124,3 +129,4 @@ def test_registered_as_validate_sets():
     sets = {s.name: s for s in select("validate")}
     assert sets["zeroad-sounds"].modalities == ("audio", "text") and sets["zeroad-sounds"].swapped == "audio"
     assert sets["xfig-drawings"].modalities == ("image", "text") and sets["xfig-drawings"].swapped == "text"
+    assert sets["xfig-names"].modalities == ("image", "text") and sets["xfig-names"].swapped == "text"
