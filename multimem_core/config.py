@@ -25,7 +25,7 @@ FROZEN_EFFICIENTNET = "efficientnet-lite0"
 IMAGE_TOWER = "efficientnet-lite2"
 # Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
 # or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
-AUDIO_TOWERS = ("aisfx", "mel-cnn")
+AUDIO_TOWERS = ("aisfx", "aisfx+soundnet", "mel-cnn")
 # Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
 # features of every frame pooled over time (models/frozen_video.py). The frozen one is the default: on real
 # clips (sprite animations of two games, a few hundred each) it separated swapped clips better in a quarter of
@@ -149,7 +149,8 @@ class ModelConfig:
     audio_tower: str = option("aisfx", flag="--audio-tower", choices=AUDIO_TOWERS, group="model and training",
                               label="Audio tower",
                               help="aisfx (frozen sound-effects CNN, weights shipped with the package, + trained "
-                                   "projection) or mel-cnn (a log-mel CNN trained from scratch)")
+                                   "projection), aisfx+soundnet (the same beside SoundNet's raw-waveform features, "
+                                   "weights in the package soundnet) or mel-cnn (a log-mel CNN trained from scratch)")
     audio_views: int = option(4, flag="--audio-views", min=1, max=64, group="model and training",
                               help="frozen audio tower: augmented views per clip whose features are cached")
     video_tower: str = option(FROZEN_EFFICIENTNET, flag="--video-tower", choices=VIDEO_TOWERS,

