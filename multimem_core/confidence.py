@@ -15,18 +15,44 @@ LIFT_THRESHOLD, runs near chance AUROC had less.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .config import (FROZEN_AUDIO_TOWERS, FROZEN_TEXT_TOWERS, FROZEN_VIDEO_TOWERS, IMAGE_TOWER,
+                     towers_from_scratch)
 
 
 K = 5
 LIFT_THRESHOLD = 3.0
-ADVICE = ("the proxy models do not generalize to samples they never saw, so MultiMem cannot tell memorized "
-          "from clean samples well. Try: a pretrained image tower (the default efficientnet-lite2, or "
-          "--image-tower ARCH --pretrained CHECKPOINT --freeze-image), a pretrained text tower "
-          "(--text-tower minilm), the pretrained audio tower (--audio-tower aisfx), more epochs, more data, or score your own model's embeddings with "
-          "`multimem import-embeddings`.")
+# What to try per modality whose tower this run trained from scratch.
+PRETRAINED_HINTS = {
+    "image": f"a pretrained image tower (--image-tower {IMAGE_TOWER}, or --image-tower ARCH --pretrained CHECKPOINT "
+             "--freeze-image)",
+    "text": f"a pretrained text tower (--text-tower {FROZEN_TEXT_TOWERS[0]})",
+    "audio": f"the pretrained audio tower (--audio-tower {FROZEN_AUDIO_TOWERS[0]})",
+    "video": f"the pretrained video tower (--video-tower {FROZEN_VIDEO_TOWERS[0]})",
+}
+
+
+def advice(run_config: Mapping) -> str:
+    """What to try when a run's scores are weak, for this run (its config.json): a pretrained tower only where it
+    trained one from scratch, since naming the tower it already uses helps nobody, then what helps every run."""
+    if str(run_config.get("source", "")).startswith("import"):
+        return ("These embeddings come from your own models: models that align a row's modalities on rows they "
+                "never trained on (a pretrained backbone, more rows) would score better; or let `multimem score` "
+                "train proxy models on its pretrained towers.")
+    model, modalities = run_config.get("model") or {}, run_config.get("modalities") or []
+    scratch = towers_from_scratch(dict(model), modalities)
+    if scratch:
+        tries = [PRETRAINED_HINTS[m] for m in scratch] + ["more epochs (--epochs)"]
+        said = "Try: "
+    else:
+        pretrained = ", ".join(f"{m} {model.get(f'{m}_tower') or model.get('pretrained')}" for m in modalities)
+        tries = []
+        said = f"Every tower of this run starts from pretrained weights already ({pretrained}); try: "
+    tries += ["more rows", "scoring your own model's embeddings (`multimem import-embeddings`)"]
+    return said + ", ".join(tries[:-1]) + " or " + tries[-1] + "."
 
 
 def heldout_confidence(clean: Mapping[str, Mapping[str, np.ndarray]], references: Mapping[str, np.ndarray], *,
@@ -63,8 +89,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
 
 
-def format_confidence(conf: dict) -> list[str]:
-    """Lines for `multimem summary`: the figure per pair and, when low, the warning and what to do."""
+def format_confidence(conf: dict, *, advice: str = "") -> list[str]:
+    """Lines for `multimem summary`: the figure per pair and, when low, the warning and `advice` (what to try)."""
     if not conf:
         return []
     if conf.get("lift") is None:
@@ -73,5 +99,8 @@ def format_confidence(conf: dict) -> list[str]:
     pairs = ", ".join(f"{name} {p[f'recall_at_{k}']:.2f} ({p['lift']:.1f}× chance)" for name, p in conf["pairs"].items())
     lines = [f"confidence recall@{k} among the rows each model never trained on (≥ {conf['n_heldout']}) (chance {conf['chance']:.3f}): {pairs}"]
     if conf["low"]:
-        lines.append(f"WARNING: low confidence ({conf['lift']:.1f}× chance < {conf['threshold']:.1f}×): {ADVICE}")
+        weakest = min(conf["pairs"], key=lambda name: conf["pairs"][name]["lift"])
+        lines.append(f"WARNING: low confidence ({weakest}: {conf['lift']:.1f}× chance < {conf['threshold']:.1f}×): the "
+                     "proxy models do not generalize to samples they never saw, so MultiMem cannot tell memorized "
+                     f"from clean samples well. {advice}".rstrip())
     return lines

@@ -9,6 +9,7 @@ Nothing heavy is imported (no torch): `multimem --help` builds its options from 
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 from .names import MODALITIES
@@ -23,14 +24,20 @@ FROZEN_EFFICIENTNET = "efficientnet-lite0"
 # (photos, stamps, icons and game art held within the noise) for about the same run time at 160 px; its feature
 # step took 18 % longer (docs/ENCODERS.md)
 IMAGE_TOWER = "efficientnet-lite2"
+FROZEN_IMAGE_TOWERS = (FROZEN_EFFICIENTNET, IMAGE_TOWER)
+# Frozen text encoders (sentence-transformers, shipped with the package); a local sentence-transformers folder is
+# frozen too, any other text tower is an open_clip architecture.
+FROZEN_TEXT_TOWERS = ("minilm",)
 # Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
 # or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
-AUDIO_TOWERS = ("aisfx", "aisfx+soundnet", "mel-cnn")
+FROZEN_AUDIO_TOWERS = ("aisfx", "aisfx+soundnet")
+AUDIO_TOWERS = (*FROZEN_AUDIO_TOWERS, "mel-cnn")
 # Video towers: the image architecture trained from scratch on the frames, or frozen EfficientNet-Lite0
 # features of every frame pooled over time (models/frozen_video.py). The frozen one is the default: on real
 # clips (sprite animations of two games, a few hundred each) it separated swapped clips better in a quarter of
 # the time; a tower trained from scratch on a few hundred clips does not generalize (docs/ENCODERS.md, "Video").
 VIDEO_TOWERS = ("trained", FROZEN_EFFICIENTNET)
+FROZEN_VIDEO_TOWERS = (FROZEN_EFFICIENTNET,)
 # What the frozen EfficientNet image tower reads of its network: the pooled head features and those of two middle
 # blocks, or the head's alone (models/frozen_image.MID_BLOCKS).
 IMAGE_FEATURES = ("head+mid", "head")
@@ -43,6 +50,26 @@ CLIP_TEMPERATURE = 0.07
 # most MAX_REPEATS times: on 125 rows one split's AUROC moved from 0.52 to 0.77 with the seed alone, and the
 # mean over splits ranks better than one (docs/ENCODERS.md). Models of a few hundred rows train in seconds.
 REPEAT_ROWS, MAX_REPEATS = 400, 4
+
+
+
+def towers_from_scratch(model: dict[str, Any], modalities: Sequence[str]) -> list[str]:
+    """Those of `modalities` whose tower starts from random weights and learns from the run's rows alone, for
+    `model`, a ModelConfig as a run's config.json keeps it (models/factory.create_model builds the others
+    from pretrained weights: frozen encoders, or an open_clip checkpoint given with --pretrained)."""
+    image, checkpoint = model.get("image_tower", IMAGE_TOWER), model.get("pretrained")
+    text = model.get("text_tower") or image
+    open_clip_image = image not in FROZEN_IMAGE_TOWERS and not model.get("freeze_image")
+    pretrained = {
+        "image": image in FROZEN_IMAGE_TOWERS or bool(checkpoint),
+        # a text tower is frozen by name or as a local sentence-transformers folder; the open_clip one shares
+        # the image tower's checkpoint only when it is the image tower's own architecture
+        "text": text in FROZEN_TEXT_TOWERS or "/" in text or Path(text).is_dir() or (bool(checkpoint) and text == image),
+        "audio": model.get("audio_tower", "aisfx") in FROZEN_AUDIO_TOWERS,
+        # a trained video tower copies the image tower's open_clip weights
+        "video": model.get("video_tower", FROZEN_EFFICIENTNET) in FROZEN_VIDEO_TOWERS or (bool(checkpoint) and open_clip_image),
+    }
+    return [m for m in modalities if not pretrained.get(m, False)]
 
 
 @dataclass

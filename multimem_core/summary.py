@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .confidence import format_confidence
+from .confidence import advice, format_confidence
 from .diagnose import auroc_table, score_label
 from .names import BASE, CMC_OUT, COMBO, HELDOUT, MULTIMEM, PAIR, score_columns
 from .run import RunDir
 from .selfcheck import LOW_AUROC
 from .tables import join_scores
 
-ADVICE_ACTIONS = ("train longer (--epochs), give the models more data, use pretrained towers (the defaults, or "
-                  "--image-tower ARCH --pretrained CHECKPOINT), or score your own model's embeddings with "
-                  "`multimem import-embeddings`; then check this estimate again.")
 
 
 def _auroc_columns(scores: pd.DataFrame) -> list[str]:
@@ -35,7 +32,7 @@ def summarize(run: RunDir) -> dict:
         "roles": samples["role"].value_counts().sort_index().to_dict(),
         "timings": run.timings(),
     }
-    out.update(verdict(cfg))
+    out.update(verdict(cfg), advice=advice(cfg))
     if scores is None:
         return out
     out["confidence"] = cfg.get("confidence") or scores.attrs.get("confidence") or {}
@@ -109,7 +106,7 @@ def verdict(cfg: dict) -> dict:
                 else f"may tell wrong pairs from right ones poorly (estimate {est:.2f}, but its interval reaches "
                      f"{lo:.2f} < {LOW_AUROC:.2f})")
         out["warning"] = (f"WARNING: on this data the scores {said}: treat the top of the ranking as hints to "
-                          f"review, not as a list to delete. To do better: {ADVICE_ACTIONS}")
+                          f"review, not as a list to delete. {advice(cfg)} Then check this estimate again.")
     return out
 
 
@@ -145,7 +142,7 @@ def format_summary(s: dict) -> str:
     conf = dict(s.get("confidence") or {})
     if s.get("expected_auroc") is not None:
         conf["low"] = False  # the self-check's warning is the one that predicts quality
-    lines += format_confidence(conf)
+    lines += format_confidence(conf, advice=s.get("advice", ""))
     if "mean_by_role" in s:
         lines.append("\nmean MultiMem by role")
         for role, v in s["mean_by_role"].items():

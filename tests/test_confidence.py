@@ -77,8 +77,8 @@ def test_run_stores_the_figure_and_summary_warns_only_when_low(tmp_path, aligned
     assert "confidence recall@5 among the rows each model never trained on (≥ 20)" in text
     assert "No self-check in this run" in text
     assert ("WARNING: low confidence" in text) is (not aligned)
-    if not aligned:
-        assert "import-embeddings" in text and "pretrained" in text
+    if not aligned:  # imported embeddings: the advice is about the user's own models, not our towers' options
+        assert "your own models" in text and "--image-tower" not in text
 
 
 @pytest.mark.parametrize("aligned", [True, False])
@@ -97,3 +97,35 @@ def test_overview_warns_only_when_low(tmp_path, aligned, monkeypatch):
     assert any("Confidence: recall@5" in c.value for c in at.caption)
     warned = [w.value for w in at.warning if "low confidence" in w.value]
     assert bool(warned) is (not aligned)
+
+
+SCRATCH = {"image_tower": "mm-tiny", "text_tower": "mm-tiny", "audio_tower": "mel-cnn", "video_tower": "trained",
+           "pretrained": None, "freeze_image": False}
+
+
+@pytest.mark.parametrize("model, scratch", [
+    ({}, []),                                                         # the defaults: every tower pretrained
+    (SCRATCH, ["image", "text", "audio", "video"]),
+    ({**SCRATCH, "pretrained": "ck.pt"}, ["audio"]),                  # the checkpoint: image, its text, the frames' copy
+    ({**SCRATCH, "pretrained": "ck.pt", "freeze_image": True}, ["audio", "video"]),  # frames then train from scratch
+    ({**SCRATCH, "text_tower": "minilm", "audio_tower": "aisfx"}, ["image", "video"]),
+    ({**SCRATCH, "text_tower": "models/my-sentence-encoder"}, ["image", "audio", "video"]),
+])
+def test_towers_from_scratch_follow_create_model(model, scratch):
+    from multimem_core.config import ModelConfig, towers_from_scratch
+
+    config = ModelConfig(**model).to_dict() if model else ModelConfig().to_dict()
+    assert towers_from_scratch(config, ["image", "text", "audio", "video"]) == scratch
+
+
+def test_advice_names_only_what_the_run_does_not_use_yet():
+    from multimem_core.config import ModelConfig
+    from multimem_core.confidence import advice
+
+    mods = ["image", "text", "audio"]
+    default = advice({"model": ModelConfig().to_dict(), "modalities": mods})
+    assert "--image-tower" not in default and "--audio-tower" not in default and "--epochs" not in default
+    assert "pretrained weights already (image efficientnet-lite2, text minilm, audio aisfx)" in default
+    mixed = advice({"model": ModelConfig(audio_tower="mel-cnn").to_dict(), "modalities": mods})
+    assert "--audio-tower aisfx" in mixed and "--image-tower" not in mixed and "--text-tower" not in mixed
+    assert "import-embeddings" in default and "import-embeddings" in mixed

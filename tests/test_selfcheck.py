@@ -165,6 +165,9 @@ def test_the_verdict_warns_below_070_or_when_the_interval_reaches_under_it(est, 
     assert ("warning" in v) is warned
     if est < 0.70:
         assert f"estimate {est:.2f} < 0.70" in v["warning"]
+    if warned:  # what to try fits the run: its text tower trains from scratch, its image tower does not
+        scratch_text = verdict({**cfg, "model": {"image_tower": "efficientnet-lite2", "text_tower": "mm-tiny"}})
+        assert "--text-tower minilm" in scratch_text["warning"] and "--image-tower" not in scratch_text["warning"]
 
 
 def test_summary_without_injected_column_says_nothing_of_injections(crossfit_run, tmp_path, capsys):

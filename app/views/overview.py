@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import common, run_data
 from multimem_core import diagnose, names
-from multimem_core.confidence import format_confidence
+from multimem_core.confidence import advice, format_confidence
 from multimem_core.summary import verdict
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
@@ -134,7 +134,7 @@ if said.get("expected_auroc") is not None:
                "another.")
 else:
     st.caption(said["verdict"])
-confidence_lines = format_confidence(cfg.get("confidence") or {})
+confidence_lines = format_confidence(cfg.get("confidence") or {}, advice=advice(cfg))
 if said.get("expected_auroc") is not None:
     confidence_lines = confidence_lines[:1]  # the self-check's warning is the one that predicts quality
 if len(confidence_lines) > 1:  # the figure is below its threshold: say so before any score is read

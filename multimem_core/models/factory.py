@@ -17,14 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import CLIP_TEMPERATURE, ModelConfig
+from ..config import CLIP_TEMPERATURE, FROZEN_IMAGE_TOWERS, FROZEN_TEXT_TOWERS, ModelConfig
 from .frozen_audio import FrozenAudioTower, is_frozen_audio
-from .frozen_image import FROZEN_IMAGE_ENCODERS, FrozenImageTower, is_frozen_image
+from .frozen_image import FrozenImageTower, is_frozen_image
 from .frozen_video import FrozenVideoTower, is_frozen_video
 from .towers import AudioTower, FrozenTextTower, ImageTower, OpenClipTextTower, VideoTower
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-FROZEN_TEXT_ENCODERS = ("minilm",)
 
 
 @lru_cache(maxsize=None)
@@ -108,7 +107,7 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
         raise ValueError(f"modalities must be ≥ 2 of image, text, audio, video; got {mods}")
     frozen_image = is_frozen_image(cfg.image_tower, cfg.freeze_image)
     # the open_clip architecture of the trained towers (text, video frames) when the image tower is not one
-    clip_arch = "mm-tiny" if cfg.image_tower in FROZEN_IMAGE_ENCODERS else cfg.image_tower
+    clip_arch = "mm-tiny" if cfg.image_tower in FROZEN_IMAGE_TOWERS else cfg.image_tower
     arch = architecture(clip_arch)
     embed_dim = cfg.embed_dim or arch["embed_dim"]
     native_size = arch["vision_cfg"]["image_size"]
@@ -122,7 +121,7 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
                                                    views=cfg.image_views, mid_blocks=cfg.image_features == "head+mid")
                            if frozen_image else ImageTower(clip.visual, image_size))
     if "text" in mods:
-        if cfg.text_tower in FROZEN_TEXT_ENCODERS or Path(cfg.text_tower).exists():
+        if cfg.text_tower in FROZEN_TEXT_TOWERS or Path(cfg.text_tower).exists():
             towers["text"] = FrozenTextTower.create(cfg.text_tower, embed_dim)
         else:
             same = cfg.text_tower == cfg.image_tower

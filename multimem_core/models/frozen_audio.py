@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import AUDIO_TOWERS
+from ..config import AUDIO_TOWERS, FROZEN_AUDIO_TOWERS
 from .inference import flush_denormals
 
-FROZEN_AUDIO_ENCODERS = ("aisfx", "aisfx+soundnet")
 # aisfx's front end (its inference.py): 44.1 kHz, 2048-sample Hann frames every 1024, 96 HTK mel bands of
 # power, each band's weights summing to one, log10(10000 x + 1), scaled by the training set's maximum.
 AISFX_RATE, AISFX_FFT, AISFX_HOP, AISFX_MELS, AISFX_MAX = 44100, 2048, 1024, 96, 9.457798957824707
@@ -41,7 +40,7 @@ VIEW_GAIN_DB, VIEW_SHIFT, VIEW_NOISE = 6.0, 0.1, 0.003
 def is_frozen_audio(tower: str) -> bool:
     if tower not in AUDIO_TOWERS:
         raise ValueError(f"unknown audio tower {tower!r}: choose one of {', '.join(AUDIO_TOWERS)}")
-    return tower in FROZEN_AUDIO_ENCODERS
+    return tower in FROZEN_AUDIO_TOWERS
 
 
 AISFX_INSTALL = "pip install --no-deps aisfx==0.1.2"

@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import FROZEN_EFFICIENTNET, IMAGE_TOWER
+from ..config import FROZEN_IMAGE_TOWERS
 from .inference import flush_denormals, one_thread_each
 
-FROZEN_IMAGE_ENCODERS = (FROZEN_EFFICIENTNET, IMAGE_TOWER)
 # Pixels EfficientNet-Lite0 reads by default: it was trained at 224, but 160 is much faster on a CPU for
 # about the same scores (docs/REAL_DATA.md).
 EFFICIENTNET_SIZE = 160
@@ -58,12 +57,12 @@ class ImageEncoder:
 
 
 def is_frozen_image(tower: str, freeze: bool) -> bool:
-    return freeze or tower in FROZEN_IMAGE_ENCODERS
+    return freeze or tower in FROZEN_IMAGE_TOWERS
 
 
 def native_image_size(tower: str) -> int:
     """The pixels an image tower reads: what images are decoded to unless --image-size says otherwise."""
-    if tower in FROZEN_IMAGE_ENCODERS:
+    if tower in FROZEN_IMAGE_TOWERS:
         return EFFICIENTNET_SIZE
     from .factory import architecture
 
@@ -187,7 +186,7 @@ def load_image_encoder(tower: str, pretrained: str | None = None, *, fast: bool 
                        mid_blocks: bool = False) -> ImageEncoder:
     """fast=False: the network as loaded, in eager fp32 (the reference that bench_encode.py compares with).
     mid_blocks: an EfficientNet's features with those of MID_BLOCKS (what the image tower caches)."""
-    if tower in FROZEN_IMAGE_ENCODERS:
+    if tower in FROZEN_IMAGE_TOWERS:
         return _efficientnet_lite(tower, fast, mid_blocks)
     return _open_clip_visual(tower, pretrained)
 
@@ -257,7 +256,7 @@ class FrozenImageTower(nn.Module):
                  views: int = 4, mid_blocks: bool = False):
         super().__init__()
         self.tower, self.pretrained, self.views = tower, pretrained, views
-        self.mid_blocks = mid_blocks and tower in FROZEN_IMAGE_ENCODERS
+        self.mid_blocks = mid_blocks and tower in FROZEN_IMAGE_TOWERS
         # what the cached features depend on (score.prepare_cached keys its cache on it)
         self.encoder_name = f"image:{tower}@{pretrained}|views={views}|crop={VIEW_CROP_SCALE}" + (
             f"|mid={','.join(map(str, MID_BLOCKS))}" if self.mid_blocks else "")
@@ -267,7 +266,7 @@ class FrozenImageTower(nn.Module):
     def create(cls, tower: str, embed_dim: int, *, pretrained: str | None = None, views: int = 4,
                mid_blocks: bool = False) -> "FrozenImageTower":
         """mid_blocks: an EfficientNet tower reads MID_BLOCKS beside its head (--image-features head+mid)."""
-        if tower in FROZEN_IMAGE_ENCODERS:
+        if tower in FROZEN_IMAGE_TOWERS:
             dim = efficientnet_feature_dim(tower, mid_blocks)
         else:
             from .factory import architecture

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import VIDEO_TOWERS
-from .frozen_image import FROZEN_IMAGE_ENCODERS, load_image_encoder
+from ..config import FROZEN_VIDEO_TOWERS, VIDEO_TOWERS
+from .frozen_image import load_image_encoder
 from .inference import flush_denormals, one_thread_each
 # Frames are decoded small (MediaSpec.video_size); the encoder reads them at least this large. EfficientNet
 # on 2 CPU cores reads about 60 frames/s at 96 px: 8 frames x 2 views of 1,000 clips take about 4 min.
@@ -30,7 +30,7 @@ MIN_FRAME_SIZE = 96
 def is_frozen_video(tower: str) -> bool:
     if tower not in VIDEO_TOWERS:
         raise ValueError(f"unknown video tower {tower!r}: choose one of {', '.join(VIDEO_TOWERS)}")
-    return tower in FROZEN_IMAGE_ENCODERS
+    return tower in FROZEN_VIDEO_TOWERS
 
 
 def pool_frames(per_frame: Tensor) -> Tensor:
