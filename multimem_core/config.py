@@ -56,18 +56,20 @@ REPEAT_ROWS, MAX_REPEATS = 400, 4
 def towers_from_scratch(model: dict[str, Any], modalities: Sequence[str]) -> list[str]:
     """Those of `modalities` whose tower starts from random weights and learns from the run's rows alone, for
     `model`, a ModelConfig as a run's config.json keeps it (models/factory.create_model builds the others
-    from pretrained weights: frozen encoders, or an open_clip checkpoint given with --pretrained)."""
-    image, checkpoint = model.get("image_tower", IMAGE_TOWER), model.get("pretrained")
+    from pretrained weights: frozen encoders, or an open_clip checkpoint given with --pretrained). A tower the
+    config does not name reads as trained from scratch, as all were in runs made before these options."""
+    image, checkpoint = model.get("image_tower") or "", model.get("pretrained")
     text = model.get("text_tower") or image
     open_clip_image = image not in FROZEN_IMAGE_TOWERS and not model.get("freeze_image")
     pretrained = {
         "image": image in FROZEN_IMAGE_TOWERS or bool(checkpoint),
         # a text tower is frozen by name or as a local sentence-transformers folder; the open_clip one shares
         # the image tower's checkpoint only when it is the image tower's own architecture
-        "text": text in FROZEN_TEXT_TOWERS or "/" in text or Path(text).is_dir() or (bool(checkpoint) and text == image),
-        "audio": model.get("audio_tower", "aisfx") in FROZEN_AUDIO_TOWERS,
+        "text": text in FROZEN_TEXT_TOWERS or (bool(text) and ("/" in text or Path(text).is_dir()))
+                or (bool(checkpoint) and text == image),
+        "audio": model.get("audio_tower") in FROZEN_AUDIO_TOWERS,
         # a trained video tower copies the image tower's open_clip weights
-        "video": model.get("video_tower", FROZEN_EFFICIENTNET) in FROZEN_VIDEO_TOWERS or (bool(checkpoint) and open_clip_image),
+        "video": model.get("video_tower") in FROZEN_VIDEO_TOWERS or (bool(checkpoint) and open_clip_image),
     }
     return [m for m in modalities if not pretrained.get(m, False)]
 

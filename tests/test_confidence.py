@@ -104,7 +104,8 @@ SCRATCH = {"image_tower": "mm-tiny", "text_tower": "mm-tiny", "audio_tower": "me
 
 
 @pytest.mark.parametrize("model, scratch", [
-    ({}, []),                                                         # the defaults: every tower pretrained
+    (None, []),                                                       # the defaults: every tower pretrained
+    ({"image_tower": "mm-tiny"}, ["image", "text", "audio", "video"]),  # an old run's config: no tower options
     (SCRATCH, ["image", "text", "audio", "video"]),
     ({**SCRATCH, "pretrained": "ck.pt"}, ["audio"]),                  # the checkpoint: image, its text, the frames' copy
     ({**SCRATCH, "pretrained": "ck.pt", "freeze_image": True}, ["audio", "video"]),  # frames then train from scratch
@@ -114,7 +115,7 @@ SCRATCH = {"image_tower": "mm-tiny", "text_tower": "mm-tiny", "audio_tower": "me
 def test_towers_from_scratch_follow_create_model(model, scratch):
     from multimem_core.config import ModelConfig, towers_from_scratch
 
-    config = ModelConfig(**model).to_dict() if model else ModelConfig().to_dict()
+    config = ModelConfig().to_dict() if model is None else model
     assert towers_from_scratch(config, ["image", "text", "audio", "video"]) == scratch
 
 
