@@ -61,8 +61,9 @@ def heldout_confidence(clean: Mapping[str, Mapping[str, np.ndarray]], references
     it never trained on (model -> row indices).
 
     Returns {"k", "n_heldout", "chance", "pairs": {"a-b": {"recall_at_5", "chance", "lift"}}, "lift" (the
-    weakest pair's), "threshold", "low"}; with fewer than k + 1 H samples the figure is undefined
-    ("lift": None, "low": False) rather than a number that means nothing.
+    weakest pair's), "threshold", "low"}; where a reference set holds k · threshold rows or fewer, even perfect
+    retrieval would sit at or under the threshold, so the figure is undefined ("lift": None, "low": False)
+    rather than a warning that no run could avoid.
     """
     from .evaluate import recall_at_k  # here, not at the top: evaluate imports torch, seconds the dashboard
     # (which only formats a run's confidence) would pay on its first page
@@ -70,7 +71,7 @@ def heldout_confidence(clean: Mapping[str, Mapping[str, np.ndarray]], references
     n = int(min((len(r) for r in references.values()), default=0))
     chance = min(1.0, k / n) if n else 1.0
     out: dict = {"k": k, "n_heldout": n, "chance": round(chance, 4), "threshold": threshold, "pairs": {}}
-    if n <= k:
+    if n <= k * threshold:  # recall@k is at most 1, so the lift at most n / k: it could never clear the threshold
         return {**out, "lift": None, "low": False}
     for a, b in combinations(modalities, 2):
         recalls = []
@@ -94,7 +95,11 @@ def format_confidence(conf: dict, *, advice: str = "") -> list[str]:
     if not conf:
         return []
     if conf.get("lift") is None:
-        return [f"confidence undefined: {conf.get('n_heldout', 0)} rows a model never trained on (need more than {conf['k']})"]
+        threshold = conf.get("threshold", LIFT_THRESHOLD)
+        need = int(conf["k"] * threshold)
+        return [f"confidence undefined: {conf.get('n_heldout', 0)} rows a model never trained on (it needs more than "
+                f"{need}: among {need} or fewer, even perfect recall@{conf['k']} is at most {threshold:g}× chance, the "
+                "threshold)"]
     k = conf["k"]
     pairs = ", ".join(f"{name} {p[f'recall_at_{k}']:.2f} ({p['lift']:.1f}× chance)" for name, p in conf["pairs"].items())
     lines = [f"confidence recall@{k} among the rows each model never trained on (≥ {conf['n_heldout']}) (chance {conf['chance']:.3f}): {pairs}"]

@@ -130,3 +130,17 @@ def test_advice_names_only_what_the_run_does_not_use_yet():
     mixed = advice({"model": ModelConfig(audio_tower="mel-cnn").to_dict(), "modalities": mods})
     assert "--audio-tower aisfx" in mixed and "--image-tower" not in mixed and "--text-tower" not in mixed
     assert "import-embeddings" in default and "import-embeddings" in mixed
+
+
+@pytest.mark.parametrize("n_reference", [15, 16])
+def test_figure_is_undefined_where_no_retrieval_could_clear_the_threshold(n_reference):
+    from multimem_core.confidence import format_confidence
+
+    rng = np.random.default_rng(0)
+    clean = {"m0": embeddings(rng, aligned=True)}  # retrieval is perfect: recall@5 = 1
+    conf = heldout_confidence(clean, {"m0": np.arange(n_reference)}, modalities=["image", "text"])
+    # 15 rows: chance 5/15, so even recall 1 is 3× chance, never above the threshold (3×): no figure, no warning
+    undefined = n_reference <= 5 * LIFT_THRESHOLD
+    assert (conf["lift"] is None) is undefined and conf["low"] is False
+    line = format_confidence(conf)[0]
+    assert line.startswith("confidence undefined") is undefined
