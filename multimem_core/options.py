@@ -99,7 +99,8 @@ def add_options(parser, cls: type, *, suppress: bool = False) -> None:
             g = parser
         shown = "off" if o.type is bool else ("all" if opt.csv and o.default is None else o.default)
         # a suppressed default is not shown by argparse: say it (an ArgumentDefaultsHelpFormatter shows the rest)
-        kw: dict[str, Any] = {"dest": opt.dest, "help": f"{opt.help} (default: {shown})" if suppress else opt.help}
+        said = suppress and "default" not in opt.help  # a help that already tells its default keeps its own words
+        kw: dict[str, Any] = {"dest": opt.dest, "help": f"{opt.help} (default: {shown})" if said else opt.help}
         if o.default is MISSING:
             kw.update(required=True, type=o.type, help=opt.help)
             if opt.choices:

@@ -57,7 +57,7 @@ def test_the_parsers_options_equal_the_fields_metadata(command):
         if command == "score":  # not given: out of the namespace, so --config's value stands; the help says the field's default
             assert a.default is argparse.SUPPRESS
             shown = "off" if o.type is bool else ("all" if o.option.csv and o.default is None else o.default)
-            assert a.help.endswith(f"(default: {shown})")
+            assert a.help.endswith(f"(default: {shown})") or "default" in o.option.help  # or its own words say it
 
 
 def test_a_plain_score_command_is_the_config_defaults():
@@ -151,3 +151,15 @@ def test_new_run_widgets_are_built_from_the_fields(tmp_path, monkeypatch):
         assert (w.value or None if o.default is None else w.value) == o.default, o.dest
         if o.option.choices:
             assert list(w.options) == [str(c) for c in o.option.choices]
+
+
+def test_help_says_each_default_once():
+    """A help that already tells its default gets no second "(default: …)", and flags read on/off."""
+    import re
+
+    from multimem_core.cli import build_parser
+
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        text = " ".join(sub.format_help().split())
+        assert not re.search(r"default[^()]*\) \(default: ", text), name
+        assert "(default: False)" not in text and "(default: True)" not in text, name

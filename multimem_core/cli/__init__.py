@@ -18,6 +18,18 @@ from .common import CLIError
 SUBCOMMANDS: list = [*score.COMMANDS, *imports.COMMANDS, *apps.COMMANDS, *mitigation.COMMANDS]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once: not after a help that already says it, and a flag's as on/off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0 and action.const is True:  # a store_true flag
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multimem",
@@ -27,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text, add, run in SUBCOMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         add(p)
         p.set_defaults(func=run)
     return parser
