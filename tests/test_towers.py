@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from multimem_core.config import ModelConfig
@@ -45,3 +46,9 @@ def test_known_sentence_feature_sizes_are_the_encoders_own():
     dim = (getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension)()
     assert set(SENTENCE_DIMS.values()) == {dim}
     assert enc.encode(["a grinning face"], convert_to_tensor=True).shape[-1] == dim
+
+
+def test_a_text_tower_path_that_does_not_exist_is_named_as_a_missing_folder(tmp_path):
+    missing = tmp_path / "no-such-encoder"
+    with pytest.raises(ValueError, match="no such folder"):
+        create_model(ModelConfig(modalities=("image", "text"), image_tower="mm-tiny", text_tower=str(missing)))

@@ -123,6 +123,9 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
     if "text" in mods:
         if cfg.text_tower in FROZEN_TEXT_TOWERS or Path(cfg.text_tower).exists():
             towers["text"] = FrozenTextTower.create(cfg.text_tower, embed_dim)
+        elif "/" in cfg.text_tower:  # meant as a folder: say so, not "unknown open_clip architecture"
+            raise ValueError(f"--text-tower {cfg.text_tower}: no such folder (a local sentence-transformers model "
+                             f"is a folder; or choose {FROZEN_TEXT_TOWERS[0]}, or an open_clip architecture)")
         else:
             same = cfg.text_tower == cfg.image_tower
             text_clip = clip if same and clip is not None else build_clip(
