@@ -125,6 +125,16 @@ def test_open_clip_csv_tab_separated_with_column_keys(tmp_path):
     (tmp_path / "train2.csv").write_text('filepath,title\nimgs/a.jpg,"a red cat, sitting"\n')
     m2 = read_manifest(tmp_path / "train2.csv", keys=ColumnKeys(image="filepath", text="title"))
     assert m2.table["text"].tolist() == ["a red cat, sitting"]
+    # and a spreadsheet's semicolon-separated export (commas inside captions stay in the caption)
+    (tmp_path / "train3.csv").write_text("filepath;title\nimgs/a.jpg;a red cat, sitting\n")
+    m3 = read_manifest(tmp_path / "train3.csv", keys=ColumnKeys(image="filepath", text="title"))
+    assert m3.table["text"].tolist() == ["a red cat, sitting"]
+
+
+def test_one_modality_asked_for_is_refused_as_too_few(tmp_path):
+    df = make_dataset(tmp_path, n=2)
+    with pytest.raises(ManifestError, match="--modalities image: .* at least two"):
+        read_manifest(write_manifest(df, tmp_path / "m.csv"), modalities=["image"])
 
 
 def test_modalities_argument_restricts_columns(tmp_path):

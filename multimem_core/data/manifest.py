@@ -151,9 +151,10 @@ def _read_delimited(data: bytes, fmt: str) -> pd.DataFrame:
     text = data.decode("utf-8-sig")
     sep = "\t"
     if fmt == "csv":
-        # open_clip's CSVs are often tab-separated while named .csv (its --csv-separator defaults to tab).
+        # open_clip's CSVs are often tab-separated while named .csv (its --csv-separator defaults to tab), and
+        # spreadsheets in many locales write semicolons: the header's most frequent of the three (ties: comma).
         header = text.split("\n", 1)[0]
-        sep = "\t" if header.count("\t") > header.count(",") else ","
+        sep = max((",", "\t", ";"), key=header.count)
     # Every cell as str, and no "NA"/"None" -> NaN guessing: a caption may well say "None".
     return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
 
@@ -233,6 +234,9 @@ def _map_columns(
         used = [m for m in MODALITIES if m in modalities]
     else:
         used = [m for m in MODALITIES if getattr(keys, m) in have]
+    if modalities is not None and len(used) < 2:
+        raise ManifestError(f"--modalities {','.join(modalities)}: MultiMem compares a sample's modalities with each "
+                            f"other, so it needs at least two (e.g. --modalities image,text).")
     if len(used) < 2:
         found = ", ".join(used) if used else "none"
         raise ManifestError(
