@@ -13,7 +13,8 @@ and corrects that bias).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from .config import SelfCheckConfig
 from .names import HELDOUT
 
 MIN_PER_KIND = 5  # fewer planted rows than this per kind measure nothing
+PAPER_PLANTS_NONE = "the paper protocol plants none (only crossfit does)"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class PlantPlan:
     kinds: np.ndarray               # [p] the exchanged modality
     donors: np.ndarray              # [p] row i (every other modality), for the record
     partners: np.ndarray            # [p] row j (the exchanged modality)
+    skipped: str = ""               # an empty plan: why this run plants nothing (its summary says it)
 
     def __len__(self) -> int:
         return len(self.roles)
@@ -52,7 +55,12 @@ def plan_planted(roles: np.ndarray, modalities: Sequence[str], cfg: SelfCheckCon
     per_kind = min(per_kind, int(cfg.max_share * n) // max(1, len(kinds)))
     folds = sorted(set(roles) - {HELDOUT})
     if not cfg.enabled or per_kind < MIN_PER_KIND or not folds:
-        return _plan(mods, [], [], [], [])
+        need = math.ceil(MIN_PER_KIND * len(kinds) / cfg.max_share) if cfg.max_share else 0
+        why = ("--no-selfcheck was given" if not cfg.enabled else
+               PAPER_PLANTS_NONE if not folds else
+               f"{n} rows are too few to plant {MIN_PER_KIND} corruptions of each kind within {cfg.max_share:.0%} "
+               f"more training (about {need} are needed with {len(mods)} modalities)")
+        return replace(_plan(mods, [], [], [], []), skipped=why)
     rng = np.random.default_rng(cfg.seed)
     members = {f: np.flatnonzero(roles == f) for f in folds}
     sizes = np.array([len(members[f]) for f in folds], dtype=float)

@@ -291,6 +291,8 @@ def write_scored(run: RunDir, stages: Stages, *, ids: list[str], assignment: Ass
             # planted rows train in split 0 only: its models score them
             first = {name: terms[name] for name in assignment.train_sets}
             scores.attrs["selfcheck"] = _selfcheck(run, ids, scores, first, plan, modalities, selfcheck, virtual)
+        elif plan is not None:
+            scores.attrs["selfcheck"] = {"skipped": plan.skipped}
         run.write_scores(scores)
         scores = scores[scores["role"] != HELDOUT]
         atomic_save_npy(run.diagnostics_dir / "sim_in.npy", sim_in)

@@ -8,6 +8,7 @@ import pandas as pd
 from .confidence import advice, format_confidence
 from .diagnose import auroc_table, score_label
 from .names import BASE, CMC_OUT, COMBO, HELDOUT, MULTIMEM, PAIR, score_columns
+from .planting import PAPER_PLANTS_NONE
 from .run import RunDir
 from .selfcheck import LOW_AUROC
 from .tables import join_scores
@@ -79,14 +80,25 @@ def _wrong_thing(kinds: list[str], modalities: list[str]) -> str:
     return "a wrong pairing"
 
 
+def _why_no_selfcheck(cfg: dict) -> str:
+    sc = cfg.get("selfcheck") or {}
+    if sc.get("skipped"):
+        return sc["skipped"]
+    if str(cfg.get("source", "")).startswith("import"):
+        return "its embeddings or scores were imported, so no proxy models were trained here to plant in"
+    if (cfg.get("protocol") or {}).get("name") == "paper":
+        return PAPER_PLANTS_NONE
+    return "the paper protocol, imported embeddings, too few rows, or a run made before self-checks"
+
+
 def verdict(cfg: dict) -> dict:
     """The self-check's figures and the sentences a newcomer reads first (empty figures when the run has none)."""
     sc = cfg.get("selfcheck") or {}
     if "expected_auroc" not in sc:
         return {"ranking": cfg.get("ranking") or "multimem", "expected_auroc": None, "expected_auroc_low": None,
                 "expected_auroc_high": None,
-                "verdict": "No self-check in this run (the paper protocol, imported embeddings, too few rows, or a "
-                           "run made before self-checks): how well its scores find bad pairs was not measured."}
+                "verdict": f"No self-check in this run: {_why_no_selfcheck(cfg)}; how well its scores find bad "
+                           "pairs was not measured."}
     wrong = _wrong_thing(sc.get("kinds") or [], cfg.get("modalities") or [])
     est, lo, hi = sc["expected_auroc"], sc["expected_auroc_low"], sc["expected_auroc_high"]
     top = sc.get("top", 50)

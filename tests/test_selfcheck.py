@@ -80,6 +80,24 @@ def test_plan_plants_within_a_fold_and_respects_the_cost_cap():
     assert len(plan_planted(roles, ["image", "text"], SelfCheckConfig(enabled=False))) == 0
 
 
+@pytest.mark.parametrize("rows, modalities, cfg, why", [
+    (1000, ["image", "text"], SelfCheckConfig(enabled=False), "--no-selfcheck was given"),
+    (0, ["image", "text"], SelfCheckConfig(), "the paper protocol plants none"),
+    (120, ["image", "text", "audio"], SelfCheckConfig(), "120 rows are too few to plant 5 corruptions of each kind "
+                                                         "within 8% more training (about 188 are needed"),
+])
+def test_an_empty_plan_says_why_and_the_verdict_repeats_it(rows, modalities, cfg, why):
+    from multimem_core.summary import verdict
+
+    plan = plan_planted(np.array([f"fold{k % 4}" for k in range(rows)]), modalities, cfg)
+    assert len(plan) == 0 and plan.skipped.startswith(why)
+    # the bound is the real one: at the rows it names, the plan is no longer empty
+    if rows == 120:
+        assert len(plan_planted(np.array([f"fold{k % 4}" for k in range(188)]), modalities, cfg)) > 0
+    said = verdict({"modalities": modalities, "selfcheck": {"skipped": plan.skipped}})["verdict"]
+    assert said.startswith(f"No self-check in this run: {why}")
+
+
 @pytest.fixture(scope="module")
 def crossfit_run(shapes_manifest, tmp_path_factory):
     """A tiny image+text crossfit run with default protocol options: no H, planted rows."""
