@@ -109,8 +109,9 @@ class Run:
         return table.loc[[i for i in ids if i in table.index]].reset_index(drop=True)
 
     def export(self, out: str | Path, *, to: str | None = None, drop: str | None = None,
-               score: str = "multimem") -> Path:
-        """What `multimem export RUN --to TO --out OUT --drop DROP` writes; `to` defaults from OUT's suffix."""
+               score: str = "multimem", keep_unloaded: bool = False) -> Path:
+        """What `multimem export RUN --to TO --out OUT --drop DROP [--keep-unloaded]` writes; `to` defaults from
+        OUT's suffix. The rows the run could not load (errors.parquet) are left out unless `keep_unloaded`."""
         from multimem_core.export import build_export, default_format, write_export
         from multimem_core.exporters import FORMATS as TOOL_FORMATS, export_to
         from multimem_core.review import ReviewError, parse_drop_rule
@@ -118,11 +119,11 @@ class Run:
         fmt = to or default_format(self.dir, out)
         rule = parse_drop_rule(drop, score=score) if drop else None
         if fmt in TOOL_FORMATS:
-            print(export_to(self.dir, fmt, out, rule))
+            print(export_to(self.dir, fmt, out, rule, keep_unloaded=keep_unloaded))
             return Path(out)
         if rule is None:
             raise ReviewError(f"export to {fmt} needs drop= (flagged, top:N, above:T or below:T)")
-        export = build_export(self.dir, rule, format=fmt)
+        export = build_export(self.dir, rule, format=fmt, keep_unloaded=keep_unloaded)
         print(export.summary())
         return write_export(export, out)
 

@@ -2,6 +2,11 @@
 review.DropRule, then write either the cleaned manifest in the input's own format and columns (an open_clip
 training CSV comes back as an open_clip training CSV), WebDataset shards, or the list of removed ids.
 No Streamlit import here.
+
+One rule for every format (these and multimem_core.exporters.hf): a cleaned export leaves out the rows the drop
+rule picks *and* the rows the run could not load (`unloaded_rows`: RUN/errors.parquet: a missing file, a path
+refused as outside the dataset folder, empty text, ...), unless `keep_unloaded`; an id list then names both.
+`export_summary` is the one line that says what happened to every input row.
 """
 
 from __future__ import annotations
@@ -42,9 +47,60 @@ class Export:
     root: str = ""
     media_columns: tuple[str, ...] = ()  # manifests: the columns that hold media paths (the input's own names)
     repairs: pd.DataFrame | None = None  # the repairs applied (multimem_core.repairs.apply_repairs), if asked
+    # the rows left out because the run could not load them (unloaded_rows: id, row, reason), besides `dropped`
+    skipped: pd.DataFrame | None = None
+    rule: str = ""  # the drop rule, described (DropRule.describe)
+
+    @property
+    def removed(self) -> list[str]:
+        """Every id the export leaves out: the drop rule's, then the ones the run could not load."""
+        return self.dropped + ([] if self.skipped is None else self.skipped["id"].tolist())
 
     def summary(self) -> str:
-        return f"dropped {len(self.dropped)} of {self.total} samples, kept {self.kept} ({self.format})"
+        return export_summary(total=self.total, dropped=len(self.dropped), skipped=self.skipped, kept=self.kept,
+                              rule=self.rule, what=self.format)
+
+
+def export_summary(*, total: int, dropped: int, skipped: pd.DataFrame | None, kept: int, rule: str = "",
+                   what: str = "") -> str:
+    """The one line every export prints: what happened to each of the input's `total` rows, e.g.
+    "dropped 3 of 60 rows (the 3 samples with the highest multimem); left out 2 more that the run could not
+    load (2 missing file; listed in RUN/errors.parquet); kept 55 (csv)". dropped + left out + kept = total."""
+    line = f"dropped {dropped} of {total} rows" + (f" ({rule})" if rule else "")
+    if skipped is not None and len(skipped):
+        counts = skipped["reason"].value_counts(sort=False)  # most frequent first, ties as errors.parquet lists them
+        counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
+        why = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+        line += f"; left out {len(skipped)} more that the run could not load ({why}; listed in errors.parquet)"
+    return f"{line}; kept {kept}" + (f" ({what})" if what else "")
+
+
+def unloaded_rows(run: RunDir) -> pd.DataFrame:
+    """The input's rows the run could not load and skipped (RUN/errors.parquet), one per id: id, row, reason
+    (the first of its reasons). A cleaned export leaves them out: they are broken rows, never scored."""
+    errors = run.errors()
+    if not len(errors):
+        return pd.DataFrame({"id": pd.Series(dtype=str), "row": pd.Series(dtype=int), "reason": pd.Series(dtype=str)})
+    rows = pd.to_numeric(errors["row"], errors="coerce").fillna(-1) if "row" in errors else -1  # -1: row unknown
+    errors = errors.assign(id=errors["id"].astype(str), row=rows, reason=errors["reason"].fillna("").astype(str))
+    first = errors.drop_duplicates("id").reset_index(drop=True)
+    return first[["id", "row", "reason"]].astype({"row": int})
+
+
+def removal(run: RunDir, rule: DropRule, *, store: ReviewStore | None = None,
+            keep_unloaded: bool = False) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
+    """(the ids the rule drops, the unloaded rows left out besides them, every unloaded row): what every export
+    format removes from the input. With `keep_unloaded` only the rule's ids are removed."""
+    dropped = ids_to_drop(run, rule, store=store)
+    unloaded = unloaded_rows(run)
+    skipped = unloaded.iloc[:0] if keep_unloaded else unloaded[~unloaded["id"].isin(set(dropped))]
+    return dropped, skipped.reset_index(drop=True), unloaded
+
+
+def input_rows(table_rows: int, row_of: dict[str, int], unloaded: pd.DataFrame) -> int:
+    """How many rows the input had: those of the table, plus the unloaded ones the table has no row for
+    (samples.parquet holds only the rows the run loaded)."""
+    return table_rows + int((~unloaded["id"].isin(set(row_of))).sum())
 
 
 def manifest_info(run: RunDir) -> dict:
@@ -69,45 +125,56 @@ def default_format(run: RunDir, out: str | Path | None = None) -> str:
 
 
 def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
-                 store: ReviewStore | None = None, repairs: bool = False) -> Export:
-    """The export of `run` without the samples `rule` drops; with `repairs`, the recorded repairs applied to the
-    kept samples (multimem_core.repairs) and their log in Export.repairs."""
+                 store: ReviewStore | None = None, repairs: bool = False, keep_unloaded: bool = False) -> Export:
+    """The export of `run` without the samples `rule` drops and without the rows the run could not load (unless
+    `keep_unloaded`); with `repairs`, the recorded repairs applied to the kept samples (multimem_core.repairs) and
+    their log in Export.repairs."""
     fmt = format or default_format(run)
     if fmt not in FORMATS:
         raise ReviewError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    dropped = ids_to_drop(run, rule, store=store)
-    samples = run.samples()
-    total = len(samples)
-    drop_set = set(dropped)
-    kept = int((~samples["id"].astype(str).isin(drop_set)).sum())
     if repairs and fmt in ID_FORMATS:
         raise ReviewError(f"repairs change the manifest's rows: export a manifest or shards, not {fmt}")
-    if fmt == "ids":
-        data = "".join(f"{i}\n" for i in dropped).encode()
-        return Export(data, fmt, dropped, kept, total, ".txt", "drop rule")
-    if fmt == "ids-csv":
-        data = _removed_table(run, dropped, rule).to_csv(index=False).encode()
-        return Export(data, fmt, dropped, kept, total, ".csv", "drop rule")
-    if fmt == "npy":
-        buf = io.BytesIO()
-        # DataComp-style: a sorted array of the removed ids (unicode, loads without allow_pickle).
-        np.save(buf, np.array(sorted(dropped), dtype=str), allow_pickle=False)
-        return Export(buf.getvalue(), fmt, dropped, kept, total, ".npy", "drop rule")
+    dropped, skipped, unloaded = removal(run, rule, store=store, keep_unloaded=keep_unloaded)
+    if keep_unloaded and fmt == SHARD_FORMAT and len(unloaded):
+        raise ReviewError(f"shards hold only the samples the run loaded: the {len(unloaded)} it could not load have "
+                          "no media to copy (errors.parquet); export them without --keep-unloaded, or as a manifest")
+    samples = run.samples()
+    drop_set = set(dropped) | set(skipped["id"])
+    described = rule.describe()
+    if fmt in ID_FORMATS:
+        ids = samples["id"].astype(str)
+        total = input_rows(len(samples), dict.fromkeys(ids), unloaded)
+        known = set(ids) | set(unloaded["id"])
+        kept = total - len(drop_set & known)
+        removed = dropped + skipped["id"].tolist()
+        if fmt == "ids":
+            data = "".join(f"{i}\n" for i in removed).encode()
+        elif fmt == "ids-csv":
+            data = _removed_table(run, dropped, rule, skipped).to_csv(index=False).encode()
+        else:
+            buf = io.BytesIO()
+            # DataComp-style: a sorted array of the removed ids (unicode, loads without allow_pickle).
+            np.save(buf, np.array(sorted(removed), dtype=str), allow_pickle=False)
+            data = buf.getvalue()
+        suffix = {"ids": ".txt", "ids-csv": ".csv", "npy": ".npy"}[fmt]
+        return Export(data, fmt, dropped, kept, total, suffix, "drop rule", skipped=skipped, rule=described)
     if fmt == SHARD_FORMAT:
-        # The run's samples (shard references or media paths) minus the dropped; write_export copies the
+        # The run's samples (shard references or media paths) minus the removed; write_export copies the
         # media into new shards. Samples that failed to decode are not in samples.parquet, so not exported.
         table, log = samples.reset_index(drop=True), None
         row_of = dict(zip(table["id"].astype(str), range(len(table))))
+        total = input_rows(len(table), row_of, unloaded)
         if repairs:
             table, log = apply_repairs(table, row_of, _kept_repairs(run, store, drop_set), {})
         table = _without(table, row_of, drop_set)
         return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
-                      root=str(run.dataset_root), repairs=log)
+                      root=str(run.dataset_root), repairs=log, skipped=skipped, rule=described)
     if manifest_info(run).get("format") == "hf":
         raise ReviewError(f"a Hugging Face dataset keeps its media inside its tables, so a {fmt} manifest of it would "
                           "name no files: export with --to hf (or --format shards, or ids)")
     names = manifest_info(run).get("source_columns") or {}
     table, row_of, source = manifest_rows(run)
+    total = input_rows(len(table), row_of, unloaded)
     log = None
     if repairs:
         table, log = apply_repairs(table, row_of, _kept_repairs(run, store, drop_set),
@@ -118,7 +185,7 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
     # `data` is what a browser downloads to a folder nobody knows: absolute paths open from anywhere here
     data = _encode_table(rebase_media_paths(table, media, root=root, to=None), fmt)
     return Export(data, fmt, dropped, len(table), total, "." + fmt, source, table=table, root=root,
-                  media_columns=media, repairs=log)
+                  media_columns=media, repairs=log, skipped=skipped, rule=described)
 
 
 def write_export(export: Export, out: str | Path, *, absolute_paths: bool = False, overwrite: bool = False) -> Path:
@@ -183,25 +250,30 @@ def _kept_repairs(run: RunDir, store: ReviewStore | None, drop: set[str]) -> pd.
     return reps[~reps["sample_id"].astype(str).isin(drop)].sort_values("seq")
 
 
-def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule) -> pd.DataFrame:
-    df = pd.DataFrame({"id": list(dropped)})
+def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule, skipped: pd.DataFrame) -> pd.DataFrame:
+    """The removed ids, the rule's first (with their score), then the unloaded ones; `why` says which."""
+    df = pd.DataFrame({"id": list(dropped) + skipped["id"].tolist(),
+                       "why": [rule.describe()] * len(dropped) + [f"could not load: {r}" for r in skipped["reason"]]})
     scores = run.scores()
     if scores is not None and rule.score in scores.columns:
         df = df.merge(scores[["id", rule.score]].astype({"id": str}), on="id", how="left")
     return df
 
 
-def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, str]:
-    """The input manifest without the dropped rows, with the input's own column names."""
-    table, row_of, source = manifest_rows(run)
-    return _without(table, row_of, drop), source
+def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, int]:
+    """The input manifest without the rows of the ids in `drop` (the rule's and the unloaded ones: `removal`),
+    with the input's own column names; and how many rows the input had (`input_rows`)."""
+    table, row_of, _ = manifest_rows(run)
+    return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded_rows(run))
 
 
 def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
-    """The whole input manifest with the input's own column names, each sample's row in it, and its source.
+    """The whole input manifest with the input's own column names, each sample's row in it (also of the rows the
+    run could not load, from errors.parquet), and its source.
 
     Re-reads the original file when it is still there, so every column survives (also ones the engine
-    ignored); otherwise rebuilds the table from samples.parquet with the original names."""
+    ignored); otherwise rebuilds the table from samples.parquet with the original names (without the rows the
+    run could not load, which samples.parquet does not hold)."""
     info = manifest_info(run)
     samples = run.samples()
     samples["id"] = samples["id"].astype(str)
@@ -214,7 +286,9 @@ def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
         if len(original) < len(samples):
             raise ReviewError(f"{path} has {len(original)} rows but the run has {len(samples)} samples: the "
                               "manifest changed after the run; export with --format ids instead")
-        return original, dict(zip(samples["id"], samples["row"].astype(int))), str(path)
+        unloaded = unloaded_rows(run).query("row >= 0")
+        row_of = {**dict(zip(unloaded["id"], unloaded["row"])), **dict(zip(samples["id"], samples["row"].astype(int)))}
+        return original, row_of, str(path)
     source_columns = info.get("source_columns") or {}
     # the original names in the order the engine recorded them (the file's own order is gone with it)
     standard = list(source_columns) or ["id", "image", "text", "audio", "video", "label", "injected"]

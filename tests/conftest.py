@@ -119,3 +119,31 @@ def engine_run(shapes_manifest, tmp_path_factory):
     cfg = tiny_score_config(shapes_manifest, tmp_path_factory.mktemp("runs") / "engine_run")
     cfg.save_views = True  # the augmented views too: tests re-import them (`multimem import-embeddings`)
     return score_run(cfg)
+
+
+# rows of `unloadable_run`'s manifest that the run cannot load, and why (the reasons errors.parquet gives)
+UNLOADABLE = {3: ("image", "img/missing.png", "missing file"), 11: ("image", "img/gone.png", "missing file"),
+              20: ("image", "../outside.png", "path leads outside"), 7: ("text", "", "empty text"),
+              30: ("text", "", "empty text")}
+
+
+@pytest.fixture(scope="session")
+def unloadable_run(tmp_path_factory):
+    """A real run on a 40-row image+text manifest of which 5 rows cannot be loaded (UNLOADABLE: two missing
+    images, one path outside the dataset folder, two empty captions), so the engine skips them into
+    errors.parquet. (run, manifest table as written, {id: reason} of the unloadable rows)."""
+    import pandas as pd
+
+    from multimem_core.data.shapes import build_shapes
+    from multimem_core.score import score_run
+
+    base = tmp_path_factory.mktemp("unloadable")
+    manifest = Path(build_shapes(base / "data", n=40, inject_rate=0.1, seed=0, modalities=("image", "text"),
+                                 image_size=32, progress=False))
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    (base / "outside.png").write_bytes((manifest.parent / table["image"].iloc[0]).read_bytes())  # exists, refused
+    for row, (column, value, _) in UNLOADABLE.items():
+        table.loc[row, column] = value
+    table.to_csv(manifest, index=False)
+    run = score_run(tiny_score_config(manifest, base / "run", projection=False))
+    return run, table, {table["id"].iloc[row]: why for row, (_, _, why) in UNLOADABLE.items()}

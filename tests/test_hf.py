@@ -15,6 +15,7 @@ import pytest
 datasets = pytest.importorskip("datasets", reason="the Hugging Face `datasets` package is not installed")
 
 from multimem_core.cli import main  # noqa: E402
+from multimem_core.review import DropRule, ids_to_drop  # noqa: E402
 from multimem_core.run import RunDir  # noqa: E402
 
 TINY = ["--image-tower", "mm-tiny", "--text-tower", "mm-tiny", "--image-size", "16", "--epochs", "2", "--views", "2",
@@ -114,6 +115,7 @@ def test_export_to_hf_round_trips(hf_run, tmp_path, capsys):
     ds_dir, run = hf_run
     out = tmp_path / "clean"
     assert main(["export", str(run.path), "--to", "hf", "--out", str(out), "--drop", "top:5"]) == 0
+    assert "dropped 5 of 48 rows" in capsys.readouterr().out
     top5 = set(run.scores().nlargest(5, "multimem")["id"])
     before, after = datasets.load_from_disk(str(ds_dir)), datasets.load_from_disk(str(out))
     assert after.features == before.features
@@ -125,6 +127,22 @@ def test_export_to_hf_round_trips(hf_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(run.path), "--to", "hf", "--out", str(out), "--drop", "top:5"])
     assert "already exists" in capsys.readouterr().err
+
+
+def test_export_of_a_manifest_run_to_hf_counts_the_input_and_leaves_out_unloaded_rows(unloadable_run, tmp_path,
+                                                                                       capsys):
+    """The counts are of the input's rows, before anything is removed, and the rows the run could not load
+    (whose files are missing or refused) are left out like every other cleaned export's."""
+    run, manifest, unloaded = unloadable_run
+    out = tmp_path / "clean"
+    assert main(["export", str(run.path), "--to", "hf", "--out", str(out), "--drop", "top:5"]) == 0
+    said = capsys.readouterr().out.splitlines()[0]
+    assert said.startswith("dropped 5 of 40 rows (the 5 samples with") and "kept 30 (Hugging Face dataset)" in said
+    assert "left out 5 more that the run could not load (2 missing file, 2 empty text, 1 path" in said
+    top5 = set(ids_to_drop(run, DropRule("top", n=5, score=run.ranking_column())))
+    after = datasets.load_from_disk(str(out))
+    assert set(after["id"]) == set(manifest["id"]) - top5 - set(unloaded) and len(after) == 30
+    assert all(isinstance(v["bytes"], bytes) for v in after.with_format("python")["image"])
 
 
 def test_export_to_shards_and_csv(hf_run, tmp_path, capsys):

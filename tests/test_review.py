@@ -177,3 +177,79 @@ def test_cli_export(synth, tmp_path):
     res = subprocess.run([sys.executable, "-m", "multimem_core.cli", "export", str(synth.path), "--out", str(out),
                           "--drop", "top3"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "top:N" in res.stderr and "Traceback" not in res.stderr
+
+
+# ------------------------------------------- rows the run could not load (errors.parquet) are broken rows
+
+
+def _written_ids(out: Path, fmt: str) -> list[str]:
+    if fmt in ("csv", "tsv"):
+        return pd.read_csv(out, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False)["id"].tolist()
+    if fmt == "jsonl":
+        return [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    if fmt == "parquet":
+        return pd.read_parquet(out)["id"].astype(str).tolist()
+    from multimem_core.data.shards import read_shards
+
+    return read_shards(out).table["id"].astype(str).tolist()
+
+
+def _says_every_row(line: str, *, dropped: int, total: int, unloaded: int, kept: int) -> None:
+    assert f"dropped {dropped} of {total} rows" in line, line
+    assert f"left out {unloaded} more that the run could not load (2 missing file, 2 empty text, 1 path" in line, line
+    assert f"kept {kept}" in line and dropped + unloaded + kept == total, line
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "shards"])
+def test_cleaned_export_leaves_out_the_rows_the_run_could_not_load(unloadable_run, fmt, tmp_path):
+    """A missing image, a path outside the dataset folder, an empty caption: the run skipped those rows, so a
+    cleaned export leaves them out too, and its counts say what happened to each of the manifest's rows."""
+    run, manifest, unloaded = unloadable_run
+    rule = DropRule("top", n=3, score=run.ranking_column())
+    top = ids_to_drop(run, rule)
+    export = build_export(run, rule, format=fmt)
+    written = _written_ids(write_export(export, tmp_path / ("clean" if fmt == "shards" else f"clean.{fmt}")), fmt)
+    assert set(written) == set(manifest["id"]) - set(top) - set(unloaded)
+    assert (export.total, export.kept, export.dropped) == (40, 32, top)
+    assert dict(zip(export.skipped["id"], export.skipped["reason"].str[:18])) == \
+        {i: why[:18] for i, why in unloaded.items()}
+    _says_every_row(export.summary(), dropped=3, total=40, unloaded=5, kept=32)
+
+
+def test_id_lists_name_the_rows_the_run_could_not_load(unloadable_run, tmp_path):
+    """Applied to the input, an id list removes what the cleaned manifest leaves out: the unloaded rows too."""
+    run, manifest, unloaded = unloadable_run
+    rule = DropRule("top", n=3, score=run.ranking_column())
+    top = ids_to_drop(run, rule)
+    ids = build_export(run, rule, format="ids")
+    assert ids.data.decode().split() == top + sorted(unloaded, key=manifest["id"].tolist().index)
+    assert (ids.total, ids.kept) == (40, 32)
+    _says_every_row(ids.summary(), dropped=3, total=40, unloaded=5, kept=32)
+    assert np.load(write_export(build_export(run, rule, format="npy"), tmp_path / "x.npy")).tolist() == \
+        sorted(top + list(unloaded))
+    table = pd.read_csv(io.BytesIO(build_export(run, rule, format="ids-csv").data), dtype=str, keep_default_na=False)
+    why = dict(zip(table["id"], table["why"]))
+    assert all(why[i] == rule.describe() for i in top)
+    assert all(why[i].startswith("could not load: " + unloaded[i]) for i in unloaded)
+
+
+def test_cli_export_counts_every_row_and_can_keep_the_unloaded(unloadable_run, tmp_path, capsys):
+    from multimem_core.cli import main
+
+    run, manifest, unloaded = unloadable_run
+    out = tmp_path / "m.csv"
+    assert main(["export", str(run.path), "--out", str(out), "--drop", "top:3"]) == 0
+    said = capsys.readouterr().out
+    _says_every_row(said.splitlines()[0], dropped=3, total=40, unloaded=5, kept=32)
+    assert not set(pd.read_csv(out, dtype=str)["id"]) & set(unloaded)
+    # kept on purpose: every unloaded row is back, and the line adds up without them
+    assert main(["export", str(run.path), "--out", str(tmp_path / "all.csv"), "--drop", "top:3", "--keep-unloaded"]) == 0
+    assert "dropped 3 of 40 rows" in (said := capsys.readouterr().out) and "kept 37" in said
+    assert set(unloaded) <= set(pd.read_csv(tmp_path / "all.csv", dtype=str)["id"])
+    with pytest.raises(SystemExit):  # shards have no media to copy for them
+        main(["export", str(run.path), "--format", "shards", "--out", str(tmp_path / "sh"), "--drop", "top:3",
+              "--keep-unloaded"])
+    assert "could not load" in capsys.readouterr().err and not (tmp_path / "sh").exists()
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "could not load" in " ".join(capsys.readouterr().out.split())

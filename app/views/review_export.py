@@ -137,9 +137,9 @@ if st.button("Build export", type="primary", key="export_build"):
 
 result = st.session_state.get("export_result")
 if result:
-    export, out, described = result
-    st.success(f"Dropped **{len(export.dropped):,}** of {export.total:,} samples ({common.plain(described)}); "
-               f"kept {export.kept:,}. Written to {common.code(out)}.", icon=":material/check_circle:")
+    export, out, _ = result
+    # the same line `multimem export` prints: what happened to every input row, the unloaded ones too
+    st.success(f"{common.plain(export.summary())}. Written to {common.code(out)}.", icon=":material/check_circle:")
     if export.repairs is not None:
         st.caption(f"Applied **{len(export.repairs):,}** repairs to kept samples; the changes are in "
                    f"{common.code(str(repairs_path(out)))}.")

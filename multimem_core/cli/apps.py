@@ -118,7 +118,12 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="file to write (a folder for --format shards)")
     p.add_argument("--drop", default=None, metavar="RULE",
                    help="flagged (flagged as noisy in the dashboard), top:N (the N most suspicious by --score), "
-                        "above:T or below:T (score vs threshold)")
+                        "above:T or below:T (score vs threshold). A cleaned export (a manifest, shards, hf, an id "
+                        "list) also leaves out the rows the run could not load (missing file, path outside the "
+                        "dataset folder, empty text, ...: RUN/errors.parquet), and the summary line counts them")
+    p.add_argument("--keep-unloaded", action="store_true",
+                   help="keep the rows the run could not load in the cleaned manifest or hf dataset (and out of an "
+                        "id list): by default they are left out as broken rows. Not with --format shards")
     p.add_argument("--score", default=None,
                    help="score column for top/above/below (any column of scores.parquet; default: the run's ranking, "
                         "the column its self-check found best, as `multimem summary` names it)")
@@ -155,7 +160,7 @@ def cmd_export(args) -> int:
     if fmt in TOOL_FORMATS:
         try:
             rule = parse_drop_rule(args.drop, score=score) if args.drop else None
-            print(f"{export_to(run, fmt, args.out, rule)}\nwrote {args.out}")
+            print(f"{export_to(run, fmt, args.out, rule, keep_unloaded=args.keep_unloaded)}\nwrote {args.out}")
         except (ReviewError, RunDirError) as e:
             raise CLIError(str(e))
         return 0
@@ -163,12 +168,12 @@ def cmd_export(args) -> int:
         raise CLIError(f"--format {fmt} needs --drop RULE (flagged, top:N, above:T or below:T)")
     try:
         rule = parse_drop_rule(args.drop, score=score)
-        export = build_export(run, rule, format=fmt, repairs=args.repairs)
+        export = build_export(run, rule, format=fmt, repairs=args.repairs, keep_unloaded=args.keep_unloaded)
         # shards: refuses a folder that already holds shards
         out = write_export(export, args.out, absolute_paths=args.absolute_paths, overwrite=args.overwrite)
     except (ReviewError, RunDirError) as e:
         raise CLIError(str(e))
-    print(f"{export.summary()}: {rule.describe()}\nwrote {out}")
+    print(f"{export.summary()}\nwrote {out}")
     if export.repairs is not None:
         from multimem_core.repairs import repairs_path
 

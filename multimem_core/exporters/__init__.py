@@ -19,8 +19,10 @@ FORMATS = ("hf", "fiftyone", "spotlight", "label-studio")
 NEEDS_DROP = ("hf",)  # the others carry every sample with its scores; a drop rule only marks rows
 
 
-def export_to(run: RunDir, fmt: str, out: str | Path, rule: DropRule | None) -> str:
-    """Write `run` in format `fmt` to `out`; the one-line summary to print."""
+def export_to(run: RunDir, fmt: str, out: str | Path, rule: DropRule | None, *, keep_unloaded: bool = False) -> str:
+    """Write `run` in format `fmt` to `out`; the one-line summary to print. The Hugging Face dataset is a cleaned
+    export: it follows multimem_core.export's rule (the rule's rows and the rows the run could not load left out,
+    unless `keep_unloaded`) and its summary (export_summary)."""
     if fmt in NEEDS_DROP and rule is None:
         raise ReviewError(f"--to {fmt} needs --drop RULE (e.g. --drop top:100, or --drop flagged)")
     from multimem_core.outputs import OutputError, check_output
@@ -29,12 +31,15 @@ def export_to(run: RunDir, fmt: str, out: str | Path, rule: DropRule | None) -> 
         check_output(out, inputs=[run.input_path], writes="file" if fmt in ("spotlight", "label-studio") else "folder")
     except OutputError as e:
         raise ReviewError(str(e)) from e
-    dropped = set(ids_to_drop(run, rule)) if rule is not None else set()
     if fmt == "hf":
+        from multimem_core.export import export_summary, removal
         from .hf import write_hf
 
-        kept, total = write_hf(run, dropped, out)
-        return f"dropped {total - kept} of {total} rows, kept {kept} (Hugging Face dataset)"
+        dropped, skipped, _ = removal(run, rule, keep_unloaded=keep_unloaded)
+        kept, total = write_hf(run, set(dropped) | set(skipped["id"]), out)
+        return export_summary(total=total, dropped=len(dropped), skipped=skipped, kept=kept, rule=rule.describe(),
+                              what="Hugging Face dataset")
+    dropped = set(ids_to_drop(run, rule)) if rule is not None else set()
     if fmt == "fiftyone":
         from .tools import write_fiftyone
 

@@ -27,29 +27,34 @@ def require_datasets():
     return datasets
 
 
-def write_hf(run: RunDir, dropped: set[str], out: str | Path) -> tuple[int, int]:
-    """Write the input's rows minus `dropped` as a dataset folder `out` (which must not exist yet or be
-    empty); (rows kept, rows in the input)."""
+def write_hf(run: RunDir, removed: set[str], out: str | Path) -> tuple[int, int]:
+    """Write the input's rows minus those of the ids in `removed` (the drop rule's and the rows the run could not
+    load: multimem_core.export.removal) as a dataset folder `out` (which must not exist yet or be empty);
+    (rows kept, rows in the input), both counted on the input as it was before anything was removed."""
+    from multimem_core.export import cleaned_manifest, unloaded_rows
+
     datasets = require_datasets()
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReviewError(f"{out} already exists and is not an empty folder: choose a new --out "
                           "(export never writes over files)")
     info = run.config().get("manifest") or {}
-    samples = run.samples()
-    drop_rows = set(samples.loc[samples["id"].astype(str).isin(dropped), "row"].astype(int))
     if info.get("format") == "hf" and info.get("hf"):
+        samples, unloaded = run.samples(), unloaded_rows(run)
+        rows = dict(zip(unloaded["id"], unloaded["row"]))  # the unloaded rows are in the input, not in samples
+        rows.update(zip(samples["id"].astype(str), samples["row"].astype(int)))
+        drop_rows = {rows[i] for i in removed if i in rows}
         ds = _input_dataset(datasets, run, info["hf"])
+        total = len(ds)
+        ds = ds.select([i for i in range(total) if i not in drop_rows])
     else:
-        ds = _dataset_from_manifest(datasets, run, dropped)
-        drop_rows = set()  # the manifest's kept rows only
-    total = len(ds)
-    keep = [i for i in range(total) if i not in drop_rows]
+        table, total = cleaned_manifest(run, removed)  # the manifest's (or the shards') kept rows
+        ds = _dataset_from_manifest(datasets, run, table)
     try:
-        ds.select(keep).save_to_disk(str(out))
+        ds.save_to_disk(str(out))
     except (OSError, ValueError) as e:
         raise ReviewError(f"cannot write the dataset into {out}: {e}") from e
-    return len(keep), total
+    return len(ds), total
 
 
 def _input_dataset(datasets, run: RunDir, hf: dict):
@@ -79,11 +84,9 @@ def _input_dataset(datasets, run: RunDir, hf: dict):
     return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
 
 
-def _dataset_from_manifest(datasets, run: RunDir, dropped: set[str]):
-    """The kept rows of a manifest (or shards) with each media file's bytes in an Image/Audio/Video feature."""
-    from multimem_core.export import cleaned_manifest
-
-    table, _ = cleaned_manifest(run, dropped)
+def _dataset_from_manifest(datasets, run: RunDir, table):
+    """The kept rows of a manifest (or shards), `table`, with each media file's bytes in an Image/Audio/Video
+    feature."""
     names = (run.config().get("manifest") or {}).get("source_columns") or {}
     root = run.dataset_root
     columns, features = {}, {}
