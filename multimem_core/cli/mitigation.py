@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from multimem_core.config import DEVICES
+
 from .common import CLIError, existing_path
 
 
 def add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=existing_path, help="run directory (its saved models and dataset)")
     p.add_argument("--prompt", default="a {label}", help="zero-shot text prompt; {label} becomes each class name")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="cpu, cuda, or auto")
     p.add_argument("--json", action="store_true", help="print the JSON written to RUN/evaluation.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

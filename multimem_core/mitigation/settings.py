@@ -6,6 +6,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
+from ..config import DEVICES
 from ..evaluate import EvalConfig
 from ..options import option, validate
 
@@ -69,7 +70,7 @@ class MitigateConfig:
                                help="views per sample in the re-score (None: the run's)")
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0                           # random ranking
-    device: str = option("auto", flag="--device", group="measuring", help="cpu, cuda, or auto")
+    device: str = option("auto", flag="--device", choices=DEVICES, group="measuring", help="cpu, cuda, or auto")
     progress: bool = option(True, flag="--quiet", negate=True, group="measuring", help="no progress bars")
 
     def __post_init__(self):
