@@ -114,6 +114,9 @@ def test_removal_order_directions():
     assert removal_order(scores, "multimem").tolist() == ["b", "d", "a", "c"]
     assert removal_order(scores, "base__cosine").tolist() == ["b", "c", "d", "a"]  # low agreement first
     assert removal_order(scores, "base__clipmem").tolist() == ["d", "b", "c", "a"]  # memorized first
+    # the self-check's rankings: -cmc_out ranks the column cmc_out, lowest first
+    scores["cmc_out"] = [0.4, 0.2, 0.9, -0.1]
+    assert removal_order(scores, "-cmc_out").tolist() == ["d", "b", "a", "c"]
     r1, r2 = removal_order(scores, "random", seed=1), removal_order(scores, "random", seed=1)
     assert r1.tolist() == r2.tolist() and sorted(r1) == list("abcd")
     with pytest.raises(MitigationError, match="unknown ranking"):

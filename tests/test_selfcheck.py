@@ -240,3 +240,17 @@ def test_an_uncertain_correction_does_not_win_the_ranking():
     shaky, steady = out["candidates"]["shaky"], out["candidates"]["steady"]
     assert shaky["expected_auroc"] > steady["expected_auroc"]
     assert shaky["expected_auroc_low"] < steady["expected_auroc_low"] and out["ranking"] == "steady"
+
+
+def test_a_ranking_named_as_summary_names_it_works_as_a_cli_value(crossfit_run, tmp_path):
+    """`--score -cmc_out`: argparse alone reads "-cmc_out" as an option; export ranks by the column cmc_out."""
+    from multimem_core.cli import build_parser, join_dashed_values, main
+
+    args = build_parser().parse_args(join_dashed_values(
+        ["mitigate", str(crossfit_run.path), "--strategy", "remove", "--score", "-cmc_out"]))
+    assert args.score == "-cmc_out"
+    assert main(["export", str(crossfit_run.path), "--format", "ids", "--out", str(tmp_path / "ids.txt"),
+                 "--drop", "top:3", "--score", "-cmc_out"]) == 0
+    scores = crossfit_run.scores()
+    lowest = scores.nsmallest(3, "cmc_out")["id"].astype(str).tolist()
+    assert (tmp_path / "ids.txt").read_text().split()[:3] == lowest

@@ -15,8 +15,9 @@ from multimem_core.run import RunDirError
 from multimem_core.targeted import DEFAULTS, TargetedAugment
 
 PALETTE = {"multimem": "#E45756", "base__cosine": "#4C78A8", "base__clipmem": "#F58518", "random": "#9D9D9D",
-           "none": "#54A24B"}
+           "-cmc_out": "#B279A2", "combo__meanrank": "#72B7B2", "none": "#54A24B"}
 RANKING_LABEL = {"multimem": "MultiMem", "base__cosine": "cosine", "base__clipmem": "CLIPMem", "random": "random",
+                 "-cmc_out": "-cmc_out (the model that never saw it)", "combo__meanrank": "mean rank",
                  "none": "nothing removed"}
 AUG_HELP = {"noise": "Gaussian noise σ on the representations (paper: 0.1)", "caption": "token dropout and word order",
             "crop": "image/video crops down to 1 − strength of the side", "jitter": "brightness/contrast ±",

@@ -150,13 +150,15 @@ def add_export(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(args) -> int:
     from multimem_core.export import build_export, default_format, write_export
-    from multimem_core.review import ReviewError, parse_drop_rule
+    from multimem_core.review import ReviewError, lower_is_worse, parse_drop_rule
     from multimem_core.exporters import FORMATS as TOOL_FORMATS, export_to
     from multimem_core.run import RunDir, RunDirError
 
     run = RunDir(args.run)
     fmt = args.format or default_format(run, args.out)
     score = args.score or run.ranking_column()  # the run's own ranking unless the user names a column
+    if score.startswith("-") and lower_is_worse(score[1:]):  # a ranking as `multimem summary` names it (-cmc_out)
+        score = score[1:]
     if fmt in TOOL_FORMATS:
         try:
             rule = parse_drop_rule(args.drop, score=score) if args.drop else None

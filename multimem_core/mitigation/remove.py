@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from ..run import atomic_write_parquet
 from ..train import train_model
 from .session import Session, change, load_metrics
-from .settings import RANKINGS, MitigationError
+from .settings import RANKINGS, SWEEP_RANKINGS, MitigationError
 
 
 def removal_order(scores: pd.DataFrame, ranking: str, *, seed: int = 0) -> np.ndarray:
@@ -21,9 +21,10 @@ def removal_order(scores: pd.DataFrame, ranking: str, *, seed: int = 0) -> np.nd
     ids = scores["id"].astype(str).to_numpy()
     if ranking == "random":
         return ids[np.random.default_rng(seed).permutation(len(ids))]
-    if ranking not in scores.columns:
-        raise MitigationError(f"the run has no {ranking} column (CLIPMem needs image and text)")
-    v = scores[ranking].to_numpy(dtype=np.float64)
+    column = ranking.removeprefix("-")  # -cmc_out ranks the column cmc_out, its direction in RANKINGS
+    if column not in scores.columns:
+        raise MitigationError(f"the run has no {column} column (CLIPMem needs image and text)")
+    v = scores[column].to_numpy(dtype=np.float64)
     v = np.nan_to_num(-v if RANKINGS[ranking] == "low" else v, nan=-np.inf)
     return ids[np.argsort(-v, kind="stable")]
 
@@ -39,7 +40,7 @@ def run_remove(s: Session) -> dict:
     curves (more N, more rankings, more random draws) instead of starting over."""
     cfg, inp = s.cfg, s.inputs
     counts = sorted(set(cfg.sweep)) if cfg.sweep else [cfg.top]
-    rankings = list(cfg.rankings or ([r for r in RANKINGS if r == "random" or r in s.base_scores.columns]
+    rankings = list(cfg.rankings or ([r for r in SWEEP_RANKINGS if r == "random" or r in s.base_scores.columns]
                                      if cfg.sweep else [cfg.score]))
     lr = cfg.finetune_lr or s.scfg.train.lr / 4
     ft = s.train_cfg(epochs=cfg.finetune_epochs, lr=lr)

@@ -12,8 +12,13 @@ from ..options import option, validate
 
 STRATEGIES = ("remove", "regroup", "augment")
 # Removal rankings, each with the direction that means "remove first". CLIPMem is a memorization score
-# (the image–text pair of MultiMem): high = memorized. The cosine baseline flags low agreement.
-RANKINGS = {"multimem": "high", "base__cosine": "low", "base__clipmem": "high", "random": None}
+# (the image–text pair of MultiMem): high = memorized. The cosine baseline flags low agreement. The last two are
+# rankings a run's self-check may choose (`multimem summary` names them): -cmc_out (the column cmc_out, lowest
+# first: the model that never trained on a row aligns it poorly) and their mean rank.
+RANKINGS = {"multimem": "high", "base__cosine": "low", "base__clipmem": "high", "random": None,
+            "-cmc_out": "low", "combo__meanrank": "high"}
+# What a sweep compares unless --rankings says otherwise: the paper's study (MultiMem against its baselines).
+SWEEP_RANKINGS = ("multimem", "base__cosine", "base__clipmem", "random")
 
 
 class MitigationError(ValueError):
