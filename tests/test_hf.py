@@ -264,3 +264,15 @@ def test_audio_feature_bytes_decode(tmp_path):
     spectrum = np.abs(np.fft.rfft(decoded.arrays["audio"][2]))
     assert abs(np.argmax(spectrum) * 16000 / 8000 - 440) < 5
     assert mime_of(read_hf_media(source.root, source.table["audio"][0])) == "audio/wav"
+
+
+def test_a_folder_with_manifests_beside_data_files_asks_which_to_read(tmp_path):
+    from multimem_core.data.manifest import ManifestError
+    from multimem_core.inputs import read_input
+
+    table = pd.DataFrame({"image": ["a.png"], "text": ["a cat"]})
+    table.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "data").mkdir()
+    table.to_parquet(tmp_path / "data" / "train-00000.parquet")
+    with pytest.raises(ManifestError, match=r"holds manifests \(train.csv\) beside .parquet data files"):
+        read_input(tmp_path)

@@ -85,6 +85,12 @@ def data_files(path: str | Path) -> tuple[Path, list[Path], str] | None:
     for ext, kind in ((".parquet", "parquet"), (".arrow", "arrow")):
         found = sorted(p for p in path.rglob(f"*{ext}") if p.is_file())
         if found:
+            # a folder of data files is one dataset; manifests beside them make it a folder of inputs: ask which
+            others = sorted(p.name for p in path.iterdir() if p.suffix in (".csv", ".tsv", ".jsonl") and p.is_file())
+            if others:
+                raise ManifestError(f"{path}: holds manifests ({', '.join(others[:3])}{', …' if len(others) > 3 else ''})"
+                                    f" beside {ext} data files ({found[0].relative_to(path)}{', …' if len(found) > 1 else ''}):"
+                                    " name the file to read, e.g. " + str(path / others[0]) + ".")
             return path.resolve(), [p.resolve() for p in found], kind
     return None
 
