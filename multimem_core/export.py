@@ -42,6 +42,7 @@ class Export:
     root: str = ""
     media_columns: tuple[str, ...] = ()  # manifests: the columns that hold media paths (the input's own names)
     repairs: pd.DataFrame | None = None  # the repairs applied (multimem_core.repairs.apply_repairs), if asked
+    dataset: str = ""  # the folder of the run's data: write_export writes over no file in it unless told so
 
     def summary(self) -> str:
         return f"dropped {len(self.dropped)} of {self.total} samples, kept {self.kept} ({self.format})"
@@ -72,6 +73,15 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
                  store: ReviewStore | None = None, repairs: bool = False) -> Export:
     """The export of `run` without the samples `rule` drops; with `repairs`, the recorded repairs applied to the
     kept samples (multimem_core.repairs) and their log in Export.repairs."""
+    from multimem_core.outputs import dataset_of
+
+    export = _build_export(run, rule, format=format, store=store, repairs=repairs)
+    export.dataset = str(dataset_of(run) or "")
+    return export
+
+
+def _build_export(run: RunDir, rule: DropRule, *, format: str | None, store: ReviewStore | None,
+                  repairs: bool) -> Export:
     fmt = format or default_format(run)
     if fmt not in FORMATS:
         raise ReviewError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -131,9 +141,9 @@ def write_export(export: Export, out: str | Path, *, absolute_paths: bool = Fals
 
     try:
         if export.format == SHARD_FORMAT:  # a folder of new shards: never the shards it copies from
-            check_output(out, inputs=[export.root], writes="run")
+            check_output(out, inputs=[export.root], writes="folder")
         else:
-            check_output(out, inputs=[export.source], overwrite=overwrite)
+            check_output(out, inputs=[export.source], overwrite=overwrite, dataset=export.dataset)
     except OutputError as e:
         raise ReviewError(str(e)) from e
     out = Path(out).expanduser()
