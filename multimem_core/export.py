@@ -50,6 +50,7 @@ class Export:
     # the rows left out because the run could not load them (unloaded_rows: id, row, reason), besides `dropped`
     skipped: pd.DataFrame | None = None
     rule: str = ""  # the drop rule, described (DropRule.describe)
+    dataset: str = ""  # the folder of the run's data: write_export writes over no file in it unless told so
 
     @property
     def removed(self) -> list[str]:
@@ -129,6 +130,15 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
     """The export of `run` without the samples `rule` drops and without the rows the run could not load (unless
     `keep_unloaded`); with `repairs`, the recorded repairs applied to the kept samples (multimem_core.repairs) and
     their log in Export.repairs."""
+    from multimem_core.outputs import dataset_of
+
+    export = _build_export(run, rule, format=format, store=store, repairs=repairs, keep_unloaded=keep_unloaded)
+    export.dataset = str(dataset_of(run) or "")
+    return export
+
+
+def _build_export(run: RunDir, rule: DropRule, *, format: str | None, store: ReviewStore | None,
+                  repairs: bool, keep_unloaded: bool) -> Export:
     fmt = format or default_format(run)
     if fmt not in FORMATS:
         raise ReviewError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -198,9 +208,9 @@ def write_export(export: Export, out: str | Path, *, absolute_paths: bool = Fals
 
     try:
         if export.format == SHARD_FORMAT:  # a folder of new shards: never the shards it copies from
-            check_output(out, inputs=[export.root], writes="run")
+            check_output(out, inputs=[export.root], writes="folder")
         else:
-            check_output(out, inputs=[export.source], overwrite=overwrite)
+            check_output(out, inputs=[export.source], overwrite=overwrite, dataset=export.dataset)
     except OutputError as e:
         raise ReviewError(str(e)) from e
     out = Path(out).expanduser()

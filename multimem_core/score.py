@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -116,8 +117,6 @@ def embed_terms(model, data: dict[str, torch.Tensor], *, heldout: np.ndarray, n:
 def resolve_media(cfg: ScoreConfig) -> ScoreConfig:
     """The config with the image decode size filled in: None means the image tower's own (160 px for the
     frozen EfficientNet-Lite towers, 32 px for mm-tiny)."""
-    from dataclasses import replace
-
     from .models.frozen_image import native_image_size
 
     if cfg.media.image_size is not None:
@@ -131,9 +130,10 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     A run that stops with an error is marked failed (config.json status, progress.json stage) before
     the error goes on; a killed one keeps status "running" without a lock holder. Either way only a
     run whose status is "complete" counts as complete (RunDir.is_complete)."""
-    from .outputs import check_output
+    from .outputs import OutputError, check_output
 
-    check_output(cfg.out, inputs=[cfg.input], writes="run")  # never into the dataset it reads, never over a file
+    # never into the dataset it reads, over a file or into a folder of something else than a run
+    check_output(cfg.out, inputs=[cfg.input], writes="run")
     cfg = resolve_media(cfg)
     distributed = init_distributed()
     rank, _ = dist_info()
@@ -143,22 +143,29 @@ def score_run(cfg: ScoreConfig) -> RunDir:
     with RunLock(run.path, "multimem score"):
         try:
             return _score_run(cfg, run, distributed)
+        except OutputError:  # refused before writing: the run in --out stays as it was
+            raise
         except BaseException as e:
             run.mark_failed(e)
             raise
 
 
 def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
+    from .outputs import check_resumable
+
     rank, world = dist_info()
-    run.path.mkdir(parents=True, exist_ok=True)
     lead = rank == 0
+    t_read = time.perf_counter()
+    source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
+    modalities = list(cfg.modalities or source.modalities)
+    # before this command writes into --out: a run there is resumed only by the command that made it
+    check_resumable(run.path, replace(cfg, modalities=modalities), source.sha256)
+    run.path.mkdir(parents=True, exist_ok=True)
     stages = Stages(run, lead)
+    if lead:
+        run.record_timing("read", time.perf_counter() - t_read)
     device = resolve_device(cfg.device)
     progress = cfg.progress and lead
-
-    with stages("read"):
-        source = read_input(cfg.input, keys=cfg.keys, modalities=cfg.modalities)
-    modalities = list(cfg.modalities or source.modalities)
     base_config = {
         **cfg.to_dict(), "modalities": modalities, "status": "running", "versions": package_versions(),
         **manifest_config(source), "dataset": dataset_info(source), "world_size": world, "created": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -557,6 +557,77 @@ def test_export_over_the_input_manifest_when_told_so(imported):
     assert len(pd.read_csv(manifest)) == 17
 
 
+def unlocked(folder: Path) -> dict:
+    """snapshot() without the run lock, which notes each command that takes it, even one that then refuses."""
+    return {k: v for k, v in snapshot(folder).items() if Path(k).name != ".lock"}
+
+
+@pytest.mark.parametrize("target", ["good/0.png", "good/7.png", "notes.txt"])
+@pytest.mark.parametrize("fmt", ["csv", "ids"])
+def test_export_never_writes_over_a_file_of_the_dataset(imported, target, fmt):
+    """The manifest's media (and any other file in the dataset's folder) are the dataset's own: an export there
+    is one line naming the file and --overwrite, and the file is as it was. A new file there is fine."""
+    data, _, run_path = imported
+    (data / "notes.txt").write_text("the dataset's readme\n")
+    out = data / target
+    before = out.read_bytes()
+    res = cli("export", str(run_path), "--out", str(out), "--drop", "top:3", "--format", fmt)
+    one_line_error(res, str(out.resolve()), "dataset", "--overwrite")
+    assert out.read_bytes() == before
+    res = cli("export", str(run_path), "--out", str(data / "good" / f"new.{fmt}"), "--drop", "top:3", "--format", fmt)
+    assert res.returncode == 0, res.stderr
+
+
+def test_score_writes_only_into_a_new_folder_or_its_own_run(imported, tmp_path):
+    """`score --out` on the dataset's image folder, on a folder that holds the manifest, on a folder of other
+    things or on a run an importer made: one line each, nothing written there. A demo's run holds its own data,
+    a New-run job its request."""
+    from multimem_core.outputs import check_output
+
+    data, manifest, run_path = imported
+    (other := tmp_path / "notes").mkdir()
+    (other / "todo.txt").write_text("x")
+    inner = pd.read_csv(manifest).assign(image=lambda t: t["image"].str.removeprefix("good/"))
+    inner.to_csv(inner_manifest := data / "good" / "inner.csv", index=False)
+    cases = [(manifest, data / "good", "not empty"), (inner_manifest, data, "holds"), (manifest, tmp_path, "not empty"),
+             (manifest, other, "not empty"), (manifest, run_path, "import-scores")]
+    for source, out, words in cases:
+        before = unlocked(out)
+        one_line_error(cli("score", str(source), "--out", str(out), "--epochs", "1", *TINY), str(out.resolve()),
+                       words, "--out")
+        assert unlocked(out) == before, out
+    demo = tmp_path / "demo"
+    (demo / "data").mkdir(parents=True)
+    (demo / "data" / "manifest.csv").write_text("id,text\n")
+    assert check_output(demo, inputs=[demo / "data" / "manifest.csv"], writes="run") == demo.resolve()
+    (job := tmp_path / "job").mkdir()  # the New-run page writes the job's request and log, then scores into it
+    (job / "request.json").write_text("{}")
+    (job / "log.txt").write_text("$ multimem score --config job/request.json\n")
+    assert check_output(job, inputs=[manifest], writes="run") == job.resolve()
+
+
+def test_score_resumes_only_the_run_the_same_command_made(imported, tmp_path):
+    """A finished run of one manifest: score with another manifest or other options into it is refused (one line
+    saying which differs), the run and its flags untouched; the same command again resumes it."""
+    data, manifest, _ = imported
+    out = tmp_path / "scored"
+    command = ["score", str(manifest), "--out", str(out), "--epochs", "1", "--modalities", "image,text", *TINY]
+    res = cli(*command)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from multimem_core.review import ReviewStore
+
+    ReviewStore(out).flag(["good1"], "noisy", reviewer="ann")
+    pd.read_csv(manifest).iloc[:18].to_csv(other := data / "other.csv", index=False)
+    before = unlocked(out)
+    one_line_error(cli("score", str(other), "--out", str(out), *command[4:]), "another input manifest", str(other),
+                   "new --out")
+    one_line_error(cli(*command[:-len(TINY)], *TINY[:-2], "--seed", "1"), "other options", "train.seed 0 -> 1")
+    assert unlocked(out) == before
+    res = cli(*command)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert RunDir(out).config()["status"] == "complete" and ReviewStore(out).flagged_ids() == ["good1"]
+
+
 def test_an_import_never_replaces_the_folder_it_reads(imported, tmp_path):
     data, manifest, _ = imported
     before = snapshot(data)

@@ -14,7 +14,8 @@ import pandas as pd
 from ..protocol import assignment_from_roles
 from ..names import HELDOUT, ROLES_PAPER
 from ..run import RunDir
-from ..runlock import LOCK_NAME, RunLock, lock_path
+from ..outputs import content
+from ..runlock import RunLock, lock_path
 from .embedding_files import (MAX_LISTED, TABLE_SUFFIXES, ImportValidationError, ModelEmbeddings, shown_ids,
                               read_id_lines)
 
@@ -131,15 +132,14 @@ class StagingDir:
 
     def __init__(self, out: str | Path, *, overwrite: bool, command: str = "multimem import",
                  inputs: Sequence[str | Path | None] = ()):
-        from ..outputs import OutputError, check_output
+        from ..outputs import OutputError, check_output, not_empty
 
         try:  # a folder that holds what the import reads is never replaced, --overwrite or not
             self.out = check_output(out, inputs=[p for p in inputs if p], writes="replaced run")
         except OutputError as e:
             raise ImportValidationError(str(e)) from e
-        if self.out.exists() and not (self.out.is_dir() and not _content(self.out)) and not overwrite:
-            raise ImportValidationError(f"{self.out} exists and is not empty: choose another --out, or pass "
-                                        "--overwrite to replace it.")
+        if self.out.exists() and not (self.out.is_dir() and not content(self.out)) and not overwrite:
+            raise ImportValidationError(not_empty(self.out, remedy=", or pass --overwrite to replace it"))
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.out.parent / f".{self.out.name}.importing-{os.getpid()}"
         self.created = not self.out.exists()
@@ -155,7 +155,7 @@ class StagingDir:
         try:
             if exc_type is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
-                if self.created and not _content(self.out):  # leave nothing behind, not even the lock's folder
+                if self.created and not content(self.out):  # leave nothing behind, not even the lock's folder
                     lock_path(self.out).unlink(missing_ok=True)
                     self.out.rmdir()
                 return False
@@ -172,11 +172,6 @@ class StagingDir:
             return False
         finally:
             self.lock.release()
-
-
-def _content(folder: Path) -> list[Path]:
-    """What a folder holds besides a run lock file."""
-    return [p for p in folder.iterdir() if p.name != LOCK_NAME] if folder.is_dir() else []
 
 
 def check_same_ids(models: dict[str, ModelEmbeddings]) -> None:
