@@ -129,8 +129,10 @@ def _refuse_run_files(target: Path, hint: str) -> None:
 
 
 # ScoreConfig fields that change how a run is computed or shown, not its scores: a resumed run may change them.
+# And "selfcheck": a finished run's config.json keeps the self-check's figures under that key, not its options,
+# so they cannot be compared (each model's training fingerprint still retrains what a new plan changes).
 RESUME_MAY_CHANGE = ("input", "out", "progress", "device", "chunk_size", "projection", "projection_per_modality",
-                     "save_views")
+                     "save_views", "selfcheck")
 
 
 def check_resumable(out: Path, cfg, sha256: str) -> None:
