@@ -129,14 +129,22 @@ def request(input: str | Path, out: str | Path, values: dict) -> ScoreConfig:
         raise LaunchError(str(e)) from e
 
 
+def check_run_name(name: str) -> str:
+    """`name` if it is a run's folder name (NAME_RE: no path, nothing hidden); LaunchError otherwise."""
+    if not NAME_RE.match(name):
+        raise LaunchError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (up to 80), starting with a "
+                          "letter or digit.")
+    return name
+
+
 def start(cfg: ScoreConfig, *, root: str | Path | None = None) -> Path:
     """Check the job, write RUN/request.json, then start `multimem score --config` on it in its own process
     group, logging to RUN/log.txt."""
     root = Path(root or data_root()).resolve()
-    out = Path(cfg.out).expanduser().resolve()
-    if not NAME_RE.match(out.name):
-        raise LaunchError(f"run name {out.name!r}: use letters, digits, '.', '_' or '-' (up to 80), starting with a "
-                          "letter or digit.")
+    given = Path(cfg.out).expanduser()
+    # checked as given: "runs/../../x" resolves to a folder named "x" anywhere on the disk
+    check_run_name(given.name if ".." not in given.parts else "..")
+    out = given.resolve()
     cfg = replace(cfg, input=str(resolve_under(root, cfg.input)), out=str(out), progress=False)
     holder = describe_holder(out)
     if holder is not None:

@@ -125,6 +125,7 @@ def test_start_refuses_bad_settings(tmp_path):
     (tmp_path / "m.csv").write_text("id,text,image\n")
     good = dict(input="m.csv", out=str(tmp_path / "runs" / "ok"))
     for kwargs, message in [({"out": str(tmp_path / "runs" / "bad name")}, "run name"),
+                            ({"out": str(tmp_path / "runs" / ".." / ".." / "escaped")}, "run name"),
                             ({"protocol": "other"}, "--protocol other: choose one of crossfit, paper"),
                             ({"folds": 1}, "--folds 1: must be at least 2"),
                             ({"epochs": 0}, "--epochs 0: must be at least 1"),
@@ -132,4 +133,4 @@ def test_start_refuses_bad_settings(tmp_path):
         paths = {k: kwargs.pop(k, good[k]) for k in ("input", "out")}
         with pytest.raises(launch.LaunchError, match=message):
             launch.start(launch.request(paths["input"], paths["out"], kwargs), root=tmp_path)
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escaped").exists()

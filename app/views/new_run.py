@@ -188,7 +188,8 @@ with right:
         st.caption("Pick at least two modalities.")
     if st.button("Start run", type="primary", icon=":material/play_arrow:", disabled=not ready, key="newrun_start"):
         try:
-            out = launch.start(launch.request(path, folder / name.strip(), {**values, "modalities": picked}), root=root)
+            run_name = launch.check_run_name(name.strip())  # a name, not a path: the run stays in this folder
+            out = launch.start(launch.request(path, folder / run_name, {**values, "modalities": picked}), root=root)
         except launch.LaunchError as e:
             st.error(str(e), icon=":material/block:")
         else:
