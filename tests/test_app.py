@@ -125,6 +125,17 @@ def test_flag_click_writes_a_row_and_export_drops_exactly_the_flagged(run, monke
     original = pd.read_csv(run.config()["manifest"]["path"], dtype=str, keep_default_na=False)
     assert list(cleaned.columns) == list(original.columns)
     assert set(cleaned["id"]) == set(original["id"]) - flagged and len(cleaned) == len(original) - 2
+    at.button(key="export_build").click().run()  # again, within the same second most likely: a file of its own
+    assert len(sorted((run.path / "exports").glob("cleaned_manifest_flagged_*.csv"))) == 2
+
+
+def test_a_threshold_rule_defaults_to_dropping_a_tenth_from_its_own_side(run, monkeypatch):
+    at = start(run.path, monkeypatch, "views/review_export.py")
+    at.radio(key="export_rule").set_value("below").run()
+    score = at.selectbox(key="export_score").value
+    values = run.scores()[score].dropna()
+    threshold = at.number_input(key=f"export_threshold_below_{score}").value
+    assert abs((values < threshold).mean() - 0.1) < 0.02  # a tenth, not nine tenths
 
 
 def test_undo_on_review_page(run, monkeypatch):

@@ -11,7 +11,7 @@ from app import common, run_data
 from multimem_core import diagnose
 from multimem_core.export import FORMATS, ID_FORMATS, MANIFEST_FORMATS, build_export, default_format, write_export
 from multimem_core.repairs import current_repairs, repairs_path
-from multimem_core.review import LABELS, DropRule, ReviewError
+from multimem_core.review import LABELS, DropRule, ReviewError, lower_is_worse
 
 FORMAT_NAMES = {"csv": "cleaned manifest, CSV", "tsv": "cleaned manifest, TSV", "jsonl": "cleaned manifest, JSONL",
                 "parquet": "cleaned manifest, Parquet", "ids": "removed ids, text (one a line)",
@@ -109,8 +109,14 @@ if rule_kind in ("top", "above", "below"):
                                 step=10, key="export_n"))
     else:
         v = data.table[score].dropna()
-        default = float(v.quantile(0.9)) if len(v) else 0.0
-        threshold = float(e2.number_input("Threshold", value=round(default, 4), format="%.4f", key="export_threshold"))
+        # the threshold that drops a tenth of the rows, from the side the rule drops (its own key per rule and
+        # score, so that switching recomputes it)
+        default = float(v.quantile(0.9 if rule_kind == "above" else 0.1)) if len(v) else 0.0
+        threshold = float(e2.number_input("Threshold", value=round(default, 4), format="%.4f",
+                                          key=f"export_threshold_{rule_kind}_{score}"))
+        if lower_is_worse(score) == (rule_kind == "above"):
+            e2.caption(f"For {diagnose.score_label(score)}, {'lower' if lower_is_worse(score) else 'higher'} "
+                       "is more suspicious: this rule drops the least suspicious rows.")
 formats = list(FORMATS)
 fmt_default = default_format(data.run)
 fmt = e3.selectbox("Format", formats, index=formats.index(fmt_default), format_func=FORMAT_NAMES.get,
@@ -128,7 +134,12 @@ if st.button("Build export", type="primary", key="export_build"):
         export = build_export(data.run, rule, format=fmt, store=store,
                               repairs=with_repairs and bool(len(fixes)) and fmt not in ID_FORMATS)
         stem = "cleaned_manifest" if fmt in MANIFEST_FORMATS else "cleaned_shards" if fmt == "shards" else "removed_ids"
-        out = data.run.path / "exports" / f"{stem}_{rule.kind}_{datetime.now():%Y%m%d-%H%M%S}{export.suffix}"
+        name = f"{stem}_{rule.kind}_{datetime.now():%Y%m%d-%H%M%S}"
+        out = data.run.path / "exports" / f"{name}{export.suffix}"
+        for k in range(2, 1000):  # two exports within a second: the second gets its own file, the first stays
+            if not out.exists():
+                break
+            out = out.with_name(f"{name}-{k}{export.suffix}")
         write_export(export, out)
         st.session_state["export_result"] = (export, str(out), rule.describe())
     except ReviewError as e:
