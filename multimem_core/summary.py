@@ -84,6 +84,8 @@ def _why_no_selfcheck(cfg: dict) -> str:
     sc = cfg.get("selfcheck") or {}
     if sc.get("skipped"):
         return sc["skipped"]
+    if cfg.get("status") not in (None, "complete"):
+        return f"the run has not finished (status: {cfg['status']}); its self-check comes with its scores"
     if str(cfg.get("source", "")).startswith("import"):
         return "its embeddings or scores were imported, so no proxy models were trained here to plant in"
     if (cfg.get("protocol") or {}).get("name") == "paper":

@@ -96,6 +96,8 @@ def test_an_empty_plan_says_why_and_the_verdict_repeats_it(rows, modalities, cfg
         assert len(plan_planted(np.array([f"fold{k % 4}" for k in range(188)]), modalities, cfg)) > 0
     said = verdict({"modalities": modalities, "selfcheck": {"skipped": plan.skipped}})["verdict"]
     assert said.startswith(f"No self-check in this run: {why}")
+    unfinished = verdict({"modalities": modalities, "status": "failed", "selfcheck": cfg.to_dict()})["verdict"]
+    assert unfinished.startswith("No self-check in this run: the run has not finished (status: failed)")
 
 
 @pytest.fixture(scope="module")
