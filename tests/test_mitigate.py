@@ -17,7 +17,7 @@ from multimem_core.mitigation.settings import MitigateConfig, MitigationError, d
 from multimem_core.mitigation import mitigate
 from multimem_core.mitigation.regroup import RegroupPlan
 from multimem_core.mitigation.remove import removal_order
-from multimem_core.mitigation.results import list_mitigations, removal_curves
+from multimem_core.mitigation.results import format_metrics, list_mitigations, removal_curves
 from multimem_core.mitigation.study import AllBatchesPlan, modality_subsets
 from multimem_core.run import RunDir
 from multimem_core.targeted import SpecError, TargetedAugment, drop_frames, reorder_words
@@ -137,6 +137,26 @@ def test_config_validation_and_names():
     assert len(modality_subsets(["image", "text", "audio", "video"])) == 15
 
 
+@pytest.mark.parametrize("name", ["/tmp/x", "../models", "..", ".", "a/b", "a\\b", ".hidden", ""])
+def test_name_is_one_plain_folder_under_mitigation(name):
+    with pytest.raises(MitigationError, match="plain folder name"):
+        MitigateConfig(strategy="remove", name=name)
+    ok = MitigateConfig(strategy="augment", augment="noise=0.1,crop=0.3", modalities="image,text")
+    assert MitigateConfig(strategy="remove", name=default_name(ok)).name == default_name(ok)  # made names pass
+
+
+def test_metrics_never_hold_bare_nan_and_print_without_numbers():
+    from multimem_core.mitigation.results import format_metrics
+    from multimem_core.mitigation.session import json_safe
+
+    mem = {"mean": float("nan"), "n": 0, "pairs": {"image-text": np.float32("nan")}}
+    m = json_safe({"strategy": "remove", "before": {"memorization": {"mean": 0.1, "n": 4}, "evaluation": {}},
+                   "after": {"memorization": mem, "evaluation": {"recall@5": float("inf")}}})
+    text = json.dumps(m, allow_nan=False)  # strict JSON
+    assert json.loads(text)["after"]["memorization"] == {"mean": None, "n": 0, "pairs": {"image-text": None}}
+    assert "after" in format_metrics(m)
+
+
 # --- end to end on the engine's tiny run -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -165,10 +185,23 @@ def test_remove_drops_the_top_ranked_and_fine_tunes(run):
         stats = json.loads((folder / "models" / "multimem-6" / name / "train.json").read_text())
         assert stats["samples"] == len(set(train_ids) - removed)
         assert stats["epochs"] == 1
-    # after: memorization over the kept samples only, evaluation of the fine-tuned models
-    assert point["memorization"]["n"] == len(run.scores()) - 6
+    # after: memorization over the kept samples only, compared with the run's own scores on the SAME rows
+    # (the removed rows score highest, so the run's mean over every row would make any removal look good)
+    base = run.scores().assign(id=lambda d: d["id"].astype(str))
+    on_kept = base[~base["id"].isin(removed)]
+    assert point["memorization"]["n"] == point["memorization_before"]["n"] == len(run.scores()) - 6
+    assert point["memorization_before"]["mean"] == pytest.approx(on_kept["multimem"].mean(), abs=1e-5)
+    after_scores = pd.read_parquet(folder / "scores_multimem-6.parquet").assign(id=lambda d: d["id"].astype(str))
+    assert point["memorization"]["mean"] == pytest.approx(
+        after_scores[~after_scores["id"].isin(removed)]["multimem"].mean(), abs=1e-5)
+    assert m["change"]["multimem_mean"] == pytest.approx(
+        point["memorization"]["mean"] - point["memorization_before"]["mean"], abs=2e-5)
+    assert m["before"]["memorization"]["n"] == len(run.scores())  # the run itself, all rows, kept as well
     assert set(m["before"]["evaluation"]) >= {"recall@5", "linear_probe", "zero_shot"}
     assert (run.path / "evaluation.json").is_file()  # the before-evaluation is kept for `multimem summary`
+    text = format_metrics(m)
+    assert f"MultiMem {point['memorization_before']['mean']:+.4f}" in text.splitlines()[1]  # "before": same rows
+    assert f"same {len(run.scores()) - 6} kept rows" in text
     assert m["change"]["recall@5_points"] == pytest.approx(
         100 * (point["evaluation"]["recall@5"] - m["before"]["evaluation"]["recall@5"]), abs=0.02)
     # the same command again reuses the finished point; more points with the same fine-tuning add to the
@@ -187,9 +220,64 @@ def test_remove_drops_the_top_ranked_and_fine_tunes(run):
     assert curves.loc[("random", 6), "draws"] == 2
     assert curves.loc[("random", 6), "value"] == pytest.approx((r0["evaluation"]["recall@5"] + r1["evaluation"]["recall@5"]) / 2)
     assert curves.loc[("multimem", 0), "value"] == curves.loc[("random", 0), "value"]  # N = 0 shared
+    # MultiMem curves: each point's change on its own kept rows, not plain means over different row sets
+    mem = removal_curves(more["points"], "multimem").set_index(["ranking", "removed"])
+    assert mem.loc[("multimem", 6), "value"] == pytest.approx(
+        point["memorization"]["mean"] - point["memorization_before"]["mean"], abs=1e-5)
+    none = next(p for p in more["points"] if p["ranking"] == "none")
+    assert none["memorization_before"] == m["before"]["memorization"]  # nothing removed: every row
     with pytest.raises(MitigationError, match="other settings"):
         mitigate(run, MitigateConfig(strategy="remove", top=7, finetune_epochs=2, name=default_name(cfg),
                                      progress=False))
+
+
+def test_remove_fills_in_same_rows_for_points_recorded_without_them(run):
+    """A metrics.json written before points carried the run's scores on their kept rows is read (the page and
+    the report say the comparison is not possible) and the same command adds them, without retraining."""
+    cfg = MitigateConfig(strategy="remove", top=6, finetune_epochs=1, views=2, progress=False)
+    path = run.mitigation_dir / default_name(cfg) / "metrics.json"
+    first = mitigate(run, cfg)
+    old = json.loads(path.read_text())
+    for p in old["points"]:
+        p.pop("memorization_before"), p.pop("rows")
+    old["after"] = next(p for p in old["points"] if p["ranking"] == "multimem" and p["n_removed"] == 6)
+    assert "not comparable" in format_metrics(old)
+    path.write_text(json.dumps(old))
+    again = mitigate(run, cfg)
+    assert again["after"]["memorization_before"] == first["after"]["memorization_before"]
+    assert again["after"]["seconds"] == first["after"]["seconds"]  # reused, not retrained
+    assert again["change"] == first["change"]
+
+
+def test_remove_never_replaces_evaluate_s_file(run):
+    """RUN/evaluation.json is `multimem evaluate`'s: reused when its settings match (read back from JSON),
+    never overwritten when they differ (its --prompt); mitigate keeps its own in the mitigation folder."""
+    cfg = MitigateConfig(strategy="remove", top=6, finetune_epochs=1, views=2, progress=False)
+    path = run.path / "evaluation.json"
+    mitigate(run, cfg)
+    ev = json.loads(path.read_text())
+    ev["label_noise"] = {"mark": 1}  # what `multimem evaluate` adds; same settings: reused as it is
+    path.write_text(json.dumps(ev))
+    mitigate(run, cfg)
+    assert json.loads(path.read_text()) == ev
+    ev["config"]["prompt"] = "a photo of a {label}"
+    path.write_text(json.dumps(ev))
+    m = mitigate(run, cfg)
+    assert json.loads(path.read_text()) == ev
+    own = json.loads((run.mitigation_dir / default_name(cfg) / "base_evaluation.json").read_text())
+    assert own["config"]["prompt"] == "a {label}" and m["before"]["evaluation"]["recall@5"] == own["recall@5"]
+
+
+def test_remove_refuses_to_leave_nothing(run):
+    n = len(run.scores())
+    with pytest.raises(MitigationError, match=f"remove fewer than {n}"):
+        mitigate(run, MitigateConfig(strategy="remove", top=n, finetune_epochs=1, views=2, progress=False,
+                                     name="everything"))
+    # two crossfit models: the one row left is in one fold, so the other fold's model trained on none of it
+    with pytest.raises(MitigationError, match="nothing to fine-tune"):
+        mitigate(run, MitigateConfig(strategy="remove", sweep=(1, n - 1), finetune_epochs=1, views=2,
+                                     rankings=("multimem",), progress=False, name="almost-everything"))
+    assert not (run.mitigation_dir / "almost-everything" / "models").exists()  # refused before any training
 
 
 def test_regroup_rescores_selects_and_reports_overhead(run):

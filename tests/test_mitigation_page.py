@@ -55,6 +55,13 @@ def test_page_shows_runs_and_previews_the_selected_sample(mitigated_run, monkeyp
     assert at.selectbox(key="sweep_metric").value == "recall@5"
     at.selectbox(key="sweep_metric").set_value("zero_shot").run()
     assert not at.exception
+    # MultiMem: each point's change on its own kept rows, next to the run's scores on the same rows
+    at.selectbox(key="sweep_metric").set_value("multimem").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert runs["MultiMem rows"].tolist() == [len(mitigated_run.scores()) - 4]
+    points = at.dataframe[1].value
+    assert {"MultiMem, run (kept rows)", "MultiMem change"} <= set(points.columns)
+    assert points["MultiMem change"].notna().all()
     # the preview: nothing runs until asked, and the cost is said first
     assert at.multiselect(key="whatif_ids").value == [sid]
     assert not any("Targeting" in m.label for m in at.metric)

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import common, run_data
-from multimem_core.mitigation.results import list_mitigations, removal_curves
+from multimem_core.mitigation.results import baseline, list_mitigations, memorization_change, removal_curves
 from multimem_core.run import RunDirError
 from multimem_core.targeted import DEFAULTS, TargetedAugment
 
@@ -26,7 +26,11 @@ AUG_HELP = {"noise": "Gaussian noise σ on the representations (paper: 0.1)", "c
 AUG_MAX = {"noise": 1.0}
 METRICS = {"recall@5": "retrieval recall@5 on H", "recall@1": "retrieval recall@1 on H",
            "recall@10": "retrieval recall@10 on H", "linear_probe": "linear probe accuracy",
-           "zero_shot": "zero-shot accuracy", "multimem": "mean MultiMem of kept training samples"}
+           "zero_shot": "zero-shot accuracy",
+           "multimem": "change of mean MultiMem on the kept rows (fine-tuned − the run's own scores there)"}
+DIFFERENT_ROWS = ("recorded before mitigation compared memorization on the same rows: before is the mean over every "
+                  "scored row, after over the rows the removal kept, so the two are not comparable. Run the same "
+                  "`multimem mitigate` command again: it adds the run's scores on the kept rows without retraining.")
 
 
 def layout(fig: go.Figure, title: str, x: str, y: str, *, height: int = 360) -> go.Figure:
@@ -45,11 +49,12 @@ def overview_table(mits: list[dict]) -> pd.DataFrame:
     for m in mits:
         met = m["metrics"] or {}
         before, after, ch = met.get("before") or {}, met.get("after") or {}, met.get("change") or {}
+        base = baseline(before, after) if before and after else before.get("memorization")
         rows.append({
             "name": m["name"], "strategy": m["config"]["strategy"],
-            "MultiMem change": pct(ch.get("multimem_mean_relative")),
+            "MultiMem change": pct(ch.get("multimem_mean_relative")) if base is not None else "– (different rows)",
             "R@5 change (pt)": ch.get("recall@5_points"),
-            "MultiMem before": (before.get("memorization") or {}).get("mean"),
+            "MultiMem before": (base or {}).get("mean"), "MultiMem rows": (base or {}).get("n"),
             "MultiMem after": (after.get("memorization") or {}).get("mean"),
             "R@5 before": (before.get("evaluation") or {}).get("recall@5"),
             "R@5 after": (after.get("evaluation") or {}).get("recall@5"),
@@ -66,9 +71,17 @@ def before_after(met: dict) -> None:
     if not before or not after:
         return
     cols = st.columns(5)
-    b, a = before["memorization"]["mean"], after["memorization"]["mean"]
-    cols[0].metric("Mean MultiMem", f"{a:+.4f}", delta=pct((a - b) / abs(b)) if b else None,
-                   delta_color="inverse", help=f"before: {b:+.4f} ({before.get('source', 'the run')})")
+    base, a = baseline(before, after), after["memorization"]["mean"]
+    if base is None:
+        cols[0].metric("Mean MultiMem (kept rows)", f"{a:+.4f}", help="No change shown: this result was "
+                       + DIFFERENT_ROWS)
+    else:
+        b = base["mean"]
+        rows = (f"the run's own scores on the same {base['n']} kept rows (all {before['memorization']['n']} scored "
+                f"rows: {before['memorization']['mean']:+.4f})" if base is not before["memorization"]
+                else before.get("source", "the run"))
+        cols[0].metric("Mean MultiMem", f"{a:+.4f}", delta=pct((a - b) / abs(b)) if b else None,
+                       delta_color="inverse", help=f"before: {b:+.4f} ({rows})")
     for col, key in zip(cols[1:], ("recall@5", "recall@1", "linear_probe", "zero_shot")):
         if key in after["evaluation"] and key in before["evaluation"]:
             d = 100 * (after["evaluation"][key] - before["evaluation"][key])
@@ -115,8 +128,6 @@ def regroup_section(met: dict) -> None:
 
 
 def sweep_section(met: dict) -> None:
-
-
     before_after(met)
     points = met.get("points", [])
     if not points:
@@ -139,9 +150,17 @@ def sweep_section(met: dict) -> None:
     st.plotly_chart(layout(fig, f"{METRICS[metric]} after removing the top N and fine-tuning "
                                 f"{met.get('finetune', {}).get('epochs', '?')} epochs", "samples removed", metric),
                     width="stretch", key="sweep_plot")
+    if metric == "multimem":
+        st.caption("Each point keeps different rows, so its plain mean MultiMem is not comparable with another "
+                   "point's; plotted is its change on its own kept rows, fine-tuned minus the run's own scores there.")
+    if any("memorization_before" not in p for p in points):
+        st.warning("Some points were " + DIFFERENT_ROWS, icon=":material/warning:")
     table = pd.DataFrame([{"ranking": RANKING_LABEL.get(p["ranking"], p["ranking"]), "draw": p.get("draw", 0),
                            "removed": p["n_removed"], "injected removed": p["injected_removed"],
-                           "MultiMem (kept)": p["memorization"]["mean"], **p["evaluation"]} for p in points])
+                           "kept rows": p["memorization"].get("n"),
+                           "MultiMem, run (kept rows)": (p.get("memorization_before") or {}).get("mean"),
+                           "MultiMem, fine-tuned (kept rows)": p["memorization"]["mean"],
+                           "MultiMem change": memorization_change(p), **p["evaluation"]} for p in points])
     st.dataframe(table.sort_values(["removed", "ranking", "draw"]), hide_index=True, width="stretch")
 
 

@@ -33,6 +33,17 @@ def _point_key(p: dict) -> tuple:
     return p["ranking"], int(p["n_removed"]), int(p.get("draw", 0))
 
 
+def _check_training_left(s: Session, plan: list[tuple], removed_of: dict) -> None:
+    """Refuse, before any training, a point that would leave a model nothing to fine-tune on."""
+    for key in plan:
+        removed_idx = np.array([s.position[i] for i in removed_of[key]], dtype=np.int64)
+        for name, idx in s.inputs.assignment.train_sets.items():
+            if len(np.setdiff1d(idx, removed_idx)) == 0:
+                ranking, n, _ = key
+                raise MitigationError(f"removing the top {n} by {ranking} leaves model {name} nothing to fine-tune "
+                                      f"on (all {len(idx)} rows it trained on are removed); remove fewer")
+
+
 def run_remove(s: Session) -> dict:
     """Every requested (ranking, N, draw) point not already in the folder: fine-tune, re-score, evaluate.
 
@@ -45,15 +56,22 @@ def run_remove(s: Session) -> dict:
     lr = cfg.finetune_lr or s.scfg.train.lr / 4
     ft = s.train_cfg(epochs=cfg.finetune_epochs, lr=lr)
     n_scored = len(s.base_scores)
-    if max(counts) > n_scored:
-        raise MitigationError(f"cannot remove {max(counts)} samples: the run scored only {n_scored}")
+    if max(counts) >= n_scored:
+        raise MitigationError(f"cannot remove {max(counts)} samples: the run scored {n_scored}, and memorization "
+                              f"after the removal is measured on the scored rows left; remove fewer than {n_scored}")
     plan = [("none", 0, 0)] if 0 in counts else []
     plan += [(r, n, d) for r in rankings for n in counts if n > 0
              for d in (range(cfg.random_draws) if r == "random" else [0])]
-    orders = {(r, d): removal_order(s.base_scores, r, seed=cfg.seed + d) for r, _, d in plan if r != "none"}
     metrics = load_metrics(s) or {}
     metrics.pop("seconds", None)  # running again: "seconds" marks a finished command
     done = {_point_key(p): p for p in metrics.get("points", [])}
+    orders = {(r, d): removal_order(s.base_scores, r, seed=cfg.seed + d)
+              for r, _, d in [*plan, *done] if r != "none"}
+    removed_of = {(r, n, d): orders[(r, d)][:n] if n else np.array([], dtype=str) for r, n, d in [*plan, *done]}
+    _check_training_left(s, [k for k in plan if k not in done], removed_of)
+    for key, p in done.items():  # points recorded before they carried the run's scores on their kept rows
+        if "memorization_before" not in p:
+            p.update(s.kept_baseline(set(removed_of[key])))
     t0 = time.perf_counter()
     metrics.update({"strategy": "remove", "before": s.base_numbers(),
                     "finetune": {"epochs": cfg.finetune_epochs, "lr": lr},
@@ -63,7 +81,7 @@ def run_remove(s: Session) -> dict:
         bar.set_postfix(ranking=ranking, n=n, draw=draw)
         if (ranking, n, draw) in done:
             continue
-        removed = orders[(ranking, draw)][:n] if n else np.array([], dtype=str)
+        removed = removed_of[(ranking, n, draw)]
         removed_idx = np.array([s.position[i] for i in removed], dtype=np.int64)
         tag = f"{ranking}-{n}" + (f"-d{draw}" if draw else "")
         t = time.perf_counter()
@@ -76,10 +94,9 @@ def run_remove(s: Session) -> dict:
                         name=f"{name} −{n} by {ranking}" + (f" #{draw}" if draw else ""), progress=cfg.progress)
             models[name] = model
         scores, _ = s.rescore(models, desc=f"−{n} by {ranking}")
-        kept = ~scores["id"].isin(set(removed)).to_numpy()
         point = {"ranking": ranking, "n_removed": int(n), "draw": int(draw),
                  "injected_removed": int(s.injected_all[removed_idx].sum()) if n else 0,
-                 **s.numbers(models, scores, keep=kept), "seconds": round(time.perf_counter() - t, 1)}
+                 **s.numbers(models, scores, removed=set(removed)), "seconds": round(time.perf_counter() - t, 1)}
         atomic_write_parquet(s.folder / f"scores_{tag}.parquet", scores)
         done[(ranking, n, draw)] = point
         metrics["points"] = sorted(done.values(), key=_point_key)

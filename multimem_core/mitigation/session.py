@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from ..evaluate import evaluate_models, read_evaluation
 from ..run import RunDir, RunDirError, atomic_write_json
 from ..config import TrainConfig
 from ..train import train_model
+from .results import baseline
 from .settings import MitigateConfig, MitigationError, default_name
 
 
@@ -34,11 +36,14 @@ def headline(ev: dict) -> dict:
 
 
 def change(before: dict, after: dict) -> dict:
-    """Relative change of mean MultiMem and the change of each headline metric in points (×100)."""
+    """Change of mean MultiMem on the same rows (results.baseline), absolute and relative, and the change of
+    each headline metric in points (×100)."""
     out = {}
-    b, a = before["memorization"]["mean"], after["memorization"]["mean"]
-    out["multimem_mean"] = round(a - b, 5)
-    out["multimem_mean_relative"] = round((a - b) / abs(b), 4) if b else None
+    base = baseline(before, after)
+    b, a = (None if base is None else base["mean"]), after["memorization"]["mean"]
+    known = b is not None and a is not None
+    out["multimem_mean"] = round(a - b, 5) if known else None
+    out["multimem_mean_relative"] = round((a - b) / abs(b), 4) if known and b else None
     for k, v in before["evaluation"].items():
         if k in after["evaluation"]:
             out[f"{k}_points"] = round(100 * (after["evaluation"][k] - v), 2)
@@ -94,11 +99,18 @@ class Session:
                                retrieval_only=retrieval_only)
 
     def base_evaluation(self) -> dict:
-        """RUN/evaluation.json when it was made with the same settings, else computed (and written)."""
-        ev = read_evaluation(self.run)
-        if ev is None or ev.get("config") != self.cfg.evaluation.to_dict():
-            ev = {**self.evaluate(self.base_models()), "config": self.cfg.evaluation.to_dict()}
-            atomic_write_json(self.run.path / "evaluation.json", ev)
+        """The run's models evaluated with this request's settings: RUN/evaluation.json when it was made with
+        them, else computed. Written to RUN/evaluation.json only where there is none (`multimem summary`
+        prints it): `multimem evaluate`'s file, made with other settings (its --prompt), is never replaced;
+        this one is kept in the mitigation's folder instead (base_evaluation.json)."""
+        want = json.loads(json.dumps(self.cfg.evaluation.to_dict()))  # as it reads back (tuples become lists)
+        own = self.folder / "base_evaluation.json"
+        for ev in (read_evaluation(self.run), json.loads(own.read_text()) if own.is_file() else None):
+            if ev is not None and ev.get("config") == want:
+                return ev
+        ev = {**self.evaluate(self.base_models()), "config": want}
+        path = self.run.path / "evaluation.json"
+        atomic_write_json(own if path.exists() else path, json_safe(ev))
         return ev
 
     def base_numbers(self) -> dict:
@@ -122,11 +134,27 @@ class Session:
         scores, _, _ = score_table(inp.ids, inp.assignment, terms, clean, inp.modalities, logit_scales=scales)
         return scores, terms
 
-    def numbers(self, models: dict, scores: pd.DataFrame, *, keep: np.ndarray | None = None) -> dict:
-        sub = scores if keep is None else scores[keep]
+    def numbers(self, models: dict, scores: pd.DataFrame, *, removed: set[str] | None = None) -> dict:
+        """Memorization of `scores` and the evaluation of `models`. With `removed`: memorization on the rows
+        left (the removed rows are not trained on, so not scored as memorized), next to the run's own scores
+        on the same rows (`memorization_before`, what it is compared with)."""
         ev = self.evaluate(models)
-        return {"memorization": memorization(sub, self.injected_of(sub)), "evaluation": headline(ev),
-                "retrieval": ev["retrieval"]}
+        out = {"memorization": memorization(scores, self.injected_of(scores)) if removed is None
+               else self.kept_memorization(scores, removed), "evaluation": headline(ev), "retrieval": ev["retrieval"]}
+        if removed is not None:
+            out.update(self.kept_baseline(removed))
+        return out
+
+    def kept_baseline(self, removed: set[str]) -> dict:
+        """The run's own memorization on the rows a removal kept: what the fine-tuned scores there compare with."""
+        base = self.kept_memorization(self.base_scores, removed)
+        return {"memorization_before": base,
+                "rows": f"the {base['n']} scored rows not removed: memorization (fine-tuned models) and "
+                        "memorization_before (the run's own scores) are both on these rows"}
+
+    def kept_memorization(self, scores: pd.DataFrame, removed: set[str]) -> dict:
+        kept = scores[~scores["id"].astype(str).isin(removed)]
+        return memorization(kept, self.injected_of(kept))
 
     # --- the folder ---
     def open_folder(self) -> dict:
@@ -146,13 +174,25 @@ class Session:
         return config
 
     def write_metrics(self, metrics: dict) -> None:
-        atomic_write_json(self.folder / "metrics.json", metrics)
+        atomic_write_json(self.folder / "metrics.json", json_safe(metrics))
 
     def train_cfg(self, **override) -> TrainConfig:
         cfg = self.scfg.train
         if self.cfg.epochs and "epochs" not in override:
             override["epochs"] = self.cfg.epochs
         return replace(cfg, **override)
+
+
+def json_safe(obj):
+    """`obj` with every NaN or infinite float as None (null): json.dumps writes them as bare NaN, which strict
+    JSON readers reject."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def load_metrics(s: Session) -> dict | None:

@@ -19,6 +19,11 @@ RANKINGS = {"multimem": "high", "base__cosine": "low", "base__clipmem": "high", 
             "-cmc_out": "low", "combo__meanrank": "high"}
 # What a sweep compares unless --rankings says otherwise: the paper's study (MultiMem against its baselines).
 SWEEP_RANKINGS = ("multimem", "base__cosine", "base__clipmem", "random")
+# A mitigation folder's name, given (--name) or made (default_name): one plain folder under RUN/mitigation/. The
+# characters default_name keeps, starting with a letter or digit, so never a path, '.', '..' or a hidden folder.
+# (launch.NAME_RE, the run-name rule, is stricter: it has no '=' or '+', which the made names use.)
+FOLDER_CHARS = "A-Za-z0-9._=+-"
+FOLDER_RE = re.compile(rf"^[A-Za-z0-9][{FOLDER_CHARS}]{{0,199}}$")
 
 
 class MitigationError(ValueError):
@@ -88,6 +93,10 @@ class MitigateConfig:
                 self.modalities, self.all_subsets = None, True
             else:
                 self.modalities = tuple(m.strip() for m in self.modalities.split(",") if m.strip())
+        if self.name is not None and not FOLDER_RE.match(self.name):
+            raise MitigationError(f"--name {self.name!r}: give a plain folder name (it goes under RUN/mitigation/): "
+                                  "letters, digits, '.', '_', '-', '=' or '+', starting with a letter or digit, "
+                                  "no '/' and not '.' or '..'")
         if self.strategy not in STRATEGIES:
             raise MitigationError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         try:
@@ -130,7 +139,7 @@ def default_name(cfg: MitigateConfig) -> str:
         name = f"augment-{cfg.augment}-{mods}"
     if cfg.epochs and cfg.strategy != "remove":
         name += f"-e{cfg.epochs}"
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", name.replace(",", "_"))
+    return re.sub(rf"[^{FOLDER_CHARS}]+", "_", name.replace(",", "_"))
 
 
 def parse_sweep(text: str) -> tuple[int, ...]:
