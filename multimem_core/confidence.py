@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import (FROZEN_AUDIO_TOWERS, FROZEN_TEXT_TOWERS, FROZEN_VIDEO_TOWERS, IMAGE_TOWER,
                      towers_from_scratch)
+from .run import made_by_importer
 
 
 K = 5
@@ -38,7 +39,7 @@ PRETRAINED_HINTS = {
 def advice(run_config: Mapping) -> str:
     """What to try when a run's scores are weak, for this run (its config.json): a pretrained tower only where it
     trained one from scratch, since naming the tower it already uses helps nobody, then what helps every run."""
-    if str(run_config.get("source", "")).startswith("import"):
+    if made_by_importer(run_config):
         return ("These embeddings come from your own models: models that align a row's modalities on rows they "
                 "never trained on (a pretrained backbone, more rows) would score better; or let `multimem score` "
                 "train proxy models on its pretrained towers.")

@@ -52,11 +52,6 @@ class Export:
     rule: str = ""  # the drop rule, described (DropRule.describe)
     dataset: str = ""  # the folder of the run's data: write_export writes over no file in it unless told so
 
-    @property
-    def removed(self) -> list[str]:
-        """Every id the export leaves out: the drop rule's, then the ones the run could not load."""
-        return self.dropped + ([] if self.skipped is None else self.skipped["id"].tolist())
-
     def summary(self) -> str:
         return export_summary(total=self.total, dropped=len(self.dropped), skipped=self.skipped, kept=self.kept,
                               rule=self.rule, what=self.format)

@@ -140,7 +140,7 @@ def check_resumable(out: Path, cfg, sha256: str) -> None:
     records them) on an input hashing to `sha256` must not resume: one made from other data, by an importer,
     or with other options. Rerunning the command that made it resumes; a new or empty folder passes."""
     from .config import ScoreConfig
-    from .run import RunDir, RunDirError
+    from .run import RunDir, RunDirError, made_by_importer
 
     if not (out / "config.json").is_file():
         return
@@ -149,7 +149,7 @@ def check_resumable(out: Path, cfg, sha256: str) -> None:
         stored = RunDir(out).config()
     except RunDirError as e:
         raise OutputError(f"--out {out}: cannot tell which run it holds ({e}); {again}.") from e
-    if stored.get("source"):  # the importers say which made the run
+    if made_by_importer(stored):
         raise OutputError(f"--out {out} holds a run made by {stored['source']}, not by `multimem score`; {again}.")
     try:
         old = _flat(ScoreConfig.from_dict(stored).to_dict())

@@ -109,6 +109,12 @@ def stored_paths(run_path: Path, **paths: str | os.PathLike) -> dict:
     return {**absolute, "paths_from_run": {k: os.path.relpath(v, run_path) for k, v in absolute.items()}}
 
 
+def made_by_importer(config: dict) -> bool:
+    """Whether a run's config.json is of imported embeddings or scores (the importers name themselves in
+    "source"), not of proxy models `multimem score` trained."""
+    return bool(config.get("source"))
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run directory. Cheap to construct; every accessor reads from disk when called."""

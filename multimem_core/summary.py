@@ -9,7 +9,7 @@ from .confidence import advice, format_confidence
 from .diagnose import auroc_table, score_label
 from .names import BASE, CMC_OUT, COMBO, HELDOUT, MULTIMEM, PAIR, score_columns
 from .planting import PAPER_PLANTS_NONE
-from .run import RunDir
+from .run import RunDir, made_by_importer
 from .selfcheck import LOW_AUROC
 from .tables import join_scores
 
@@ -86,7 +86,7 @@ def _why_no_selfcheck(cfg: dict) -> str:
         return sc["skipped"]
     if cfg.get("status") not in (None, "complete"):
         return f"the run has not finished (status: {cfg['status']}); its self-check comes with its scores"
-    if str(cfg.get("source", "")).startswith("import"):
+    if made_by_importer(cfg):
         return "its embeddings or scores were imported, so no proxy models were trained here to plant in"
     if (cfg.get("protocol") or {}).get("name") == "paper":
         return PAPER_PLANTS_NONE

@@ -14,7 +14,7 @@ import pandas as pd
 from ..protocol import assignment_from_roles
 from ..names import HELDOUT, ROLES_PAPER
 from ..run import RunDir
-from ..outputs import content
+from ..outputs import OutputError, check_output, content, not_empty
 from ..runlock import RunLock, lock_path
 from .embedding_files import (MAX_LISTED, TABLE_SUFFIXES, ImportValidationError, ModelEmbeddings, shown_ids,
                               read_id_lines)
@@ -132,8 +132,6 @@ class StagingDir:
 
     def __init__(self, out: str | Path, *, overwrite: bool, command: str = "multimem import",
                  inputs: Sequence[str | Path | None] = ()):
-        from ..outputs import OutputError, check_output, not_empty
-
         try:  # a folder that holds what the import reads is never replaced, --overwrite or not
             self.out = check_output(out, inputs=[p for p in inputs if p], writes="replaced run")
         except OutputError as e:
