@@ -58,7 +58,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+    """Strict JSON, NaN and infinities as null: other tools (jq, browsers) reject json.dumps's bare NaN."""
+    atomic_write_bytes(path, json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False).encode())
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float as None (null)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:

@@ -84,6 +84,8 @@ def _why_no_selfcheck(cfg: dict) -> str:
     sc = cfg.get("selfcheck") or {}
     if sc.get("skipped"):
         return sc["skipped"]
+    if "expected_auroc" in sc:  # run, but its planted rows gave no estimate (fewer than two of them scored)
+        return "its planted corruptions could not be scored"
     if cfg.get("status") not in (None, "complete"):
         return f"the run has not finished (status: {cfg['status']}); its self-check comes with its scores"
     if made_by_importer(cfg):
@@ -96,7 +98,7 @@ def _why_no_selfcheck(cfg: dict) -> str:
 def verdict(cfg: dict) -> dict:
     """The self-check's figures and the sentences a newcomer reads first (empty figures when the run has none)."""
     sc = cfg.get("selfcheck") or {}
-    if "expected_auroc" not in sc:
+    if not _finite(sc.get("expected_auroc")):  # absent, or null (NaN in runs written before strict JSON)
         return {"ranking": cfg.get("ranking") or "multimem", "expected_auroc": None, "expected_auroc_low": None,
                 "expected_auroc_high": None,
                 "verdict": f"No self-check in this run: {_why_no_selfcheck(cfg)}; how well its scores find bad "
@@ -122,6 +124,15 @@ def verdict(cfg: dict) -> dict:
         out["warning"] = (f"WARNING: on this data the scores {said}: treat the top of the ranking as hints to "
                           f"review, not as a list to delete. {advice(cfg)} Then check this estimate again.")
     return out
+
+
+def _finite(x) -> bool:
+    return x is not None and bool(np.isfinite(x))
+
+
+def _number(x, spec: str) -> str:
+    """A figure as `spec` formats it, or "-" where the run stored none (null in strict JSON)."""
+    return format(x, spec) if _finite(x) else "-"
 
 
 def _oriented(col: str) -> str:
@@ -151,8 +162,10 @@ def format_summary(s: dict) -> str:
             if s.get("n_virtual") else ""
         lines.append(f"\nself-check ({s.get('n_planted')} planted corruptions{virtual}): estimated AUROC per ranking")
         for name, c in s["selfcheck"].items():
-            lines.append(f"  {name:<26}{c['expected_auroc']:.3f}  ({c['expected_auroc_low']:.2f}–"
-                         f"{c['expected_auroc_high']:.2f}; planted {c['auroc_planted']:.3f})")
+            est, lo, hi, planted = (_number(c.get(k), f) for k, f in (
+                ("expected_auroc", ".3f"), ("expected_auroc_low", ".2f"), ("expected_auroc_high", ".2f"),
+                ("auroc_planted", ".3f")))
+            lines.append(f"  {name:<26}{est}  ({lo}–{hi}; planted {planted})")
     conf = dict(s.get("confidence") or {})
     if s.get("expected_auroc") is not None:
         conf["low"] = False  # the self-check's warning is the one that predicts quality

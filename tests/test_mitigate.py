@@ -145,15 +145,20 @@ def test_name_is_one_plain_folder_under_mitigation(name):
     assert MitigateConfig(strategy="remove", name=default_name(ok)).name == default_name(ok)  # made names pass
 
 
-def test_metrics_never_hold_bare_nan_and_print_without_numbers():
+def test_metrics_never_hold_bare_nan_and_print_without_numbers(tmp_path):
     from multimem_core.mitigation.results import format_metrics
-    from multimem_core.mitigation.session import json_safe
+    from multimem_core.run import atomic_write_json
 
     mem = {"mean": float("nan"), "n": 0, "pairs": {"image-text": np.float32("nan")}}
-    m = json_safe({"strategy": "remove", "before": {"memorization": {"mean": 0.1, "n": 4}, "evaluation": {}},
-                   "after": {"memorization": mem, "evaluation": {"recall@5": float("inf")}}})
-    text = json.dumps(m, allow_nan=False)  # strict JSON
-    assert json.loads(text)["after"]["memorization"] == {"mean": None, "n": 0, "pairs": {"image-text": None}}
+    atomic_write_json(tmp_path / "metrics.json", {
+        "strategy": "remove", "before": {"memorization": {"mean": 0.1, "n": 4}, "evaluation": {}},
+        "after": {"memorization": mem, "evaluation": {"recall@5": float("inf")}}})
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    m = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert m["after"]["memorization"] == {"mean": None, "n": 0, "pairs": {"image-text": None}}
     assert "after" in format_metrics(m)
 
 

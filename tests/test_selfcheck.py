@@ -190,6 +190,33 @@ def test_the_verdict_warns_below_070_or_when_the_interval_reaches_under_it(est, 
         assert "--text-tower minilm" in scratch_text["warning"] and "--image-tower" not in scratch_text["warning"]
 
 
+def test_a_selfcheck_without_figures_reads_as_none_in_every_report(crossfit_run, tmp_path, capsys):
+    """Strict JSON stores a NaN figure (fewer than two planted rows scored) as null: the verdict says there is no
+    estimate and the text summary prints "-" for it, where both crashed on null (and printed "nan %" before)."""
+    import shutil
+
+    from multimem_core.cli import main
+    from multimem_core.run import atomic_write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(crossfit_run.path, run)
+    cfg = json.loads((run / "config.json").read_text())
+    nan = float("nan")
+    other = next(c for c in cfg["selfcheck"]["candidates"] if c != cfg["selfcheck"]["ranking"])
+    cfg["selfcheck"]["candidates"][other].update(expected_auroc=nan, auroc_planted=nan)
+    atomic_write_json(run / "config.json", cfg)
+    assert "NaN" not in (run / "config.json").read_text()
+    assert main(["summary", str(run)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith(other + " "))
+    assert line.split()[1] == "-" and "planted -)" in line
+    cfg["selfcheck"].update(expected_auroc=nan, expected_auroc_low=nan, expected_auroc_high=nan)
+    atomic_write_json(run / "config.json", cfg)
+    assert main(["summary", str(run)]) == 0
+    assert capsys.readouterr().out.startswith("No self-check in this run: its planted corruptions could not be scored")
+    assert main(["summary", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["expected_auroc"] is None
+
+
 def test_summary_without_injected_column_says_nothing_of_injections(crossfit_run, tmp_path, capsys):
     import shutil
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 
@@ -110,7 +109,7 @@ class Session:
                 return ev
         ev = {**self.evaluate(self.base_models()), "config": want}
         path = self.run.path / "evaluation.json"
-        atomic_write_json(own if path.exists() else path, json_safe(ev))
+        atomic_write_json(own if path.exists() else path, ev)
         return ev
 
     def base_numbers(self) -> dict:
@@ -174,25 +173,13 @@ class Session:
         return config
 
     def write_metrics(self, metrics: dict) -> None:
-        atomic_write_json(self.folder / "metrics.json", json_safe(metrics))
+        atomic_write_json(self.folder / "metrics.json", metrics)
 
     def train_cfg(self, **override) -> TrainConfig:
         cfg = self.scfg.train
         if self.cfg.epochs and "epochs" not in override:
             override["epochs"] = self.cfg.epochs
         return replace(cfg, **override)
-
-
-def json_safe(obj):
-    """`obj` with every NaN or infinite float as None (null): json.dumps writes them as bare NaN, which strict
-    JSON readers reject."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def load_metrics(s: Session) -> dict | None:
