@@ -82,7 +82,7 @@ def read_manifest(
     if len(raw) == 0:
         raise ManifestError(f"{path}: the manifest has no rows. Add one row per sample.")
 
-    source = _map_columns(path, raw, keys, modalities)
+    source = map_columns(path, list(raw.columns), keys, modalities)
     table = pd.DataFrame({"id": _ids(path, raw, source.get("id")), "row": range(len(raw))})
     _check_media_cells(path, raw, source)
     for name in [m for m in MODALITIES if m in source] + [c for c in EXTRA_COLUMNS if c in source]:
@@ -211,11 +211,12 @@ def cell_text(v: Any) -> str:
 # -------------------------------------------------------------------------------------------- validation
 
 
-def _map_columns(
-    path: Path, raw: pd.DataFrame, keys: ColumnKeys, modalities: Sequence[str] | None
-) -> dict[str, str]:
-    """Standard name -> input column, checked: requested columns exist, >= 2 modalities."""
-    have = [str(c) for c in raw.columns]
+def map_columns(path: Path, have: Sequence[str], keys: ColumnKeys, modalities: Sequence[str] | None
+                ) -> dict[str, str]:
+    """Standard name -> input column, for a table whose columns are `have`. The one rule for the columns a
+    manifest needs (files, Hugging Face datasets): the columns asked for exist, and at least
+    two modalities have one. ManifestError, naming the file, the columns and the fix, otherwise."""
+    have = [str(c) for c in have]
     defaults = ColumnKeys()
     # A key set to something other than its default was asked for on purpose: it must exist
     # (unless it names a modality that `modalities` leaves out anyway).
