@@ -26,8 +26,8 @@ FROZEN_EFFICIENTNET = "efficientnet-lite0"
 # step took 18 % longer (docs/ENCODERS.md)
 IMAGE_TOWER = "efficientnet-lite2"
 FROZEN_IMAGE_TOWERS = (FROZEN_EFFICIENTNET, IMAGE_TOWER)
-# Frozen text encoders (sentence-transformers, shipped with the package); a local sentence-transformers folder is
-# frozen too, any other text tower is an open_clip architecture.
+# Frozen text encoders (sentence-transformers, shipped with the package); a local sentence-transformers folder
+# (is_sentence_folder: the one rule) is frozen too, any other text tower is an open_clip architecture.
 FROZEN_TEXT_TOWERS = ("minilm",)
 # Audio towers: a frozen sound-effects CNN whose weights ship in the PyPI wheel `aisfx` (+ trained projection),
 # or a log-mel CNN trained from scratch (models/frozen_audio.py; docs/ENCODERS.md says what was searched).
@@ -53,6 +53,11 @@ CLIP_TEMPERATURE = 0.07
 REPEAT_ROWS, MAX_REPEATS = 400, 4
 
 
+def is_sentence_folder(text_tower: str) -> bool:
+    """A local sentence-transformers folder (a frozen text tower), not an open_clip architecture: a path (/ or \\, in
+    no architecture's name; a run's config.json made elsewhere names a folder absent here) or a folder here."""
+    return bool(text_tower) and ("/" in text_tower or "\\" in text_tower or Path(text_tower).is_dir())
+
 
 def towers_from_scratch(model: dict[str, Any], modalities: Sequence[str]) -> list[str]:
     """Those of `modalities` whose tower starts from random weights and learns from the run's rows alone, for
@@ -64,10 +69,8 @@ def towers_from_scratch(model: dict[str, Any], modalities: Sequence[str]) -> lis
     open_clip_image = image not in FROZEN_IMAGE_TOWERS and not model.get("freeze_image")
     pretrained = {
         "image": image in FROZEN_IMAGE_TOWERS or bool(checkpoint),
-        # a text tower is frozen by name or as a local sentence-transformers folder; the open_clip one shares
-        # the image tower's checkpoint only when it is the image tower's own architecture
-        "text": text in FROZEN_TEXT_TOWERS or (bool(text) and ("/" in text or Path(text).is_dir()))
-                or (bool(checkpoint) and text == image),
+        # an open_clip text tower shares the image tower's checkpoint only when it is the same architecture
+        "text": text in FROZEN_TEXT_TOWERS or is_sentence_folder(text) or (bool(checkpoint) and text == image),
         "audio": model.get("audio_tower") in FROZEN_AUDIO_TOWERS,
         # a trained video tower copies the image tower's open_clip weights
         "video": model.get("video_tower") in FROZEN_VIDEO_TOWERS or (bool(checkpoint) and open_clip_image),

@@ -107,6 +107,24 @@ def find_inputs(root: str | Path, *, max_depth: int = 3, limit: int = 200, budge
     return found[:limit]
 
 
+def split_inputs(paths: list[Path]) -> tuple[list[Path], dict[Path, str]]:
+    """find_inputs' paths as (those a run can start on, {file: why it cannot}). A CSV or TSV whose header line
+    lacks the columns a manifest needs, as the New-run page reads it (the standard names), is set apart: only its
+    header is read (data.manifest.check_header). Folders, and formats without a header line, are kept."""
+    from .data.manifest import ManifestError, check_header
+
+    usable, refused = [], {}
+    for p in paths:
+        try:
+            if not p.is_dir():
+                check_header(p)
+        except ManifestError as e:
+            refused[p] = str(e)
+        else:
+            usable.append(p)
+    return usable, refused
+
+
 def runs_folder(app_root: str | Path | None, *, root: str | Path | None = None) -> Path:
     """Where the New-run page writes runs: the folder of runs the dashboard shows (so that the run picker
     finds them), else <data root>/runs when the dashboard shows a single run."""

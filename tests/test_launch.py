@@ -43,6 +43,54 @@ def test_find_inputs_lists_manifests_and_shard_folders_not_runs(tmp_path):
     assert found == {"a/manifest.csv", "shards"}
 
 
+def not_manifests_beside_manifests(root: Path) -> None:
+    """A data root where some CSVs are manifests and others are not."""
+    import os
+
+    (root / "set").mkdir(parents=True)
+    (root / "set" / "manifest.csv").write_text("id,text,image\na,a cat,a.png\n")
+    (root / "clip.csv").write_text("filepath\ttitle\ttext\timage\nx.png\tt\tt\tx.png\n")  # tab-separated
+    # a valid header over rows that do not parse: only the header line is read
+    (root / "big.csv").write_bytes(b"text;audio\n" + b"\xff\xfe not UTF-8, \"unclosed\n" * 50_000)
+    (root / "results.csv").write_text("epoch,loss\n1,0.5\n")
+    (root / "one.csv").write_text("id,text\na,only text\n")
+    (root / "empty.tsv").write_text("")
+    os.mkfifo(root / "pipe.csv")  # opening it to read would block
+    (root / "rows.jsonl").write_text('{"id": "a"}\n')  # no header line: judged once chosen
+
+
+def test_split_inputs_sets_apart_csvs_that_are_not_manifests_reading_only_their_header(tmp_path, monkeypatch):
+    from multimem_core.data import manifest
+
+    not_manifests_beside_manifests(tmp_path)
+    monkeypatch.setattr(manifest, "read_regular_bounded", None)  # a whole file is never read
+    usable, refused = launch.split_inputs(launch.find_inputs(tmp_path))
+    assert {p.name for p in usable} == {"manifest.csv", "clip.csv", "big.csv", "rows.jsonl"}
+    assert {p.name for p in refused} == {"results.csv", "one.csv", "empty.tsv", "pipe.csv"}
+    reasons = {p.name: why for p, why in refused.items()}
+    assert "at least two modalities" in reasons["results.csv"] and "found text" in reasons["one.csv"]
+    assert "empty" in reasons["empty.tsv"] and "FIFO" in reasons["pipe.csv"]
+
+
+def test_new_run_page_lists_only_manifests_and_names_the_others(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "data"
+    not_manifests_beside_manifests(root)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("MULTIMEM_RUN", str(tmp_path / "runs"))
+    monkeypatch.setenv(launch.ENV_DATA_ROOT, str(root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=90)
+    at.run()
+    at.switch_page("views/new_run.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = at.selectbox(key="newrun_found")
+    assert set(picker.options) == {"set/manifest.csv", "clip.csv", "big.csv", "rows.jsonl"}
+    assert picker.value == "set/manifest.csv" and not at.error
+    note = next(c for c in at.caption if "not manifests" in c.value)
+    assert all(f"`{name}`" in note.value for name in ("results.csv", "one.csv", "empty.tsv", "pipe.csv"))
+
+
 def test_request_is_a_score_config_started_from_request_json(tmp_path):
     """The New-run page's request is a ScoreConfig; the job runs it from RUN/request.json, with no option
     spelled out on a command line."""

@@ -180,6 +180,7 @@ def test_remove_drops_the_top_ranked_and_fine_tunes(run):
     assert json.loads((folder / "config.json").read_text())["strategy"] == "remove"
     (point,) = m["points"]
     assert point["n_removed"] == 6 and m["after"] == point
+    assert "rows" not in point  # which rows it is on follows from n_removed: memorization.n of them, not a sentence
     removed = set(run.scores().sort_values("multimem", ascending=False)["id"].astype(str).head(6))
     inj = run.samples().set_index("id").loc[list(removed), "injected"].fillna("").astype(bool).sum()
     assert point["injected_removed"] == inj
@@ -244,7 +245,7 @@ def test_remove_fills_in_same_rows_for_points_recorded_without_them(run):
     first = mitigate(run, cfg)
     old = json.loads(path.read_text())
     for p in old["points"]:
-        p.pop("memorization_before"), p.pop("rows")
+        p.pop("memorization_before")
     old["after"] = next(p for p in old["points"] if p["ranking"] == "multimem" and p["n_removed"] == 6)
     assert "not comparable" in format_metrics(old)
     path.write_text(json.dumps(old))
@@ -252,6 +253,24 @@ def test_remove_fills_in_same_rows_for_points_recorded_without_them(run):
     assert again["after"]["memorization_before"] == first["after"]["memorization_before"]
     assert again["after"]["seconds"] == first["after"]["seconds"]  # reused, not retrained
     assert again["change"] == first["change"]
+
+
+def test_remove_reads_points_that_still_carry_a_rows_sentence(run):
+    """metrics.json written while each removal point stored a sentence naming its rows ("rows") reads as before;
+    the same command again drops the sentence and changes nothing else."""
+    cfg = MitigateConfig(strategy="remove", top=6, finetune_epochs=1, views=2, progress=False)
+    path = run.mitigation_dir / default_name(cfg) / "metrics.json"
+    first = mitigate(run, cfg)
+    old = json.loads(path.read_text())
+    for p in [*old["points"], old["after"]]:
+        p["rows"] = (f"the {p['memorization_before']['n']} scored rows not removed: memorization (fine-tuned models) "
+                     "and memorization_before (the run's own scores) are both on these rows")
+    path.write_text(json.dumps(old))
+    assert format_metrics(old) == format_metrics(first)
+    assert removal_curves(old["points"], "multimem").equals(removal_curves(first["points"], "multimem"))
+    again = mitigate(run, cfg)
+    assert all("rows" not in p for p in again["points"]) and "rows" not in again["after"]
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
 
 
 def test_remove_never_replaces_evaluate_s_file(run):

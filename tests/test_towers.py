@@ -52,3 +52,42 @@ def test_a_text_tower_path_that_does_not_exist_is_named_as_a_missing_folder(tmp_
     missing = tmp_path / "no-such-encoder"
     with pytest.raises(ValueError, match="no such folder"):
         create_model(ModelConfig(modalities=("image", "text"), image_tower="mm-tiny", text_tower=str(missing)))
+
+
+def test_a_text_tower_path_to_a_file_is_named_as_a_missing_folder(tmp_path):
+    (tmp_path / "encoder.bin").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="no such folder"):
+        create_model(ModelConfig(modalities=("image", "text"), image_tower="mm-tiny",
+                                 text_tower=str(tmp_path / "encoder.bin")))
+
+
+@pytest.mark.parametrize("text_tower", [
+    "minilm", "mm-tiny",                 # by name; a file named mm-tiny lies in the current folder
+    "my-encoder",                        # a bare name that is a folder here
+    "HERE/my-encoder",                   # a path to a folder here
+    "/elsewhere/encoders/mine",          # a config.json made on another machine: the folder is not here
+    "C:\\encoders\\mine",                # ... on a Windows machine
+])
+def test_create_model_and_towers_from_scratch_read_a_text_tower_alike(tmp_path, monkeypatch, text_tower):
+    """config.is_sentence_folder is the one rule: the model factory builds the frozen tower exactly where a run's
+    config reads as a frozen text tower; a folder absent here is still one, named as missing, not an architecture."""
+    from multimem_core.config import is_sentence_folder, towers_from_scratch
+    from multimem_core.models import factory
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-encoder").mkdir()
+    (tmp_path / "mm-tiny").write_text("a file, not a sentence-transformers folder")
+    text_tower = text_tower.replace("HERE", str(tmp_path))
+    # no real sentence-transformers model in the folder: only which tower is built matters here
+    monkeypatch.setattr(factory.FrozenTextTower, "create", classmethod(lambda cls, name, dim: cls(name, 8, dim)))
+    model = {"image_tower": "mm-tiny", "text_tower": text_tower, "pretrained": None}
+    frozen = "text" not in towers_from_scratch(model, ["text"])
+    assert frozen is (text_tower != "mm-tiny")
+    assert is_sentence_folder(text_tower) is (text_tower not in ("minilm", "mm-tiny"))
+    cfg = ModelConfig(modalities=("image", "text"), image_tower="mm-tiny", text_tower=text_tower, image_size=16)
+    if frozen and not (text_tower == "minilm" or (tmp_path / text_tower).is_dir()):
+        with pytest.raises(ValueError, match="no such folder"):
+            create_model(cfg)
+        return
+    built = create_model(cfg).towers["text"]
+    assert isinstance(built, factory.FrozenTextTower) is frozen

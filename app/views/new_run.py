@@ -30,9 +30,15 @@ folder = launch.runs_folder(run_data.runs_root(), root=root)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def found_inputs(root_path: str) -> list[str]:
+def found_inputs(root_path: str) -> tuple[list[str], dict[str, str]]:
+    """(inputs to offer, {CSV or TSV file: why it is not a manifest}) under the data root, relative to it."""
     base = Path(root_path)
-    return [str(p.relative_to(base)) if p != base else "." for p in launch.find_inputs(base)]
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(base)) if p != base else "."
+
+    usable, refused = launch.split_inputs(launch.find_inputs(base))
+    return [rel(p) for p in usable], {rel(p): why for p, why in refused.items()}
 
 
 @st.cache_data(ttl=30, max_entries=16, show_spinner="Reading the input…")
@@ -138,7 +144,7 @@ if wanted:
 
 # --- the form ---------------------------------------------------------------------------------------------------
 st.subheader("Start a run")
-found = found_inputs(str(root))
+found, not_manifests = found_inputs(str(root))
 left, right = st.columns([3, 2], gap="large")
 with left:
     if found:
@@ -149,6 +155,12 @@ with left:
         choice = ""
         st.info(f"No manifest or shards folder found under {common.code(root)}. Give a path below, or start the "
                 "dashboard with `--data-root` pointing at your data.", icon=":material/folder_open:")
+    if not_manifests:  # listed apart, with the reason, instead of failing once chosen
+        shown = sorted(not_manifests)[:5]
+        st.caption(f"Not listed, not manifests ({len(not_manifests)}): "
+                   + ", ".join(common.code(f) for f in shown) + (" …" if len(not_manifests) > len(shown) else "")
+                   + f". A manifest's header names at least two of the columns {', '.join(MODALITIES)}.",
+                   help="\n\n".join(common.plain(not_manifests[f]) for f in shown))
     other = st.text_input("Or a path under the data root", key="newrun_path", placeholder="data/train.csv")
     text = other.strip() or choice
     path, problem = None, ""

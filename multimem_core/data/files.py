@@ -95,14 +95,9 @@ def read_regular_bounded(path: str | os.PathLike, limit: int, what: str = "file"
     Refuses before opening what is not a regular file, opens with O_NONBLOCK (a FIFO swapped in after the
     check cannot block) and checks the open descriptor again; reads at most `limit` + 1 bytes, so a file that
     grows while read is refused too. OSError (permissions, I/O) passes through, naming the file."""
-    check_regular(path, what)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = _open_regular(path, what)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = kind_of_mode(st.st_mode)
-            raise NotRegularFileError(plain_reason(kind), f"{path}: the {what} is {kind}, not a regular file; "
-                                      "nothing was read.")
         if st.st_size > limit:
             raise _too_large(path, st.st_size, limit, what)
         chunks, got = [], 0
@@ -117,6 +112,40 @@ def read_regular_bounded(path: str | os.PathLike, limit: int, what: str = "file"
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_regular_head(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
+    """The first `limit` bytes (at most) of `path`, a regular file of any size: a header, never the whole file.
+    Refuses what is not a regular file as read_regular_bounded does."""
+    fd = _open_regular(path, what)
+    try:
+        chunks, got = [], 0
+        while got < limit:
+            chunk = os.read(fd, limit - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: str | os.PathLike, what: str) -> int:
+    """A descriptor open on `path`, a regular file: checked before opening, opened with O_NONBLOCK (a FIFO
+    swapped in after the check cannot block) and checked again on the descriptor."""
+    check_regular(path, what)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = kind_of_mode(mode)
+            raise NotRegularFileError(plain_reason(kind), f"{path}: the {what} is {kind}, not a regular file; "
+                                      "nothing was read.")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_text_bounded(path: str | os.PathLike, limit: int, what: str = "file") -> str:

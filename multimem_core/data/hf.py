@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -29,7 +29,7 @@ from multimem_core.data.decode import WORKERS, Decoded, Sample, decode_samples, 
 from multimem_core.data.hf_folder import METADATA_FILES
 from multimem_core.data.hf_media import (MAX_MEDIA_BYTES, HFMediaError, arrow_table, is_ref,
                                          struct_with_bytes)
-from multimem_core.data.manifest import EXTRA_COLUMNS, Manifest, ManifestError, cell_text
+from multimem_core.data.manifest import EXTRA_COLUMNS, Manifest, ManifestError, cell_text, map_columns
 from multimem_core.config import MediaSpec
 from multimem_core.data.media import MediaError
 from multimem_core.data.paths import OutsideRootError, resolve_under
@@ -127,7 +127,7 @@ def read_hf(path: str | Path, *, keys: ColumnKeys | None = None,
     schema = _schema(files[0], kind)
     features = _features(Path(path).expanduser(), schema)
     raw_cols = list(schema.names)
-    source = _map_columns(root, raw_cols, keys, modalities)
+    source = map_columns(root, raw_cols, keys, modalities)
     media = {m: c for m, c in source.items() if m in ("image", "audio", "video")}
     small = [c for m, c in source.items() if m not in media]
     parts: list[pd.DataFrame] = []
@@ -181,30 +181,6 @@ def _features(path: Path, schema) -> dict:
     except (ValueError, KeyError, TypeError):
         pass
     return {}
-
-
-def _map_columns(root: Path, have: list[str], keys: ColumnKeys, modalities: Sequence[str] | None) -> dict[str, str]:
-    defaults = ColumnKeys()
-    for f in fields(ColumnKeys):
-        col = getattr(keys, f.name)
-        left_out = modalities is not None and f.name in MODALITIES and f.name not in modalities
-        if col != getattr(defaults, f.name) and col not in have and not left_out:
-            raise ManifestError(f"{root}: no column {col!r} for {f.name} (its columns: {', '.join(have)}). "
-                                f"Name the right one with --{f.name}-key <column>.")
-    wanted = [m for m in MODALITIES if modalities is None or m in modalities]
-    used = [m for m in wanted if getattr(keys, m) in have]
-    if modalities is not None and len(used) < len(wanted):
-        missing = [m for m in wanted if m not in used]
-        raise ManifestError(f"{root}: no column for {', '.join(missing)} (its columns: {', '.join(have)}).")
-    if len(used) < 2:
-        raise ManifestError(f"{root}: needs at least two modalities of {', '.join(MODALITIES)}, found "
-                            f"{', '.join(used) or 'none'} (its columns: {', '.join(have)}). Map yours with e.g. "
-                            "--image-key img --text-key caption.")
-    source = {m: getattr(keys, m) for m in used}
-    for extra, col in (("id", keys.id), ("label", keys.label), ("injected", "injected")):
-        if col in have:
-            source[extra] = col
-    return {k: source[k] for k in ["id", *MODALITIES, *EXTRA_COLUMNS] if k in source}
 
 
 def _media_cells(column, file_name: str, col: str, start: int) -> list[str]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from multimem_core.names import MODALITIES
 from multimem_core.config import ColumnKeys
-from multimem_core.data.files import MANIFEST_LIMIT, UnreadableFileError, read_regular_bounded
+from multimem_core.data.files import MANIFEST_LIMIT, UnreadableFileError, read_regular_bounded, read_regular_head
 
 FORMATS = {
     ".csv": "csv",
@@ -39,6 +39,7 @@ FORMATS = {
 }
 EXTRA_COLUMNS = ("label", "injected")  # kept as str; "" where a row has none
 MAX_LISTED = 10  # how many offending ids / rows a message lists before "and N more"
+HEADER_LIMIT = 64 * 1024  # check_header reads at most this much of a file to find its header line
 
 
 class ManifestError(ValueError):
@@ -82,7 +83,7 @@ def read_manifest(
     if len(raw) == 0:
         raise ManifestError(f"{path}: the manifest has no rows. Add one row per sample.")
 
-    source = _map_columns(path, raw, keys, modalities)
+    source = map_columns(path, list(raw.columns), keys, modalities)
     table = pd.DataFrame({"id": _ids(path, raw, source.get("id")), "row": range(len(raw))})
     _check_media_cells(path, raw, source)
     for name in [m for m in MODALITIES if m in source] + [c for c in EXTRA_COLUMNS if c in source]:
@@ -96,6 +97,28 @@ def read_manifest(
         source_columns=source,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def check_header(path: str | Path, *, keys: ColumnKeys | None = None,
+                 modalities: Sequence[str] | None = None) -> dict[str, str] | None:
+    """map_columns on a CSV or TSV manifest's header line alone, reading at most HEADER_LIMIT bytes: the file's
+    columns, or ManifestError where they cannot make a manifest. None for the other formats, whose columns no
+    first line gives (a JSONL row may lack a column that later rows have)."""
+    path = Path(path).expanduser()
+    fmt = _format_of(path)
+    if fmt not in ("csv", "tsv"):
+        return None
+    try:
+        head = read_regular_head(path, HEADER_LIMIT, "manifest")
+    except UnreadableFileError as e:
+        raise ManifestError(str(e)) from e
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e}). Check the path.") from e
+    line = head.split(b"\n", 1)[0]
+    if b"\n" not in head and len(head) == HEADER_LIMIT:
+        raise ManifestError(f"{path}: no header line in its first {HEADER_LIMIT:,} bytes; a manifest's first line "
+                            "names its columns.")
+    return map_columns(path, list(_parse(path, fmt, line).columns), keys or ColumnKeys(), modalities)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -211,11 +234,12 @@ def cell_text(v: Any) -> str:
 # -------------------------------------------------------------------------------------------- validation
 
 
-def _map_columns(
-    path: Path, raw: pd.DataFrame, keys: ColumnKeys, modalities: Sequence[str] | None
-) -> dict[str, str]:
-    """Standard name -> input column, checked: requested columns exist, >= 2 modalities."""
-    have = [str(c) for c in raw.columns]
+def map_columns(path: Path, have: Sequence[str], keys: ColumnKeys, modalities: Sequence[str] | None
+                ) -> dict[str, str]:
+    """Standard name -> input column, for a table whose columns are `have`. The one rule for the columns a
+    manifest needs (files, Hugging Face datasets, a CSV's header alone): the columns asked for exist, and at least
+    two modalities have one. ManifestError, naming the file, the columns and the fix, otherwise."""
+    have = [str(c) for c in have]
     defaults = ColumnKeys()
     # A key set to something other than its default was asked for on purpose: it must exist
     # (unless it names a modality that `modalities` leaves out anyway).

@@ -70,6 +70,7 @@ def run_remove(s: Session) -> dict:
     removed_of = {(r, n, d): orders[(r, d)][:n] if n else np.array([], dtype=str) for r, n, d in [*plan, *done]}
     _check_training_left(s, [k for k in plan if k not in done], removed_of)
     for key, p in done.items():  # points recorded before they carried the run's scores on their kept rows
+        p.pop("rows", None)  # an older file's sentence naming those rows: derived from n_removed, not stored
         if "memorization_before" not in p:
             p.update(s.kept_baseline(set(removed_of[key])))
     t0 = time.perf_counter()

@@ -145,11 +145,10 @@ class Session:
         return out
 
     def kept_baseline(self, removed: set[str]) -> dict:
-        """The run's own memorization on the rows a removal kept: what the fine-tuned scores there compare with."""
-        base = self.kept_memorization(self.base_scores, removed)
-        return {"memorization_before": base,
-                "rows": f"the {base['n']} scored rows not removed: memorization (fine-tuned models) and "
-                        "memorization_before (the run's own scores) are both on these rows"}
+        """The run's own memorization on the rows a removal kept: what the fine-tuned scores there compare with.
+        Which rows those are is not stored: the scored rows less the point's n_removed, memorization_before.n of
+        them (results.format_metrics and the dashboard say so)."""
+        return {"memorization_before": self.kept_memorization(self.base_scores, removed)}
 
     def kept_memorization(self, scores: pd.DataFrame, removed: set[str]) -> dict:
         kept = scores[~scores["id"].astype(str).isin(removed)]

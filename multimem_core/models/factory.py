@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import CLIP_TEMPERATURE, FROZEN_IMAGE_TOWERS, FROZEN_TEXT_TOWERS, ModelConfig
+from ..config import CLIP_TEMPERATURE, FROZEN_IMAGE_TOWERS, FROZEN_TEXT_TOWERS, ModelConfig, is_sentence_folder
 from .frozen_audio import FrozenAudioTower, is_frozen_audio
 from .frozen_image import FrozenImageTower, is_frozen_image
 from .frozen_video import FrozenVideoTower, is_frozen_video
@@ -121,11 +121,12 @@ def create_model(cfg: ModelConfig) -> MultiTowerModel:
                                                    views=cfg.image_views, mid_blocks=cfg.image_features == "head+mid")
                            if frozen_image else ImageTower(clip.visual, image_size))
     if "text" in mods:
-        if cfg.text_tower in FROZEN_TEXT_TOWERS or Path(cfg.text_tower).exists():
-            towers["text"] = FrozenTextTower.create(cfg.text_tower, embed_dim)
-        elif "/" in cfg.text_tower:  # meant as a folder: say so, not "unknown open_clip architecture"
+        if is_sentence_folder(cfg.text_tower) and not Path(cfg.text_tower).is_dir():
+            # meant as a folder: say so, not "unknown open_clip architecture" nor sentence-transformers' own error
             raise ValueError(f"--text-tower {cfg.text_tower}: no such folder (a local sentence-transformers model "
                              f"is a folder; or choose {FROZEN_TEXT_TOWERS[0]}, or an open_clip architecture)")
+        if cfg.text_tower in FROZEN_TEXT_TOWERS or is_sentence_folder(cfg.text_tower):
+            towers["text"] = FrozenTextTower.create(cfg.text_tower, embed_dim)
         else:
             same = cfg.text_tower == cfg.image_tower
             text_clip = clip if same and clip is not None else build_clip(
