@@ -99,7 +99,7 @@ class MediaSpec:
     # None: the image tower's own (score.resolve_media fills it in); the model is built for the same size
     image_size: int | None = option(None, flag="--image-size", min=8, max=1024, step=8, group="data",
                                     label="Image size (px, 0: the tower's own)",
-                                    help="pixels the images and video frames are decoded to (None: the image tower's own)")
+                                    help="pixels the images are decoded to (None: the image tower's own; video frames: --video-size)")
     # "pad": the whole picture on a white square; "crop": the center square. Clip art and drawings are rarely
     # square and a crop cuts them; padded, swapped titles separated better on the tune sets (clip art, stamps)
     # and square images (icons, the demos) decode exactly as before (docs/ENCODERS.md)

@@ -1,9 +1,11 @@
-"""Downstream evaluation (`multimem evaluate RUN`): what a model is worth, on the held-out set H.
+"""Downstream evaluation (`multimem evaluate RUN`): what a model is worth, on the rows it never trained on.
 
+Each model is measured on its reference rows (assignment.reference: its own fold under crossfit, the
+held-out set H under the paper protocol), called H below.
 - retrieval: recall@1/5/10 for every ordered modality pair a→b (query a, gallery b, both over H; the
   true match of query i is gallery item i). The paper's T@5 is text retrieval at 5.
-- linear probe: scikit-learn logistic regression on frozen embeddings, per modality, trained on every
-  labelled non-H sample and tested on H (a fixed split: the protocol's own).
+- linear probe: scikit-learn logistic regression on frozen embeddings, per modality, trained on the
+  labelled rows the model trained on and tested on H (a fixed split: the protocol's own).
 - zero-shot: every non-text embedding of H against the text embeddings of one prompt per label
   ("a {label}"), argmax of the cosine.
 
@@ -120,7 +122,7 @@ def embed_prompts(model, class_names: Sequence[str], prompt: str) -> np.ndarray:
 
 def evaluate_model(model, data: Mapping[str, torch.Tensor], *, heldout: np.ndarray, train: np.ndarray,
                    labels: np.ndarray | None, cfg: EvalConfig = EvalConfig(), retrieval_only: bool = False) -> dict:
-    """Retrieval on H, and (when labels exist) linear probe and zero-shot, for one model."""
+    """Retrieval on `heldout` (rows the model never trained on), and (when labels exist) linear probe and zero-shot, for one model."""
     h = embed_clean(model, data, heldout, chunk=cfg.chunk)
     ret = retrieval(h, cfg.ks)
     out: dict = {"retrieval": ret,

@@ -1,4 +1,5 @@
-"""The run directory: the contract between the engine and the dashboard (DESIGN §6).
+"""The run directory: the contract between the engine and the dashboard (DESIGN §6). Its main files below;
+every file and the command that writes it: docs/RUN_DIRECTORY.md.
 
     RUN/config.json          how the run was made (enough to reproduce it)
     RUN/samples.parquet      one row a sample: id, role, input columns, label, injected
@@ -13,7 +14,6 @@
     RUN/errors.parquet       samples that could not be loaded and why
     RUN/timings.json         seconds per stage
     RUN/progress.json        what the engine is doing now (stage, epoch, samples/s, eta), for the New-run page
-
 Everything here is plain files; the app reads them through `RunDir` and never imports training code.
 Writes go to a temporary name and are renamed, so a reader never sees half a file.
 """

@@ -64,3 +64,20 @@ def test_score_defaults_use_pretrained_towers():
     model = score_config(args, "x.csv", "o").model
     assert (model.image_tower, model.text_tower) == ("efficientnet-lite2", "minilm")
     assert (model.audio_tower, model.video_tower) == ("aisfx", "efficientnet-lite0")
+
+
+def test_demo_help_states_what_each_profile_uses(capsys):
+    """`multimem demo --help` printed "(default: None)" for every option its profiles fill in, and "the whole
+    dataset" for --samples: it names each profile's value instead."""
+    from multimem_core.cli.score import DEMO_PROFILES, DEMO_QUICK, PROFILE_KEYS
+
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "whole dataset" not in text
+    for key in ("samples", "epochs", "image_tower", "audio_tower"):
+        said = ", ".join(f"{name} {profile[key]}" for name, profile in DEMO_PROFILES.items())
+        assert f"(default: {said}" in text, key
+    assert f"with --quick {DEMO_QUICK['samples']})" in text
+    flag_help = {k: text.split(f"--{k.replace('_', '-')} ")[2] for k in PROFILE_KEYS}  # [0] usage, [1] usage
+    assert not [k for k, h in flag_help.items() if h.split("--")[0].rstrip().endswith("(default: None)")]

@@ -109,6 +109,19 @@ def test_cli_evaluate(run_copy, capsys):
     assert json.loads((run_copy.path / "evaluation.json").read_text())["config"]["prompt"] == "a photo of a {label}"
 
 
+def test_cli_evaluate_waits_for_no_writer(run_copy, capsys):
+    """evaluate writes RUN/evaluation.json: beside a score or mitigate of the same run it stops and names the
+    holder, leaving nothing written."""
+    from multimem_core.cli import main
+    from multimem_core.runlock import RunLock
+
+    with RunLock(run_copy.path, "multimem score (still training)"):
+        with pytest.raises(SystemExit) as e:
+            main(["evaluate", str(run_copy.path), "--quiet"])
+    assert e.value.code == 2 and "multimem score (still training)" in capsys.readouterr().err
+    assert not (run_copy.path / "evaluation.json").exists()
+
+
 def test_missing_model_names_the_file(engine_run):
     from multimem_core.restore import load_run_model
     from multimem_core.run import RunDirError

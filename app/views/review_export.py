@@ -50,8 +50,9 @@ with tab_fix:
         r2.button("Undo repair", key="unfix_button", width="stretch", on_click=common.unrepair,
                   args=(data, int(pick)))
     else:
-        st.info("No repairs yet. On a sample's detail page (or in Triage), \"Use this caption\" replaces a wrong "
-                "caption, sound or image with the suggested one instead of dropping the sample.",
+        st.info("No repairs yet. On a sample's detail page (\"Use this text\", image, audio or video) or in Triage "
+                "(\"Replace the caption with it\"), a wrong caption, sound or image is replaced with the suggested "
+                "one instead of dropping the sample.",
                 icon=":material/build:")
 with tab_now:
     if len(current):

@@ -20,24 +20,25 @@ def add_evaluate(p: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args) -> int:
     import json
 
-    from multimem_core.evaluate import EvalConfig, evaluate_run, format_evaluation
-    from multimem_core.run import RunDir, RunDirError
+    from multimem_core.evaluate import EVALUATION_FILE, EvalConfig, evaluate_run, format_evaluation
+    from multimem_core.label_noise import compare, format_comparison
+    from multimem_core.run import RunDir, RunDirError, atomic_write_json
+    from multimem_core.runlock import RunLock
 
     run = RunDir(args.run)
-    try:
-        result = evaluate_run(run, cfg=EvalConfig(prompt=args.prompt), device=args.device, progress=not args.quiet)
-    except (RunDirError, ValueError) as e:
-        raise CLIError(str(e))
-    from multimem_core.label_noise import compare, format_comparison
-    from multimem_core.run import atomic_write_json
-
-    # where the dataset has labels: cleanlab's label issues on the frozen features beside MultiMem's top rows
-    result["label_noise"] = compare(run)
-    atomic_write_json(run.path / "evaluation.json", result)
-    print(json.dumps(result, indent=2) if args.json else "\n".join(["downstream evaluation on H", *format_evaluation(result),
-                                                                   "label noise (cleanlab) beside MultiMem",
-                                                                   *format_comparison(result["label_noise"])]))
-    print(f"\nwrote {run.path / 'evaluation.json'}")
+    with RunLock(run.path, "multimem evaluate"):  # one writer per run: not beside a score or mitigate of it
+        try:
+            result = evaluate_run(run, cfg=EvalConfig(prompt=args.prompt), device=args.device,
+                                  progress=not args.quiet, write=False)
+        except (RunDirError, ValueError) as e:
+            raise CLIError(str(e))
+        # where the dataset has labels: cleanlab's label issues on the frozen features beside MultiMem's top rows
+        result["label_noise"] = compare(run)
+        atomic_write_json(run.path / EVALUATION_FILE, result)
+    print(json.dumps(result, indent=2) if args.json else "\n".join([
+        "downstream evaluation on the rows each model never trained on", *format_evaluation(result),
+        "label noise (cleanlab) beside MultiMem", *format_comparison(result["label_noise"])]))
+    print(f"\nwrote {run.path / EVALUATION_FILE}")
     return 0
 
 
@@ -69,7 +70,7 @@ def cmd_mitigate(args) -> int:
 
 
 COMMANDS = [
-    ("evaluate", "retrieval recall@1/5/10 on H, linear probe and zero-shot of a run's models (RUN/evaluation.json)",
+    ("evaluate", "retrieval recall@1/5/10, linear probe and zero-shot of a run's models (RUN/evaluation.json)",
      add_evaluate, cmd_evaluate),
     ("mitigate", "lower memorization: remove and fine-tune, regroup in training, or study augmentations "
      "(RUN/mitigation/<name>/)", add_mitigate, cmd_mitigate),

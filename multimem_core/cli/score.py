@@ -117,12 +117,22 @@ PROFILE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "image_size", "fra
 def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="emoji", help="built-in dataset: emoji (real pictures, names, speech) or shapes")
     p.add_argument("--out", default="runs/demo", help="run directory (the dataset is built in OUT/data)")
-    p.add_argument("--samples", type=int, default=None, help="number of samples (default: the whole dataset)")
+    p.add_argument("--samples", type=int, default=None, help=f"number of samples ({_demo_default('samples')})")
     p.add_argument("--inject-rate", type=float, default=0.1, help="share of samples given an injected misalignment")
     p.add_argument("--quick", action="store_true", help="a small, fast version (a few hundred samples, few epochs)")
     add_model_options(p)
-    # None = "the dataset's demo profile decides" (see DEMO_PROFILES)
+    # None = "the dataset's demo profile decides" (see DEMO_PROFILES); --help says what each profile sets
     p.set_defaults(**{k: None for k in PROFILE_KEYS})
+    for action in p._actions:
+        if action.dest in PROFILE_KEYS:
+            action.help = f"{action.help} ({_demo_default(action.dest)})"
+
+
+def _demo_default(key: str) -> str:
+    """What the demo uses for option `key` when it is not given, per dataset, as --help states it."""
+    default = score_defaults().get(key)
+    per = ", ".join(f"{name} {profile.get(key, default)}" for name, profile in DEMO_PROFILES.items())
+    return f"default: {per}" + (f"; with --quick {DEMO_QUICK[key]}" if key in DEMO_QUICK else "")
 
 
 def apply_demo_profile(args) -> None:

@@ -50,7 +50,8 @@ class MitigateConfig:
                                            help="several counts, e.g. 0,50,100,200: fine-tune for each count and "
                                                 "every ranking")
     rankings: tuple[str, ...] | None = option(None, flag="--rankings", group="remove",
-                                              help="with --sweep: the rankings to run (None: every one the run has)")
+                                              help=f"with --sweep: the rankings to run (None: those of the paper's "
+                                                   f"{', '.join(SWEEP_RANKINGS)} that the run has)")
     random_draws: int = option(1, flag="--random-draws", min=1, group="remove",
                                help="repeat the random ranking with this many seeds (its spread is the noise floor)")
     finetune_epochs: int = option(5, flag="--finetune-epochs", min=1, group="remove",
