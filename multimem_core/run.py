@@ -88,7 +88,14 @@ def allocated_memmap(path: str | os.PathLike, dtype, shape: tuple[int, ...]) -> 
 
     A plain memmap is a sparse file: on a full disk the write into a page that finds no space kills the
     process with SIGBUS, long after the file was created. Reserving the blocks up front turns that into
-    an OSError (ENOSPC) naming the file, which `multimem` reports as a full disk."""
+    an OSError (ENOSPC) naming the file, which `multimem` reports as a full disk.
+
+    The file is new: whatever had the name goes first. A run folder may come from someone else, and a name
+    there that is a symlink to a user's file must not be written through (open_memmap would truncate and
+    fill the link's target; the caller's rename would then move that file into the run)."""
+    Path(path).unlink(missing_ok=True)  # a link goes, never its target
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0), 0o644))
     array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
     if hasattr(os, "posix_fallocate"):
         try:
