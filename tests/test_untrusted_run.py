@@ -56,3 +56,42 @@ def test_allocated_memmap_replaces_a_link_instead_of_writing_through_it(victim, 
     del array
     assert victim.read_text() == "the user's own file\n"
     assert not link.is_symlink() and np.load(link).shape == (4, 3)
+
+
+def _sqlite_objects(path: Path) -> list[str]:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+
+
+@pytest.mark.parametrize("target", ["other database", "no file yet"])
+def test_a_flags_database_that_is_a_link_is_refused_and_its_target_untouched(target, tmp_path):
+    """RUN/review.sqlite linked to another SQLite file (its tables, journal mode would change) or to a path
+    that does not exist yet (SQLite would create it there, holding sample ids the sender chose)."""
+    import sqlite3
+    from contextlib import closing
+
+    from multimem_core.review import ReviewError, ReviewStore
+    from multimem_core.saved_views import list_views
+
+    other = tmp_path / "elsewhere" / "app.sqlite"
+    other.parent.mkdir()
+    if target == "other database":
+        with closing(sqlite3.connect(other)) as conn:
+            conn.execute("CREATE TABLE secrets (x)")
+            conn.commit()
+        before = other.read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "review.sqlite").symlink_to(other)
+    store = ReviewStore(run / "review.sqlite")
+    with pytest.raises(ReviewError, match="link"):
+        store.flag(["a\nssh-ed25519 AAAA sender\n"], "noisy", reviewer="me")
+    with pytest.raises(ReviewError, match="link"):
+        list_views(store) if target == "other database" else store.tag(["a"], "x", reviewer="me")
+    if target == "other database":
+        assert other.read_bytes() == before and _sqlite_objects(other) == ["secrets"]
+    else:
+        assert not other.exists(), "a file was created where the link points"
