@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .names import HELDOUT
+from .names import HELDOUT, MODALITIES
 from .run_files import DAMAGED_HINT, RunDirError, read_run_json, read_run_parquet
 
 @contextmanager
@@ -205,6 +205,11 @@ class RunDir:
         if not isinstance(config, dict) or not isinstance(config.get("modalities", []), list):
             raise RunDirError(f"{self.config_path}: the run's settings are damaged (not the object `multimem` "
                               f"writes); {DAMAGED_HINT}")
+        # the names reach file names, labels and Markdown on every page: only the modalities there are
+        unknown = [m for m in config.get("modalities", []) if m not in MODALITIES]
+        if unknown:
+            raise RunDirError(f"{self.config_path}: the run's settings name {len(unknown)} modalities that do not "
+                              f"exist (one of {', '.join(MODALITIES)} each); {DAMAGED_HINT}")
         return config
 
     @property

@@ -95,3 +95,121 @@ def test_a_flags_database_that_is_a_link_is_refused_and_its_target_untouched(tar
         assert other.read_bytes() == before and _sqlite_objects(other) == ["secrets"]
     else:
         assert not other.exists(), "a file was created where the link points"
+
+
+# --- nothing from a run folder becomes Markdown that fetches from another host -------------------------------
+
+BEACON = "http://127.0.0.2:9/"  # what a sender's image link would fetch: that the run was opened, and by whom
+
+
+def _beacon(what: str) -> str:
+    return f"![{what}]({BEACON}{what}.png)"
+
+
+@pytest.fixture
+def markdown_run(tmp_path, monkeypatch):
+    """A run made by `multimem import-scores`, then rewritten as a sender would: a sample id, an image cell, a
+    label, a score column, the self-check's ranking and a mitigation's metrics that are Markdown images."""
+    import json
+    import subprocess
+    import sys
+
+    from corpus.build import good_sample
+
+    data = tmp_path / "data"
+    rows = [good_sample(data, i, ("image", "text")) for i in range(8)]
+    pd.DataFrame(rows).to_csv(manifest := data / "manifest.csv", index=False)
+    pd.DataFrame({"id": [r["id"] for r in rows], "multimem": np.linspace(1, 0, 8)}).to_csv(
+        table := tmp_path / "scores.csv", index=False)
+    run = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "multimem_core.cli", "import-scores", "--manifest", str(manifest),
+                          "--scores", str(table), "--out", str(run)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    evil_id = _beacon("id")
+    for name in ("samples.parquet", "scores.parquet"):
+        df = pd.read_parquet(run / name)
+        df.loc[df["id"] == "good0", "id"] = evil_id
+        if name == "samples.parquet":
+            df.loc[df["id"] == "good1", "image"] = _beacon("cell")
+            df["label"] = ["cat"] * 7 + [_beacon("label")]
+        else:
+            df[f"base__{_beacon('column')}"] = np.linspace(0, 1, len(df))
+        df.to_parquet(run / name, index=False)
+    config = json.loads((run / "config.json").read_text())
+    config["selfcheck"] = {"expected_auroc": 0.8, "expected_auroc_low": 0.7, "expected_auroc_high": 0.9,
+                           "ranking": _beacon("ranking"), "kinds": [], "n_planted": 10}
+    (run / "config.json").write_text(json.dumps(config))
+    mit = run / "mitigation" / "m1"
+    mit.mkdir(parents=True)
+    (mit / "config.json").write_text(json.dumps({"strategy": "regroup"}))
+    memo = {"mean": 0.1, "n": 8}
+    (mit / "metrics.json").write_text(json.dumps({
+        "every": _beacon("every"), "seconds": 1.0,
+        "overhead": {"scoring_s": 1.0, "training_s": 2.0, "share": 0.5},
+        "before": {"memorization": memo, "evaluation": {}, "source": _beacon("source")},
+        "after": {"memorization": memo, "evaluation": {}}}))
+    monkeypatch.setenv("MULTIMEM_RUN", str(run))
+    monkeypatch.setenv("MULTIMEM_DATA_ROOT", str(data))
+    return run, evil_id
+
+
+MARKDOWN_FIELDS = ("body", "label", "help", "caption")  # the fields of an element Streamlit renders as Markdown
+
+
+def _markdown(node) -> list[str]:
+    """The Markdown an element of the page renders (bodies, labels, help), its children's too; not the plain
+    text of options, values or keys."""
+    out = _fields(getattr(node, "proto", None))
+    for child in getattr(node, "children", {}).values():
+        out += _markdown(child)
+    return out
+
+
+def _fields(message) -> list[str]:
+    out = []
+    for field, value in message.ListFields() if hasattr(message, "ListFields") else ():
+        if field.name in MARKDOWN_FIELDS and isinstance(value, str):
+            out.append(value)
+        elif hasattr(value, "ListFields"):
+            out += _fields(value)
+    return out
+
+
+def _images_in_markdown(at) -> list[str]:
+    import re
+
+    image = re.compile(r"(?<!\\)!(?<!\\)\[[^\]]*(?<!\\)\]\(")  # an unescaped ![…]( : Markdown fetches it
+    seen = _markdown(at._tree) + [t.proto.body for t in at.toast]
+    return [s for s in seen if image.search(s)]
+
+
+@pytest.mark.parametrize("page", ["overview", "samples", "detail", "triage", "mitigation", "review_export"])
+def test_no_markdown_image_from_a_run_reaches_the_page(markdown_run, page):
+    from streamlit.testing.v1 import AppTest
+
+    run, evil_id = markdown_run
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=120)
+    at.run()
+    if page == "detail":
+        at.query_params["id"] = evil_id + " (not in the run)"
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page == "samples":  # flag the card with the hostile id: the toast names it
+        at.button(key=f"grid_noisy_{evil_id}").click().run()
+        assert at.toast, "the flag said nothing"
+    found = _images_in_markdown(at)
+    assert not found, found
+
+
+def test_a_run_that_names_no_real_modality_or_score_is_refused_or_ignored(tmp_path):
+    """Modality names reach labels and Markdown on every page; score column names too (as their plain name)."""
+    import json
+
+    from multimem_core.names import score_columns
+    from multimem_core.run import RunDir, RunDirError
+
+    (tmp_path / "config.json").write_text(json.dumps({"modalities": ["image", _beacon("modality")]}))
+    with pytest.raises(RunDirError, match="modalities that do not exist"):
+        RunDir(tmp_path).config()
+    assert score_columns(["id", "multimem", "base__cosine", f"base__{_beacon('column')}", "pair__image__text"]) == \
+        ["multimem", "base__cosine", "pair__image__text"]

@@ -81,7 +81,7 @@ def before_after(met: dict) -> None:
                 f"rows: {before['memorization']['mean']:+.4f})" if base is not before["memorization"]
                 else before.get("source", "the run"))
         cols[0].metric("Mean MultiMem", f"{a:+.4f}", delta=pct((a - b) / abs(b)) if b else None,
-                       delta_color="inverse", help=f"before: {b:+.4f} ({rows})")
+                       delta_color="inverse", help=f"before: {b:+.4f} ({common.inert(rows)})")
     for col, key in zip(cols[1:], ("recall@5", "recall@1", "linear_probe", "zero_shot")):
         if key in after["evaluation"] and key in before["evaluation"]:
             d = 100 * (after["evaluation"][key] - before["evaluation"][key])
@@ -93,10 +93,10 @@ def regroup_section(met: dict) -> None:
     before_after(met)
     if met.get("overhead"):
         o = met["overhead"]
-        st.caption(f"Re-scoring every {met.get('every')} epochs took {o['scoring_s']:.0f} s of {o['training_s']:.0f} s "
-                   f"of training ({100 * o['share']:.1f} %). Before: the same training without mitigation "
-                   f"({met['before'].get('source', 'the run')}); after: every model trained with mitigation and "
-                   "re-scored the way the run was.")
+        st.caption(f"Re-scoring every {common.inert(met.get('every'))} epochs took {o['scoring_s']:.0f} s of "
+                   f"{o['training_s']:.0f} s of training ({100 * o['share']:.1f} %). Before: the same training "
+                   f"without mitigation ({common.inert(met['before'].get('source', 'the run'))}); after: every model "
+                   "trained with mitigation and re-scored the way the run was.")
     hist = pd.DataFrame([{**h, "model": name} for name, hs in met.get("history", {}).items() for h in hs])
     if hist.empty:
         return
@@ -273,7 +273,7 @@ def preview_section(data) -> None:
     try:
         table = preview_table(*args)
     except (ValueError, KeyError, OSError, RunDirError) as e:
-        st.error(f"Cannot preview: {e}")
+        st.error(f"Cannot preview: {common.inert(e)}")
         return
     from multimem_core.whatif import preview_summary
 

@@ -123,9 +123,9 @@ c[5].metric("Flagged noisy", f"{sum(1 for v in labels.values() if v == 'noisy'):
 
 said = verdict(cfg)
 if said.get("expected_auroc") is not None:
-    st.markdown(f"#### {said['verdict']}")
+    st.markdown(f"#### {common.inert(said['verdict'])}")
     if said.get("warning"):
-        st.warning(said["warning"].removeprefix("WARNING: "), icon=":material/warning:")
+        st.warning(common.inert(said["warning"].removeprefix("WARNING: ")), icon=":material/warning:")
     virtual = (f" and {said['n_virtual']} wrong pairs formed from rows the scoring model never trained on"
                if said.get("n_virtual") else "")
     st.caption(f"Measured by the run's self-check: {said.get('n_planted')} known corruptions planted into training"
@@ -175,7 +175,7 @@ with left:
                     key="contrib")
     order = " > ".join(contrib["modality"])
     if order:
-        st.caption(f"This run: **{order}**. The paper found text > video > image > audio.")
+        st.caption(f"This run: **{common.inert(order)}**. The paper found text > video > image > audio.")
 with right:
     fig = go.Figure()
     for i, (name, frame) in enumerate([("all scored", s["pairs_all"])] +

@@ -81,7 +81,7 @@ with tab_all:
                     st.toast(f"Undid decision #{choice}")
                     st.rerun()
                 except ReviewError as e:
-                    st.error(str(e))
+                    st.error(common.inert(e))
     else:
         st.caption("The history is empty.")
 
@@ -144,7 +144,7 @@ if st.button("Build export", type="primary", key="export_build"):
         st.session_state["export_result"] = (export, str(out), rule.describe())
     except ReviewError as e:
         st.session_state.pop("export_result", None)
-        st.error(str(e))
+        st.error(common.inert(e))
 
 result = st.session_state.get("export_result")
 if result:
