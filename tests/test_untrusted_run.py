@@ -213,3 +213,40 @@ def test_a_run_that_names_no_real_modality_or_score_is_refused_or_ignored(tmp_pa
         RunDir(tmp_path).config()
     assert score_columns(["id", "multimem", "base__cosine", f"base__{_beacon('column')}", "pair__image__text"]) == \
         ["multimem", "base__cosine", "pair__image__text"]
+
+
+# --- the dashboard answers only the address it was started on ---------------------------------------------------
+
+def _websocket_answer(port: int, host: str) -> str:
+    """The status line the app gives a WebSocket handshake carrying `host` (as a browser on a page of that host
+    would send it: Origin and Host alike, which is what a DNS-rebinding page sends for 127.0.0.1)."""
+    import base64
+    import os
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall((f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+                   f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n"
+                   "Sec-WebSocket-Protocol: streamlit\r\n\r\n").encode())
+        return s.recv(4096).decode(errors="replace").splitlines()[0]
+
+
+def test_a_page_of_another_host_rebound_to_localhost_cannot_drive_the_dashboard(markdown_run, tmp_path):
+    from tests.conftest import serving_app
+
+    run, _ = markdown_run
+    with serving_app([str(run), "--data-root", str(run.parent / "data")], tmp_path / "app.log") as url:
+        port = int(url.rsplit(":", 1)[1])
+        assert " 101 " in _websocket_answer(port, "127.0.0.1")  # control: the browser the user opens
+        assert " 101 " in _websocket_answer(port, "localhost")
+        assert " 403 " in _websocket_answer(port, "attacker.example")
+
+
+def test_the_dashboard_bound_to_an_address_accepts_that_address_and_loopback_only():
+    from app import streamlit_command
+
+    cmd = streamlit_command("RUN", host="10.1.2.3", port=8600)
+    hosts = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--server.allowedHosts"]
+    assert set(hosts) == {"localhost", "127.0.0.1", "::1", "[::1]", "10.1.2.3"}
+    assert cmd[cmd.index("--client.allowedOrigins") + 1] == "http://10.1.2.3:8600"
