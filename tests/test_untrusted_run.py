@@ -250,3 +250,38 @@ def test_the_dashboard_bound_to_an_address_accepts_that_address_and_loopback_onl
     hosts = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--server.allowedHosts"]
     assert set(hosts) == {"localhost", "127.0.0.1", "::1", "[::1]", "10.1.2.3"}
     assert cmd[cmd.index("--client.allowedOrigins") + 1] == "http://10.1.2.3:8600"
+
+
+# --- the what-if preview reads only under the folder the app serves ----------------------------------------------
+
+@pytest.mark.parametrize("case", ["dataset elsewhere", "media outside allowed", "hub weights", "served"])
+def test_the_preview_reads_no_dataset_or_weights_outside_the_served_folder(case, markdown_run, monkeypatch):
+    """The preview decodes the dataset config.json names and loads the encoders it names: a sender's run may
+    name any folder on this machine, media outside its own (--allow-outside-root), or hub weights."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    run, _ = markdown_run
+    (run / "models" / "f").mkdir(parents=True)
+    (run / "models" / "f" / "model.safetensors").write_bytes(b"")
+    config = json.loads((run / "config.json").read_text())
+    config["model"] = {"image_tower": "ViT-B-32", "pretrained": "openai"} if case == "hub weights" else {}
+    config["media"] = {"allow_outside_root": case == "media outside allowed"}
+    config["input"] = str(run.parent / "data" / "manifest.csv")  # where a scored run names its dataset
+    (run / "config.json").write_text(json.dumps(config))
+    if case == "dataset elsewhere":
+        (served := run.parent / "served").mkdir()
+        monkeypatch.setenv("MULTIMEM_DATA_ROOT", str(served))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/mitigation.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = " ".join(i.value for i in at.info)
+    offered = any(b.key == "whatif_run" for b in at.button)
+    if case == "served":
+        assert offered, said
+        return
+    assert not offered, "the preview would read what the run names"
+    assert {"dataset elsewhere": "lies outside", "media outside allowed": "allow-outside-root",
+            "hub weights": "fetches nothing"}[case] in said, said

@@ -202,6 +202,36 @@ def can_preview(data) -> str | None:
     run = data.run
     if not list(run.models_dir.glob("*/model.safetensors")):
         return "The run has no saved models (RUN/models/*/model.safetensors), so there is nothing to preview with."
+    return outside_served_folder(data)
+
+
+def outside_served_folder(data) -> str | None:
+    """Why the preview may not read what the run's config.json names, or None.
+
+    The preview decodes the run's dataset and loads its encoders from the paths config.json gives, and a run
+    folder may come from someone else: like the New-run page, it reads only under the folder the app serves
+    (its command line's --data-root), never media "outside the dataset folder", and downloads no hub weights."""
+    from multimem_core.config import FROZEN_TEXT_TOWERS
+    from multimem_core.data.paths import BadPathError, resolve_under
+
+    root, model = run_data.serving_root(), data.config.get("model") or {}
+    named = {"dataset": str(data.run.input_path)}
+    if model.get("pretrained"):
+        named["pretrained checkpoint"] = str(model["pretrained"])
+    text = str(model.get("text_tower") or "")
+    if text and text not in FROZEN_TEXT_TOWERS and ("/" in text or Path(text).exists()):
+        named["text tower"] = text
+    for what, path in named.items():
+        try:
+            if not resolve_under(root, path).is_file() and what == "pretrained checkpoint":
+                return f"The run's pretrained weights ({path}) are no file under {root}, which the app reads " \
+                       "from; an open_clip tag would be downloaded, and the dashboard fetches nothing."
+        except BadPathError:
+            return f"The run's {what} ({path}) lies outside {root}, the folder the app reads from (its " \
+                   "--data-root): the preview reads nothing else. Start the app with --data-root on it to preview."
+    if (data.config.get("media") or {}).get("allow_outside_root"):
+        return "The run was scored with --allow-outside-root (media outside its dataset folder): the preview " \
+               "reads no media there. Use `multimem mitigate` on it instead."
     return None
 
 
@@ -237,7 +267,7 @@ def preview_section(data) -> None:
     scored = t[t["scored"]] if "scored" in t else t.iloc[:0]
     why_not = can_preview(data)
     if why_not or scored.empty:
-        st.info(why_not or "No scored samples.", icon=":material/info:")
+        st.info(common.inert(why_not) if why_not else "No scored samples.", icon=":material/info:")
         return
     order = scored.sort_values("multimem", ascending=False)["id"].astype(str).tolist()
     chosen_default = [str(i) for i in (st.session_state.get(common.SELECTION) or []) if str(i) in set(order)][:20]
