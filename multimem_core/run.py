@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .names import HELDOUT, MODALITIES
-from .run_files import DAMAGED_HINT, RunDirError, read_run_json, read_run_parquet
+from .run_files import DAMAGED_HINT, RunDirError, load_run_array, read_run_json, read_run_lines, read_run_parquet
 
 @contextmanager
 def _replacing(path: Path, suffix: str = ""):
@@ -312,19 +312,19 @@ class RunDir:
     def embeddings(self, model: str, modality: str, *, mmap: bool = True) -> tuple[list[str], np.ndarray]:
         """(ids, float16 [N, d]) of one model and modality, clean view, L2-normalised."""
         folder = self.embeddings_dir / model
-        ids = (folder / "ids.txt").read_text().splitlines()
+        ids = read_run_lines(folder / "ids.txt", "id list of the embeddings")
         return ids, self.embedding_array(model, modality, mmap=mmap)
 
     def embedding_array(self, model: str, modality: str, *, mmap: bool = True) -> np.ndarray:
         """float16 [N, d] of one model and modality, rows in the order of the model folder's ids.txt."""
-        return np.load(self.embeddings_dir / model / f"{modality}.npy", mmap_mode="r" if mmap else None)
+        return load_run_array(self.embeddings_dir / model / f"{modality}.npy", "embeddings", mmap=mmap)
 
     def similarity_matrices(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Per scored sample, the n×n modality similarity under the models that saw it and the one that did not."""
         a, b = self.diagnostics_dir / "sim_in.npy", self.diagnostics_dir / "sim_out.npy"
         if not (a.is_file() and b.is_file()):
             return None
-        return np.load(a, mmap_mode="r"), np.load(b, mmap_mode="r")
+        return load_run_array(a, "similarity matrices"), load_run_array(b, "similarity matrices")
 
     # --- writing (engine side) ---------------------------------------------------------------
     def write_config(self, config: dict) -> None:

@@ -285,3 +285,46 @@ def test_the_preview_reads_no_dataset_or_weights_outside_the_served_folder(case,
     assert not offered, "the preview would read what the run names"
     assert {"dataset elsewhere": "lies outside", "media outside allowed": "allow-outside-root",
             "hub weights": "fetches nothing"}[case] in said, said
+
+
+# --- every read of a run folder's file is bounded: a FIFO or a giant file planted there stops nothing ------------
+
+PLANTED_READS = {  # what is planted, where; the reader the dashboard uses
+    ("FIFO", "embeddings/f/ids.txt"): "RunDir(run).embeddings('f', 'image')",
+    ("FIFO", "embeddings/f/image.npy"): "RunDir(run).embedding_array('f', 'image')",
+    ("giant", "mitigation/m1/metrics.json"): "list_mitigations(RunDir(run))",
+}
+
+
+@pytest.mark.parametrize("kind,planted", list(PLANTED_READS))
+def test_a_fifo_or_a_giant_file_in_a_run_folder_is_refused_at_once(kind, planted, tmp_path):
+    """open() on a FIFO blocks until someone writes it (the Detail page, or a command, would hang for good); a
+    file of 65 MiB where the engine writes a few kilobytes of JSON is read into memory whole. Each is refused in
+    seconds, naming the file."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    (run / "embeddings" / "f").mkdir(parents=True)
+    (run / "mitigation" / "m1").mkdir(parents=True)
+    (run / "embeddings" / "f" / "ids.txt").write_text("a\nb\n")
+    np.save(run / "embeddings" / "f" / "image.npy", np.zeros((2, 3), np.float16))
+    (run / "mitigation" / "m1" / "config.json").write_text('{"strategy": "remove"}')
+    (run / "mitigation" / "m1" / "metrics.json").write_text("{}")
+    (run / "config.json").write_text('{"modalities": ["image", "text"]}')
+    (run / planted).unlink()
+    if kind == "FIFO":
+        os.mkfifo(run / planted)
+    else:
+        with open(run / planted, "wb") as f:
+            f.truncate(65 * 2**20)  # sparse: no disk used
+    code = ("from multimem_core.run import RunDir; from multimem_core.run_files import RunDirError\n"
+            "from multimem_core.mitigation.results import list_mitigations\n"
+            f"run = {str(run)!r}\ntry:\n    {PLANTED_READS[kind, planted]}\nexcept RunDirError as e:\n"
+            "    print('refused:', e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    said = res.stdout
+    assert res.returncode == 0 and "refused:" in said and planted.split("/")[-1] in said, (said, res.stderr[-2000:])
+    assert ("FIFO" if kind == "FIFO" else "over the") in said, said

@@ -240,17 +240,15 @@ N_CLEAN = 32  # random clean samples the chosen ones are compared with
 
 def preview_cost(data, n_chosen: int) -> str:
     """What the preview will cost, said before it runs: from this run's own scoring times (timings.json)."""
-    import json
-
     models = len(list(data.run.models_dir.glob("*/model.safetensors")))
     views = 4
     per_view = None
     try:
-        timings = json.loads((data.run.path / "timings.json").read_text())
+        timings = data.run.timings()  # a bounded read of a regular file (a FIFO there would hang the page)
         scored_views = max(1, len(data.table)) * max(1, models) * int(data.config.get("views") or views)
         per_view = float(timings["embed"]) / scored_views
         load = float(timings.get("decode", 0)) + float(timings.get("prepare", 0))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RunDirError):
         pass
     held = int((data.table["role"].astype(str) == "H").sum())
     work = f"loads {models} models, decodes the dataset and embeds {n_chosen + N_CLEAN + held:,} samples × {views} views " \
