@@ -210,6 +210,7 @@ class ReviewStore:
     def labels(self) -> dict[str, str]:
         """sample_id -> current label."""
         cur = self.current()
+        cur = cur[cur["label"].isin(LABELS)]  # a row written by hand into a database from elsewhere is no flag
         return dict(zip(cur["sample_id"], cur["label"]))
 
     def flagged_ids(self, label: str = "noisy") -> list[str]:

@@ -328,3 +328,32 @@ def test_a_fifo_or_a_giant_file_in_a_run_folder_is_refused_at_once(kind, planted
     said = res.stdout
     assert res.returncode == 0 and "refused:" in said and planted.split("/")[-1] in said, (said, res.stderr[-2000:])
     assert ("FIFO" if kind == "FIFO" else "over the") in said, said
+
+
+def test_rows_written_by_hand_into_the_flags_database_cost_nothing_but_themselves(markdown_run):
+    """review.sqlite from a sender: saved views whose query is no JSON or that open a page that does not exist,
+    and a decision with a label the dashboard does not know. Every page still renders; they are not listed."""
+    import sqlite3
+    from contextlib import closing
+
+    from streamlit.testing.v1 import AppTest
+
+    from multimem_core.review import ReviewStore
+    from multimem_core.saved_views import list_views, save_view
+
+    run, _ = markdown_run
+    store = ReviewStore(run / "review.sqlite")
+    save_view(store, "mine", "samples", {"sort": ["multimem"]}, reviewer="me")
+    with closing(sqlite3.connect(run / "review.sqlite")) as conn:
+        conn.executemany("INSERT INTO saved_views VALUES (?, ?, ?, 'x', 'now')",
+                         [("not json", "samples", "{oops"), ("a list", "samples", "[1]"),
+                          ("elsewhere", "../../evil", "{}")])
+        conn.execute("INSERT INTO decisions (sample_id, action, label, reviewer, created_at) "
+                     f"VALUES ('good3', 'flag', '{_beacon('flag')}', 'x', 'now')")
+        conn.commit()
+    assert [v["name"] for v in list_views(store)] == ["mine"]
+    assert "good3" not in store.labels()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/samples.py").run()
+    assert not at.exception, [e.value for e in at.exception]
