@@ -357,3 +357,24 @@ def test_rows_written_by_hand_into_the_flags_database_cost_nothing_but_themselve
     at.run()
     at.switch_page("views/samples.py").run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+# --- media decoding is bounded whatever the file claims -----------------------------------------------------------
+
+def test_a_video_of_many_frames_is_decoded_within_bounds(tmp_path, monkeypatch):
+    """A few MB of still frames can claim millions of them: decoding holds a bounded number of thumbnails and
+    stops after MAX_VIDEO_FRAMES (here shrunk, so that a 300-frame file shows both bounds)."""
+    from corpus.build import mp4
+
+    from multimem_core.data import media
+
+    video = mp4(tmp_path / "long.mp4", frames=300, size=(32, 32))
+    monkeypatch.setattr(media, "MAX_VIDEO_FRAMES", 200, raising=False)
+    monkeypatch.setattr(media, "KEPT_FRAMES", 16, raising=False)
+    shrunk = []
+    real = media._shrink_frame
+    monkeypatch.setattr(media, "_shrink_frame", lambda frame, *a: shrunk.append(frame.time) or real(frame, *a))
+    out = media.load_video(video, 8, 16)
+    assert out.shape == (8, 3, 16, 16)
+    # every frame until 32 are held, then every 2nd, 4th, 8th (73 in all); nothing after frame 200 (at 8 fps)
+    assert len(shrunk) == 32 + 16 + 16 + 9 and max(shrunk) < 200 / 8, (len(shrunk), max(shrunk))
