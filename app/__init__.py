@@ -3,6 +3,11 @@
 from pathlib import Path
 
 MAIN = Path(__file__).resolve().parent / "main.py"
+# The folder every launcher starts Streamlit in. Streamlit reads .streamlit/config.toml from the folder it
+# starts in, and `multimem app` is naturally started in a dataset folder (its default --data-root), which may
+# come from someone else: a config there turned off Streamlit's XSRF and CORS checks and loaded fonts from
+# another host. The paths the app needs are passed absolute, so where it starts changes nothing else.
+LAUNCH_DIR = MAIN.parent
 
 # Server options every launcher uses (`multimem app`, the browser test): a viewer's toolbar (no Deploy
 # button), no usage statistics, and a calm blue that does not read as "noisy" red.

@@ -378,3 +378,20 @@ def test_a_video_of_many_frames_is_decoded_within_bounds(tmp_path, monkeypatch):
     assert out.shape == (8, 3, 16, 16)
     # every frame until 32 are held, then every 2nd, 4th, 8th (73 in all); nothing after frame 200 (at 8 fps)
     assert len(shrunk) == 32 + 16 + 16 + 9 and max(shrunk) < 200 / 8, (len(shrunk), max(shrunk))
+
+
+def test_a_streamlit_config_in_the_folder_the_app_starts_in_is_not_read(markdown_run, tmp_path):
+    """`multimem app` is naturally started in a dataset folder (its default --data-root), which may come from
+    someone else; Streamlit reads .streamlit/config.toml from where it starts. One there that turns off the XSRF
+    check (and would load fonts from another host) changes nothing: the XSRF cookie is still set."""
+    import urllib.request
+
+    from tests.conftest import serving_app
+
+    run, _ = markdown_run
+    (data := run.parent / "data" / ".streamlit").mkdir()
+    (data / "config.toml").write_text('[server]\nenableXsrfProtection = false\nenableCORS = false\n\n'
+                                      f'[[theme.fontFaces]]\nfamily = "F"\nurl = "{BEACON}font.woff2"\n')
+    with serving_app([str(run)], tmp_path / "app.log", cwd=data.parent) as url:
+        cookies = urllib.request.urlopen(url + "/_stcore/health", timeout=30).headers.get_all("Set-Cookie") or []
+    assert any("_streamlit_xsrf" in c for c in cookies), cookies
