@@ -88,7 +88,7 @@ with tab_all:
 # --- export ------------------------------------------------------------------------------------------------------
 st.subheader("Export a cleaned dataset")
 info = data.config.get("manifest") or {}
-st.caption(f"Input manifest: {common.code(info.get('path', 'unknown'))} ({info.get('format', '?')}). The "
+st.caption(f"Input manifest: {common.code(info.get('path', 'unknown'))} ({common.inert(info.get('format', '?'))}). The "
            "cleaned manifest keeps its format and column names, so your trainer reads it as before. "
            "The same export on the command line: `multimem export RUN --out FILE --drop flagged|top:N|above:T`.")
 selection = st.session_state.get(common.SELECTION) or []
