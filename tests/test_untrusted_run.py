@@ -187,16 +187,17 @@ def _images_in_markdown(at) -> list[str]:
     return [s for s in seen if image.search(code_span.sub("", s))]
 
 
-@pytest.mark.parametrize("page", ["overview", "samples", "detail", "triage", "mitigation", "review_export"])
+@pytest.mark.parametrize("page", ["overview", "samples", "detail", "detail of it", "triage", "map", "mitigation",
+                                  "review_export", "new_run"])
 def test_no_markdown_image_from_a_run_reaches_the_page(markdown_run, page):
     from streamlit.testing.v1 import AppTest
 
     run, evil_id = markdown_run
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app" / "main.py"), default_timeout=120)
     at.run()
-    if page == "detail":
-        at.query_params["id"] = evil_id + " (not in the run)"
-    at.switch_page(f"views/{page}.py").run()
+    if page.startswith("detail"):
+        at.query_params["id"] = evil_id if page == "detail of it" else evil_id + " (not in the run)"
+    at.switch_page(f"views/{page.split()[0]}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     if page == "samples":  # flag the card with the hostile id: the toast names it
         at.button(key=f"grid_noisy_{evil_id}").click().run()
