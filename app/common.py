@@ -111,19 +111,19 @@ def flag_ids(data: RunData, ids, label: str, *, source: str, reason: str = "") -
         ids = [ids] if isinstance(ids, str) else list(ids)
         seqs = store(data).flag(ids, label, reviewer=reviewer(), reason=reason, source=source)
         # one sample: say which, so that the reviewer sees the flag went where they meant
-        st.session_state["_toast"] = f"Flagged {ids[0]} as {label}" if len(ids) == 1 else \
+        st.session_state["_toast"] = f"Flagged {inert(ids[0])} as {label}" if len(ids) == 1 else \
             f"Flagged {len(seqs):,} as {label}"
     except ReviewError as e:
-        st.session_state["_toast"] = f"Not saved: {e}"
+        st.session_state["_toast"] = f"Not saved: {inert(e)}"
 
 
 def repair(data: RunData, sample_id: str, modality: str, from_id: str, *, source: str) -> None:
     """Button callback: sample_id takes `modality` from from_id (applied by an export with repairs)."""
     try:
         record_repair(store(data), sample_id, modality, from_id, reviewer=reviewer(), source=source)
-        st.session_state["_toast"] = f"Repaired {sample_id}: its {modality} is now {from_id}'s"
+        st.session_state["_toast"] = f"Repaired {inert(sample_id)}: its {modality} is now {inert(from_id)}'s"
     except ReviewError as e:
-        st.session_state["_toast"] = f"Not saved: {e}"
+        st.session_state["_toast"] = f"Not saved: {inert(e)}"
 
 
 def unrepair(data: RunData, seq: int) -> None:
@@ -131,7 +131,7 @@ def unrepair(data: RunData, seq: int) -> None:
         undo_repair(store(data), seq, reviewer=reviewer())
         st.session_state["_toast"] = f"Undid repair #{seq}"
     except ReviewError as e:
-        st.session_state["_toast"] = f"Not undone: {e}"
+        st.session_state["_toast"] = f"Not undone: {inert(e)}"
 
 
 def show_toast() -> None:
@@ -156,6 +156,14 @@ def _md(text: str) -> str:
 
 def plain(text: str) -> str:
     return _md(text)
+
+
+def inert(text) -> str:
+    """Text shown as written inside Markdown (st.error, st.caption, a toast, a label or help), unable to form
+    an image, a link or HTML. For messages and values that come from a run folder, the URL or an exception
+    naming them: a sample id or media cell `![x](http://host/x.png)` would otherwise make the browser fetch
+    from another host. Only what opens such syntax is escaped, so a path or `code` reads as it is."""
+    return "".join("\\" + c if c in "\\[]<>!" else c for c in str(text))
 
 
 def code(text: str) -> str:
@@ -191,7 +199,7 @@ def tag_ids(data: RunData, ids, tag: str, *, remove: bool = False) -> None:
         n = store(data).tag(list(ids), tag, reviewer=reviewer(), remove=remove)
         st.session_state["_toast"] = f"{'Untagged' if remove else 'Tagged'} {n:,} as {tag}"
     except ReviewError as e:
-        st.session_state["_toast"] = f"Not saved: {e}"
+        st.session_state["_toast"] = f"Not saved: {inert(e)}"
 
 
 def score_column_config(data: RunData) -> dict:
@@ -249,9 +257,9 @@ def show_media(data: RunData, row: pd.Series, modality: str, *, compact: bool = 
             else:
                 st.video(blob, format=mime)
     except MediaPathError as e:
-        st.error(f"{modality}: {e}", icon=":material/warning:")
+        st.error(f"{modality}: {inert(e)}", icon=":material/warning:")
     except Exception as e:  # noqa: BLE001 (a file no check foresaw: say so on the card)
-        st.error(f"{modality}: cannot show {str(value)!r} ({type(e).__name__}: {e})", icon=":material/warning:")
+        st.error(inert(f"{modality}: cannot show {str(value)!r} ({type(e).__name__}: {e})"), icon=":material/warning:")
 
 
 # --- sample cards ------------------------------------------------------------------------------------

@@ -56,4 +56,4 @@ try:
     common.show_toast()
     page.run()
 except common.RUN_DAMAGED as e:  # a damaged file in the run folder: one line on the page, never a traceback
-    st.error(str(e), icon=":material/error:")
+    st.error(common.inert(e), icon=":material/error:")

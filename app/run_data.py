@@ -255,7 +255,9 @@ def current_run() -> RunData:
     try:
         return load_run(path)
     except (RunDirError, FileNotFoundError, KeyError, ValueError) as e:
-        st.error(f"Cannot read the run at `{path}`: {e}")
+        from app.common import code, inert
+
+        st.error(f"Cannot read the run at {code(path)}: {inert(e)}")
         st.stop()
 
 

@@ -163,15 +163,17 @@ def open(run: Run | str | Path, *, port: int | None = None, host: str = "127.0.0
     import subprocess
     import sys
 
-    from app import streamlit_command
+    from app import LAUNCH_DIR, streamlit_command
     from multimem_core.cli.apps import _die_with_parent
+    from multimem_core.launch import data_root
 
     path = Path(run.path if isinstance(run, Run) else run).resolve()
     with socket.socket() as s:
         s.bind((host, port or 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(streamlit_command(path, host=host, port=port), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "MULTIMEM_RUN": str(path)},
+    proc = subprocess.Popen(streamlit_command(path, host=host, port=port, data_root=data_root()), cwd=LAUNCH_DIR,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MULTIMEM_RUN": str(path)},
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     print(f"MultiMem Studio for {path}: http://{host}:{port}")
     proc.url = f"http://{host}:{port}"

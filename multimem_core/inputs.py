@@ -148,12 +148,9 @@ def cached_features(path: Path):
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    import os
+    from .run import atomic_save_npy
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)  # a killed process leaves no half file under the final name
+    atomic_save_npy(path, array)  # no half file under the final name; an unguessable temporary name
 
 
 def _prepare_shared(tower, raw, path: Path, rank: int, world: int) -> None:
@@ -162,6 +159,7 @@ def _prepare_shared(tower, raw, path: Path, rank: int, world: int) -> None:
     import os
 
     from .distributed import barrier
+    from .run import allocated_memmap
 
     parts = [(path.with_name(f"{path.stem}.part{r}-of-{world}.rows.npy"),
               path.with_name(f"{path.stem}.part{r}-of-{world}.npy")) for r in range(world)]
@@ -173,8 +171,7 @@ def _prepare_shared(tower, raw, path: Path, rank: int, world: int) -> None:
         return
     shapes = [np.load(f, mmap_mode="r").shape for _, f in parts]
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    full = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                     shape=(len(raw), *next(s for s in shapes if s[0])[1:]))
+    full = allocated_memmap(tmp, np.float32, (len(raw), *next(s for s in shapes if s[0])[1:]))
     for rows_file, feats_file in parts:
         full[np.load(rows_file)] = np.load(feats_file, mmap_mode="r")
     full.flush()

@@ -11,6 +11,7 @@ Roles (samples.parquet's `role`):
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 MODALITIES = ("image", "text", "audio", "video")
@@ -81,6 +82,7 @@ SCORE_PREFIXES = (PAIR, CONTRIB, BASE, COMBO)
 # "higher = more memorized / worse": multimem, pair__*, contrib__*, base__clipmem (a memorization score),
 # base__loss. The one list every ranking uses (review's top:N, the Samples order, AUROC).
 LOWER_IS_WORSE = ("base__cosine", CMC_IN, CMC_OUT)
+SCORE_NAME = re.compile(r"[0-9A-Za-z_]+")  # what a score column's name is made of
 
 
 def pair_column(a: str, b: str) -> str:
@@ -96,6 +98,11 @@ def base_column(name: str) -> str:
 
 
 def score_columns(columns: Iterable[str]) -> list[str]:
-    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__*, combo__* as they appear."""
-    columns = list(columns)
-    return [c for c in HEAD_COLUMNS if c in columns] + [c for c in columns if c.startswith(SCORE_PREFIXES)]
+    """multimem, cmc_in, cmc_out, then pair__*, contrib__*, base__*, combo__* as they appear.
+
+    Only names of letters, digits and underscores, as the engine and the importers write them: a column of a
+    score table from elsewhere named `base__![x](http://host/)` is not a score (its name would reach the
+    dashboard's labels and captions, where Markdown makes the browser fetch it)."""
+    columns = [c for c in columns if isinstance(c, str)]
+    return [c for c in HEAD_COLUMNS if c in columns] + [c for c in columns if c.startswith(SCORE_PREFIXES)
+                                                        and SCORE_NAME.fullmatch(c)]

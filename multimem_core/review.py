@@ -95,6 +95,13 @@ class ReviewStore:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_symlink():
+            # A run folder may come from someone else: SQLite follows a link, so opening it would change
+            # another database (tables, journal mode) or create a file wherever the link points, holding
+            # sample ids the sender chose. (SQLite itself refuses links for the -wal and -shm files.)
+            raise ReviewError(f"{self.path}: the flags database is a link (to {os.readlink(self.path)}), not the "
+                              "run's own file; nothing was opened. Remove the link (the run then starts with no "
+                              "flags) or copy the database into the run folder")
         if self.path.exists() and not self.path.is_file():
             raise ReviewError(f"{self.path}: the flags database is not a regular file; move it away (the run then "
                               "starts with no flags) or restore it from a backup")
@@ -203,6 +210,7 @@ class ReviewStore:
     def labels(self) -> dict[str, str]:
         """sample_id -> current label."""
         cur = self.current()
+        cur = cur[cur["label"].isin(LABELS)]  # a row written by hand into a database from elsewhere is no flag
         return dict(zip(cur["sample_id"], cur["label"]))
 
     def flagged_ids(self, label: str = "noisy") -> list[str]:

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .names import HELDOUT
-from .run_files import DAMAGED_HINT, RunDirError, read_run_json, read_run_parquet
+from .names import HELDOUT, MODALITIES
+from .run_files import DAMAGED_HINT, RunDirError, load_run_array, read_run_json, read_run_lines, read_run_parquet
 
 @contextmanager
 def _replacing(path: Path, suffix: str = ""):
@@ -100,7 +100,14 @@ def allocated_memmap(path: str | os.PathLike, dtype, shape: tuple[int, ...]) -> 
 
     A plain memmap is a sparse file: on a full disk the write into a page that finds no space kills the
     process with SIGBUS, long after the file was created. Reserving the blocks up front turns that into
-    an OSError (ENOSPC) naming the file, which `multimem` reports as a full disk."""
+    an OSError (ENOSPC) naming the file, which `multimem` reports as a full disk.
+
+    The file is new: whatever had the name goes first. A run folder may come from someone else, and a name
+    there that is a symlink to a user's file must not be written through (open_memmap would truncate and
+    fill the link's target; the caller's rename would then move that file into the run)."""
+    Path(path).unlink(missing_ok=True)  # a link goes, never its target
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0), 0o644))
     array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
     if hasattr(os, "posix_fallocate"):
         try:
@@ -210,6 +217,11 @@ class RunDir:
         if not isinstance(config, dict) or not isinstance(config.get("modalities", []), list):
             raise RunDirError(f"{self.config_path}: the run's settings are damaged (not the object `multimem` "
                               f"writes); {DAMAGED_HINT}")
+        # the names reach file names, labels and Markdown on every page: only the modalities there are
+        unknown = [m for m in config.get("modalities", []) if m not in MODALITIES]
+        if unknown:
+            raise RunDirError(f"{self.config_path}: the run's settings name {len(unknown)} modalities that do not "
+                              f"exist (one of {', '.join(MODALITIES)} each); {DAMAGED_HINT}")
         return config
 
     @property
@@ -312,19 +324,19 @@ class RunDir:
     def embeddings(self, model: str, modality: str, *, mmap: bool = True) -> tuple[list[str], np.ndarray]:
         """(ids, float16 [N, d]) of one model and modality, clean view, L2-normalised."""
         folder = self.embeddings_dir / model
-        ids = (folder / "ids.txt").read_text().splitlines()
+        ids = read_run_lines(folder / "ids.txt", "id list of the embeddings")
         return ids, self.embedding_array(model, modality, mmap=mmap)
 
     def embedding_array(self, model: str, modality: str, *, mmap: bool = True) -> np.ndarray:
         """float16 [N, d] of one model and modality, rows in the order of the model folder's ids.txt."""
-        return np.load(self.embeddings_dir / model / f"{modality}.npy", mmap_mode="r" if mmap else None)
+        return load_run_array(self.embeddings_dir / model / f"{modality}.npy", "embeddings", mmap=mmap)
 
     def similarity_matrices(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Per scored sample, the n×n modality similarity under the models that saw it and the one that did not."""
         a, b = self.diagnostics_dir / "sim_in.npy", self.diagnostics_dir / "sim_out.npy"
         if not (a.is_file() and b.is_file()):
             return None
-        return np.load(a, mmap_mode="r"), np.load(b, mmap_mode="r")
+        return load_run_array(a, "similarity matrices"), load_run_array(b, "similarity matrices")
 
     # --- writing (engine side) ---------------------------------------------------------------
     def write_config(self, config: dict) -> None:

@@ -56,3 +56,33 @@ def read_run_parquet(path: Path, what: str) -> pd.DataFrame:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+def read_run_lines(path: Path, what: str) -> list[str]:
+    """A run folder's text file of one entry a line (ids.txt), read as a regular file of bounded size."""
+    from .data.files import TABLE_LIMIT, UnreadableFileError, read_regular_bounded
+
+    try:
+        return read_regular_bounded(path, TABLE_LIMIT, what).decode("utf-8").splitlines()
+    except UnreadableFileError as e:
+        raise RunDirError(f"{e} ({DAMAGED_HINT})") from e
+    except UnicodeDecodeError as e:
+        raise RunDirError(f"{path}: the {what} is damaged (not UTF-8 text: {e}); {DAMAGED_HINT}") from e
+    except OSError as e:
+        raise RunDirError(f"{path}: cannot read the {what} ({e.strerror or e}); check its permissions") from e
+
+
+def load_run_array(path: Path, what: str, *, mmap: bool = True):
+    """A run folder's .npy array (memory-mapped unless mmap=False), only from a regular file (a FIFO there would
+    block the reader for good) and never unpickled; RunDirError naming the file otherwise."""
+    import numpy as np
+
+    from .data.files import UnreadableFileError, check_regular
+
+    try:
+        check_regular(path, what)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except UnreadableFileError as e:
+        raise RunDirError(f"{e} ({DAMAGED_HINT})") from e
+    except (ValueError, EOFError, OSError) as e:  # not an .npy, truncated, an object array, unreadable
+        raise RunDirError(f"{path}: the {what} is damaged ({_first_line(e)}); {DAMAGED_HINT}") from e

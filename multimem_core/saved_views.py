@@ -52,4 +52,21 @@ def list_views(store: ReviewStore) -> list[dict]:
     with closing(store._connect()) as conn:
         conn.executescript(_SCHEMA)
         rows = conn.execute("SELECT name, page, params, reviewer, created_at FROM saved_views ORDER BY name").fetchall()
-    return [{"name": n, "page": p, "params": json.loads(q), "reviewer": r, "created_at": c} for n, p, q, r, c in rows]
+    return [{"name": n, "page": p, "params": params, "reviewer": r, "created_at": c} for n, p, q, r, c in rows
+            if (params := _params(q)) is not None and p in PAGES and isinstance(n, str) and NAME_PATTERN.match(n)]
+
+
+PAGES = ("samples", "map")  # the dashboard pages a view opens
+
+
+def _params(text) -> dict[str, list[str]] | None:
+    """A view's query as save_view wrote it; None for a row it did not write (a run folder may come from someone
+    else: a row that opens a page that does not exist, or whose query is no JSON object, is not listed)."""
+    try:
+        params = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(params, dict) or not all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+                                               for v in params.values()):
+        return None
+    return params

@@ -55,7 +55,8 @@ c1, c2, c3 = st.columns([3, 3.4, 5])
 sid = c1.text_input("Sample id", value=str(wanted), key=f"detail_id_input_{wanted}").strip()
 row_i = data.row_of(sid)
 if row_i is None:
-    st.error(f"No sample with id {sid!r} in this run. Pick one on the Samples page or paste an id from it.")
+    st.error(f"No sample with id {common.inert(repr(sid))} in this run. Pick one on the Samples page or paste an id "
+             "from it.")
     st.stop()
 # `sid` is the one sample this run draws: every element below, the flag form and the URL take it from here
 st.session_state["detail_id"] = sid
@@ -71,7 +72,7 @@ p2.button("Next", key="detail_next", icon=":material/arrow_forward:", shortcut="
           disabled=at is None or at + 1 >= len(walk), on_click=go_to,
           args=(walk[at + 1] if at is not None and at + 1 < len(walk) else sid,))
 p3.markdown(f"**{at + 1:,} of {len(walk):,}**" if at is not None else f"not in the list ({len(walk):,})",
-            help=f"Previous / next (← →) walk the Samples list: {walk_note}")
+            help=f"Previous / next (← →) walk the Samples list: {common.inert(walk_note)}")
 
 labels = run_data.store(data).labels()
 state = labels.get(sid)

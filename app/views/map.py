@@ -125,7 +125,7 @@ size = 5 if len(drawn) < 10_000 else 3
 fig = go.Figure()
 # the Samples page's filters (label, flag, caption, ...): the matching samples in colour, the rest grey
 filtered, note = st.session_state.get(common.FILTERED), st.session_state.get(common.FILTER_NOTE, "no filter")
-if filtered is not None and note != "no filter" and st.toggle(f"Show the Samples filters: {note} "
+if filtered is not None and note != "no filter" and st.toggle(f"Show the Samples filters: {common.inert(note)} "
                                                               f"({len(filtered):,} samples)", value=True,
                                                               key="map_use_filters"):
     inside = t["id"].iloc[drawn["row"].to_numpy()].isin(set(filtered)).to_numpy()
@@ -158,10 +158,10 @@ else:
     for i, cat in enumerate(sorted(set(cats), key=lambda c: (c not in ("clean", "unreviewed"), c))):
         sel = cats == cat
         fig.add_trace(go.Scattergl(
-            x=drawn["x"][sel], y=drawn["y"][sel], mode="markers", name=f"{cat} ({int(sel.sum()):,})",
+            x=drawn["x"][sel], y=drawn["y"][sel], mode="markers", name=f"{html.escape(cat)} ({int(sel.sum()):,})",
             customdata=drawn["row"][sel], text=drawn["hover"][sel],
             marker=dict(size=size, color=PALETTE[i % len(PALETTE)], opacity=0.8),
-            hovertemplate="%{text}<br>" + cat + "<extra></extra>"))
+            hovertemplate="%{text}<br>" + html.escape(cat) + "<extra></extra>"))  # a label is text, not markup
 selection_now = st.session_state.get(common.SELECTION) or []
 if selection_now:
     # the selection (from the map, or rows picked in the Samples table) ringed, so it shows in both directions

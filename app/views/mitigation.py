@@ -81,7 +81,7 @@ def before_after(met: dict) -> None:
                 f"rows: {before['memorization']['mean']:+.4f})" if base is not before["memorization"]
                 else before.get("source", "the run"))
         cols[0].metric("Mean MultiMem", f"{a:+.4f}", delta=pct((a - b) / abs(b)) if b else None,
-                       delta_color="inverse", help=f"before: {b:+.4f} ({rows})")
+                       delta_color="inverse", help=f"before: {b:+.4f} ({common.inert(rows)})")
     for col, key in zip(cols[1:], ("recall@5", "recall@1", "linear_probe", "zero_shot")):
         if key in after["evaluation"] and key in before["evaluation"]:
             d = 100 * (after["evaluation"][key] - before["evaluation"][key])
@@ -93,10 +93,10 @@ def regroup_section(met: dict) -> None:
     before_after(met)
     if met.get("overhead"):
         o = met["overhead"]
-        st.caption(f"Re-scoring every {met.get('every')} epochs took {o['scoring_s']:.0f} s of {o['training_s']:.0f} s "
-                   f"of training ({100 * o['share']:.1f} %). Before: the same training without mitigation "
-                   f"({met['before'].get('source', 'the run')}); after: every model trained with mitigation and "
-                   "re-scored the way the run was.")
+        st.caption(f"Re-scoring every {common.inert(met.get('every'))} epochs took {o['scoring_s']:.0f} s of "
+                   f"{o['training_s']:.0f} s of training ({100 * o['share']:.1f} %). Before: the same training "
+                   f"without mitigation ({common.inert(met['before'].get('source', 'the run'))}); after: every model "
+                   "trained with mitigation and re-scored the way the run was.")
     hist = pd.DataFrame([{**h, "model": name} for name, hs in met.get("history", {}).items() for h in hs])
     if hist.empty:
         return
@@ -202,6 +202,36 @@ def can_preview(data) -> str | None:
     run = data.run
     if not list(run.models_dir.glob("*/model.safetensors")):
         return "The run has no saved models (RUN/models/*/model.safetensors), so there is nothing to preview with."
+    return outside_served_folder(data)
+
+
+def outside_served_folder(data) -> str | None:
+    """Why the preview may not read what the run's config.json names, or None.
+
+    The preview decodes the run's dataset and loads its encoders from the paths config.json gives, and a run
+    folder may come from someone else: like the New-run page, it reads only under the folder the app serves
+    (its command line's --data-root), never media "outside the dataset folder", and downloads no hub weights."""
+    from multimem_core.config import FROZEN_TEXT_TOWERS
+    from multimem_core.data.paths import BadPathError, resolve_under
+
+    root, model = run_data.serving_root(), data.config.get("model") or {}
+    named = {"dataset": str(data.run.input_path)}
+    if model.get("pretrained"):
+        named["pretrained checkpoint"] = str(model["pretrained"])
+    text = str(model.get("text_tower") or "")
+    if text and text not in FROZEN_TEXT_TOWERS and ("/" in text or Path(text).exists()):
+        named["text tower"] = text
+    for what, path in named.items():
+        try:
+            if not resolve_under(root, path).is_file() and what == "pretrained checkpoint":
+                return f"The run's pretrained weights ({path}) are no file under {root}, which the app reads " \
+                       "from; an open_clip tag would be downloaded, and the dashboard fetches nothing."
+        except BadPathError:
+            return f"The run's {what} ({path}) lies outside {root}, the folder the app reads from (its " \
+                   "--data-root): the preview reads nothing else. Start the app with --data-root on it to preview."
+    if (data.config.get("media") or {}).get("allow_outside_root"):
+        return "The run was scored with --allow-outside-root (media outside its dataset folder): the preview " \
+               "reads no media there. Use `multimem mitigate` on it instead."
     return None
 
 
@@ -210,17 +240,15 @@ N_CLEAN = 32  # random clean samples the chosen ones are compared with
 
 def preview_cost(data, n_chosen: int) -> str:
     """What the preview will cost, said before it runs: from this run's own scoring times (timings.json)."""
-    import json
-
     models = len(list(data.run.models_dir.glob("*/model.safetensors")))
     views = 4
     per_view = None
     try:
-        timings = json.loads((data.run.path / "timings.json").read_text())
+        timings = data.run.timings()  # a bounded read of a regular file (a FIFO there would hang the page)
         scored_views = max(1, len(data.table)) * max(1, models) * int(data.config.get("views") or views)
         per_view = float(timings["embed"]) / scored_views
         load = float(timings.get("decode", 0)) + float(timings.get("prepare", 0))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RunDirError):
         pass
     held = int((data.table["role"].astype(str) == "H").sum())
     work = f"loads {models} models, decodes the dataset and embeds {n_chosen + N_CLEAN + held:,} samples × {views} views " \
@@ -237,7 +265,7 @@ def preview_section(data) -> None:
     scored = t[t["scored"]] if "scored" in t else t.iloc[:0]
     why_not = can_preview(data)
     if why_not or scored.empty:
-        st.info(why_not or "No scored samples.", icon=":material/info:")
+        st.info(common.inert(why_not) if why_not else "No scored samples.", icon=":material/info:")
         return
     order = scored.sort_values("multimem", ascending=False)["id"].astype(str).tolist()
     chosen_default = [str(i) for i in (st.session_state.get(common.SELECTION) or []) if str(i) in set(order)][:20]
@@ -273,7 +301,7 @@ def preview_section(data) -> None:
     try:
         table = preview_table(*args)
     except (ValueError, KeyError, OSError, RunDirError) as e:
-        st.error(f"Cannot preview: {e}")
+        st.error(f"Cannot preview: {common.inert(e)}")
         return
     from multimem_core.whatif import preview_summary
 

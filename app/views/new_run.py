@@ -99,7 +99,7 @@ def show_job(name: str) -> None:
             st.code(launch.log_tail(state.path, lines=30) or "(nothing yet)", language=None)
     elif state.state == "complete":
         cfg = RunDir(state.path).config()
-        st.success(f"Finished: {cfg.get('n_scored', '?')} samples scored of {cfg.get('n_samples', '?')}.",
+        st.success(common.inert(f"Finished: {cfg.get('n_scored', '?')} samples scored of {cfg.get('n_samples', '?')}."),
                    icon=":material/check_circle:")
         if st.button("Open this run", type="primary", icon=":material/open_in_new:", key=f"newrun_open_{name}"):
             open_run(state.path)
@@ -203,7 +203,7 @@ with right:
             run_name = launch.check_run_name(name.strip())  # a name, not a path: the run stays in this folder
             out = launch.start(launch.request(path, folder / run_name, {**values, "modalities": picked}), root=root)
         except launch.LaunchError as e:
-            st.error(str(e), icon=":material/block:")
+            st.error(common.inert(e), icon=":material/block:")
         else:
             st.query_params["job"] = out.name
             st.session_state.pop("newrun_name", None)  # the next run gets a fresh name

@@ -95,9 +95,9 @@ def overlay_hist(groups: dict[str, np.ndarray], title: str, xlabel: str, subtitl
 data = run_data.current_run()
 cfg = data.config
 ds = cfg.get("dataset") or {}
-st.title(f"Overview · {data.name}")
+st.title(f"Overview · {common.inert(data.name)}")
 st.caption(f"Dataset **{common.plain(ds.get('name') or cfg.get('manifest', {}).get('path', '?'))}** · "
-           f"protocol **{data.protocol}**" + (f" with {run_data.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
+           f"protocol **{common.inert(data.protocol)}**" + (f" with {run_data.protocol_folds(cfg)} folds" if data.protocol == "crossfit"
                                              else "")
            + f" · modalities **{', '.join(data.modalities)}** · {common.code(data.run.path)}")
 options = run_data.scored_with(cfg)
@@ -106,8 +106,8 @@ if options is None:
 else:
     given = {o["dest"]: o["value"] for o in options}
     st.caption(f"Towers: image **{common.plain(str(given['image_tower']))}** · text "
-               f"**{common.plain(str(given['text_tower']))}** · {given['epochs']} epochs, batch "
-               f"{given['batch_size']}, {given['views']} views")
+               f"**{common.plain(str(given['text_tower']))}** · " + common.inert(
+                   f"{given['epochs']} epochs, batch {given['batch_size']}, {given['views']} views"))
 
 t = data.table
 n_scored = int(t["scored"].sum())
@@ -123,24 +123,24 @@ c[5].metric("Flagged noisy", f"{sum(1 for v in labels.values() if v == 'noisy'):
 
 said = verdict(cfg)
 if said.get("expected_auroc") is not None:
-    st.markdown(f"#### {said['verdict']}")
+    st.markdown(f"#### {common.inert(said['verdict'])}")
     if said.get("warning"):
-        st.warning(said["warning"].removeprefix("WARNING: "), icon=":material/warning:")
-    virtual = (f" and {said['n_virtual']} wrong pairs formed from rows the scoring model never trained on"
+        st.warning(common.inert(said["warning"].removeprefix("WARNING: ")), icon=":material/warning:")
+    virtual = (f" and {common.inert(said['n_virtual'])} wrong pairs formed from rows the scoring model never trained on"
                if said.get("n_virtual") else "")
-    st.caption(f"Measured by the run's self-check: {said.get('n_planted')} known corruptions planted into training"
+    st.caption(f"Measured by the run's self-check: {common.inert(said.get('n_planted'))} known corruptions planted into training"
                f"{virtual} (never shown here or exported), ranked among the real rows, corrected for the wrong pairs "
                "the data already holds. The Samples page, Triage and Export rank by this column unless you pick "
                "another.")
 else:
-    st.caption(said["verdict"])
+    st.caption(common.inert(said["verdict"]))
 confidence_lines = format_confidence(cfg.get("confidence") or {}, advice=advice(cfg))
 if said.get("expected_auroc") is not None:
     confidence_lines = confidence_lines[:1]  # the self-check's warning is the one that predicts quality
 if len(confidence_lines) > 1:  # the figure is below its threshold: say so before any score is read
-    st.warning(confidence_lines[1].removeprefix("WARNING: "), icon=":material/warning:")
+    st.warning(common.inert(confidence_lines[1].removeprefix("WARNING: ")), icon=":material/warning:")
 if confidence_lines:
-    st.caption(confidence_lines[0].replace("confidence ", "Confidence: ", 1))
+    st.caption(common.inert(confidence_lines[0].replace("confidence ", "Confidence: ", 1)))
 
 if n_scored == 0:
     st.info("This run has no scores yet. When the engine finishes scoring, this page fills in by itself on "
@@ -175,7 +175,7 @@ with left:
                     key="contrib")
     order = " > ".join(contrib["modality"])
     if order:
-        st.caption(f"This run: **{order}**. The paper found text > video > image > audio.")
+        st.caption(f"This run: **{common.inert(order)}**. The paper found text > video > image > audio.")
 with right:
     fig = go.Figure()
     for i, (name, frame) in enumerate([("all scored", s["pairs_all"])] +

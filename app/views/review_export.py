@@ -82,14 +82,14 @@ with tab_all:
                     st.toast(f"Undid decision #{choice}")
                     st.rerun()
                 except ReviewError as e:
-                    st.error(str(e))
+                    st.error(common.inert(e))
     else:
         st.caption("The history is empty.")
 
 # --- export ------------------------------------------------------------------------------------------------------
 st.subheader("Export a cleaned dataset")
 info = data.config.get("manifest") or {}
-st.caption(f"Input manifest: {common.code(info.get('path', 'unknown'))} ({info.get('format', '?')}). The "
+st.caption(f"Input manifest: {common.code(info.get('path', 'unknown'))} ({common.inert(info.get('format', '?'))}). The "
            "cleaned manifest keeps its format and column names, so your trainer reads it as before. "
            "The same export on the command line: `multimem export RUN --out FILE --drop flagged|top:N|above:T`.")
 selection = st.session_state.get(common.SELECTION) or []
@@ -145,7 +145,7 @@ if st.button("Build export", type="primary", key="export_build"):
         st.session_state["export_result"] = (export, str(out), rule.describe())
     except ReviewError as e:
         st.session_state.pop("export_result", None)
-        st.error(str(e))
+        st.error(common.inert(e))
 
 result = st.session_state.get("export_result")
 if result:

@@ -156,17 +156,17 @@ def save_view_box(data: run_data.RunData, query: url_state.Query) -> None:
         if st.button("Save", key="view_save"):
             try:
                 save_view(run_data.store(data), name, "samples", query, reviewer=common.reviewer())
-                st.session_state["_toast"] = f"Saved the view {name.strip()!r}: it is in the sidebar"
+                st.session_state["_toast"] = f"Saved the view {common.inert(repr(name.strip()))}: it is in the sidebar"
                 st.rerun()
             except ReviewError as e:
-                st.error(str(e))
+                st.error(common.inert(e))
         if query.get("sel") == [] and st.session_state.get("samples_only_sel"):
             st.caption(f"The selection is larger than {url_state.MAX_SELECTION_IN_URL} samples: the view keeps "
                        "the filters without it.")
 
 
 def bulk_actions(data: run_data.RunData, ids: list[str], note: str) -> None:
-    with st.expander(f"Act on these {len(ids):,} samples ({note})", icon=":material/checklist:"):
+    with st.expander(f"Act on these {len(ids):,} samples ({common.inert(note)})", icon=":material/checklist:"):
         cols = st.columns(len(LABELS) + 1)
         for col, label in zip(cols, LABELS):
             col.button(f"Flag all as {label}", key=f"bulk_{label}", icon=common.FLAG_ICONS[label], width="stretch",
@@ -243,7 +243,7 @@ order = None if dynamic else run_data.sorted_rows(str(data.run.path), data.stamp
 try:
     rows = filters.matching_rows(data.table, data.search_text, chosen, labels=labels, tags=tags, order=order)
 except filters.FilterError as e:
-    st.error(str(e), icon=":material/error:")
+    st.error(common.inert(e), icon=":material/error:")
     st.stop()
 common.keep_widgets(KEPT, save=True)
 ids = data.ids[rows]  # an array, not a list: no million-element conversion per rerun
@@ -269,7 +269,7 @@ if view == "table":
     # it stay small, and "Sort by" above sorts all of them.
     by = filters.SORT_COLUMNS.get(chosen.sort) or diagnose.score_label(chosen.sort)
     whole = len(rows) <= TABLE_ROWS
-    st.caption(f"**{len(rows):,}** of {len(data.table):,} samples match, sorted by {by}; "
+    st.caption(f"**{len(rows):,}** of {len(data.table):,} samples match, sorted by {common.inert(by)}; "
                + ("click a column header to sort all of them by it." if whole else
                   f"a column header sorts the {TABLE_ROWS:,} rows of a page, *Sort by* above sorts all of them.")
                + ("" if len(rows) <= THUMBNAIL_ROWS else f" Thumbnails show when at most {THUMBNAIL_ROWS:,} match."))

@@ -147,7 +147,7 @@ nav[5].text_input("Reason (optional)", key="triage_reason", placeholder="optiona
 
 row_i = data.row_of(sid)
 if row_i is None:
-    st.warning(f"{sid!r} is not in this run any more; press j to skip it.")
+    st.warning(f"{common.inert(repr(sid))} is not in this run any more; press j to skip it.")
     st.stop()
 row = data.table.iloc[row_i]
 state = labels.get(sid)

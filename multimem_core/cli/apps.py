@@ -72,7 +72,7 @@ def cmd_app(args) -> int:
     import signal
     import subprocess
 
-    from app import streamlit_command
+    from app import LAUNCH_DIR, streamlit_command
 
     wanted = app_port(args.port)
     port = _free_port(args.host, wanted)
@@ -97,7 +97,7 @@ def cmd_app(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
     # its own process group, so that stopping it takes whatever Streamlit started too
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, cwd=LAUNCH_DIR,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     try:
         return proc.wait()

@@ -32,7 +32,7 @@ from multimem_core.data.manifest import Manifest
 from multimem_core.data.media import MediaError, load_audio, load_image, load_text, load_video
 from multimem_core.config import MediaSpec
 from multimem_core.data.paths import BadPathError, resolve_under
-from multimem_core.run import allocated_memmap
+from multimem_core.run import allocated_memmap, atomic_save_npy, atomic_write_bytes
 
 CACHE_VERSION = 2  # bump when the decoding itself changes, so old caches are not reused
 ERROR_COLUMNS = ["id", "row", "modality", "path", "reason"]
@@ -149,7 +149,7 @@ def decode_samples(
     for m in media:
         arrays[m] = _finish_array(partial.pop(m), cache_dir, m, len(kept_ids))
     if "text" in modalities:
-        _atomic_write(cache_dir / "text.json", json.dumps(texts, ensure_ascii=False))
+        atomic_write_bytes(cache_dir / "text.json", json.dumps(texts, ensure_ascii=False).encode())
         arrays["text"] = texts
     error_frame = pd.DataFrame(errors, columns=ERROR_COLUMNS)
     meta = {
@@ -162,7 +162,7 @@ def decode_samples(
         "rows": kept_rows,
         "errors": error_frame.to_dict("records"),
     }
-    _atomic_write(meta_path, json.dumps(meta))
+    atomic_write_bytes(meta_path, json.dumps(meta).encode())
     return Decoded(ids=kept_ids, rows=np.asarray(kept_rows, dtype=np.int64), arrays=arrays, errors=error_frame)
 
 
@@ -246,17 +246,17 @@ def _finish_array(partial: np.memmap, cache_dir: Path, name: str, kept: int) -> 
         del partial
         os.replace(src, final)
     else:
-        tmp = cache_dir / f"{name}.compact.npy"
         if kept == 0:
-            np.save(tmp, np.zeros((0, *partial.shape[1:]), dtype=partial.dtype))
+            atomic_save_npy(final, np.zeros((0, *partial.shape[1:]), dtype=partial.dtype))
         else:
+            tmp = cache_dir / f"{name}.compact.npy"
             out = allocated_memmap(tmp, partial.dtype, (kept, *partial.shape[1:]))
             for start in range(0, kept, COPY_CHUNK):
                 out[start : start + COPY_CHUNK] = partial[start : min(kept, start + COPY_CHUNK)]
             out.flush()
             del out
+            os.replace(tmp, final)
         del partial
-        os.replace(tmp, final)
         src.unlink(missing_ok=True)
     return _open_array(final)
 
@@ -291,9 +291,3 @@ def _load_cache(cache_dir: Path, meta_path: Path, key: str, modalities: Sequence
         errors=pd.DataFrame(meta["errors"], columns=ERROR_COLUMNS),
         cache_hit=True,
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

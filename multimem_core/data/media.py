@@ -205,12 +205,20 @@ def even_indices(available: int, wanted: int) -> np.ndarray:
     return np.minimum(((np.arange(wanted) + 0.5) * available / wanted).astype(np.int64), available - 1)
 
 
+MAX_VIDEO_FRAMES = 108_000  # frames decoded at most: an hour at 30 fps (a sample is a clip; later frames go unread)
+KEPT_FRAMES = 512  # thumbnails a decode holds, times two at most; far more than the 64 frames a sample may ask
+
+
 def load_video(src: Source, frames: int, size: int) -> np.ndarray:
     """Decode a video file with PyAV -> uint8 [frames, 3, size, size].
 
-    Every frame is decoded and shrunk at once (so memory stays small for long videos); then `frames`
-    of them are picked evenly over the stream and center-cropped. Fewer decodable frames than asked:
-    they repeat evenly. A stream that breaks off midway keeps the frames decoded before the break.
+    Every frame is decoded and every `step`-th one shrunk at once; then `frames` of those are picked evenly
+    over the stream and center-cropped. Fewer decodable frames than asked: they repeat evenly. A stream that
+    breaks off midway keeps the frames decoded before the break.
+
+    Bounded whatever the file says: at most KEPT_FRAMES * 2 thumbnails are held (when they fill up, every
+    other one goes and the step doubles: an hour of video at 256 px held every frame, 21 GB), and decoding
+    stops after MAX_VIDEO_FRAMES (a few MB of still frames can claim millions of them).
     """
     fp, path = _open(src)
     if _is_empty(src):
@@ -227,9 +235,15 @@ def load_video(src: Source, frames: int, size: int) -> np.ndarray:
         stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg: decoding dominates the cost
         # One scaler for the whole stream: a fresh one per frame (frame.reformat) costs ~4x the decode.
         scaler = VideoReformatter()
+        step = 1
         try:
-            for frame in container.decode(stream):
-                thumbs.append(_shrink_frame(frame, size, scaler))
+            for seen, frame in enumerate(container.decode(stream)):
+                if seen >= MAX_VIDEO_FRAMES:
+                    break
+                if seen % step == 0:
+                    thumbs.append(_shrink_frame(frame, size, scaler))
+                    if len(thumbs) >= 2 * KEPT_FRAMES:
+                        thumbs, step = thumbs[::2], 2 * step
         except (av.FFmpegError, OSError, ValueError):
             if not thumbs:
                 raise

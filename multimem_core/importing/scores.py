@@ -39,8 +39,11 @@ class ScoresImport:
 
 def score_column_name(column: str) -> str:
     """The run's name for a score column: ours are kept; any other becomes base__<name> (a score to compare)."""
-    if column in HEAD_COLUMNS or column.startswith(SCORE_PREFIXES):
+    if column in HEAD_COLUMNS:
         return column
+    prefix = next((p for p in SCORE_PREFIXES if column.startswith(p)), None)
+    if prefix is not None:  # ours by its prefix; the rest made of the characters a score name may hold
+        return prefix + re.sub(r"[^0-9A-Za-z_]+", "_", column[len(prefix):]).strip("_")
     return base_column(re.sub(r"[^0-9A-Za-z_]+", "_", column).strip("_"))
 
 

@@ -5,12 +5,12 @@ Nothing here trains or loads a model (no torch): the dashboard imports this modu
 
 from __future__ import annotations
 
-import json
 import re
 
 import pandas as pd
 
 from ..run import RunDir
+from ..run_files import read_run_json
 
 
 def list_mitigations(run: RunDir) -> list[dict]:
@@ -21,8 +21,9 @@ def list_mitigations(run: RunDir) -> list[dict]:
     for folder in sorted(run.mitigation_dir.iterdir()):
         cfg, met = folder / "config.json", folder / "metrics.json"
         if cfg.is_file():
-            out.append({"name": folder.name, "path": str(folder), "config": json.loads(cfg.read_text()),
-                        "metrics": json.loads(met.read_text()) if met.is_file() else None})
+            # bounded reads of regular files: a FIFO or a giant file there stops nothing but this run's page
+            out.append({"name": folder.name, "path": str(folder), "config": read_run_json(cfg, "mitigation settings"),
+                        "metrics": read_run_json(met, "mitigation results") if met.is_file() else None})
     return out
 
 
