@@ -15,7 +15,7 @@ LIFT_THRESHOLD, runs near chance AUROC had less.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 

@@ -128,7 +128,7 @@ def write_reasons(run) -> pd.DataFrame:
     """Every scored sample's reason under the model that never trained on it (diagnostics/sim_out.npy),
     into RUN/diagnostics/reasons.parquet (atomically). Called by the scoring pipeline, or lazily by
     `reasons`. A run without similarity matrices (imported scores) gets an empty table."""
-    from multimem_core.run import atomic_write_parquet
+    from multimem_core.atomic import atomic_write_parquet
 
     sims = run.similarity_matrices()
     scores = run.scores()

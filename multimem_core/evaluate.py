@@ -26,7 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .inputs import select
-from .run import RunDir, atomic_write_json
+from .atomic import atomic_write_json
+from .run import RunDir
 
 EVALUATION_FILE = "evaluation.json"
 

@@ -23,7 +23,8 @@ import pandas as pd
 
 from multimem_core.repairs import MODALITIES, apply_repairs, current_repairs, repairs_path
 from multimem_core.review import DropRule, ReviewError, ReviewStore, ids_to_drop
-from multimem_core.run import RunDir, atomic_write_bytes
+from multimem_core.atomic import atomic_write_bytes
+from multimem_core.run import RunDir
 
 MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ID_FORMATS = ("ids", "ids-csv", "npy")

@@ -148,7 +148,7 @@ def cached_features(path: Path):
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    from .run import atomic_save_npy
+    from .atomic import atomic_save_npy
 
     atomic_save_npy(path, array)  # no half file under the final name; an unguessable temporary name
 
@@ -159,7 +159,7 @@ def _prepare_shared(tower, raw, path: Path, rank: int, world: int) -> None:
     import os
 
     from .distributed import barrier
-    from .run import allocated_memmap
+    from .atomic import allocated_memmap
 
     parts = [(path.with_name(f"{path.stem}.part{r}-of-{world}.rows.npy"),
               path.with_name(f"{path.stem}.part{r}-of-{world}.npy")) for r in range(world)]

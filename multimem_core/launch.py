@@ -27,7 +27,8 @@ from pathlib import Path
 from .data.paths import OutsideRootError
 from .data.paths import resolve_under as resolve_under_root
 from .config import ScoreConfig
-from .run import RunDir, atomic_write_json
+from .atomic import atomic_write_json
+from .run import RunDir
 from .runlock import describe_holder
 
 ENV_DATA_ROOT = "MULTIMEM_DATA_ROOT"

@@ -32,7 +32,8 @@ from .names import HELDOUT
 from .planting import PlantPlan, plan_planted, plan_virtual, with_planted
 from .protocol import Assignment, assign, sampled_reference, training_assignment
 from .score_table import score_table
-from .run import RunDir, Stages, allocated_memmap, atomic_save_npy, atomic_write_parquet, describe_skipped, stored_paths
+from .atomic import allocated_memmap, atomic_save_npy, atomic_write_parquet
+from .run import RunDir, Stages, describe_skipped, stored_paths
 from .runlock import RunLock
 from .selfcheck import (CANDIDATES, RANKING_COLUMN, VIRTUAL_CANDIDATES, VIRTUAL_FILE, mean_rank, oriented,
                         run_selfcheck)

@@ -32,7 +32,7 @@ from .augment import augment_batch
 from .config import AugmentConfig, TrainConfig
 from .distributed import dist_info
 from .inputs import select
-from .run import atomic_save_torch, atomic_write_json
+from .atomic import atomic_save_torch, atomic_write_json
 
 
 # A checkpoint of a demo model (weights and AdamW state, 11 MB) took 70 ms to write and a progress report

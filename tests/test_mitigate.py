@@ -147,7 +147,7 @@ def test_name_is_one_plain_folder_under_mitigation(name):
 
 def test_metrics_never_hold_bare_nan_and_print_without_numbers(tmp_path):
     from multimem_core.mitigation.results import format_metrics
-    from multimem_core.run import atomic_write_json
+    from multimem_core.atomic import atomic_write_json
 
     mem = {"mean": float("nan"), "n": 0, "pairs": {"image-text": np.float32("nan")}}
     atomic_write_json(tmp_path / "metrics.json", {

@@ -196,7 +196,7 @@ def test_a_selfcheck_without_figures_reads_as_none_in_every_report(crossfit_run,
     import shutil
 
     from multimem_core.cli import main
-    from multimem_core.run import atomic_write_json
+    from multimem_core.atomic import atomic_write_json
 
     run = tmp_path / "run"
     shutil.copytree(crossfit_run.path, run)

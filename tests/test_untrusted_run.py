@@ -45,7 +45,7 @@ def test_a_symlink_where_the_decode_cache_writes_leaves_its_target_alone(victim,
 
 
 def test_allocated_memmap_replaces_a_link_instead_of_writing_through_it(victim, tmp_path):
-    from multimem_core.run import allocated_memmap
+    from multimem_core.atomic import allocated_memmap
 
     link = tmp_path / "run" / "embeddings" / "f" / "image.npy"
     link.parent.mkdir(parents=True)

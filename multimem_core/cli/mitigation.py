@@ -22,7 +22,8 @@ def cmd_evaluate(args) -> int:
 
     from multimem_core.evaluate import EVALUATION_FILE, EvalConfig, evaluate_run, format_evaluation
     from multimem_core.label_noise import compare, format_comparison
-    from multimem_core.run import RunDir, RunDirError, atomic_write_json
+    from multimem_core.atomic import atomic_write_json
+    from multimem_core.run import RunDir, RunDirError
     from multimem_core.runlock import RunLock
 
     run = RunDir(args.run)

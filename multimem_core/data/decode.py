@@ -32,7 +32,7 @@ from multimem_core.data.manifest import Manifest
 from multimem_core.data.media import MediaError, load_audio, load_image, load_text, load_video
 from multimem_core.config import MediaSpec
 from multimem_core.data.paths import BadPathError, resolve_under
-from multimem_core.run import allocated_memmap, atomic_save_npy, atomic_write_bytes
+from multimem_core.atomic import allocated_memmap, atomic_save_npy, atomic_write_bytes
 
 CACHE_VERSION = 2  # bump when the decoding itself changes, so old caches are not reused
 ERROR_COLUMNS = ["id", "row", "modality", "path", "reason"]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from multimem_core.review import ReviewError, ReviewStore
-from multimem_core.run import RunDir, atomic_write_bytes
+from multimem_core.atomic import atomic_write_bytes
+from multimem_core.run import RunDir
 
 MEDIA = ("image", "audio", "video")
 MAX_BYTES = 256 * 2**20

@@ -14,7 +14,7 @@ import torch
 from ..evaluate import evaluate_model
 from ..inputs import select
 from ..metric import cmc_from_terms
-from ..run import atomic_write_parquet, atomic_write_json
+from ..atomic import atomic_write_parquet, atomic_write_json
 from ..targeted import TargetedAugment, describe
 from ..train import shuffled_batches, train_model
 from .session import Session, change, control_numbers, memorization

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..run import atomic_write_parquet
+from ..atomic import atomic_write_parquet
 from ..train import train_model
 from .session import Session, change, load_metrics
 from .settings import RANKINGS, SWEEP_RANKINGS, MitigationError

@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from ..evaluate import evaluate_models, read_evaluation
-from ..run import RunDir, RunDirError, atomic_write_json
+from ..atomic import atomic_write_json
+from ..run import RunDir, RunDirError
 from ..config import TrainConfig
 from ..train import train_model
 from .results import baseline
