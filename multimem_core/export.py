@@ -51,6 +51,7 @@ class Export:
     skipped: pd.DataFrame | None = None
     rule: str = ""  # the drop rule, described (DropRule.describe)
     dataset: str = ""  # the folder of the run's data: write_export writes over no file in it unless told so
+    run: RunDir | None = None  # write_export writes over no file its manifest names (referenced_files) unless told so
 
     def summary(self) -> str:
         return export_summary(total=self.total, dropped=len(self.dropped), skipped=self.skipped, kept=self.kept,
@@ -128,7 +129,7 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
     from multimem_core.outputs import dataset_of
 
     export = _build_export(run, rule, format=format, store=store, repairs=repairs, keep_unloaded=keep_unloaded)
-    export.dataset = str(dataset_of(run) or "")
+    export.dataset, export.run = str(dataset_of(run) or ""), run
     return export
 
 
@@ -205,7 +206,8 @@ def write_export(export: Export, out: str | Path, *, absolute_paths: bool = Fals
         if export.format == SHARD_FORMAT:  # a folder of new shards: never the shards it copies from
             check_output(out, inputs=[export.root], writes="folder")
         else:
-            check_output(out, inputs=[export.source], overwrite=overwrite, dataset=export.dataset)
+            check_output(out, inputs=[export.source], overwrite=overwrite, dataset=export.dataset,
+                         references=(lambda: referenced_files(export.run)) if export.run is not None else None)
     except OutputError as e:
         raise ReviewError(str(e)) from e
     out = Path(out).expanduser()
@@ -270,6 +272,39 @@ def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, int]:
     with the input's own column names; and how many rows the input had (`input_rows`)."""
     table, row_of, _ = manifest_rows(run)
     return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded_rows(run))
+
+
+def referenced_files(run: RunDir) -> dict[Path, str]:
+    """Every file the run's input names, resolved wherever it leads (a run made with --allow-outside-root reads
+    media outside its dataset folder): the manifest and each media cell of every row, the rows the run could not
+    load included -> what it is, for the message of an export that would write over it."""
+    from multimem_core.data.paths import BadPathError, resolve_under
+    from multimem_core.data.shards import is_member_ref, split_ref
+
+    found: dict[Path, str] = {}
+
+    def add(value, what: str) -> None:
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+        text = split_ref(text)[0] if is_member_ref(text) else text  # a shard member: its shard
+        if text and "://" not in text:
+            try:
+                found.setdefault(resolve_under(run.dataset_root, text, allow_outside=True), what)
+            except BadPathError:  # a NUL byte or a symlink loop: no file to protect
+                pass
+
+    if manifest_info(run).get("path"):
+        add(run.stored_path("manifest"), "the run's input manifest")
+    try:
+        table, _, source = manifest_rows(run)
+    except ReviewError:  # the manifest changed since the run: the rows the run holds
+        table, source = run.samples(), str(run.samples_path)
+    names = manifest_info(run).get("source_columns") or {}
+    for column in dict.fromkeys(names.get(m, m) for m in MEDIA_MODALITIES):
+        for value in table[column] if column in table.columns else ():
+            add(value, f"a file the run's manifest names (its {column} column, {source})")
+    for value in run.errors().get("path", ()):
+        add(value, f"a file the run's manifest names (a row it could not load, {run.errors_path})")
+    return found
 
 
 def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
