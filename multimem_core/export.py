@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from multimem_core.names import one_line
 from multimem_core.repairs import MODALITIES, apply_repairs, current_repairs, repairs_path
 from multimem_core.review import DropRule, ReviewError, ReviewStore, ids_to_drop
 from multimem_core.run import RunDir, atomic_write_bytes
@@ -65,7 +66,8 @@ def export_summary(*, total: int, dropped: int, skipped: pd.DataFrame | None, ke
     load (2 missing file; listed in RUN/errors.parquet); kept 55 (csv)". dropped + left out + kept = total."""
     line = f"dropped {dropped} of {total} rows" + (f" ({rule})" if rule else "")
     if skipped is not None and len(skipped):
-        counts = skipped["reason"].value_counts(sort=False)  # most frequent first, ties as errors.parquet lists them
+        # each reason on one short line (a decoder's error can be long), counted as it is shown
+        counts = skipped["reason"].map(one_line).value_counts(sort=False)  # most frequent first, ties as listed
         counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
         why = ", ".join(f"{n} {reason}" for reason, n in counts.items())
         line += f"; left out {len(skipped)} more that the run could not load ({why}; listed in errors.parquet)"
