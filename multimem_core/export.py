@@ -181,7 +181,7 @@ def _build_export(run: RunDir, rule: DropRule, *, format: str | None, store: Rev
         raise ReviewError(f"a Hugging Face dataset keeps its media inside its tables, so a {fmt} manifest of it would "
                           "name no files: export with --to hf (or --format shards, or ids)")
     names = manifest_info(run).get("source_columns") or {}
-    table, row_of, source = manifest_rows(run)
+    table, row_of, source = manifest_rows(run, unloaded)
     total = input_rows(len(table), row_of, unloaded)
     log = None
     if repairs:
@@ -269,11 +269,12 @@ def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule, skipped:
     return df
 
 
-def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, int]:
-    """The input manifest without the rows of the ids in `drop` (the rule's and the unloaded ones: `removal`),
-    with the input's own column names; and how many rows the input had (`input_rows`)."""
-    table, row_of, _ = manifest_rows(run)
-    return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded_rows(run))
+def cleaned_manifest(run: RunDir, drop: set[str], unloaded: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The input manifest without the rows of the ids in `drop` (the rule's and the unloaded ones: `removal`,
+    which also gives `unloaded`, every unloaded row), with the input's own column names; and how many rows the
+    input had (`input_rows`)."""
+    table, row_of, _ = manifest_rows(run, unloaded)
+    return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded)
 
 
 def referenced_files(run: RunDir) -> dict[Path, str]:
@@ -309,9 +310,9 @@ def referenced_files(run: RunDir) -> dict[Path, str]:
     return found
 
 
-def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
+def manifest_rows(run: RunDir, unloaded: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, int], str]:
     """The whole input manifest with the input's own column names, each sample's row in it (also of the rows the
-    run could not load, from errors.parquet), and its source.
+    run could not load: `unloaded`, unloaded_rows(run) when the caller has read them), and its source.
 
     Re-reads the original file when it is still there, so every column survives (also ones the engine
     ignored); otherwise rebuilds the table from samples.parquet with the original names (without the rows the
@@ -328,7 +329,7 @@ def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
         if len(original) < len(samples):
             raise ReviewError(f"{path} has {len(original)} rows but the run has {len(samples)} samples: the "
                               "manifest changed after the run; export with --format ids instead")
-        unloaded = unloaded_rows(run).query("row >= 0")
+        unloaded = (unloaded_rows(run) if unloaded is None else unloaded).query("row >= 0")
         row_of = {**dict(zip(unloaded["id"], unloaded["row"])), **dict(zip(samples["id"], samples["row"].astype(int)))}
         return original, row_of, str(path)
     source_columns = info.get("source_columns") or {}

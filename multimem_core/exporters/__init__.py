@@ -37,8 +37,8 @@ def export_to(run: RunDir, fmt: str, out: str | Path, rule: DropRule | None, *, 
         from multimem_core.export import export_summary, removal
         from .hf import write_hf
 
-        dropped, skipped, _ = removal(run, rule, keep_unloaded=keep_unloaded)
-        kept, total = write_hf(run, set(dropped) | set(skipped["id"]), out)
+        dropped, skipped, unloaded = removal(run, rule, keep_unloaded=keep_unloaded)  # errors.parquet, read once
+        kept, total = write_hf(run, set(dropped) | set(skipped["id"]), out, unloaded)
         return export_summary(total=total, dropped=len(dropped), skipped=skipped, kept=kept, rule=rule.describe(),
                               what="Hugging Face dataset")
     dropped = set(ids_to_drop(run, rule)) if rule is not None else set()
