@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from multimem_core.names import one_line
 from multimem_core.repairs import MODALITIES, apply_repairs, current_repairs, repairs_path
 from multimem_core.review import DropRule, ReviewError, ReviewStore, ids_to_drop
 from multimem_core.atomic import atomic_write_bytes
@@ -52,6 +53,7 @@ class Export:
     skipped: pd.DataFrame | None = None
     rule: str = ""  # the drop rule, described (DropRule.describe)
     dataset: str = ""  # the folder of the run's data: write_export writes over no file in it unless told so
+    run: RunDir | None = None  # write_export writes over no file its manifest names (referenced_files) unless told so
 
     def summary(self) -> str:
         return export_summary(total=self.total, dropped=len(self.dropped), skipped=self.skipped, kept=self.kept,
@@ -65,7 +67,8 @@ def export_summary(*, total: int, dropped: int, skipped: pd.DataFrame | None, ke
     load (2 missing file; listed in RUN/errors.parquet); kept 55 (csv)". dropped + left out + kept = total."""
     line = f"dropped {dropped} of {total} rows" + (f" ({rule})" if rule else "")
     if skipped is not None and len(skipped):
-        counts = skipped["reason"].value_counts(sort=False)  # most frequent first, ties as errors.parquet lists them
+        # each reason on one short line (a decoder's error can be long), counted as it is shown
+        counts = skipped["reason"].map(one_line).value_counts(sort=False)  # most frequent first, ties as listed
         counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
         why = ", ".join(f"{n} {reason}" for reason, n in counts.items())
         line += f"; left out {len(skipped)} more that the run could not load ({why}; listed in errors.parquet)"
@@ -129,7 +132,7 @@ def build_export(run: RunDir, rule: DropRule, *, format: str | None = None,
     from multimem_core.outputs import dataset_of
 
     export = _build_export(run, rule, format=format, store=store, repairs=repairs, keep_unloaded=keep_unloaded)
-    export.dataset = str(dataset_of(run) or "")
+    export.dataset, export.run = str(dataset_of(run) or ""), run
     return export
 
 
@@ -179,7 +182,7 @@ def _build_export(run: RunDir, rule: DropRule, *, format: str | None, store: Rev
         raise ReviewError(f"a Hugging Face dataset keeps its media inside its tables, so a {fmt} manifest of it would "
                           "name no files: export with --to hf (or --format shards, or ids)")
     names = manifest_info(run).get("source_columns") or {}
-    table, row_of, source = manifest_rows(run)
+    table, row_of, source = manifest_rows(run, unloaded)
     total = input_rows(len(table), row_of, unloaded)
     log = None
     if repairs:
@@ -206,7 +209,8 @@ def write_export(export: Export, out: str | Path, *, absolute_paths: bool = Fals
         if export.format == SHARD_FORMAT:  # a folder of new shards: never the shards it copies from
             check_output(out, inputs=[export.root], writes="folder")
         else:
-            check_output(out, inputs=[export.source], overwrite=overwrite, dataset=export.dataset)
+            check_output(out, inputs=[export.source], overwrite=overwrite, dataset=export.dataset,
+                         references=(lambda: referenced_files(export.run)) if export.run is not None else None)
     except OutputError as e:
         raise ReviewError(str(e)) from e
     out = Path(out).expanduser()
@@ -266,16 +270,50 @@ def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule, skipped:
     return df
 
 
-def cleaned_manifest(run: RunDir, drop: set[str]) -> tuple[pd.DataFrame, int]:
-    """The input manifest without the rows of the ids in `drop` (the rule's and the unloaded ones: `removal`),
-    with the input's own column names; and how many rows the input had (`input_rows`)."""
-    table, row_of, _ = manifest_rows(run)
-    return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded_rows(run))
+def cleaned_manifest(run: RunDir, drop: set[str], unloaded: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The input manifest without the rows of the ids in `drop` (the rule's and the unloaded ones: `removal`,
+    which also gives `unloaded`, every unloaded row), with the input's own column names; and how many rows the
+    input had (`input_rows`)."""
+    table, row_of, _ = manifest_rows(run, unloaded)
+    return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded)
 
 
-def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
+def referenced_files(run: RunDir) -> dict[Path, str]:
+    """Every file the run's input names, resolved wherever it leads (a run made with --allow-outside-root reads
+    media outside its dataset folder): the manifest and each media cell of every row, the rows the run could not
+    load included -> what it is, for the message of an export that would write over it."""
+    from multimem_core.data.paths import BadPathError, resolve_under
+    from multimem_core.data.shards import is_member_ref, split_ref
+
+    found: dict[Path, str] = {}
+
+    def add(value, what: str) -> None:
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+        text = split_ref(text)[0] if is_member_ref(text) else text  # a shard member: its shard
+        if text and "://" not in text:
+            try:
+                found.setdefault(resolve_under(run.dataset_root, text, allow_outside=True), what)
+            except BadPathError:  # a NUL byte or a symlink loop: no file to protect
+                pass
+
+    if manifest_info(run).get("path"):
+        add(run.stored_path("manifest"), "the run's input manifest")
+    try:
+        table, _, source = manifest_rows(run)
+    except ReviewError:  # the manifest changed since the run: the rows the run holds
+        table, source = run.samples(), str(run.samples_path)
+    names = manifest_info(run).get("source_columns") or {}
+    for column in dict.fromkeys(names.get(m, m) for m in MEDIA_MODALITIES):
+        for value in table[column] if column in table.columns else ():
+            add(value, f"a file the run's manifest names (its {column} column, {source})")
+    for value in run.errors().get("path", ()):
+        add(value, f"a file the run's manifest names (a row it could not load, {run.errors_path})")
+    return found
+
+
+def manifest_rows(run: RunDir, unloaded: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, int], str]:
     """The whole input manifest with the input's own column names, each sample's row in it (also of the rows the
-    run could not load, from errors.parquet), and its source.
+    run could not load: `unloaded`, unloaded_rows(run) when the caller has read them), and its source.
 
     Re-reads the original file when it is still there, so every column survives (also ones the engine
     ignored); otherwise rebuilds the table from samples.parquet with the original names (without the rows the
@@ -292,7 +330,7 @@ def manifest_rows(run: RunDir) -> tuple[pd.DataFrame, dict[str, int], str]:
         if len(original) < len(samples):
             raise ReviewError(f"{path} has {len(original)} rows but the run has {len(samples)} samples: the "
                               "manifest changed after the run; export with --format ids instead")
-        unloaded = unloaded_rows(run).query("row >= 0")
+        unloaded = (unloaded_rows(run) if unloaded is None else unloaded).query("row >= 0")
         row_of = {**dict(zip(unloaded["id"], unloaded["row"])), **dict(zip(samples["id"], samples["row"].astype(int)))}
         return original, row_of, str(path)
     source_columns = info.get("source_columns") or {}

@@ -107,6 +107,17 @@ def feature_keys(model, arrays: dict) -> dict[str, str]:
     return keys
 
 
+def features_path(cache_dir: str | Path, modality: str, key: str) -> Path:
+    """Where prepare_cached keeps a frozen encoder's features of `modality` under the cache key `key`."""
+    return Path(cache_dir) / f"features_{modality}_{key}.npy"
+
+
+def features_cached(cache_dir: str | Path, keys: dict[str, str]) -> bool:
+    """Whether every frozen encoder's features (`keys`: feature_keys) are already cached: preparing then
+    encodes nothing (False when there is no frozen encoder: nothing cached to reuse)."""
+    return bool(keys) and all(features_path(cache_dir, m, k).is_file() for m, k in keys.items())
+
+
 def prepare_cached(model, arrays: dict, cache_dir: Path, *, keys: dict[str, str] | None = None) -> dict:
     """Each tower's prepare() on the decoded arrays; frozen pretrained features are cached on disk.
 
@@ -129,7 +140,7 @@ def prepare_cached(model, arrays: dict, cache_dir: Path, *, keys: dict[str, str]
         if getattr(tower, "encoder_name", None) is None:
             out[m] = tower.prepare(arrays[m])
             continue
-        path = Path(cache_dir) / f"features_{m}_{keys[m]}.npy"
+        path = features_path(cache_dir, m, keys[m])
         if not from_lead(path.is_file()):
             if world > 1 and hasattr(tower, "prepare_share"):
                 _prepare_shared(tower, arrays[m], path, rank, world)

@@ -3,7 +3,7 @@
     RUN/job.json      what was started: the command, its process (group) id, when; `cancelled` once cancelled
     RUN/log.txt       everything the process printed
     RUN/exit_code     its exit status, written by the wrapper shell when it ends
-    RUN/progress.json what the engine is doing (stage, model, epoch, samples/s, time left), see run.Stages
+    RUN/progress.json what the engine is doing (stage, model, epoch, samples/s, time left), see stages.Stages
 
 Nothing is kept in the browser session: a reload, a second tab or a restarted dashboard reads the same
 files and finds the job where it is. Inputs must lie under the data root (`multimem app --data-root`,

@@ -1,4 +1,5 @@
-"""Names and rules shared by the engine and the dashboard: roles, who saw which row, score columns.
+"""Names and rules shared by the engine and the dashboard: roles, who saw which row, score columns, and
+how a long text is quoted on one line (`one_line`).
 
 No imports beyond the standard library, so the app reads these without loading training code.
 
@@ -106,3 +107,10 @@ def score_columns(columns: Iterable[str]) -> list[str]:
     columns = [c for c in columns if isinstance(c, str)]
     return [c for c in HEAD_COLUMNS if c in columns] + [c for c in columns if c.startswith(SCORE_PREFIXES)
                                                         and SCORE_NAME.fullmatch(c)]
+
+
+def one_line(text: str, limit: int = 80) -> str:
+    """`text` quoted on one line of at most `limit` characters: each run of whitespace (newlines included)
+    becomes one space, and a longer text is cut and ends in "…" (a decoder's multi-line error in a summary)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Mapping
 
 from .runlock import LOCK_NAME
 
@@ -45,13 +45,16 @@ def run_folder_of(path: Path) -> Path | None:
 
 
 def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] = (), writes: str = "file",
-                 overwrite: bool = False, dataset: str | os.PathLike | None = None) -> Path:
+                 overwrite: bool = False, dataset: str | os.PathLike | None = None,
+                 references: Callable[[], Mapping[Path, str]] | None = None) -> Path:
     """`out`, resolved, if writing it destroys nothing the command reads or a run owns; OutputError otherwise.
 
     `writes` says what the command makes at `out`:
     - "file" (export): refused when `out` is one of `inputs`, a run folder or a file in one (other than
       under RUN/exports/), or an existing file under `dataset` (the folder of the run's data: its manifest,
-      media and whatever else lies there; a new file there is fine), unless `overwrite`;
+      media and whatever else lies there; a new file there is fine), or an existing file `references()` names
+      (resolved path -> what it is: every file the run's manifest names, also outside `dataset`), unless
+      `overwrite`;
     - "run" (score: files written into the folder, resumable): refused when `out` is an existing file,
       an input folder, the folder an input file lies in or a folder that holds an input (other than as its
       own RUN/data), or a folder with content that is no run (none of RUN_MARKS);
@@ -72,6 +75,10 @@ def check_output(out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike] 
             raise OutputError(f"--out {target} is an existing file of the dataset in {root} (the run's data); "
                               "writing there would destroy it. Choose another --out, or pass --overwrite to "
                               "replace it on purpose.")
+        what = references().get(target) if references is not None and not overwrite and target.is_file() else None
+        if what:
+            raise OutputError(f"--out {target} is {what}; writing there would destroy it. Choose another --out, or "
+                              "pass --overwrite to replace it on purpose.")
         if target.is_dir():
             raise OutputError(f"--out {target} is a folder; name the file to write.")
         return target

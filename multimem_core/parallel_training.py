@@ -22,7 +22,8 @@ from .models.factory import create_model
 from .planting import PlantPlan, with_planted
 from .distributed import barrier, dist_info, owned
 from .protocol import Assignment
-from .run import RunDir, Stages
+from .run import RunDir
+from .stages import Stages
 from .runlock import die_with_parent
 from .train import resolve_device, train_model
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,9 +268,8 @@ class RunDir:
         atomic_write_parquet(self.projection_path, df)
 
     def record_timing(self, stage: str, seconds: float) -> None:
-        timings = self.timings()
-        timings[stage] = round(timings.get(stage, 0.0) + seconds, 3)
-        atomic_write_json(self.timings_path, timings)
+        """Set the seconds of `stage` (stages.Stages decides what a rerun adds, keeps or replaces)."""
+        atomic_write_json(self.timings_path, {**self.timings(), stage: round(seconds, 3)})
 
     def write_progress(self, **fields: Any) -> None:
         atomic_write_json(self.progress_path, {"updated": time.time(), "pid": os.getpid(), **fields})
@@ -305,22 +303,3 @@ def describe_skipped(errors: pd.DataFrame, *, total: int | None = None, where: s
     if len(ids) > shown:
         lines.append(f"  … and {len(ids) - shown} more")
     return "\n".join(lines)
-
-class Stages:
-    """Times each stage into RUN/timings.json and reports it in RUN/progress.json."""
-
-    def __init__(self, run: RunDir, enabled: bool):
-        self.run, self.enabled = run, enabled
-
-    @contextmanager
-    def __call__(self, name: str):
-        if self.enabled:
-            self.run.write_progress(stage=name)
-        t = time.perf_counter()
-        yield
-        if self.enabled:
-            self.run.record_timing(name, time.perf_counter() - t)
-
-    def report(self, **fields):
-        if self.enabled:
-            self.run.write_progress(**fields)

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from . import __version__, diagnose
 from .config import AugmentConfig, ScoreConfig, SelfCheckConfig
 from .confidence import heldout_confidence
-from .inputs import (dataset_info, decode, feature_keys, manifest_config, prepare_cached, read_input, samples_table,
-                     select)
+from .inputs import (dataset_info, decode, feature_keys, features_cached, manifest_config, prepare_cached, read_input,
+                     samples_table, select)
 from .metric import CMCTerms, streamed_cmc_terms
 from .models.factory import create_model
 from .parallel_training import for_each_model, train_protocol
@@ -33,14 +33,15 @@ from .planting import PlantPlan, plan_planted, plan_virtual, with_planted
 from .protocol import Assignment, assign, sampled_reference, training_assignment
 from .score_table import score_table
 from .atomic import allocated_memmap, atomic_save_npy, atomic_write_parquet
-from .run import RunDir, Stages, describe_skipped, stored_paths
+from .run import RunDir, describe_skipped, stored_paths
+from .stages import Stages
 from .runlock import RunLock
 from .selfcheck import (CANDIDATES, RANKING_COLUMN, VIRTUAL_CANDIDATES, VIRTUAL_FILE, mean_rank, oriented,
                         run_selfcheck)
 from .targeted import embed_views, view_generator
 from .virtual import SourceViews, virtual_cmc, virtual_table
 from .distributed import dist_info, init_distributed
-from .train import resolve_device
+from .train import finished_key, resolve_device
 
 
 def package_versions() -> dict[str, str]:
@@ -163,8 +164,7 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     check_resumable(run.path, replace(cfg, modalities=modalities), source.sha256)
     run.path.mkdir(parents=True, exist_ok=True)
     stages = Stages(run, lead)
-    if lead:
-        run.record_timing("read", time.perf_counter() - t_read)
+    stages.record("read", time.perf_counter() - t_read)
     device = resolve_device(cfg.device)
     progress = cfg.progress and lead
     base_config = {
@@ -177,13 +177,14 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     if lead:
         run.write_config(base_config)
 
-    with stages("decode"):
+    with stages("decode") as stage:
         if lead:
             decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=progress)
         if distributed:
             torch.distributed.barrier()
         if not lead:
             decoded = decode(source, modalities, cfg.media, run.cache_dir, progress=False)
+        stage.reused = decoded.cache_hit
     n = len(decoded.ids)
     if lead:
         run.write_errors(decoded.errors)
@@ -204,16 +205,20 @@ def _score_run(cfg: ScoreConfig, run: RunDir, distributed: bool) -> RunDir:
     training = training_assignment(assignment, plan)
 
     model_cfg = cfg.model_config(modalities)
-    with stages("prepare"):
+    with stages("prepare") as stage:
         torch.manual_seed(cfg.train.seed)
         proto = create_model(model_cfg)
         keys = feature_keys(proto, decoded.arrays)
+        stage.reused = features_cached(run.cache_dir, keys)
         data = prepare_cached(proto, decoded.arrays, run.cache_dir, keys=keys)  # once, shared by every model
         decoded.arrays.clear()  # a frozen tower's pixels are not needed again: unmap them
         data = with_planted(data, plan)
-    with stages("train"):
+    with stages("train") as stage:
+        done = {name: finished_key(run.models_dir / name) for name in training.all_train_sets}
         models = train_protocol(cfg, model_cfg, data, training, run, stages, device=device, progress=progress,
                                 distributed=distributed, planted=plan, feature_keys=keys)
+        # every model's final weights were there before this command: it trained none
+        stage.reused = bool(models) and all(done[k] == stats["key"] for k, (_, stats) in models.items())
     if not lead:
         return run
 

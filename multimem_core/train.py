@@ -125,6 +125,15 @@ def _read_checkpoint(path: Path, *, name: str, verbose: bool) -> dict | None:
     return state
 
 
+def finished_key(out_dir: str | Path) -> str | None:
+    """The fingerprint of the training whose final weights `out_dir` holds (its train.json, written once they
+    are), or None: train_model skips a model whose key matches."""
+    try:
+        return json.loads((Path(out_dir) / "train.json").read_text()).get("key")
+    except (OSError, ValueError, AttributeError):  # none yet, or a damaged one: train
+        return None
+
+
 def train_model(
     model: nn.Module,
     data: dict[str, Tensor],
@@ -156,7 +165,7 @@ def train_model(
     key = fingerprint({"cfg": cfg.to_dict(), "n": len(indices), "idx": fingerprint(indices.tolist()),
                        "mods": sorted(data), "world": world})
 
-    if final_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+    if final_path.is_file() and finished_key(out_dir) == key:
         load_model(model, final_path)
         return json.loads(meta_path.read_text())
 

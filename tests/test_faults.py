@@ -578,6 +578,54 @@ def test_export_never_writes_over_a_file_of_the_dataset(imported, target, fmt):
     assert res.returncode == 0, res.stderr
 
 
+@pytest.fixture(scope="module")
+def outside_run(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """(run, {case: media file outside the dataset folder}): a real run made with --allow-outside-root on 24
+    image+text rows, of which one image lies beside the dataset folder ('../outside/...'), one elsewhere (an
+    absolute path) and one, outside too, belongs to a row the run could not load (its caption is empty)."""
+    from dataclasses import replace
+
+    from corpus.build import good_sample
+
+    from multimem_core.score import score_run
+    from tests.conftest import tiny_score_config
+
+    base = tmp_path_factory.mktemp("outside_run")
+    data = base / "data"
+    rows = [good_sample(data, i, ("image", "text")) for i in range(24)]
+    files = {"beside": base / "outside" / "0.png", "elsewhere": base / "elsewhere" / "1.png",
+             "unloaded row": base / "outside" / "2.png"}
+    for i, (case, path) in enumerate(files.items()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (data / rows[i]["image"]).rename(path)
+        rows[i]["image"] = str(path) if case == "elsewhere" else f"../outside/{path.name}"
+    rows[2]["text"] = ""
+    pd.DataFrame(rows).to_csv(manifest := data / "manifest.csv", index=False)
+    cfg = tiny_score_config(manifest, base / "run", epochs=1, projection=False)
+    cfg.media = replace(cfg.media, allow_outside_root=True)
+    run = score_run(cfg)
+    assert run.errors()["id"].tolist() == ["good2"] and "good0" in set(run.samples()["id"])
+    return run.path, files
+
+
+@pytest.mark.parametrize("case, fmt", [(case, fmt) for case in ("beside", "elsewhere", "unloaded row")
+                                       for fmt in ("csv", "ids")] + [("elsewhere", "label-studio")])
+def test_export_never_writes_over_a_file_the_manifest_names_outside_the_dataset(outside_run, case, fmt):
+    """A run made with --allow-outside-root reads media outside its dataset folder: those files are the
+    dataset's own too. An export over one is one line naming the file and --overwrite, and the file is as it
+    was; --overwrite writes there on purpose. (The tools' exports refuse every existing file; they say why.)"""
+    run_path, files = outside_run
+    out = files[case]
+    before = out.read_bytes()
+    res = cli("export", str(run_path), "--out", str(out), "--drop", "top:3", "--format", fmt)
+    one_line_error(res, str(out.resolve()), "manifest names", "--overwrite")
+    assert out.read_bytes() == before
+    if fmt == "ids" and case == "beside":
+        res = cli("export", str(run_path), "--out", str(out), "--drop", "top:3", "--format", fmt, "--overwrite")
+        assert res.returncode == 0, res.stderr
+        out.write_bytes(before)
+
+
 def test_score_writes_only_into_a_new_folder_or_its_own_run(imported, tmp_path):
     """`score --out` on the dataset's image folder, on a folder that holds the manifest, on a folder of other
     things or on a run an importer made: one line each, nothing written there. A demo's run holds its own data,

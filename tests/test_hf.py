@@ -145,6 +145,21 @@ def test_export_of_a_manifest_run_to_hf_counts_the_input_and_leaves_out_unloaded
     assert all(isinstance(v["bytes"], bytes) for v in after.with_format("python")["image"])
 
 
+@pytest.mark.parametrize("which", ["hf_run", "unloadable_run"])
+def test_export_to_hf_reads_errors_parquet_once(which, request, tmp_path, monkeypatch):
+    """The rows the run could not load are read from RUN/errors.parquet once, for the counts and for writing
+    the dataset alike, for a run of a Hugging Face dataset and for one of a manifest."""
+    from multimem_core.exporters import export_to
+
+    run = request.getfixturevalue(which)[0 if which == "unloadable_run" else 1]
+    reads, read = [], RunDir.errors
+    monkeypatch.setattr(RunDir, "errors", lambda self: reads.append(self.errors_path) or read(self))
+    said = export_to(run, "hf", tmp_path / "clean", DropRule("top", n=3, score=run.ranking_column()))
+    assert reads == [run.errors_path], reads
+    total = len(datasets.load_from_disk(str(tmp_path / "clean"))) + 3 + (5 if which == "unloadable_run" else 0)
+    assert said.startswith(f"dropped 3 of {total} rows"), said
+
+
 def test_export_to_shards_and_csv(hf_run, tmp_path, capsys):
     """Shards carry the table's media bytes; a manifest would name no files, so it is refused with the way out."""
     import tarfile

@@ -200,6 +200,24 @@ def _says_every_row(line: str, *, dropped: int, total: int, unloaded: int, kept:
     assert f"kept {kept}" in line and dropped + unloaded + kept == total, line
 
 
+def test_summary_quotes_each_reason_on_one_short_line():
+    """A decoder's error can run over several lines and hundreds of characters: the summary stays one line, each
+    reason quoted in at most 80 characters ending in "…", and its counts still add up."""
+    from multimem_core.export import export_summary
+
+    decoder = ("unexpected RuntimeError: [Errno 1094995529] Invalid data found when processing input: "
+               "'/data/clips/0001.mp4'\n  moov atom not found\n  " + "stream 0, codec frame size not set; " * 8)
+    skipped = pd.DataFrame({"id": ["a", "b", "c"], "row": [4, 9, 12],
+                            "reason": [decoder, decoder, "missing file"]})
+    line = export_summary(total=20, dropped=2, skipped=skipped, kept=15, rule="top:2", what="csv")
+    assert "\n" not in line and "moov" not in line, line
+    shown = line.split("could not load (", 1)[1].split("; listed in", 1)[0]
+    first, second = shown.split(", 1 ")
+    assert first.startswith("2 unexpected RuntimeError: [Errno 1094995529] Invalid data") and first.endswith("…")
+    assert len(first) - len("2 ") <= 80 and second == "missing file", shown
+    assert "left out 3 more" in line and "kept 15 (csv)" in line
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "shards"])
 def test_cleaned_export_leaves_out_the_rows_the_run_could_not_load(unloadable_run, fmt, tmp_path):
     """A missing image, a path outside the dataset folder, an empty caption: the run skipped those rows, so a

@@ -131,6 +131,29 @@ def test_resume_after_interrupted_training(tmp_path, shapes_manifest):
     pd.testing.assert_frame_equal(full.reset_index(drop=True), resumed.reset_index(drop=True), atol=1e-5)
 
 
+def test_rerun_of_a_finished_run_keeps_the_time_of_work_it_skipped(tmp_path, shapes_manifest):
+    """The same command again on a finished run resumes it: it finds the decoded media, the frozen text
+    features and the trained models done, so their seconds stay those of the run that did the work; what it
+    redoes (reading the input, embedding, scoring, the UMAP map) is timed anew, not added to the first run's."""
+    import time
+
+    from multimem_core.score import score_run
+
+    cfg = tiny_score_config(shapes_manifest, tmp_path / "run", modalities=["image", "text"], epochs=1)
+    cfg.model.text_tower = "minilm"  # frozen: its features are cached, so preparing is skipped too
+    run = score_run(cfg)
+    first = run.timings()
+    start = time.perf_counter()
+    score_run(cfg)
+    wall = time.perf_counter() - start
+    again = run.timings()
+    assert set(again) == set(first) == {"read", "decode", "prepare", "train", "embed", "score", "projection"}
+    skipped = ("decode", "prepare", "train")
+    assert {k: again[k] for k in skipped} == {k: first[k] for k in skipped}
+    redone = sorted(set(again) - set(skipped))
+    assert sum(again[k] for k in redone) <= wall, (first, again, wall)
+
+
 def test_frozen_pretrained_text_tower_is_cached(tmp_path, shapes_manifest):
     """--text-tower minilm: frozen all-MiniLM-L6-v2 (shipped in a wheel) + trained projection, features cached."""
     from multimem_core.score import score_run

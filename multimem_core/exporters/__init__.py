@@ -25,19 +25,20 @@ def export_to(run: RunDir, fmt: str, out: str | Path, rule: DropRule | None, *, 
     unless `keep_unloaded`) and its summary (export_summary)."""
     if fmt in NEEDS_DROP and rule is None:
         raise ReviewError(f"--to {fmt} needs --drop RULE (e.g. --drop top:100, or --drop flagged)")
+    from multimem_core.export import referenced_files
     from multimem_core.outputs import OutputError, check_output, dataset_of
 
-    try:  # never over the run's own files, the input it was made from or a file of its dataset
+    try:  # never over the run's own files, the input it was made from, a file of its dataset or one it names
         check_output(out, inputs=[run.input_path], writes="file" if fmt in ("spotlight", "label-studio") else "folder",
-                     dataset=dataset_of(run))
+                     dataset=dataset_of(run), references=lambda: referenced_files(run))
     except OutputError as e:
         raise ReviewError(str(e)) from e
     if fmt == "hf":
         from multimem_core.export import export_summary, removal
         from .hf import write_hf
 
-        dropped, skipped, _ = removal(run, rule, keep_unloaded=keep_unloaded)
-        kept, total = write_hf(run, set(dropped) | set(skipped["id"]), out)
+        dropped, skipped, unloaded = removal(run, rule, keep_unloaded=keep_unloaded)  # errors.parquet, read once
+        kept, total = write_hf(run, set(dropped) | set(skipped["id"]), out, unloaded)
         return export_summary(total=total, dropped=len(dropped), skipped=skipped, kept=kept, rule=rule.describe(),
                               what="Hugging Face dataset")
     dropped = set(ids_to_drop(run, rule)) if rule is not None else set()

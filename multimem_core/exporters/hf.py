@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from multimem_core.data.files import read_regular_bounded
 from multimem_core.data.paths import file_under, resolve_under
 from multimem_core.review import ReviewError
@@ -27,11 +29,12 @@ def require_datasets():
     return datasets
 
 
-def write_hf(run: RunDir, removed: set[str], out: str | Path) -> tuple[int, int]:
+def write_hf(run: RunDir, removed: set[str], out: str | Path, unloaded: pd.DataFrame) -> tuple[int, int]:
     """Write the input's rows minus those of the ids in `removed` (the drop rule's and the rows the run could not
-    load: multimem_core.export.removal) as a dataset folder `out` (which must not exist yet or be empty);
-    (rows kept, rows in the input), both counted on the input as it was before anything was removed."""
-    from multimem_core.export import cleaned_manifest, unloaded_rows
+    load: multimem_core.export.removal, which also gives `unloaded`, every row the run could not load) as a
+    dataset folder `out` (which must not exist yet or be empty); (rows kept, rows in the input), both counted on
+    the input as it was before anything was removed."""
+    from multimem_core.export import cleaned_manifest
 
     datasets = require_datasets()
     out = Path(out).expanduser()
@@ -40,7 +43,7 @@ def write_hf(run: RunDir, removed: set[str], out: str | Path) -> tuple[int, int]
                           "(export never writes over files)")
     info = run.config().get("manifest") or {}
     if info.get("format") == "hf" and info.get("hf"):
-        samples, unloaded = run.samples(), unloaded_rows(run)
+        samples = run.samples()
         rows = dict(zip(unloaded["id"], unloaded["row"]))  # the unloaded rows are in the input, not in samples
         rows.update(zip(samples["id"].astype(str), samples["row"].astype(int)))
         drop_rows = {rows[i] for i in removed if i in rows}
@@ -48,7 +51,7 @@ def write_hf(run: RunDir, removed: set[str], out: str | Path) -> tuple[int, int]
         total = len(ds)
         ds = ds.select([i for i in range(total) if i not in drop_rows])
     else:
-        table, total = cleaned_manifest(run, removed)  # the manifest's (or the shards') kept rows
+        table, total = cleaned_manifest(run, removed, unloaded)  # the manifest's (or the shards') kept rows
         ds = _dataset_from_manifest(datasets, run, table)
     try:
         ds.save_to_disk(str(out))

@@ -46,7 +46,7 @@ class EmbeddingImport:
 def import_embeddings(cfg: EmbeddingImport, *, progress: bool = False) -> RunDir:
     """Embeddings computed elsewhere -> a complete run directory, scored like `multimem score` scores."""
     from ..metric import streamed_cmc_terms
-    from ..run import Stages
+    from ..stages import Stages
     from ..score import package_versions, write_scored
 
     t0 = time.perf_counter()
