@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_json, atomic_write_parquet
-from .names import HELDOUT, MODALITIES
+from .names import HELDOUT, MODALITIES, one_line
 from .run_files import DAMAGED_HINT, RunDirError, load_run_array, read_run_json, read_run_lines, read_run_parquet
 
 def stored_paths(run_path: Path, **paths: str | os.PathLike) -> dict:
@@ -297,8 +297,8 @@ def describe_skipped(errors: pd.DataFrame, *, total: int | None = None, where: s
     lines = [f"skipped {len(ids)}{of} samples that could not be loaded (every reason in {where}):"]
     for sample_id in ids[:shown]:
         rows = errors[errors["id"].astype(str) == sample_id]
-        why = "; ".join(f"{r.modality} {r.path}: {r.reason}" if r.path else f"{r.modality}: {r.reason}"
-                        for r in rows.itertuples())
+        why = "; ".join(f"{r.modality} {r.path}: {one_line(r.reason)}" if r.path else
+                        f"{r.modality}: {one_line(r.reason)}" for r in rows.itertuples())  # whole in errors.parquet
         lines.append(f"  {sample_id!r} (row {int(rows['row'].iloc[0])}): {why}")
     if len(ids) > shown:
         lines.append(f"  … and {len(ids) - shown} more")

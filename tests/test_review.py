@@ -271,3 +271,18 @@ def test_cli_export_counts_every_row_and_can_keep_the_unloaded(unloadable_run, t
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "could not load" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_console_quotes_each_skipped_reason_on_one_short_line():
+    """`score`'s console note on skipped samples: a multi-line decoder error is one short line there (the whole
+    reason stays in errors.parquet), the file it names is kept whole."""
+    from multimem_core.run import describe_skipped
+
+    decoder = "moov atom not found\n  " + "stream 0, codec frame size not set; " * 8
+    errors = pd.DataFrame({"id": ["a"], "row": [4], "modality": ["video"], "path": ["/data/clips/0001.mp4"],
+                           "reason": [decoder]})
+    text = describe_skipped(errors, total=20)
+    first, line = text.splitlines()
+    assert first.startswith("skipped 1 of 20 samples") and line.startswith("  'a' (row 4): video /data/clips/0001.mp4: ")
+    reason = line.split("0001.mp4: ", 1)[1]
+    assert reason.startswith("moov atom not found stream 0") and reason.endswith("…") and len(reason) <= 80
