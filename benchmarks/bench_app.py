@@ -173,13 +173,15 @@ def browser_timings(run_path: Path) -> tuple[list[tuple[str, float, float]], flo
     import pandas as pd
     from playwright.sync_api import sync_playwright
 
-    from app import streamlit_command
+    from app import LAUNCH_DIR, streamlit_command
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(streamlit_command(run_path, port=port), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # started in the package's app/ folder, as `multimem app` starts it: no .streamlit/config.toml of the folder
+    # the benchmark runs in is read; media are served from under that folder, named explicitly
+    proc = subprocess.Popen(streamlit_command(run_path, port=port, data_root=Path.cwd()), cwd=LAUNCH_DIR,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
     def settled(pg, ready_js: str, timeout: float = 120.0) -> None:
