@@ -170,14 +170,17 @@ def _build_export(run: RunDir, rule: DropRule, *, format: str | None, store: Rev
     if fmt == SHARD_FORMAT:
         # The run's samples (shard references or media paths) minus the removed; write_export copies the
         # media into new shards. Samples that failed to decode are not in samples.parquet, so not exported.
+        from multimem_core.exporters.embedding import media_root
+
         table, log = samples.reset_index(drop=True), None
+        root = media_root(run, table)  # the input's own root, every row's media cells the input's own
         row_of = dict(zip(table["id"].astype(str), range(len(table))))
         total = input_rows(len(table), row_of, unloaded)
         if repairs:
             table, log = apply_repairs(table, row_of, _kept_repairs(run, store, drop_set), {})
         table = _without(table, row_of, drop_set)
         return Export(b"", fmt, dropped, len(table), total, "", str(run.samples_path), table=table,
-                      root=str(run.dataset_root), repairs=log, skipped=skipped, rule=described)
+                      root=str(root), repairs=log, skipped=skipped, rule=described)
     if manifest_info(run).get("format") == "hf":
         raise ReviewError(f"a Hugging Face dataset keeps its media inside its tables, so a {fmt} manifest of it would "
                           "name no files: export with --to hf (or --format shards, or ids)")
@@ -270,12 +273,15 @@ def _removed_table(run: RunDir, dropped: Sequence[str], rule: DropRule, skipped:
     return df
 
 
-def cleaned_manifest(run: RunDir, drop: set[str], unloaded: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def cleaned_manifest(run: RunDir, drop: set[str], unloaded: pd.DataFrame) -> tuple[pd.DataFrame, int, list, str]:
     """The input manifest without the rows of the ids in `drop` (the rule's and the unloaded ones: `removal`,
-    which also gives `unloaded`, every unloaded row), with the input's own column names; and how many rows the
-    input had (`input_rows`)."""
-    table, row_of, _ = manifest_rows(run, unloaded)
-    return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded)
+    which also gives `unloaded`, every unloaded row), with the input's own column names; how many rows the
+    input had (`input_rows`); the sample id of each kept row (None where the run names none); its source."""
+    table, row_of, source = manifest_rows(run, unloaded)
+    id_at = {row: i for i, row in row_of.items()}
+    drop_rows = {row_of[i] for i in drop if i in row_of}
+    ids = [id_at.get(r) for r in range(len(table)) if r not in drop_rows]
+    return _without(table, row_of, drop), input_rows(len(table), row_of, unloaded), ids, source
 
 
 def referenced_files(run: RunDir) -> dict[Path, str]:

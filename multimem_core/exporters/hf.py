@@ -36,23 +36,29 @@ def write_hf(run: RunDir, removed: set[str], out: str | Path, unloaded: pd.DataF
     the input as it was before anything was removed."""
     from multimem_core.export import cleaned_manifest
 
+    from .embedding import embedding_input
+
     datasets = require_datasets()
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReviewError(f"{out} already exists and is not an empty folder: choose a new --out "
                           "(export never writes over files)")
     info = run.config().get("manifest") or {}
+    emb = embedding_input(run)  # the input re-read now: its root and its own cells, never the run folder's paths
     if info.get("format") == "hf" and info.get("hf"):
         samples = run.samples()
         rows = dict(zip(unloaded["id"], unloaded["row"]))  # the unloaded rows are in the input, not in samples
         rows.update(zip(samples["id"].astype(str), samples["row"].astype(int)))
         drop_rows = {rows[i] for i in removed if i in rows}
-        ds = _input_dataset(datasets, run, info["hf"])
+        ds = _input_dataset(datasets, emb, info["hf"])
         total = len(ds)
         ds = ds.select([i for i in range(total) if i not in drop_rows])
     else:
-        table, total = cleaned_manifest(run, removed, unloaded)  # the manifest's (or the shards') kept rows
-        ds = _dataset_from_manifest(datasets, run, table)
+        # the manifest's (or the shards') kept rows, each media cell the input's own for its sample id
+        table, total, ids, source = cleaned_manifest(run, removed, unloaded)
+        names = info.get("source_columns") or {}
+        emb.check(ids, table, {m: names.get(m, m) for m in MEDIA_FEATURES}, source)
+        ds = _dataset_from_manifest(datasets, emb.root, names, table)
     try:
         ds.save_to_disk(str(out))
     except (OSError, ValueError) as e:
@@ -60,11 +66,16 @@ def write_hf(run: RunDir, removed: set[str], out: str | Path, unloaded: pd.DataF
     return len(ds), total
 
 
-def _input_dataset(datasets, run: RunDir, hf: dict):
-    """The run's input dataset, every row, from its data files (Arrow memory-mapped), with its features."""
+def _input_dataset(datasets, emb, hf: dict):
+    """The run's input dataset, every row, from its data files (Arrow memory-mapped) as the input re-read now
+    names them (`emb`: EmbedInput), with its features; `hf`: what config.json recorded, to see it changed."""
     from datasets.table import InMemoryTable, MemoryMappedTable, concat_tables
 
-    root = run.dataset_root
+    if getattr(emb.source, "format", None) != "hf":
+        raise ReviewError(f"{emb.run.path}: the run was made from a Hugging Face dataset, but its input "
+                          f"({emb.source.path}) is not one now; put it back where the run found it")
+    hf = {**hf, **emb.source.config(), "file_rows": hf.get("file_rows")}
+    root = emb.root
     tables = []
     for name in hf["files"]:
         path = file_under(root, name, error=ReviewError,
@@ -87,11 +98,9 @@ def _input_dataset(datasets, run: RunDir, hf: dict):
     return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
 
 
-def _dataset_from_manifest(datasets, run: RunDir, table):
-    """The kept rows of a manifest (or shards), `table`, with each media file's bytes in an Image/Audio/Video
-    feature."""
-    names = (run.config().get("manifest") or {}).get("source_columns") or {}
-    root = run.dataset_root
+def _dataset_from_manifest(datasets, root: Path, names: dict, table):
+    """The kept rows of a manifest (or shards), `table` (`names`: standard name -> its column), with each media
+    file's bytes, read under `root` (the input's own: EmbedInput.root), in an Image/Audio/Video feature."""
     columns, features = {}, {}
     for col in table.columns:
         modality = next((m for m, c in names.items() if c == col and m in MEDIA_FEATURES), None)
