@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from multimem_core.names import one_line
+from multimem_core.names import MEDIA_MODALITIES, one_line
 from multimem_core.repairs import MODALITIES, apply_repairs, current_repairs, repairs_path
 from multimem_core.review import DropRule, ReviewError, ReviewStore, ids_to_drop
 from multimem_core.atomic import atomic_write_bytes
@@ -31,7 +31,6 @@ MANIFEST_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ID_FORMATS = ("ids", "ids-csv", "npy")
 SHARD_FORMAT = "shards"  # WebDataset .tar shards written into a folder (multimem_core.data.shard_writer.write_shards)
 FORMATS = MANIFEST_FORMATS + (SHARD_FORMAT,) + ID_FORMATS
-MEDIA_MODALITIES = ("image", "audio", "video")
 
 
 

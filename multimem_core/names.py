@@ -16,6 +16,7 @@ import re
 from typing import Iterable, Sequence
 
 MODALITIES = ("image", "text", "audio", "video")
+MEDIA_MODALITIES = tuple(m for m in MODALITIES if m != "text")  # held as files (or bytes), not as text
 
 HELDOUT = "H"
 PAPER_ROLES = ("S_S", "S_C", "S_I")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from multimem_core.names import MODALITIES
+from multimem_core.names import MEDIA_MODALITIES, MODALITIES
 from multimem_core.data.manifest import Manifest
 from multimem_core.data.media import MediaError, load_audio, load_image, load_text, load_video
 from multimem_core.config import MediaSpec
@@ -36,7 +36,6 @@ from multimem_core.atomic import allocated_memmap, atomic_save_npy, atomic_write
 
 CACHE_VERSION = 2  # bump when the decoding itself changes, so old caches are not reused
 ERROR_COLUMNS = ["id", "row", "modality", "path", "reason"]
-MEDIA = ("image", "audio", "video")
 WORKERS = 2  # decoders release the GIL; 2 threads measured faster on the 2-core machines (see tests)
 COPY_CHUNK = 1024  # rows per copy when compacting the arrays
 
@@ -123,7 +122,7 @@ def decode_samples(
         "audio": ((spec.audio_samples,), np.float32),
         "video": ((spec.video_frames, 3, spec.video_size, spec.video_size), np.uint8),
     }
-    media = [m for m in MEDIA if m in modalities]
+    media = [m for m in MEDIA_MODALITIES if m in modalities]
     partial = {m: allocated_memmap(cache_dir / f"{m}.partial.npy", shapes[m][1], (max(n, 1), *shapes[m][0]))
                for m in media}
     texts: list[str] = []
@@ -275,7 +274,7 @@ def _load_cache(cache_dir: Path, meta_path: Path, key: str, modalities: Sequence
     if meta.get("key") != key:
         return None
     try:
-        arrays: dict[str, np.ndarray | list[str]] = {m: _open_array(cache_dir / f"{m}.npy") for m in MEDIA
+        arrays: dict[str, np.ndarray | list[str]] = {m: _open_array(cache_dir / f"{m}.npy") for m in MEDIA_MODALITIES
                                                       if m in modalities}
         if "text" in modalities:
             arrays["text"] = json.loads((cache_dir / "text.json").read_text())

@@ -73,12 +73,7 @@ def read_manifest(
     keys = keys or ColumnKeys()
     path = Path(path).expanduser()
     fmt = _format_of(path)
-    try:
-        data = read_regular_bounded(path, MANIFEST_LIMIT, "manifest")
-    except UnreadableFileError as e:
-        raise ManifestError(str(e)) from e
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e}). Check the path.") from e
+    data = _read(read_regular_bounded, path, MANIFEST_LIMIT)
     raw = _parse(path, fmt, data)
     if len(raw) == 0:
         raise ManifestError(f"{path}: the manifest has no rows. Add one row per sample.")
@@ -108,12 +103,7 @@ def check_header(path: str | Path, *, keys: ColumnKeys | None = None,
     fmt = _format_of(path)
     if fmt not in ("csv", "tsv"):
         return None
-    try:
-        head = read_regular_head(path, HEADER_LIMIT, "manifest")
-    except UnreadableFileError as e:
-        raise ManifestError(str(e)) from e
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e}). Check the path.") from e
+    head = _read(read_regular_head, path, HEADER_LIMIT)
     line = head.split(b"\n", 1)[0]
     if b"\n" not in head and len(head) == HEADER_LIMIT:
         raise ManifestError(f"{path}: no header line in its first {HEADER_LIMIT:,} bytes; a manifest's first line "
@@ -122,6 +112,16 @@ def check_header(path: str | Path, *, keys: ColumnKeys | None = None,
 
 
 # ---------------------------------------------------------------------------------------------- parsing
+
+def _read(reader, path: Path, limit: int) -> bytes:
+    """`reader` (the whole file, or its head) on a manifest, any failure a ManifestError naming the file."""
+    try:
+        return reader(path, limit, "manifest")
+    except UnreadableFileError as e:
+        raise ManifestError(str(e)) from e
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e}). Check the path.") from e
+
 
 
 def _format_of(path: Path) -> str:

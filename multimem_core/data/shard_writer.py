@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from webdataset.tariterators import base_plus_ext
 
-from multimem_core.names import MODALITIES
+from multimem_core.names import MEDIA_MODALITIES, MODALITIES
 from multimem_core.data.manifest import cell_text
 from multimem_core.data import hf_media
 from multimem_core.data.shard_members import original_members
@@ -75,7 +75,7 @@ def _sample(rec: dict[str, Any], root: Path) -> dict[str, Any]:
     sample: dict[str, Any] = {}
     if refs:
         sample = original_members(root, refs[0])
-    for m in ("image", "audio", "video"):
+    for m in MEDIA_MODALITIES:
         cell = cells.get(m)
         if not cell or is_member_ref(cell) or any(e in sample for e in EXTENSIONS[m]):
             continue

@@ -17,10 +17,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from multimem_core.names import MEDIA_MODALITIES
 from multimem_core.review import ReviewError
 from multimem_core.run import RunDir, RunDirError
-
-MEDIA = ("image", "audio", "video")
 
 
 @dataclass
@@ -39,7 +38,7 @@ class EmbedInput:
         from multimem_core.data.manifest import cell_text
 
         for modality, column in columns.items():
-            if modality not in MEDIA or column not in table.columns:
+            if modality not in MEDIA_MODALITIES or column not in table.columns:
                 continue
             own = self.cells.get(modality, {})
             for i, (sample, value) in enumerate(zip(ids, table[column].tolist())):
@@ -78,7 +77,8 @@ def embedding_input(run: RunDir) -> EmbedInput:
                           "media re-reads the dataset; put it back where the run found it") from e
     table = source.table
     ids = table["id"].astype(str).tolist()
-    cells = {m: dict(zip(ids, (cell_text(v) for v in table[m].tolist()))) for m in MEDIA if m in table.columns}
+    cells = {m: dict(zip(ids, (cell_text(v) for v in table[m].tolist())))
+             for m in MEDIA_MODALITIES if m in table.columns}
     return EmbedInput(run, source, Path(source.root).expanduser().resolve(), cells)
 
 
@@ -86,5 +86,6 @@ def media_root(run: RunDir, samples: pd.DataFrame) -> Path:
     """The root to read the media of `samples` (RUN/samples.parquet's rows, standard column names) under, once
     every row is checked against the re-read input (EmbedInput.check)."""
     emb = embedding_input(run)
-    emb.check(samples["id"].astype(str).tolist(), samples, {m: m for m in MEDIA}, str(run.samples_path))
+    emb.check(samples["id"].astype(str).tolist(), samples, {m: m for m in MEDIA_MODALITIES},
+              str(run.samples_path))
     return emb.root

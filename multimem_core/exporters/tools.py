@@ -16,9 +16,9 @@ import pandas as pd
 
 from multimem_core.review import ReviewError, ReviewStore
 from multimem_core.atomic import atomic_write_bytes
+from multimem_core.names import MEDIA_MODALITIES
 from multimem_core.run import RunDir
 
-MEDIA = ("image", "audio", "video")
 MAX_BYTES = 256 * 2**20
 EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp", "image/bmp": ".bmp",
        "audio/wav": ".wav", "audio/flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "video/mp4": ".mp4",
@@ -91,7 +91,7 @@ def media_files(run: RunDir, table: pd.DataFrame, folder: Path) -> pd.DataFrame:
 
     root = run.dataset_root
     out = table.copy()
-    for m in [m for m in MEDIA if m in table.columns]:
+    for m in [m for m in MEDIA_MODALITIES if m in table.columns]:
         paths = []
         for i, cell in enumerate(table[m].fillna("").astype(str)):
             if not cell.strip():
